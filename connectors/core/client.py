@@ -1,0 +1,222 @@
+"""The HTTP client every connector uses: pooled, timed, rate-budgeted, retried, measured, redacted.
+
+One `IntegrationClient` per integration wraps one pooled `httpx.Client`. `transport=` is the test
+seam (a sandbox runs in-process as an httpx transport); the same code talks to the real service.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from connectors.core.errors import (
+    ErrorBodyParser,
+    IntegrationError,
+    classify_exception,
+    classify_response,
+    request_snapshot,
+    response_snapshot,
+)
+from connectors.core.metrics import METRICS, CallMetrics
+from connectors.core.redact import redact_text
+from connectors.core.retry import call_with_retry
+from hub.settings import IntegrationConfig, RetryPolicy, get_settings
+
+log = logging.getLogger(__name__)
+
+
+class RateBudget:
+    """Token bucket: at most `rate_per_s` requests per second from this process.
+
+    Hand-written because it must sit inside the HTTP call path (a few microseconds per call); the
+    cross-worker budget is a Prefect global rate limit on top of this one.
+    """
+
+    def __init__(self, rate_per_s: float, *, burst: float | None = None, clock: Callable[[], float] = time.monotonic):
+        self.rate = rate_per_s
+        self.capacity = burst if burst is not None else max(1.0, rate_per_s)
+        self._tokens = self.capacity
+        self._clock = clock
+        self._last = clock()
+        self._lock = threading.Lock()
+
+    def acquire(self, sleep: Callable[[float], None] = time.sleep) -> float:
+        """Take one token, sleeping until one is free; returns the seconds waited."""
+        waited = 0.0
+        while True:
+            with self._lock:
+                now = self._clock()
+                self._tokens = min(self.capacity, self._tokens + (now - self._last) * self.rate)
+                self._last = now
+                if self._tokens >= 1.0:
+                    self._tokens -= 1.0
+                    return waited
+                wait = (1.0 - self._tokens) / self.rate
+            sleep(wait)
+            waited += wait
+
+
+class DebugLog:
+    """INTEGRATION_DEBUG=1: redacted request/response pairs appended to logs/integration_debug.log."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+
+    def write(self, integration: str, response: httpx.Response | None, request: httpx.Request, latency_s: float) -> None:
+        entry: dict[str, Any] = {
+            "ts": time.time(),
+            "integration": integration,
+            "latency_ms": round(latency_s * 1000, 2),
+            "request": request_snapshot(request),
+        }
+        if response is not None:
+            entry["response"] = response_snapshot(response, None, limit=4000)
+        line = redact_text(json.dumps(entry, default=str))
+        with self._lock:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self.path.open("a", encoding="utf-8") as fh:
+                fh.write(line + "\n")
+
+
+# In-process transports by integration (a sandbox's httpx transport): the seam that lets flows run
+# against a simulator without a server. Empty in production, where the real network is used.
+_TRANSPORT_OVERRIDES: dict[str, httpx.BaseTransport] = {}
+
+
+@contextmanager
+def use_transport(integration: str, transport: httpx.BaseTransport) -> Iterator[None]:
+    """Route every client of `integration` built inside the block through `transport`."""
+    previous = _TRANSPORT_OVERRIDES.get(integration)
+    _TRANSPORT_OVERRIDES[integration] = transport
+    try:
+        yield
+    finally:
+        if previous is None:
+            _TRANSPORT_OVERRIDES.pop(integration, None)
+        else:
+            _TRANSPORT_OVERRIDES[integration] = previous
+
+
+class IntegrationClient:
+    """HTTP access to one external system; raises only classified `IntegrationError`s."""
+
+    def __init__(
+        self,
+        config: IntegrationConfig,
+        *,
+        auth: httpx.Auth | None = None,
+        transport: httpx.BaseTransport | None = None,
+        headers: dict[str, str] | None = None,
+        retry: RetryPolicy | None = None,
+        body_parser: ErrorBodyParser | None = None,
+        metrics: CallMetrics = METRICS,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.config = config
+        self.name = config.name
+        self.retry = retry or config.retry
+        self.body_parser = body_parser
+        self.metrics = metrics
+        self._sleep = sleep
+        self.budget = RateBudget(config.rate_budget_per_s)
+        settings = get_settings()
+        self.debug = DebugLog(settings.log_dir / "integration_debug.log") if settings.integration_debug else None
+        self.http = httpx.Client(
+            base_url=config.base_url,
+            auth=auth,
+            transport=transport or _TRANSPORT_OVERRIDES.get(config.name),
+            headers=headers or {},
+            timeout=httpx.Timeout(config.timeout_s, connect=config.connect_timeout_s),
+            limits=httpx.Limits(max_connections=10, max_keepalive_connections=10),
+            follow_redirects=False,
+        )
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self) -> IntegrationClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def send_once(self, method: str, url: str, *, operation: str, **kwargs: Any) -> httpx.Response:
+        """One attempt: a non-2xx answer becomes a classified error (nothing is retried here)."""
+        self.budget.acquire(self._sleep)
+        started = time.perf_counter()
+        response: httpx.Response | None = None
+        request = self.http.build_request(method, url, **kwargs)
+        try:
+            response = self.http.send(request)
+            response.read()
+        except Exception as exc:
+            self._measure(operation, started, ok=False, request=request, response=None)
+            raise classify_exception(exc, integration=self.name, operation=operation) from exc
+        ok = response.is_success
+        self._measure(operation, started, ok=ok, request=request, response=response, rate_limited=response.status_code == 429)
+        if not ok:
+            raise classify_response(response, body_parser=self.body_parser, integration=self.name, operation=operation)
+        return response
+
+    def request(self, method: str, url: str, *, operation: str, retry: bool = True, **kwargs: Any) -> httpx.Response:
+        """Send with the integration's retry policy for transient failures (honours Retry-After)."""
+        if not retry:
+            return self.send_once(method, url, operation=operation, **kwargs)
+        return call_with_retry(
+            lambda: self.send_once(method, url, operation=operation, **kwargs),
+            self.retry,
+            integration=self.name,
+            operation=operation,
+            sleep=self._sleep,
+            on_retry=lambda *_: self.metrics.record_retry(self.name, operation),
+        )
+
+    def get_json(self, url: str, *, operation: str, **kwargs: Any) -> Any:
+        """GET and decode JSON; a malformed body is a (transient) SERVER_ERROR, retried like any other."""
+
+        def attempt() -> Any:
+            response = self.send_once("GET", url, operation=operation, **kwargs)
+            try:
+                return json.loads(response.content)
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                raise classify_exception(exc, integration=self.name, operation=operation) from exc
+
+        return call_with_retry(
+            attempt,
+            self.retry,
+            integration=self.name,
+            operation=operation,
+            sleep=self._sleep,
+            on_retry=lambda *_: self.metrics.record_retry(self.name, operation),
+        )
+
+    def _measure(
+        self,
+        operation: str,
+        started: float,
+        *,
+        ok: bool,
+        request: httpx.Request,
+        response: httpx.Response | None,
+        rate_limited: bool = False,
+    ) -> None:
+        latency = time.perf_counter() - started
+        self.metrics.record(self.name, operation, ok=ok, latency_s=latency, rate_limited=rate_limited)
+        if self.debug is not None:
+            self.debug.write(self.name, response, request, latency)
+
+
+def retries_of(client: IntegrationClient) -> int:
+    return client.metrics.total(client.name, "retries")
+
+
+__all__ = ["IntegrationClient", "IntegrationError", "RateBudget", "retries_of"]

@@ -1,0 +1,101 @@
+"""Secret redaction for logs, debug traces, error rows and artifacts.
+
+Two nets: by *name* (headers, query parameters and mapping keys that carry credentials) and by
+*value* (every secret the hub loads is registered, and any string that contains it is masked).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+MASK = "***"
+
+_SECRET_NAME = re.compile(
+    r"(authorization|password|passwd|secret|token|api[-_]?key|apikey|signature|cookie|session|"
+    r"client[-_]?assertion|assertion|private[-_]?key|credential|x-csrf-token|code_verifier)",
+    re.IGNORECASE,
+)
+_TEXT_PATTERNS = [
+    re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{6,}"),
+    re.compile(r"(?i)((?:password|passwd|secret|token|api_key|apikey|client_secret)\s*[=:]\s*)[^\s&,;\"']+"),
+    re.compile(r"(?i)(//[^/:@\s]+:)[^@/\s]+@"),
+]
+
+_known_secrets: set[str] = set()
+_lock = threading.Lock()
+
+
+def register_secret(value: str | None) -> None:
+    """Remember a secret value so that any text containing it is masked (ignores short values)."""
+    if value and len(value) >= 4:
+        with _lock:
+            _known_secrets.add(value)
+
+
+def is_secret_name(name: str) -> bool:
+    return bool(_SECRET_NAME.search(name))
+
+
+def redact_text(text: str) -> str:
+    if not text:
+        return text
+    for secret in sorted(_known_secrets, key=len, reverse=True):
+        if secret in text:
+            text = text.replace(secret, MASK)
+    text = _TEXT_PATTERNS[0].sub(lambda m: f"{m.group(1)} {MASK}", text)
+    text = _TEXT_PATTERNS[1].sub(lambda m: f"{m.group(1)}{MASK}", text)
+    text = _TEXT_PATTERNS[2].sub(lambda m: f"{m.group(1)}{MASK}@", text)
+    return text
+
+
+def redact_url(url: str) -> str:
+    """Mask credentials in the userinfo and in secret-named query parameters."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, host = netloc.rsplit("@", 1)
+        user = userinfo.split(":", 1)[0]
+        netloc = f"{user}:{MASK}@{host}" if ":" in userinfo else f"{user}@{host}"
+    query = parts.query
+    if query:
+        pairs = [(k, MASK if is_secret_name(k) else v) for k, v in parse_qsl(query, keep_blank_values=True)]
+        query = urlencode(pairs, safe="$'(),/:")
+    return redact_text(urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment)))
+
+
+def redact_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    return {k: (MASK if is_secret_name(k) else redact_text(str(v))) for k, v in headers.items()}
+
+
+def redact_mapping(data: Any, _depth: int = 0) -> Any:
+    """Deep copy of JSON-like data with secret-named keys and known secret values masked."""
+    if _depth > 20:
+        return MASK
+    if isinstance(data, Mapping):
+        return {
+            str(k): (MASK if is_secret_name(str(k)) and not isinstance(v, (Mapping, list)) else redact_mapping(v, _depth + 1))
+            for k, v in data.items()
+        }
+    if isinstance(data, list):
+        return [redact_mapping(v, _depth + 1) for v in data]
+    if isinstance(data, str):
+        return redact_text(data)
+    return data
+
+
+class RedactingFilter(logging.Filter):
+    """Masks secrets in every record that passes through the handler it is attached to."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - a broken format string must not lose the log line
+            message = str(record.msg)
+        record.msg = redact_text(message)
+        record.args = None
+        return True

@@ -1,0 +1,242 @@
+"""SAP business partners -> ERP `customers`: extract, map, validate, load, in batches of pages.
+
+Reads top to bottom like the pipeline it runs. Extraction of batch N+1 overlaps the mapping,
+validation and load of batch N. The watermark (`sync_state`) is written in the same transaction as the
+run's last batch, so it can never stand ahead of the rows it covers; a crash leaves it where it was and
+the rerun re-reads from there (upserts make that harmless).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import date
+from typing import Any
+
+import pandas as pd
+from prefect import flow, get_run_logger
+from prefect.runtime import flow_run
+
+from connectors.core.errors import DataValidationFailed, ErrorCategory, SyncFailed, classify_exception
+from connectors.core.paging import PagePosition
+from connectors.sap import BUSINESS_PARTNERS, build_sap_connector
+from data_mappings.customers import change_dates, flatten_business_partners, map_customers
+from hub.db import get_engine
+from hub.errors import record_error, record_validation_failure, resolve_open_errors
+from hub.loading import BatchLoad, QuarantineRow, read_cursor, record_digest
+from hub.models import Customer
+from hub.settings import get_settings, integration_config
+from tasks.extract import ExtractedBatch, extract_batch
+from tasks.load import load_batch_task
+from tasks.report import publish_sync_summary
+from tasks.transform import map_batch, validate_batch
+
+INTEGRATION = "sap"
+DATASET = "customers"
+
+
+@dataclass
+class SyncSummary:
+    """What a run did; published as a Prefect table artifact and printed by the CLI."""
+
+    integration: str = INTEGRATION
+    dataset: str = DATASET
+    mode: str = "full"
+    flow_run_id: str | None = None
+    since: str | None = None
+    watermark: str | None = None
+    batches: int = 0
+    pages: int = 0
+    extracted: int = 0
+    mapped: int = 0
+    valid: int = 0
+    quarantined: int = 0
+    upserted: int = 0
+    unchanged: int = 0
+    retries: int = 0
+    seconds: float = 0.0
+    report_path: str | None = None
+    error_ids: list[int] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def to_records(records: list[dict[str, Any]]) -> pd.DataFrame:
+    return map_customers(flatten_business_partners(records))
+
+
+def _quarantine_rows(records: list[dict[str, Any]], frame: pd.DataFrame, outcome: Any) -> list[QuarantineRow]:
+    rows = []
+    for label in outcome.invalid.index:
+        raw = records[int(label)]
+        key = raw.get("BusinessPartner") if isinstance(raw, dict) else None
+        failures = [
+            {"expectation": f.expectation, "column": f.column, "kwargs": f.kwargs, "value": f.value}
+            for f in outcome.failures.get(label, [])
+        ]
+        rows.append(
+            QuarantineRow(
+                record_key=str(key) if key else record_digest(raw),
+                raw_record=raw,
+                mapped_record=frame.loc[label].drop(labels=["row_hash"]).to_dict(),
+                failed_expectations=failures,
+            )
+        )
+    return rows
+
+
+@flow(name="sync-sap-customers", description="SAP S/4HANA business partners into the ERP customers table.")
+def sync_sap_customers(full_refresh: bool = False, page_size: int | None = None, batch_pages: int | None = None) -> dict[str, Any]:
+    """Sync customers from SAP; incremental from the watermark unless `full_refresh`."""
+    logger = get_run_logger()
+    started = time.perf_counter()
+    config = integration_config(INTEGRATION)
+    batch_pages = batch_pages or config.batch_pages
+    run_id = str(flow_run.id) if flow_run.id else None
+    summary = SyncSummary(flow_run_id=run_id)
+
+    with get_engine().connect() as conn:
+        cursor = None if full_refresh else read_cursor(conn, INTEGRATION, DATASET)
+    summary.mode = "incremental" if cursor else "full"
+    summary.since = (cursor or {}).get("last_change_date")
+
+    connector = build_sap_connector(page_size=page_size)
+    high_water: date | None = None
+    position: PagePosition | None = None
+    validation_counts: dict[str, int] = {}
+    sample: list[dict[str, Any]] = []
+    try:
+        position = connector.start(BUSINESS_PARTNERS, cursor)
+        logger.info("SAP customers: %s sync%s", summary.mode, f" since {summary.since}" if summary.since else "")
+        pending = extract_batch.submit(connector, BUSINESS_PARTNERS, position, batch_pages)
+        while pending is not None:
+            batch: ExtractedBatch = pending.result()
+            position = batch.start
+            # Start fetching the next batch while this one is mapped, validated and loaded.
+            pending = (
+                extract_batch.submit(connector, BUSINESS_PARTNERS, batch.next, batch_pages) if batch.next else None
+            )
+            frame = map_batch(DATASET, to_records, batch.records)
+            outcome = validate_batch(DATASET, frame, run_name=run_id)
+            quarantine = _quarantine_rows(batch.records, frame, outcome)
+            for row in quarantine:
+                for failure in row.failed_expectations:
+                    name = f"{failure['expectation']}({failure['column']})"
+                    validation_counts[name] = validation_counts.get(name, 0) + 1
+                if len(sample) < 10:
+                    sample.append({"record_key": row.record_key, "failed": row.failed_expectations[:3]})
+            dates = change_dates(frame).dropna()
+            if not dates.empty:
+                high_water = max(high_water or dates.max(), dates.max())
+            last = pending is None
+            new_cursor = None
+            if last:
+                mark = high_water.isoformat() if high_water else summary.since
+                new_cursor = {"last_change_date": mark} if mark else {}
+            result = load_batch_task(
+                BatchLoad(
+                    integration=INTEGRATION,
+                    dataset=DATASET,
+                    table=Customer.__table__,
+                    key=["customer_id"],
+                    rows=outcome.valid.drop(columns=["mapping_errors"]).assign(source_run_id=run_id),
+                    quarantine=quarantine,
+                    cursor=new_cursor,
+                    flow_run_id=run_id,
+                    run_upserted_before=summary.upserted,
+                )
+            )
+            summary.batches += 1
+            summary.pages += batch.pages
+            summary.extracted += len(batch.records)
+            summary.mapped += len(frame)
+            summary.valid += len(outcome.valid)
+            summary.quarantined += len(outcome.invalid)
+            summary.upserted += result.upserted
+            summary.unchanged += result.unchanged
+            if summary.mapped != summary.valid + summary.quarantined or summary.extracted != summary.mapped:
+                raise SyncFailed(
+                    f"row counts do not balance: extracted {summary.extracted}, mapped {summary.mapped}, "
+                    f"valid {summary.valid} + quarantined {summary.quarantined}",
+                    code="COUNT_IMBALANCE",
+                )
+            if last:
+                summary.watermark = (new_cursor or {}).get("last_change_date")
+            logger.info(
+                "batch %d: %d records, %d valid, %d quarantined, %d upserted",
+                summary.batches,
+                len(batch.records),
+                len(outcome.valid),
+                len(outcome.invalid),
+                result.upserted,
+            )
+    except Exception as exc:
+        error = classify_exception(exc, integration=INTEGRATION, operation="sync_customers")
+        summary.retries = connector.client.metrics.total(INTEGRATION, "retries")
+        unit = {"batch": summary.batches + 1, "position": position.to_dict() if position else None, "mode": summary.mode}
+        error_id = record_error(
+            error,
+            integration=INTEGRATION,
+            dataset=DATASET,
+            flow_run_id=run_id,
+            unit=unit,
+            retry_count=summary.retries,
+            max_retries=config.retry.max_retries,
+        )
+        logger.error(
+            "SAP customer sync failed after %d committed batch(es): %s. Recorded as integration_errors #%d. "
+            "%s Rerun: `drymix sync sap-customers` (resumes from the watermark %s).",
+            summary.batches,
+            error,
+            error_id,
+            error.remedy,
+            summary.since or "(none: full sync)",
+        )
+        if error is exc:
+            raise
+        raise error from exc
+    finally:
+        connector.close()
+
+    summary.retries = connector.client.metrics.total(INTEGRATION, "retries")
+    summary.seconds = round(time.perf_counter() - started, 3)
+    summary.report_path = _build_report(run_id)
+    if summary.quarantined:
+        summary.error_ids.append(
+            record_validation_failure(
+                integration=INTEGRATION,
+                dataset=DATASET,
+                flow_run_id=run_id,
+                rows_checked=summary.mapped,
+                rows_quarantined=summary.quarantined,
+                failures_by_expectation=validation_counts,
+                sample=sample,
+                report_path=summary.report_path,
+            )
+        )
+    if summary.mode == "full" and summary.extracted == 0:
+        error = DataValidationFailed(
+            "SAP returned no business partners for a full sync: check the communication user's authorisations "
+            "and that API_BUSINESS_PARTNER serves data",
+            code="EMPTY_DATASET",
+            operation="sync_customers",
+        )
+        summary.error_ids.append(record_error(error, integration=INTEGRATION, dataset=DATASET, flow_run_id=run_id))
+        logger.warning(str(error))
+    resolved = resolve_open_errors(
+        INTEGRATION,
+        DATASET,
+        note=f"a later run ({run_id}) synced {DATASET} successfully",
+        categories=tuple(c.value for c in ErrorCategory if c is not ErrorCategory.DATA_VALIDATION_FAILED),
+    )
+    if resolved:
+        logger.info("resolved %d earlier error(s) of this sync", resolved)
+    publish_sync_summary(summary.as_dict())
+    return summary.as_dict()
+
+
+def _build_report(run_id: str | None) -> str | None:
+    from expectations.runner import build_data_docs
+
+    return build_data_docs(get_settings().data_docs_dir, run_name=run_id)

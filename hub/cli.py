@@ -1,0 +1,196 @@
+"""`drymix`: the hub's command line. Heavy libraries (Prefect, Great Expectations) load only when a
+command needs them, so `drymix --help` answers at once."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(help="DryMix Integration Hub: syncs between the ERP and SAP, Microsoft 365, Google, plant, lab, Razorpay, WhatsApp.", no_args_is_help=True)
+db_app = typer.Typer(help="The ERP database: migrations.", no_args_is_help=True)
+sandbox_app = typer.Typer(help="Simulators of the external systems (demo, UAT, on-call drills).", no_args_is_help=True)
+sync_app = typer.Typer(help="Run a sync now, in this process.", no_args_is_help=True)
+errors_app = typer.Typer(help="The integration_errors ledger.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(sandbox_app, name="sandbox")
+app.add_typer(sync_app, name="sync")
+app.add_typer(errors_app, name="errors")
+
+console = Console()
+err_console = Console(stderr=True)
+
+# Exit codes that mean something to a scheduler or a shell script.
+EXIT_OK, EXIT_FAILED = 0, 1
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: Annotated[str, typer.Argument(help="Alembic revision")] = "head") -> None:
+    """Apply the database migrations (SQLite file by default; DATABASE_URL selects PostgreSQL)."""
+    from hub.db import current_revision, upgrade
+    from hub.settings import get_settings
+
+    url = get_settings().database_url
+    upgrade(revision)
+    console.print(f"[green]database at revision {current_revision()}[/green] ({_safe_url(url)})")
+
+
+@sandbox_app.command("sap")
+def sandbox_sap(
+    port: Annotated[int, typer.Option(help="TCP port")] = 8401,
+    host: Annotated[str, typer.Option(help="interface to bind")] = "127.0.0.1",
+    partners: Annotated[int, typer.Option(help="business partners to generate")] = 10_000,
+    seed: Annotated[int, typer.Option(help="data seed (same seed, same data)")] = 42,
+    page_size: Annotated[int, typer.Option(help="server-side page cap (d.__next)")] = 1000,
+    changes_on_start: Annotated[int, typer.Option(help="partners changed at start, for incremental syncs")] = 0,
+    faults: Annotated[str | None, typer.Option(help='fault switches as JSON, e.g. \'{"latency_ms": 50}\'')] = None,
+) -> None:
+    """Serve the SAP S/4HANA OData simulator over HTTP until Ctrl-C."""
+    from sandbox.sap import serve_sap
+
+    console.print(f"SAP sandbox on http://{host}:{port}/sap/opu/odata/sap/API_BUSINESS_PARTNER/ ({partners} partners)")
+    serve_sap(
+        host=host,
+        port=port,
+        partners=partners,
+        seed=seed,
+        max_page_size=page_size,
+        changes_on_start=changes_on_start,
+        faults=json.loads(faults) if faults else None,
+    )
+
+
+@sync_app.command("sap-customers")
+def sync_sap_customers_cmd(
+    full_refresh: Annotated[bool, typer.Option("--full-refresh", help="ignore the watermark and read everything")] = False,
+    page_size: Annotated[int | None, typer.Option(help="$top per request (default from config)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
+) -> None:
+    """Sync SAP business partners into the ERP customers table now."""
+    summary = _run_sap_sync(full_refresh=full_refresh, page_size=page_size, quiet=as_json)
+    if as_json:
+        print(json.dumps(summary, default=str))
+    else:
+        _print_summary(summary)
+
+
+@errors_app.command("list")
+def errors_list(
+    status: Annotated[str | None, typer.Option(help="pending | retrying | resolved | escalated")] = None,
+    integration: Annotated[str | None, typer.Option(help="e.g. sap")] = None,
+    dataset: Annotated[str | None, typer.Option(help="e.g. customers")] = None,
+    limit: Annotated[int, typer.Option(help="rows to show")] = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON lines for machines")] = False,
+) -> None:
+    """List integration errors, newest first."""
+    from hub.errors import list_errors
+
+    rows = list_errors(status=status, integration=integration, dataset=dataset, limit=limit)
+    if as_json:
+        for r in rows:
+            print(json.dumps(_error_dict(r), default=str))
+        return
+    table = Table(title=f"integration_errors ({len(rows)} shown)")
+    for col in ("id", "created", "integration", "dataset", "category", "severity", "status", "message"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        table.add_row(
+            str(r.id),
+            r.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+            r.integration,
+            r.dataset or "",
+            r.error_type,
+            r.severity,
+            r.status,
+            (r.error_message or "")[:160],
+        )
+    console.print(table)
+
+
+@app.command("demo")
+def demo(
+    partners: Annotated[int, typer.Option(help="business partners in the SAP sandbox")] = 10_000,
+    changes: Annotated[int, typer.Option(help="partners the sandbox changes at start (what the next run finds)")] = 40,
+) -> None:
+    """Run the main job end to end: migrations, the SAP sandbox over HTTP, the customer sync."""
+    from hub.db import upgrade
+    from hub.settings import get_settings, reset_settings_cache
+    from sandbox.core import running_server
+    from sandbox.sap import SapSandbox
+
+    settings = get_settings()
+    with console.status("applying database migrations..."):
+        upgrade()
+    console.print(f"[green]✓[/green] database ready: {_safe_url(settings.database_url)}")
+    with console.status(f"starting the SAP sandbox ({partners} partners)..."):
+        sandbox = SapSandbox(partners=partners, changes_on_start=changes)
+    with running_server(sandbox) as base_url:
+        os.environ["SAP_BASE_URL"] = base_url.rstrip("/") + "/sap/opu/odata/sap/API_BUSINESS_PARTNER/"
+        os.environ["SAP_USERNAME"] = sandbox.username
+        os.environ["SAP_PASSWORD"] = sandbox.password
+        reset_settings_cache()
+        console.print(f"[green]✓[/green] SAP sandbox serving at {base_url} (OData V2, Basic auth)")
+        summary = _run_sap_sync(full_refresh=False, page_size=None, quiet=False)
+    _print_summary(summary)
+    if summary.get("mode") == "full":
+        console.print("Run [bold]make demo[/bold] again: the next run is incremental and reads only what changed.")
+
+
+def _run_sap_sync(*, full_refresh: bool, page_size: int | None, quiet: bool) -> dict[str, Any]:
+    from hub.prefect_runtime import run_flow_quietly
+
+    from flows.sync_sap_customers import sync_sap_customers
+
+    status = None if quiet else console.status("starting Prefect and running the SAP customer sync...")
+    try:
+        if status:
+            status.start()
+        return run_flow_quietly(sync_sap_customers, full_refresh=full_refresh, page_size=page_size)
+    except Exception as exc:  # noqa: BLE001 - the flow already recorded the error row; say so and exit non-zero
+        if status:
+            status.stop()
+        err_console.print(f"[red]sync failed:[/red] {exc}")
+        err_console.print("See `drymix errors list` for the recorded error and what to do.")
+        raise typer.Exit(EXIT_FAILED) from None
+    finally:
+        if status:
+            status.stop()
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    table = Table(title=f"{summary['integration']} {summary['dataset']} sync ({summary['mode']})")
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    for key in ("since", "watermark", "batches", "pages", "extracted", "mapped", "valid", "quarantined", "upserted", "unchanged", "retries", "seconds"):
+        table.add_row(key, "" if summary.get(key) is None else str(summary.get(key)))
+    console.print(table)
+    if summary.get("report_path"):
+        console.print(f"Validation report (HTML): [bold]{summary['report_path']}[/bold]")
+    if summary.get("quarantined"):
+        console.print(
+            f"[yellow]{summary['quarantined']} rows quarantined[/yellow] (kept in quarantined_records, not loaded): "
+            "`drymix errors list --integration sap`"
+        )
+
+
+def _error_dict(row: Any) -> dict[str, Any]:
+    return {c.name: getattr(row, c.name) for c in row.__table__.columns}
+
+
+def _safe_url(url: str) -> str:
+    from connectors.core.redact import redact_url
+
+    return redact_url(url)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

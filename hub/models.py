@@ -1,0 +1,208 @@
+"""SQLAlchemy 2 models of the hub's own tables and the ERP tables it loads.
+
+Every table runs on SQLite (the embedded default) and PostgreSQL; JSON columns are JSONB on
+PostgreSQL. Timestamps are timezone-aware UTC.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+JsonType = JSON().with_variant(JSONB(), "postgresql")
+# SQLite has no 64-bit autoincrement alias other than INTEGER PRIMARY KEY.
+IdType = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Stores aware datetimes as UTC and always hands back aware UTC (SQLite forgets the zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime refused: timestamps are timezone-aware UTC inside the hub")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class ErrorStatus(str, enum.Enum):
+    PENDING = "pending"
+    RETRYING = "retrying"
+    RESOLVED = "resolved"
+    ESCALATED = "escalated"
+
+
+class QuarantineStatus(str, enum.Enum):
+    QUARANTINED = "quarantined"
+    REPLAYED = "replayed"
+    DISCARDED = "discarded"
+
+
+class IntegrationErrorRow(Base):
+    """Every failure that ended a unit of work, until someone resolves it."""
+
+    __tablename__ = "integration_errors"
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True, autoincrement=True)
+    org_id: Mapped[str] = mapped_column(String(64), default="drymix")
+    integration: Mapped[str] = mapped_column(String(64))
+    dataset: Mapped[str | None] = mapped_column(String(64))
+    operation: Mapped[str | None] = mapped_column(String(128))
+    error_code: Mapped[str | None] = mapped_column(String(128))
+    error_message: Mapped[str] = mapped_column(Text)
+    error_type: Mapped[str] = mapped_column(String(32), comment="category: AUTHENTICATION_FAILED ... SYNC_FAILED")
+    severity: Mapped[str] = mapped_column(String(16))
+    transient: Mapped[bool] = mapped_column(Boolean, default=False)
+    http_status: Mapped[int | None] = mapped_column(Integer)
+    request_data: Mapped[dict[str, Any] | None] = mapped_column(JsonType, comment="redacted of credentials")
+    response_data: Mapped[dict[str, Any] | None] = mapped_column(JsonType, comment="redacted of credentials")
+    unit: Mapped[dict[str, Any] | None] = mapped_column(JsonType, comment="the failed unit of work (page/batch position)")
+    remedy: Mapped[str | None] = mapped_column(Text, comment="what on-call should do")
+    retry_count: Mapped[int] = mapped_column(Integer, default=0)
+    max_retries: Mapped[int] = mapped_column(Integer, default=0)
+    status: Mapped[str] = mapped_column(String(16), default=ErrorStatus.PENDING.value)
+    flow_run_id: Mapped[str | None] = mapped_column(String(64))
+    next_retry_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    resolution_note: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (
+        Index("ix_integration_errors_status_integration", "status", "integration"),
+        Index("ix_integration_errors_created_at", "created_at"),
+    )
+
+
+class SyncState(Base):
+    """One cursor/watermark per (integration, dataset), written with the rows it covers."""
+
+    __tablename__ = "sync_state"
+
+    integration: Mapped[str] = mapped_column(String(64), primary_key=True)
+    dataset: Mapped[str] = mapped_column(String(64), primary_key=True)
+    cursor: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
+    last_run_id: Mapped[str | None] = mapped_column(String(64))
+    last_success_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    rows_total: Mapped[int] = mapped_column(BigInteger, default=0)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+
+
+class QuarantinedRecord(Base):
+    """A source row refused by validation: kept with its raw record and why, never lost."""
+
+    __tablename__ = "quarantined_records"
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True, autoincrement=True)
+    integration: Mapped[str] = mapped_column(String(64))
+    dataset: Mapped[str] = mapped_column(String(64))
+    record_key: Mapped[str] = mapped_column(String(128), comment="source primary key, or a row digest when it has none")
+    raw_record: Mapped[dict[str, Any]] = mapped_column(JsonType)
+    mapped_record: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
+    failed_expectations: Mapped[list[dict[str, Any]]] = mapped_column(JsonType)
+    flow_run_id: Mapped[str | None] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), default=QuarantineStatus.QUARANTINED.value)
+    seen_count: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+    resolution_note: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (
+        # One open quarantine entry per source record: seeing it again refreshes it, never duplicates it.
+        Index(
+            "uq_quarantined_records_open",
+            "integration",
+            "dataset",
+            "record_key",
+            unique=True,
+            postgresql_where=text("status = 'quarantined'"),
+            sqlite_where=text("status = 'quarantined'"),
+        ),
+        Index("ix_quarantined_records_status", "status", "integration", "dataset"),
+    )
+
+
+class Customer(Base):
+    """The ERP's canonical customer, loaded from SAP business partners (A_BusinessPartner + A_Customer)."""
+
+    __tablename__ = "customers"
+
+    customer_id: Mapped[str] = mapped_column(String(10), primary_key=True, comment="SAP A_BusinessPartner.BusinessPartner")
+    sap_customer: Mapped[str | None] = mapped_column(String(10), comment="SAP A_BusinessPartner.Customer")
+    category: Mapped[str] = mapped_column(String(16), comment="SAP BusinessPartnerCategory: 1=person, 2=organization")
+    name: Mapped[str] = mapped_column(String(81), comment="SAP BusinessPartnerFullName, else OrganizationBPName1, else FirstName LastName")
+    first_name: Mapped[str | None] = mapped_column(String(40), comment="SAP FirstName")
+    last_name: Mapped[str | None] = mapped_column(String(40), comment="SAP LastName")
+    search_term: Mapped[str | None] = mapped_column(String(20), comment="SAP SearchTerm1")
+    bp_grouping: Mapped[str | None] = mapped_column(String(4), comment="SAP BusinessPartnerGrouping")
+    language: Mapped[str | None] = mapped_column(String(2), comment="SAP CorrespondenceLanguage")
+    industry: Mapped[str | None] = mapped_column(String(10), comment="SAP Industry")
+    email: Mapped[str | None] = mapped_column(String(241), comment="SAP to_BusinessPartnerAddress/to_EmailAddress/EmailAddress (first)")
+    phone: Mapped[str | None] = mapped_column(String(30), comment="SAP .../to_PhoneNumber InternationalPhoneNumber, else PhoneNumber normalised to E.164")
+    mobile: Mapped[str | None] = mapped_column(String(30), comment="SAP .../to_MobilePhoneNumber, normalised to E.164")
+    street: Mapped[str | None] = mapped_column(String(60), comment="SAP to_BusinessPartnerAddress/StreetName")
+    house_number: Mapped[str | None] = mapped_column(String(10), comment="SAP to_BusinessPartnerAddress/HouseNumber")
+    city: Mapped[str | None] = mapped_column(String(40), comment="SAP to_BusinessPartnerAddress/CityName")
+    postal_code: Mapped[str | None] = mapped_column(String(10), comment="SAP to_BusinessPartnerAddress/PostalCode")
+    region: Mapped[str | None] = mapped_column(String(3), comment="SAP to_BusinessPartnerAddress/Region")
+    country: Mapped[str] = mapped_column(String(3), comment="SAP to_BusinessPartnerAddress/Country (ISO 3166-1 alpha-2)")
+    gstin: Mapped[str | None] = mapped_column(String(20), comment="SAP to_BusinessPartnerTax BPTaxNumber where BPTaxType = IN3")
+    account_group: Mapped[str | None] = mapped_column(String(4), comment="SAP to_Customer/CustomerAccountGroup")
+    is_blocked: Mapped[bool] = mapped_column(Boolean, comment="SAP BusinessPartnerIsBlocked")
+    is_archived: Mapped[bool] = mapped_column(Boolean, comment="SAP IsMarkedForArchiving")
+    deletion_flag: Mapped[bool] = mapped_column(Boolean, comment="SAP to_Customer/DeletionIndicator")
+    order_block: Mapped[str | None] = mapped_column(String(2), comment="SAP to_Customer/OrderIsBlockedForCustomer")
+    sap_created_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), comment="SAP CreationDate + CreationTime")
+    sap_changed_at: Mapped[datetime] = mapped_column(UTCDateTime(), comment="SAP LastChangeDate + LastChangeTime (else creation)")
+    row_hash: Mapped[str] = mapped_column(String(32), comment="digest of the mapped columns: unchanged rows are not rewritten")
+    source_run_id: Mapped[str | None] = mapped_column(String(64), comment="flow run that last wrote the row")
+    synced_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, comment="when the hub last wrote the row")
+
+    __table_args__ = (Index("ix_customers_gstin", "gstin"), Index("ix_customers_sap_changed_at", "sap_changed_at"))
+
+
+CUSTOMER_COLUMNS: list[str] = [c.name for c in Customer.__table__.columns]

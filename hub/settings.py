@@ -1,0 +1,111 @@
+"""Typed settings: environment for secrets and deployment knobs, one TOML file for per-integration knobs."""
+
+from __future__ import annotations
+
+import tomllib
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_INTEGRATIONS_FILE = ROOT / "config" / "integrations.toml"
+
+
+class RetryPolicy(BaseModel):
+    """Exponential backoff with jitter: base * 2^(attempt-1) + jitter, capped."""
+
+    max_retries: int = Field(3, ge=0, le=20)
+    base_delay_ms: int = Field(1000, ge=0)
+    max_delay_ms: int = Field(60_000, ge=0)
+    jitter_ratio: float = Field(0.5, ge=0.0, le=1.0)
+
+
+class IntegrationConfig(BaseModel):
+    """Non-secret knobs of one integration, from config/integrations.toml."""
+
+    name: str
+    base_url: str
+    auth: Literal["basic", "oauth2", "none"] = "basic"
+    token_url: str | None = None
+    timeout_s: float = 30.0
+    connect_timeout_s: float = 5.0
+    page_size: int = Field(1000, ge=1)
+    batch_pages: int = Field(10, ge=1)
+    overlap_days: int = Field(1, ge=0)
+    rate_budget_per_s: float = Field(10.0, gt=0)
+    schedule_cron: str = "*/15 * * * *"
+    retry: RetryPolicy = RetryPolicy()
+
+
+class HubSettings(BaseSettings):
+    """Process-wide settings; every field can be set by its upper-case environment variable."""
+
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    database_url: str = Field(
+        default=f"sqlite:///{ROOT / 'var' / 'drymix.db'}",
+        description="SQLAlchemy URL of the ERP database; postgresql+psycopg://... selects PostgreSQL.",
+    )
+    org_id: str = "drymix"
+    integrations_file: Path = DEFAULT_INTEGRATIONS_FILE
+    var_dir: Path = ROOT / "var"
+    data_docs_dir: Path = ROOT / "var" / "data_docs"
+    log_dir: Path = ROOT / "logs"
+    integration_debug: bool = False
+
+    # SAP S/4HANA communication user (Basic) or OAuth2 client (client credentials).
+    sap_base_url: str | None = None
+    sap_username: str = "DRYMIX_INT"
+    sap_password: SecretStr = SecretStr("")
+    sap_client_id: str = "drymix-hub"
+    sap_client_secret: SecretStr = SecretStr("")
+
+    @field_validator("database_url")
+    @classmethod
+    def _normalise_pg_driver(cls, value: str) -> str:
+        # psycopg 3 is the only PostgreSQL driver we ship; plain postgresql:// would pick psycopg2.
+        if value.startswith("postgresql://") or value.startswith("postgres://"):
+            return "postgresql+psycopg://" + value.split("://", 1)[1]
+        return value
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.database_url.startswith("postgresql")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> HubSettings:
+    return HubSettings()
+
+
+def reset_settings_cache() -> None:
+    """Forget cached settings (tests and the CLI change the environment)."""
+    get_settings.cache_clear()
+    _load_integrations.cache_clear()
+
+
+@lru_cache(maxsize=8)
+def _load_integrations(path: Path) -> dict[str, IntegrationConfig]:
+    with path.open("rb") as fh:
+        raw = tomllib.load(fh)
+    return {name: IntegrationConfig(name=name, **values) for name, values in raw.items()}
+
+
+def integration_config(name: str) -> IntegrationConfig:
+    """The configuration of one integration; an unknown name is a clear error."""
+    configs = _load_integrations(get_settings().integrations_file)
+    try:
+        config = configs[name]
+    except KeyError:
+        known = ", ".join(sorted(configs))
+        raise KeyError(f"no integration {name!r} in {get_settings().integrations_file} (known: {known})") from None
+    if name == "sap" and get_settings().sap_base_url:
+        config = config.model_copy(update={"base_url": get_settings().sap_base_url})
+    return config
+
+
+def all_integrations() -> dict[str, IntegrationConfig]:
+    return dict(_load_integrations(get_settings().integrations_file))

@@ -1,0 +1,49 @@
+"""Generic extract task: a batch of pages from any connector stream, resumable from its position."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from connectors.core.base import Connector, Stream
+from connectors.core.paging import PagePosition
+from tasks.retry import retry_transient_only
+
+
+@dataclass
+class ExtractedBatch:
+    """Records of up to `max_pages` pages, where the batch started and where the next one starts."""
+
+    start: PagePosition
+    records: list[dict[str, Any]] = field(default_factory=list)
+    pages: int = 0
+    next: PagePosition | None = None
+
+
+def read_batch(connector: Connector, stream: Stream, start: PagePosition, max_pages: int) -> ExtractedBatch:
+    batch = ExtractedBatch(start=start)
+    position: PagePosition | None = start
+    while position is not None and batch.pages < max_pages:
+        page = connector.fetch_page(stream, position)
+        batch.records.extend(page.records)
+        batch.pages += 1
+        position = page.next
+    batch.next = position
+    return batch
+
+
+@task(
+    name="extract_batch",
+    cache_policy=NO_CACHE,
+    persist_result=False,
+    retries=1,
+    retry_delay_seconds=[2.0],
+    retry_condition_fn=retry_transient_only,
+    task_run_name="extract-{stream.name}",
+)
+def extract_batch(connector: Connector, stream: Stream, start: PagePosition, max_pages: int) -> ExtractedBatch:
+    """Fetch up to `max_pages` pages; transient HTTP failures were already retried inside the connector."""
+    return read_batch(connector, stream, start, max_pages)

@@ -1,0 +1,30 @@
+"""Generic map and validate tasks: a batch in, a frame or a validation outcome out."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+if TYPE_CHECKING:
+    from expectations.runner import ValidationOutcome
+
+
+@task(name="map_batch", cache_policy=NO_CACHE, persist_result=False, task_run_name="map-{dataset}")
+def map_batch(dataset: str, mapper: Callable[[list[dict[str, Any]]], pd.DataFrame], records: list[dict[str, Any]]) -> pd.DataFrame:
+    """Run a pure mapping; the frame's index is the record's position in the batch."""
+    frame = mapper(records)
+    if len(frame) != len(records):
+        raise ValueError(f"mapping of {dataset} returned {len(frame)} rows for {len(records)} records")
+    return frame
+
+
+@task(name="validate_batch", cache_policy=NO_CACHE, persist_result=False, task_run_name="validate-{dataset}")
+def validate_batch(dataset: str, frame: pd.DataFrame, run_name: str | None = None) -> ValidationOutcome:
+    """Check a batch with the dataset's expectation suite and split passing from failing rows."""
+    from expectations.runner import validate_frame
+
+    return validate_frame(dataset, frame, run_name=run_name)

@@ -1,0 +1,86 @@
+"""Shared fixtures: an isolated hub environment, a real migrated database, a Prefect test harness.
+
+The suite runs on SQLite by default and on PostgreSQL when DATABASE_URL says so (CI does).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+_TMP = Path(tempfile.mkdtemp(prefix="drymix-tests-"))
+os.environ.setdefault("DATABASE_URL", f"sqlite:///{_TMP / 'hub.db'}")
+os.environ["PREFECT_HOME"] = str(_TMP / "prefect")
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+os.environ["GX_ANALYTICS_ENABLED"] = "false"
+os.environ["DATA_DOCS_DIR"] = str(_TMP / "data_docs")
+os.environ["LOG_DIR"] = str(_TMP / "logs")
+os.environ["VAR_DIR"] = str(_TMP / "var")
+os.environ["SAP_USERNAME"] = "DRYMIX_INT"
+os.environ["SAP_PASSWORD"] = "sandbox-secret"
+os.environ["SAP_CLIENT_ID"] = "drymix-hub"
+os.environ["SAP_CLIENT_SECRET"] = "sandbox-client-secret"
+
+# The shipped configuration with retry delays short enough for tests (the policy shape is unchanged).
+_FAST_CONFIG = _TMP / "integrations.toml"
+_shipped = (Path(__file__).resolve().parent.parent / "config" / "integrations.toml").read_text()
+_FAST_CONFIG.write_text(
+    _shipped.replace("base_delay_ms = 5000", "base_delay_ms = 10")
+    .replace("base_delay_ms = 2000", "base_delay_ms = 10")
+    .replace("base_delay_ms = 1000", "base_delay_ms = 10")
+    .replace('base_url = "http://127.0.0.1:8401/sap/opu/odata/sap/API_BUSINESS_PARTNER/"', 'base_url = "http://sap.sandbox/sap/opu/odata/sap/API_BUSINESS_PARTNER/"')
+    .replace("timeout_s = 30.0", "timeout_s = 5.0")
+)
+os.environ["INTEGRATIONS_FILE"] = str(_FAST_CONFIG)
+
+
+@pytest.fixture(scope="session")
+def tmp_root() -> Path:
+    return _TMP
+
+
+@pytest.fixture(scope="session")
+def migrated_db() -> str:
+    from hub.db import upgrade
+    from hub.settings import get_settings, reset_settings_cache
+
+    reset_settings_cache()
+    url = get_settings().database_url
+    if url.startswith("postgresql"):
+        from alembic import command
+
+        from hub.db import alembic_config, engine_for
+
+        with engine_for(url).begin() as conn:
+            conn.exec_driver_sql("DROP TABLE IF EXISTS alembic_version, customers, integration_errors, quarantined_records, sync_state CASCADE")
+        command.upgrade(alembic_config(url), "head")
+    else:
+        upgrade()
+    return url
+
+
+@pytest.fixture
+def db(migrated_db: str) -> Iterator[str]:
+    """A migrated database emptied before each test."""
+    from hub.db import get_engine
+    from hub.models import Base
+
+    engine = get_engine()
+    with engine.begin() as conn:
+        for table in reversed(Base.metadata.sorted_tables):
+            conn.execute(table.delete())
+    yield migrated_db
+
+
+@pytest.fixture(scope="session")
+def prefect_harness() -> Iterator[None]:
+    from prefect.testing.utilities import prefect_test_harness
+
+    import hub.prefect_runtime  # noqa: F401 - Prefect environment defaults
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
