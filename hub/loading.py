@@ -106,6 +106,8 @@ def upsert_rows(conn: Connection, table: Table, frame: pd.DataFrame, key: Sequen
     if frame.empty:
         return 0
     frame = _dedupe_last(frame, key)
+    if "synced_at" in table.c and "synced_at" not in frame.columns:
+        frame = frame.assign(synced_at=datetime.now(UTC))
     columns = [c.name for c in table.columns if c.name in frame.columns]
     rows = frame_rows(frame, columns)
     updatable = [c for c in columns if c not in key]

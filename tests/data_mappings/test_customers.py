@@ -1,0 +1,90 @@
+from __future__ import annotations
+
+import pandas as pd
+
+from data_mappings.customers import (
+    CANONICAL_COLUMNS,
+    e164,
+    flatten_business_partners,
+    map_customers,
+)
+from tests.factories import address, partner
+
+
+def mapped(*records: dict) -> pd.DataFrame:
+    return map_customers(flatten_business_partners(list(records)))
+
+
+def test_maps_a_clean_partner_to_the_canonical_columns() -> None:
+    row = mapped(partner(1)).iloc[0]
+    assert list(mapped(partner(1)).columns) == CANONICAL_COLUMNS
+    assert row.customer_id == "1000000001"
+    assert row.category == "organization"
+    assert row["name"] == "Shree Ganesh Traders 1"
+    assert row.email == "orders1@ganesh-traders.in"
+    assert row.phone == "+912026123456"
+    assert row.mobile == "+919822012345"
+    assert row.country == "IN" and row.city == "Pune" and row.postal_code == "411001"
+    assert row.gstin == "27AAPFU0939F1ZV"
+    assert row.account_group == "KUNA"
+    assert row.is_blocked is False or row.is_blocked == False  # noqa: E712 - numpy bool
+    assert row.sap_changed_at == pd.Timestamp("2023-11-14 14:30:05", tz="UTC")
+    assert row.mapping_errors is None
+
+
+def test_name_falls_back_to_organisation_then_person() -> None:
+    org = partner(2, BusinessPartnerFullName="  ")
+    person = partner(3, BusinessPartnerCategory="1", BusinessPartnerFullName=None, OrganizationBPName1=None, FirstName="Asha", LastName="Rao")
+    frame = mapped(org, person)
+    assert frame.loc[0, "name"] == "Shree Ganesh Traders 2"
+    assert frame.loc[1, "name"] == "Asha Rao"
+    assert frame.loc[1, "category"] == "person"
+
+
+def test_unparseable_values_become_mapping_errors_not_guesses() -> None:
+    bad = partner(4, LastChangeDate="2024-01-01", BusinessPartnerIsBlocked="X", BusinessPartnerCategory="9")
+    row = mapped(bad).iloc[0]
+    assert "LastChangeDate: not an Edm.DateTime" in row.mapping_errors
+    assert "BusinessPartnerIsBlocked: not a boolean" in row.mapping_errors
+    assert "BusinessPartnerCategory: unknown code" in row.mapping_errors
+    assert row.category is None
+
+
+def test_never_changed_partner_uses_creation_as_last_change() -> None:
+    row = mapped(partner(5, LastChangeDate=None, LastChangeTime=None)).iloc[0]
+    assert row.sap_changed_at == row.sap_created_at
+
+
+def test_partner_with_every_field_null_maps_without_crashing() -> None:
+    row = mapped({"BusinessPartner": None}).iloc[0]
+    assert row.customer_id is None and row["name"] is None
+    assert pd.isna(row.sap_changed_at)
+    assert row.is_blocked == False  # noqa: E712 - SAP's initial value
+
+
+def test_deferred_navigation_and_missing_addresses_are_tolerated() -> None:
+    rec = partner(6, to_Customer={"__deferred": {"uri": "x"}}, to_BusinessPartnerAddress={"results": []})
+    row = mapped(rec).iloc[0]
+    assert row.account_group is None and row.email is None and row.country is None
+
+
+def test_phone_normalisation() -> None:
+    assert e164("098220 12345", None, "IN") == "+919822012345"
+    assert e164("9822012345", None, "IN") == "+919822012345"
+    assert e164("0044 20 7946 0958", None, "GB") == "+442079460958"
+    assert e164("12345", None, "IN") == "12345"
+    assert e164("+91 98-abc", None, "IN") == "+9198abc"
+    assert e164(None, "+971 4 123 4567", "AE") == "+97141234567"
+
+
+def test_row_hash_changes_only_when_values_change() -> None:
+    a, b = mapped(partner(7)), mapped(partner(7))
+    assert a.loc[0, "row_hash"] == b.loc[0, "row_hash"]
+    changed = partner(7)
+    address(changed)["CityName"] = "Nashik"
+    assert mapped(changed).loc[0, "row_hash"] != a.loc[0, "row_hash"]
+
+
+def test_html_and_sql_looking_strings_are_kept_verbatim() -> None:
+    evil = partner(8, BusinessPartnerFullName="Robert'); DROP TABLE customers;--")
+    assert mapped(evil).loc[0, "name"] == "Robert'); DROP TABLE customers;--"
