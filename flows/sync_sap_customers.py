@@ -19,7 +19,8 @@ from prefect.runtime import flow_run
 
 from connectors.core.errors import DataValidationFailed, ErrorCategory, SyncFailed, classify_exception
 from connectors.core.paging import PagePosition
-from connectors.sap import BUSINESS_PARTNERS, build_sap_connector
+from connectors.core.metrics import METRICS
+from connectors.sap import BUSINESS_PARTNERS, SapConnector, build_sap_connector
 from data_mappings.customers import change_dates, flatten_business_partners, map_customers
 from hub.db import get_engine
 from hub.errors import record_error, record_validation_failure, resolve_open_errors
@@ -101,12 +102,15 @@ def sync_sap_customers(full_refresh: bool = False, page_size: int | None = None,
     summary.mode = "incremental" if cursor else "full"
     summary.since = (cursor or {}).get("last_change_date")
 
-    connector = build_sap_connector(page_size=page_size)
+    connector: SapConnector | None = None
+    pending: Any = None
     high_water: date | None = None
     position: PagePosition | None = None
     validation_counts: dict[str, int] = {}
+    retries_before = METRICS.total(INTEGRATION, "retries")
     sample: list[dict[str, Any]] = []
     try:
+        connector = build_sap_connector(page_size=page_size)
         position = connector.start(BUSINESS_PARTNERS, cursor)
         logger.info("SAP customers: %s sync%s", summary.mode, f" since {summary.since}" if summary.since else "")
         pending = extract_batch.submit(connector, BUSINESS_PARTNERS, position, batch_pages)
@@ -172,8 +176,10 @@ def sync_sap_customers(full_refresh: bool = False, page_size: int | None = None,
                 result.upserted,
             )
     except Exception as exc:
+        if pending is not None:
+            pending.wait()  # let an in-flight extract finish before its client is closed
         error = classify_exception(exc, integration=INTEGRATION, operation="sync_customers")
-        summary.retries = connector.client.metrics.total(INTEGRATION, "retries")
+        summary.retries = METRICS.total(INTEGRATION, "retries") - retries_before
         unit = {"batch": summary.batches + 1, "position": position.to_dict() if position else None, "mode": summary.mode}
         error_id = record_error(
             error,
@@ -197,9 +203,10 @@ def sync_sap_customers(full_refresh: bool = False, page_size: int | None = None,
             raise
         raise error from exc
     finally:
-        connector.close()
+        if connector is not None:
+            connector.close()
 
-    summary.retries = connector.client.metrics.total(INTEGRATION, "retries")
+    summary.retries = METRICS.total(INTEGRATION, "retries") - retries_before
     summary.seconds = round(time.perf_counter() - started, 3)
     summary.report_path = _build_report(run_id)
     if summary.quarantined:
@@ -239,4 +246,5 @@ def sync_sap_customers(full_refresh: bool = False, page_size: int | None = None,
 def _build_report(run_id: str | None) -> str | None:
     from expectations.runner import build_data_docs
 
-    return build_data_docs(get_settings().data_docs_dir, run_name=run_id)
+    settings = get_settings()
+    return build_data_docs(settings.data_docs_dir, run_name=run_id, keep_runs=settings.data_docs_keep_runs)

@@ -164,12 +164,16 @@ class SapConnector(Connector):
 
 
 def sap_auth(config: IntegrationConfig) -> httpx.Auth:
+    """Basic (communication user) or OAuth2 client credentials; secrets from the environment or Secret blocks."""
+    from hub.secrets import resolve_secret
+
     settings = get_settings()
     if config.auth == "oauth2":
         if not config.token_url:
             raise AuthenticationFailed("sap.auth is oauth2 but sap.token_url is not set in config/integrations.toml")
-        return OAuth2ClientCredentials(config.token_url, settings.sap_client_id, settings.sap_client_secret)
-    return basic_auth(settings.sap_username, settings.sap_password)
+        secret = resolve_secret(settings.sap_client_secret, "sap-client-secret")
+        return OAuth2ClientCredentials(config.token_url, settings.sap_client_id, secret)
+    return basic_auth(settings.sap_username, resolve_secret(settings.sap_password, "sap-password"))
 
 
 def build_sap_connector(

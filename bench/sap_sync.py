@@ -1,0 +1,210 @@
+"""Benchmark: SAP customer sync of 100,000 partners over real HTTP into PostgreSQL, against a COPY floor.
+
+Run: DATABASE_URL=postgresql+psycopg://postgres@127.0.0.1:5432/test .venv/bin/python bench/sap_sync.py
+
+1. The SAP sandbox is served over real HTTP by a separate process (as SAP would be).
+2. A child process runs the real flow (`sync_sap_customers`, full refresh) into an empty `customers`
+   table and reports its seconds and peak RSS. Prefect's temporary server is started by a warm-up flow
+   first, so its ~9 s start is not counted. The sync runs twice (25k and 100k partners) in fresh
+   processes to show that peak memory does not grow with the number of partners.
+3. The floor: the same rows, read back from `customers`, loaded straight with psycopg COPY into a
+   staging table plus `INSERT ... ON CONFLICT` into an empty `customers`.
+The last line printed is one JSON object with the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_sandbox(partners: int, page_size: int) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "hub.cli",
+            "sandbox",
+            "sap",
+            "--port",
+            str(port),
+            "--partners",
+            str(partners),
+            "--page-size",
+            str(page_size),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    import httpx
+
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            if httpx.get(f"{base}/_sandbox/faults", timeout=1).status_code == 200:
+                return proc, base
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    proc.kill()
+    raise SystemExit("the SAP sandbox did not start")
+
+
+def reset_tables() -> None:
+    from hub.db import get_engine, upgrade
+
+    upgrade()
+    with get_engine().begin() as conn:
+        conn.exec_driver_sql("TRUNCATE customers, quarantined_records, sync_state, integration_errors")
+
+
+def child(page_size: int, batch_pages: int) -> None:
+    """Runs inside a fresh process: warm Prefect up, then time the real flow."""
+    import hub.prefect_runtime  # noqa: F401 - Prefect environment defaults before Prefect loads
+    from prefect import flow
+
+    from flows.sync_sap_customers import sync_sap_customers
+    from hub.prefect_runtime import install_log_filters
+
+    install_log_filters()
+
+    @flow(name="bench-warm-up")
+    def warm_up() -> int:
+        return 1
+
+    warm_up()
+    from expectations.runner import validate_frame  # noqa: F401 - import GX outside the timed part
+
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    started = time.perf_counter()
+    summary = sync_sap_customers(full_refresh=True, page_size=page_size, batch_pages=batch_pages)
+    seconds = time.perf_counter() - started
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"summary": summary, "seconds": seconds, "peak_rss_mb": peak, "rss_before_mb": rss_before}))
+
+
+def run_sync(partners: int, page_size: int, batch_pages: int) -> dict:
+    proc, base = start_sandbox(partners, page_size)
+    try:
+        reset_tables()
+        env = dict(os.environ)
+        env["SAP_BASE_URL"] = f"{base}/sap/opu/odata/sap/API_BUSINESS_PARTNER/"
+        env["SAP_USERNAME"] = "DRYMIX_INT"
+        env["SAP_PASSWORD"] = "sandbox-secret"
+        env["PREFECT_LOGGING_LEVEL"] = "WARNING"
+        out = subprocess.run(
+            [sys.executable, __file__, "--child", "--page-size", str(page_size), "--batch-pages", str(batch_pages)],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if out.returncode != 0:
+            sys.stderr.write(out.stdout[-4000:] + out.stderr[-4000:])
+            raise SystemExit(f"the sync failed (exit {out.returncode})")
+        return json.loads(out.stdout.strip().splitlines()[-1])
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def floor() -> tuple[int, float]:
+    """COPY into staging + INSERT ... ON CONFLICT of the rows the sync loaded, into an empty table."""
+    import psycopg
+
+    from hub.settings import get_settings
+
+    url = get_settings().database_url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(url) as conn:
+        with conn.cursor() as cur:
+            cur.execute("SELECT * FROM customers")
+            columns = [d.name for d in cur.description or []]
+            rows = cur.fetchall()
+            cur.execute("TRUNCATE customers")
+        conn.commit()
+        cols = ", ".join(f'"{c}"' for c in columns)
+        updates = ", ".join(f'"{c}" = EXCLUDED."{c}"' for c in columns if c != "customer_id")
+        started = time.perf_counter()
+        with conn.cursor() as cur:
+            cur.execute("CREATE TEMP TABLE floor_stage (LIKE customers INCLUDING DEFAULTS) ON COMMIT DROP")
+            with cur.copy(f"COPY floor_stage ({cols}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
+            cur.execute(
+                f"INSERT INTO customers ({cols}) SELECT {cols} FROM floor_stage "
+                f"ON CONFLICT (customer_id) DO UPDATE SET {updates}"
+            )
+        conn.commit()
+        return len(rows), time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--partners", type=int, default=100_000)
+    parser.add_argument("--small", type=int, default=25_000, help="partners of the memory-growth comparison run")
+    parser.add_argument("--page-size", type=int, default=5000)
+    parser.add_argument("--batch-pages", type=int, default=4)
+    args = parser.parse_args()
+    if args.child:
+        child(args.page_size, args.batch_pages)
+        return
+
+    from hub.settings import get_settings
+
+    if not get_settings().is_postgres:
+        raise SystemExit("set DATABASE_URL=postgresql+psycopg://... : the benchmark measures PostgreSQL loads")
+
+    small = run_sync(args.small, args.page_size, args.batch_pages)
+    big = run_sync(args.partners, args.page_size, args.batch_pages)
+    loaded, floor_seconds = floor()
+    rows = int(big["summary"]["extracted"])
+    rows_per_s = rows / big["seconds"]
+    floor_rows_per_s = loaded / floor_seconds
+    print(
+        f"sync: {rows} partners in {big['seconds']:.2f}s ({rows_per_s:,.0f} rows/s), "
+        f"{big['summary']['valid']} loaded, {big['summary']['quarantined']} quarantined; "
+        f"floor: {loaded} rows in {floor_seconds:.2f}s ({floor_rows_per_s:,.0f} rows/s)"
+    )
+    print(
+        f"peak RSS: {small['peak_rss_mb']:.0f} MB at {args.small} partners, {big['peak_rss_mb']:.0f} MB at {args.partners}"
+    )
+    print(
+        json.dumps(
+            {
+                "rows": rows,
+                "seconds": round(big["seconds"], 3),
+                "rows_per_s": round(rows_per_s, 1),
+                "floor_rows_per_s": round(floor_rows_per_s, 1),
+                "ratio_to_floor": round(rows_per_s / floor_rows_per_s, 3),
+                "peak_rss_mb": round(big["peak_rss_mb"], 1),
+                "peak_rss_mb_small": round(small["peak_rss_mb"], 1),
+                "small_rows": args.small,
+                "page_size": args.page_size,
+                "batch_pages": args.batch_pages,
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

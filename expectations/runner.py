@@ -1,0 +1,971 @@
+"""Validation runner: the project's single gateway to Great Expectations (GX 1.x).
+
+Every dataset has a suite module ``expectations/<dataset>.py`` with
+``build_suite() -> gx.ExpectationSuite`` and, optionally,
+``suite_parameters(now: datetime) -> dict`` for values that must be computed
+per validation (e.g. "not in the future"). Nothing outside this package
+imports ``great_expectations``; importing this module does not import it
+either (GX costs ~3 s to import, the CLI must start instantly), nor pandas.
+
+API
+===
+
+``validate_frame(dataset, frame, *, suite=None, build_docs=False,
+docs_dir=None, run_name=None, parameters=None) -> ValidationOutcome``
+    Validate one in-memory batch (whole-dataframe batch definition) against
+    the dataset's suite and split it into ``valid`` and ``invalid`` rows.
+
+    * A row is **invalid** (quarantined) when it violates at least one
+      row-level expectation of severity ``critical`` (GX's default).
+      Row-level means a map expectation that reports ``unexpected_index_list``;
+      ``mostly`` does not protect the violating rows themselves.
+    * ``warning``/``info`` expectations never quarantine; their row hits are
+      still listed in ``failures`` (with ``RowFailure.severity``).
+    * Table-level/aggregate expectations (column set, row count, ...) never
+      quarantine rows; a failing critical one makes ``outcome.success`` False.
+    * ``valid``/``invalid`` keep the caller's index labels; ``failures`` is
+      keyed by those labels. The index must be unique.
+    * An expectation that *errors* (e.g. a missing column) raises
+      :class:`ValidationRunError`: no row can be vouched for.
+    * ``run_name`` groups batches of one sync run for the per-run Data Docs
+      report (see below). Without it nothing is retained after the call.
+    * ``build_docs=True`` validates through a GX ``Checkpoint`` with an
+      ``UpdateDataDocsAction`` and sets ``data_docs_path`` to this
+      validation's HTML page. It renders HTML and is slow: use it for one-off
+      validations, not per batch.
+    * ``parameters`` are extra GX suite parameters (``{"$PARAMETER": name}``);
+      ``now_utc`` is always supplied.
+
+``build_data_docs(docs_dir=None, *, run_name=None, keep_runs=None) -> str``
+    Render the Data Docs report of one run (default: the most recently used
+    run name) and return the path of its ``index.html``. ``keep_runs`` prunes
+    older run sites under ``docs_dir``.
+
+``cache_info() -> dict`` / ``reset() -> None``
+    Introspection and teardown of the per-process GX state (tests, forks).
+
+Data Docs, once per run
+=======================
+The hot path (``build_docs=False``) keeps, for every batch validated with a
+``run_name``, a *compact* copy of GX's validation result (the per-row
+``unexpected_index_list``/``unexpected_list`` stripped; counts, percentages
+and GX's 20-item partial samples kept) in process memory.
+``build_data_docs(run_name=...)`` writes those results into the ephemeral
+context's validation results store and builds a filesystem Data Docs site
+registered with ``context.add_data_docs_site`` at ``<docs_dir>/<run_name>/``
+(``docs_dir`` defaults to ``var/data_docs``; the run name is slugified). That
+site contains only this
+run: one validation page per batch plus the suite pages (rules with their
+analyst notes), and the returned ``index.html`` lists exactly those. Separate
+sites per run mean neither several runs in one process nor runs of other
+processes (GX's index builder prunes pages it has no result for) mix up each
+other's reports. Retained results are capped (``MAX_RETAINED_RESULTS``,
+oldest dropped first) so a long-lived worker does not grow without bound.
+Every site carries its own copy of GX's static assets (~4 MB), hence the
+``keep_runs`` retention knob.
+
+Typical flow::
+
+    for batch in batches:
+        outcome = validate_frame("customers", batch, run_name=flow_run_id)
+        write(outcome.valid); quarantine(outcome.invalid, outcome.failures)
+    report = build_data_docs(settings.data_docs_dir, run_name=flow_run_id, keep_runs=30)
+
+Performance
+===========
+The context, pandas datasource, dataframe assets, suites and validation
+definitions are built once per process and cached per dataset. Per call the
+hot path runs GX's validator for the registered ``ValidationDefinition``
+directly instead of ``ValidationDefinition.run()``: the latter also
+JSON-serialises the COMPLETE result into the in-memory results store on every
+call (~100 ms per 20k-row batch, and memory that is never released). Result
+format is COMPLETE: BASIC returns no row indices and SUMMARY only the first
+``partial_unexpected_count``; COMPLETE returns every failing row's index (the
+runner checks the count). GX calls are serialised by one process-wide lock.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import datetime as dt
+import gc
+import hashlib
+import importlib
+import json
+import logging
+import math
+import os
+import re
+import shutil
+import threading
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final, cast
+from urllib.parse import unquote, urlparse
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from great_expectations import ExpectationSuite, ValidationDefinition
+    from great_expectations.core.expectation_validation_result import (
+        ExpectationSuiteValidationResult,
+    )
+    from great_expectations.core.run_identifier import RunIdentifier
+    from great_expectations.data_context import EphemeralDataContext
+    from great_expectations.data_context.store.store import DataDocsSiteConfigTypedDict
+    from great_expectations.data_context.types.resource_identifiers import (
+        ValidationResultIdentifier,
+    )
+    from great_expectations.datasource.fluent import PandasDatasource
+
+__all__ = [
+    "DEFAULT_DOCS_DIR",
+    "RowFailure",
+    "ValidationOutcome",
+    "ValidationRunError",
+    "build_data_docs",
+    "cache_info",
+    "reset",
+    "validate_frame",
+]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_DOCS_DIR: Final = Path("var/data_docs")
+#: Upper bound on compact per-batch results kept for Data Docs (all runs).
+MAX_RETAINED_RESULTS: Final = 1000
+
+CRITICAL: Final = "critical"
+DATASOURCE_NAME: Final = "drymix"
+BATCH_DEFINITION_NAME: Final = "whole_dataframe"
+
+# COMPLETE is the only format whose unexpected_index_list is uncapped. The
+# index query string is dropped from the result: nobody reads it.
+_RESULT_FORMAT: Final[dict[str, Any]] = {
+    "result_format": "COMPLETE",
+    "return_unexpected_index_query": False,
+    "partial_unexpected_count": 20,
+}
+# Per-row payloads removed before a result is retained for Data Docs.
+_HEAVY_RESULT_KEYS: Final = frozenset(
+    {"unexpected_list", "unexpected_index_list", "unexpected_index_query", "unexpected_rows"}
+)
+# Expectation kwargs that are plumbing, or the domain itself (reported apart).
+_NON_RULE_KWARGS: Final = frozenset(
+    {"batch_id", "result_format", "catch_exceptions", "column", "column_A", "column_B", "column_list"}
+)
+_DATASET_NAME: Final = re.compile(r"^[a-z][a-z0-9_]*$")
+# Marks directories under docs_dir that build_data_docs may prune.
+_SITE_MARKER: Final = ".drymix-data-docs.json"
+
+_LOCK = threading.RLock()
+
+
+class ValidationRunError(RuntimeError):
+    """GX could not evaluate some expectations (e.g. a column is missing)."""
+
+    def __init__(self, dataset: str, errors: list[str]) -> None:
+        self.dataset = dataset
+        self.errors = errors
+        super().__init__(f"validation of {dataset!r} could not run: " + "; ".join(errors))
+
+
+@dataclass(slots=True)
+class RowFailure:
+    """One failed expectation for one row."""
+
+    expectation: str  # e.g. "expect_column_values_to_match_regex"
+    column: str | None  # None for multi-column expectations (value is then a dict)
+    kwargs: dict[str, Any]  # JSON-safe rule kwargs without the column; shared, do not mutate
+    value: Any  # the offending value, JSON-safe
+    severity: str = CRITICAL  # "critical" quarantines; "warning"/"info" only report
+    rule_id: str | None = None  # the expectation's meta["rule_id"], if the suite sets one
+
+
+@dataclass(slots=True)
+class ValidationOutcome:
+    """Result of :func:`validate_frame` for one batch."""
+
+    dataset: str
+    valid: pd.DataFrame  # rows passing every critical row-level expectation
+    invalid: pd.DataFrame  # rows failing at least one critical row-level expectation
+    failures: dict[Any, list[RowFailure]]  # index label -> failures (critical and warnings)
+    statistics: dict[str, Any]
+    expectation_results: list[dict[str, Any]]
+    data_docs_path: str | None = None
+    success: bool = True  # every critical expectation (row- or table-level) passed
+    run_name: str | None = None
+
+    @property
+    def warnings(self) -> dict[Any, list[RowFailure]]:
+        """Non-critical row failures, by index label (rows stay in ``valid``)."""
+        found: dict[Any, list[RowFailure]] = {}
+        for label, items in self.failures.items():
+            soft = [item for item in items if item.severity != CRITICAL]
+            if soft:
+                found[label] = soft
+        return found
+
+    @property
+    def failed_table_expectations(self) -> list[dict[str, Any]]:
+        """Failed expectations that are not row-level (they never quarantine)."""
+        return [r for r in self.expectation_results if not r["success"] and not r["row_level"]]
+
+
+@dataclass(slots=True)
+class _Registration:
+    """GX objects for one dataset, built once and reused across calls."""
+
+    dataset: str
+    suite: ExpectationSuite
+    validation_definition: ValidationDefinition
+    fingerprint: str
+    from_module: bool  # built by expectations.<dataset>.build_suite()
+    source: object  # the suite object it was built from (identity shortcut)
+    parameters_hook: Callable[[dt.datetime], Mapping[str, Any]] | None
+
+
+@dataclass(slots=True)
+class _RetainedResult:
+    key: ValidationResultIdentifier
+    result: ExpectationSuiteValidationResult
+    stored: bool  # already written to the context's validation results store
+
+
+@dataclass(slots=True)
+class _RunRecord:
+    run_name: str
+    suites: set[str] = field(default_factory=set)
+    results: list[_RetainedResult] = field(default_factory=list)
+    truncated: bool = False  # some results were evicted (warned once)
+
+
+@dataclass(slots=True)
+class _State:
+    context: EphemeralDataContext | None = None
+    datasource: PandasDatasource | None = None
+    registrations: dict[str, _Registration] = field(default_factory=dict)
+    runs: OrderedDict[str, _RunRecord] = field(default_factory=OrderedDict)
+    retained: int = 0
+    last_run_time: dt.datetime | None = None
+    context_builds: int = 0
+    suite_registrations: int = 0
+
+
+_state = _State()
+
+
+# --------------------------------------------------------------------------- API
+
+
+def validate_frame(
+    dataset: str,
+    frame: pd.DataFrame,
+    *,
+    suite: ExpectationSuite | None = None,
+    build_docs: bool = False,
+    docs_dir: str | Path | None = None,
+    run_name: str | None = None,
+    parameters: Mapping[str, Any] | None = None,
+) -> ValidationOutcome:
+    """Validate ``frame`` against the ``dataset`` suite and split valid/invalid rows."""
+    import pandas as pd
+
+    _check_dataset_name(dataset)
+    if not isinstance(frame, pd.DataFrame):
+        raise TypeError(f"frame must be a pandas DataFrame, got {type(frame).__name__}")
+    if not frame.index.is_unique:
+        # Failures are reported per label; duplicates would merge rows' failures.
+        raise ValueError(f"frame index for {dataset!r} must be unique")
+    if run_name is not None and not run_name.strip():
+        raise ValueError("run_name must not be blank")
+
+    # GX reports positions when the frame has a 0..n-1 RangeIndex; translating
+    # positions back to labels keeps any caller index (and is cheap: the
+    # reset shares data under pandas copy-on-write).
+    gx_frame = frame if _is_positional(frame.index) else frame.reset_index(drop=True)
+    now = dt.datetime.now(dt.UTC)
+    docs_path: str | None = None
+
+    with _LOCK:
+        registration = _registration(dataset, suite)
+        suite_parameters: dict[str, Any] = {"now_utc": now}
+        if registration.parameters_hook is not None:
+            suite_parameters.update(registration.parameters_hook(now))
+        if parameters:
+            suite_parameters.update(parameters)
+        if build_docs and run_name is None:
+            run_name = f"{dataset}-{now:%Y%m%dT%H%M%S%fZ}"
+        run_id = _next_run_id(run_name, now)
+        if build_docs:
+            assert run_name is not None  # defaulted above
+            result, key, compact, docs_path = _validate_with_docs(
+                registration, gx_frame, suite_parameters, run_id, _docs_root(docs_dir)
+            )
+            _retain(run_name, registration.suite.name, key, compact, stored=True)
+        else:
+            result = _validate_fast(registration, gx_frame, suite_parameters, run_id)
+            if run_name is not None:
+                key = _result_key(registration.suite.name, run_id, result.batch_id)
+                _retain(run_name, registration.suite.name, key, _compact(result), stored=False)
+        # Inside the lock so the GC pause in _split is never interleaved.
+        outcome = _split(dataset, frame, gx_frame, result)
+    outcome.data_docs_path = docs_path
+    outcome.run_name = run_name
+    return outcome
+
+
+def build_data_docs(
+    docs_dir: str | Path | None = None,
+    *,
+    run_name: str | None = None,
+    keep_runs: int | None = None,
+) -> str:
+    """Render the Data Docs site of one run and return the path of its ``index.html``.
+
+    ``run_name`` defaults to the run most recently passed to :func:`validate_frame`.
+    A run without retained results still gets a site (suite pages only), so a
+    sync that validated nothing has a report too. ``keep_runs`` deletes all but
+    the newest ``keep_runs`` run sites under ``docs_dir`` (only directories this
+    runner created); each site carries ~4 MB of GX static assets.
+    """
+    if keep_runs is not None and keep_runs < 1:
+        raise ValueError("keep_runs must be at least 1")
+    with _LOCK:
+        context = _context()
+        if run_name is None:
+            if not _state.runs:
+                raise LookupError("no validation run recorded in this process; pass run_name")
+            run_name = next(reversed(_state.runs))
+        record = _state.runs.get(run_name) or _RunRecord(run_name=run_name)
+
+        from great_expectations.data_context.types.resource_identifiers import (
+            ExpectationSuiteIdentifier,
+        )
+
+        store = context.validation_results_store
+        result_keys: list[Any] = []  # GX types this as a list of one key class
+        for retained in record.results:
+            if not retained.stored:
+                store.set(retained.key, retained.result)
+                retained.stored = True
+            result_keys.append(retained.key)
+        suite_names = record.suites or {r.suite.name for r in _state.registrations.values()}
+        suite_keys = [ExpectationSuiteIdentifier(name=name) for name in sorted(suite_names)]
+
+        site_name, site_dir = _site_for(run_name, _docs_root(docs_dir))
+        context.add_data_docs_site(site_name=site_name, site_config=_site_config(site_dir))
+        try:
+            # An empty identifier list would make GX render every stored result.
+            context.build_data_docs(
+                site_names=[site_name], resource_identifiers=[*result_keys, *suite_keys] or None
+            )
+        finally:
+            context.delete_data_docs_site(site_name)
+        index = site_dir / "index.html"
+        if not index.is_file():
+            raise RuntimeError(f"GX did not write the Data Docs index {index}")
+        _mark_site(site_dir, run_name)
+        if keep_runs is not None:
+            _prune_sites(site_dir.parent, keep_runs, current=site_dir)
+    return str(index)
+
+
+def cache_info() -> dict[str, int]:
+    """Counters of the cached GX state (contexts built, suites registered, retained results)."""
+    with _LOCK:
+        return {
+            "context_builds": _state.context_builds,
+            "suite_registrations": _state.suite_registrations,
+            "datasets": len(_state.registrations),
+            "runs": len(_state.runs),
+            "retained_results": _state.retained,
+        }
+
+
+def reset() -> None:
+    """Drop the cached context, registrations and retained results."""
+    global _state
+    with _LOCK:
+        builds, registrations = _state.context_builds, _state.suite_registrations
+        _state = _State(context_builds=builds, suite_registrations=registrations)
+
+
+# ----------------------------------------------------------------- GX plumbing
+
+
+def _context() -> EphemeralDataContext:
+    """The per-process ephemeral context, built on first use."""
+    if _state.context is not None:
+        return _state.context
+    # Usage statistics are off in config; the variable also covers GX versions
+    # that read only the environment.
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import (
+        DataContextConfig,
+        InMemoryStoreBackendDefaults,
+        ProgressBarsConfig,
+    )
+
+    gx_logger = logging.getLogger("great_expectations")
+    if gx_logger.level == logging.NOTSET:
+        # GX logs routine INFO chatter; keep its warnings and errors.
+        gx_logger.setLevel(logging.WARNING)
+    config = DataContextConfig(
+        store_backend_defaults=InMemoryStoreBackendDefaults(),
+        # No implicit temp-dir "local_site": sites are added per run.
+        data_docs_sites={},
+        # tqdm bars per metric graph would spam worker logs.
+        progress_bars=ProgressBarsConfig(globally=False, metric_calculations=False),
+        analytics_enabled=False,
+    )
+    context = gx.get_context(mode="ephemeral", project_config=config)
+    _state.datasource = context.data_sources.add_pandas(DATASOURCE_NAME)
+    _state.context = context
+    _state.context_builds += 1
+    return context
+
+
+def _registration(dataset: str, suite: ExpectationSuite | None) -> _Registration:
+    """Cached GX objects for ``dataset``; (re)registers when the suite changed."""
+    current = _state.registrations.get(dataset)
+    if suite is None:
+        if current is not None and current.from_module:
+            return current
+        module = importlib.import_module(f"{__package__}.{dataset}")
+        hook = getattr(module, "suite_parameters", None)
+        return _register(dataset, module.build_suite(), from_module=True, hook=hook)
+    if current is not None and not current.from_module and current.source is suite:
+        return current
+    # Callers may rebuild an identical suite per call: compare content, not identity.
+    fingerprint = _fingerprint(suite)
+    if current is not None and not current.from_module and current.fingerprint == fingerprint:
+        current.source = suite
+        return current
+    return _register(dataset, suite, from_module=False, hook=None, fingerprint=fingerprint)
+
+
+def _register(
+    dataset: str,
+    suite: ExpectationSuite,
+    *,
+    from_module: bool,
+    hook: Callable[[dt.datetime], Mapping[str, Any]] | None,
+    fingerprint: str | None = None,
+) -> _Registration:
+    """Add (or replace) the suite, asset and validation definition for ``dataset``."""
+    import great_expectations as gx
+
+    context = _context()
+    for other in _state.registrations.values():
+        if other.dataset != dataset and other.suite.name == suite.name:
+            raise ValueError(f"suite name {suite.name!r} is already used by dataset {other.dataset!r}")
+    previous = _state.registrations.pop(dataset, None)
+    if previous is not None:
+        context.validation_definitions.delete(previous.validation_definition.name)
+        context.suites.delete(previous.suite.name)
+
+    datasource = _state.datasource
+    assert datasource is not None  # created with the context
+    try:
+        asset = datasource.get_asset(dataset)
+    except LookupError:
+        asset = datasource.add_dataframe_asset(dataset)
+    try:
+        batch_definition = asset.get_batch_definition(BATCH_DEFINITION_NAME)
+    except KeyError:
+        batch_definition = asset.add_batch_definition_whole_dataframe(BATCH_DEFINITION_NAME)
+
+    # Register a copy: the context assigns ids and binds the suite to itself,
+    # and the caller's object must stay reusable (e.g. after reset()).
+    registered = context.suites.add(
+        gx.ExpectationSuite(
+            name=suite.name,
+            expectations=[e.copy(update={"id": None}, deep=True) for e in suite.expectations],
+            meta=copy.deepcopy(suite.meta),
+            notes=suite.notes,
+        )
+    )
+    validation_definition = context.validation_definitions.add(
+        gx.ValidationDefinition(name=dataset, data=batch_definition, suite=registered)
+    )
+    registration = _Registration(
+        dataset=dataset,
+        suite=registered,
+        validation_definition=validation_definition,
+        fingerprint=fingerprint or _fingerprint(suite),
+        from_module=from_module,
+        source=suite,
+        parameters_hook=hook,
+    )
+    _state.registrations[dataset] = registration
+    _state.suite_registrations += 1
+    return registration
+
+
+def _validate_fast(
+    registration: _Registration,
+    gx_frame: pd.DataFrame,
+    suite_parameters: dict[str, Any],
+    run_id: RunIdentifier,
+) -> ExpectationSuiteValidationResult:
+    """What ``ValidationDefinition.run`` does, minus storing the full result."""
+    from great_expectations.validator.v1_validator import Validator
+
+    definition = registration.validation_definition
+    validator = Validator(
+        batch_definition=definition.batch_definition,
+        batch_parameters={"dataframe": gx_frame},
+        result_format=_RESULT_FORMAT,
+    )
+    result = validator.validate_expectation_suite(definition.suite, suite_parameters)
+    # Same meta as ValidationDefinition.run, so Data Docs pages look identical.
+    result.meta["validation_id"] = definition.id
+    result.meta["checkpoint_id"] = None
+    result.meta["run_id"] = run_id
+    result.meta["validation_time"] = run_id.run_time
+    result.meta["batch_parameters"] = {"dataframe": "<DATAFRAME>"}
+    return result
+
+
+def _validate_with_docs(
+    registration: _Registration,
+    gx_frame: pd.DataFrame,
+    suite_parameters: dict[str, Any],
+    run_id: RunIdentifier,
+    docs_root: Path,
+) -> tuple[
+    ExpectationSuiteValidationResult,
+    ValidationResultIdentifier,
+    ExpectationSuiteValidationResult,
+    str,
+]:
+    """Validate through a Checkpoint whose UpdateDataDocsAction renders this result.
+
+    Returns the full result, its store key, the compact copy now stored under
+    that key, and the path of the rendered validation page.
+    """
+    import great_expectations as gx
+    from great_expectations.checkpoint import UpdateDataDocsAction
+
+    context = _context()
+    assert run_id.run_name is not None
+    site_name, site_dir = _site_for(run_id.run_name, docs_root)
+    context.add_data_docs_site(site_name=site_name, site_config=_site_config(site_dir))
+    try:
+        checkpoint = context.checkpoints.add(
+            gx.Checkpoint(
+                name=f"{registration.dataset}-docs-{uuid.uuid4().hex}",
+                validation_definitions=[registration.validation_definition],
+                actions=[UpdateDataDocsAction(name="update_data_docs", site_names=[site_name])],
+                result_format=_RESULT_FORMAT,
+            )
+        )
+        try:
+            checkpoint_result = checkpoint.run(
+                batch_parameters={"dataframe": gx_frame},
+                expectation_parameters=suite_parameters,
+                run_id=run_id,
+            )
+        finally:
+            context.checkpoints.delete(checkpoint.name)
+        key, result = next(iter(checkpoint_result.run_results.items()))
+        urls = context.get_docs_sites_urls(resource_identifier=key, site_names=[site_name])
+    finally:
+        context.delete_data_docs_site(site_name)
+    # The checkpoint stored the COMPLETE result; keep only the compact copy.
+    compact = _compact(result)
+    context.validation_results_store.set(key, compact)
+    page = Path(unquote(urlparse(urls[0]["site_url"]).path))
+    if not page.is_file():
+        raise RuntimeError(f"GX did not write the Data Docs page {page}")
+    _mark_site(site_dir, run_id.run_name)
+    return result, key, compact, str(page)
+
+
+def _compact(result: ExpectationSuiteValidationResult) -> ExpectationSuiteValidationResult:
+    """Copy of ``result`` without per-row lists (for retention and Data Docs)."""
+    from great_expectations.core.expectation_validation_result import (
+        ExpectationSuiteValidationResult,
+        ExpectationValidationResult,
+    )
+
+    results = [
+        ExpectationValidationResult(
+            success=r.success,
+            expectation_config=r.expectation_config,
+            result={k: v for k, v in (r.result or {}).items() if k not in _HEAVY_RESULT_KEYS},
+            meta=r.meta,
+            exception_info=r.exception_info,
+        )
+        for r in result.results
+    ]
+    return ExpectationSuiteValidationResult(
+        success=result.success,
+        results=results,
+        suite_name=result.suite_name,
+        suite_parameters=result.suite_parameters,
+        statistics=dict(result.statistics),
+        meta=dict(result.meta),
+        batch_id=result.batch_id,
+    )
+
+
+def _retain(
+    run_name: str,
+    suite_name: str,
+    key: ValidationResultIdentifier,
+    result: ExpectationSuiteValidationResult,
+    *,
+    stored: bool,
+) -> None:
+    """Keep a compact result for the run's Data Docs, evicting the oldest over the cap."""
+    record = _state.runs.get(run_name)
+    if record is None:
+        record = _state.runs[run_name] = _RunRecord(run_name=run_name)
+    _state.runs.move_to_end(run_name)
+    record.suites.add(suite_name)
+    record.results.append(_RetainedResult(key=key, result=result, stored=stored))
+    _state.retained += 1
+    while _state.retained > MAX_RETAINED_RESULTS:
+        oldest_name, oldest = next(iter(_state.runs.items()))
+        dropped = oldest.results.pop(0)
+        _state.retained -= 1
+        if dropped.stored and _state.context is not None:
+            _state.context.validation_results_store.remove_key(dropped.key)
+        if not oldest.results:
+            del _state.runs[oldest_name]
+        if not oldest.truncated:
+            oldest.truncated = True
+            logger.warning(
+                "Data Docs: dropping retained results of run %r (cap %d reached); "
+                "its report will be incomplete",
+                oldest_name,
+                MAX_RETAINED_RESULTS,
+            )
+
+
+def _result_key(suite_name: str, run_id: RunIdentifier, batch_id: str | None) -> ValidationResultIdentifier:
+    from great_expectations.data_context.types.resource_identifiers import (
+        ExpectationSuiteIdentifier,
+        ValidationResultIdentifier,
+    )
+
+    return ValidationResultIdentifier(
+        expectation_suite_identifier=ExpectationSuiteIdentifier(name=suite_name),
+        run_id=run_id,
+        batch_identifier=batch_id or "batch",
+    )
+
+
+def _next_run_id(run_name: str | None, now: dt.datetime) -> RunIdentifier:
+    """RunIdentifier with a run_time strictly increasing in this process.
+
+    Result keys are (suite, run name, run time, batch id) and the batch id of
+    a dataframe asset is constant, so equal times would overwrite results.
+    """
+    from great_expectations.core.run_identifier import RunIdentifier
+
+    run_time = now
+    if _state.last_run_time is not None and run_time <= _state.last_run_time:
+        run_time = _state.last_run_time + dt.timedelta(microseconds=1)
+    _state.last_run_time = run_time
+    return RunIdentifier(run_name=run_name, run_time=run_time)
+
+
+def _site_for(run_name: str, docs_root: Path) -> tuple[str, Path]:
+    """Site name and directory of one run's Data Docs site."""
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", run_name).strip(".-") or "run"
+    site_dir = docs_root / slug
+    digest = hashlib.sha1(str(site_dir).encode()).hexdigest()[:10]
+    return f"drymix-{slug}-{digest}", site_dir
+
+
+def _site_config(site_dir: Path) -> DataDocsSiteConfigTypedDict:
+    config = {
+        "class_name": "SiteBuilder",
+        # Analysts read these pages; GX's "how to" call-to-action buttons are noise.
+        "show_how_to_buttons": False,
+        "store_backend": {
+            "class_name": "TupleFilesystemStoreBackend",
+            "base_directory": str(site_dir),
+        },
+        "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+    }
+    # GX's TypedDict omits the (supported) show_how_to_buttons key.
+    return cast("DataDocsSiteConfigTypedDict", config)
+
+
+def _mark_site(site_dir: Path, run_name: str) -> None:
+    """Tag a site directory as ours (for pruning) and record when it was built."""
+    (site_dir / _SITE_MARKER).write_text(json.dumps({"run_name": run_name}) + "\n")
+
+
+def _prune_sites(docs_root: Path, keep: int, *, current: Path) -> None:
+    """Delete run sites beyond the newest ``keep`` (never ``current``)."""
+    sites = [d for d in docs_root.iterdir() if d.is_dir() and (d / _SITE_MARKER).is_file()]
+    sites.sort(key=lambda d: (d == current, (d / _SITE_MARKER).stat().st_mtime), reverse=True)
+    for stale in sites[keep:]:
+        shutil.rmtree(stale, ignore_errors=True)
+        logger.info("Data Docs: pruned run site %s", stale)
+
+
+def _docs_root(docs_dir: str | Path | None) -> Path:
+    # Absolute: the ephemeral context has no root directory to resolve against.
+    return Path(docs_dir if docs_dir is not None else DEFAULT_DOCS_DIR).resolve()
+
+
+def _fingerprint(suite: ExpectationSuite) -> str:
+    """Content hash of a suite (ids excluded) to detect a changed suite."""
+    payload = {
+        "name": suite.name,
+        "expectations": [
+            {k: v for k, v in e.configuration.to_json_dict().items() if k != "id"} for e in suite.expectations
+        ],
+        "meta": suite.meta,
+    }
+    encoded = json.dumps(payload, sort_keys=True, default=str).encode()
+    return hashlib.sha256(encoded).hexdigest()
+
+
+def _check_dataset_name(dataset: str) -> None:
+    # The name becomes a module path (expectations.<dataset>), so keep it tame.
+    if not _DATASET_NAME.match(dataset) or dataset == "runner":
+        raise ValueError(f"invalid dataset name {dataset!r}")
+
+
+def _is_positional(index: pd.Index) -> bool:
+    import pandas as pd
+
+    return isinstance(index, pd.RangeIndex) and index.start == 0 and index.step == 1
+
+
+# ------------------------------------------------------------ result → outcome
+
+
+def _split(
+    dataset: str,
+    frame: pd.DataFrame,
+    gx_frame: pd.DataFrame,
+    result: ExpectationSuiteValidationResult,
+) -> ValidationOutcome:
+    """Turn a COMPLETE suite result into the valid/invalid split and reports."""
+    # A bad batch allocates ~10^5 RowFailures; with GX's ~350k live objects
+    # each triggered full collection costs ~100 ms, so pause the cyclic GC
+    # (nothing here creates cycles) and let it run afterwards.
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _split_rows(dataset, frame, gx_frame, result)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+
+
+def _split_rows(
+    dataset: str,
+    frame: pd.DataFrame,
+    gx_frame: pd.DataFrame,
+    result: ExpectationSuiteValidationResult,
+) -> ValidationOutcome:
+    """Body of :func:`_split`."""
+    import numpy as np
+
+    errors: list[str] = []
+    rows = len(frame)
+    critical = np.zeros(rows, dtype=bool)
+    flagged = np.zeros(rows, dtype=bool)  # any failure, warnings included
+    by_position: dict[int, list[RowFailure]] = {}
+    expectation_results: list[dict[str, Any]] = []
+    success = True
+
+    for res in result.results:
+        config = res.expectation_config
+        if config is None:  # GX always attaches it; guard for the type checker
+            errors.append("a result without expectation configuration")
+            continue
+        kwargs = dict(config.kwargs)
+        severity = _severity_of(config)
+        rule_id = (config.meta or {}).get("rule_id")
+        columns = _domain_columns(kwargs)
+        column = columns[0] if len(columns) == 1 and "column" in kwargs else None
+        messages = _exception_messages(res.exception_info)
+        if messages:
+            errors.extend(f"{config.type}({', '.join(columns) or 'table'}): {m}" for m in messages)
+        details = res.result or {}
+        index_list = details.get("unexpected_index_list")
+        row_level = "unexpected_index_list" in details
+        unexpected_count = details.get("unexpected_count")
+        expectation_results.append(
+            {
+                "type": config.type,
+                "column": column,
+                "columns": columns,
+                "severity": severity,
+                "rule_id": rule_id,
+                "success": bool(res.success),
+                "row_level": row_level,
+                "element_count": details.get("element_count"),
+                "unexpected_count": unexpected_count,
+                "unexpected_percent": _json_safe(details.get("unexpected_percent")),
+                "observed_value": _json_safe(details.get("observed_value")),
+                "exception": "; ".join(messages) or None,
+            }
+        )
+        if not res.success and severity == CRITICAL:
+            success = False
+        if not index_list:
+            continue
+        positions = np.asarray(index_list, dtype=np.int64)
+        if unexpected_count is not None and len(positions) != unexpected_count:
+            # GX truncated the list: splitting would let failing rows through.
+            errors.append(
+                f"{config.type}({', '.join(columns)}): {len(positions)} row indices "
+                f"for {unexpected_count} unexpected values"
+            )
+            continue
+        rule_kwargs = _json_safe({k: v for k, v in kwargs.items() if k not in _NON_RULE_KWARGS})
+        values = _row_values(gx_frame, columns, positions, single=column is not None)
+        expectation_type = config.type
+        # Tight loop: a bad batch can yield 10^5 failures, so no per-row lookups.
+        for position, value in zip(positions.tolist(), values, strict=True):
+            failure = RowFailure(expectation_type, column, rule_kwargs, value, severity, rule_id)
+            bucket = by_position.get(position)
+            if bucket is None:
+                by_position[position] = [failure]
+            else:
+                bucket.append(failure)
+        flagged[positions] = True
+        if severity == CRITICAL:
+            critical[positions] = True
+
+    if errors:
+        # One missing column fails several metrics per expectation: dedupe.
+        raise ValidationRunError(dataset, list(dict.fromkeys(errors)))
+
+    # Positional order, labels looked up in one vectorised step.
+    flagged_positions = np.flatnonzero(flagged)
+    labels = frame.index[flagged_positions].tolist()
+    failures = {
+        label: by_position[position]
+        for label, position in zip(labels, flagged_positions.tolist(), strict=True)
+    }
+    invalid_rows = int(critical.sum())
+    stats = dict(result.statistics)
+    statistics = {
+        "evaluated_expectations": stats.get("evaluated_expectations"),
+        "successful_expectations": stats.get("successful_expectations"),
+        "unsuccessful_expectations": stats.get("unsuccessful_expectations"),
+        "success_percent": _json_safe(stats.get("success_percent")),
+        "rows": rows,
+        "valid_rows": rows - invalid_rows,
+        "invalid_rows": invalid_rows,
+        "warning_rows": int((flagged & ~critical).sum()),
+        "valid_percent": 100.0 if rows == 0 else 100.0 * (rows - invalid_rows) / rows,
+    }
+    return ValidationOutcome(
+        dataset=dataset,
+        valid=frame[~critical],
+        invalid=frame[critical],
+        failures=failures,
+        statistics=statistics,
+        expectation_results=expectation_results,
+        success=success,
+    )
+
+
+def _row_values(gx_frame: pd.DataFrame, columns: list[str], positions: Any, *, single: bool) -> list[Any]:
+    """JSON-safe offending values at ``positions`` (dicts for multi-column rules)."""
+    if not columns:
+        return [None] * len(positions)
+    if single:
+        return [_json_safe(v) for v in gx_frame[columns[0]].iloc[positions].tolist()]
+    picked = gx_frame[columns].iloc[positions]
+    return [
+        {c: _json_safe(v) for c, v in zip(columns, row, strict=True)}
+        for row in picked.itertuples(index=False, name=None)
+    ]
+
+
+def _domain_columns(kwargs: Mapping[str, Any]) -> list[str]:
+    if "column" in kwargs:
+        return [kwargs["column"]]
+    if "column_A" in kwargs and "column_B" in kwargs:
+        return [kwargs["column_A"], kwargs["column_B"]]
+    return list(kwargs.get("column_list") or [])
+
+
+def _severity_of(config: Any) -> str:
+    severity = getattr(config, "severity", None)
+    if severity is None:
+        return CRITICAL
+    return str(getattr(severity, "value", severity)).lower()
+
+
+def _exception_messages(info: Any) -> list[str]:
+    """Messages of raised exceptions in GX's various exception_info shapes."""
+    if not info:
+        return []
+    if hasattr(info, "raised_exception"):  # ExceptionInfo
+        return [str(info.exception_message)] if info.raised_exception else []
+    if isinstance(info, Mapping):
+        if "raised_exception" in info:
+            return [str(info.get("exception_message"))] if info["raised_exception"] else []
+        messages: list[str] = []
+        for nested in info.values():  # keyed by metric id
+            messages.extend(_exception_messages(nested))
+        return messages
+    return []
+
+
+def _json_safe(value: Any) -> Any:
+    """Convert numpy/pandas/datetime/GX values into JSON-serialisable Python."""
+    if value is None or type(value) in (str, bool, int):  # the common case, first
+        return value
+    if isinstance(value, float):  # includes numpy.float64
+        return None if math.isnan(value) or math.isinf(value) else float(value)
+    if isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, int) and not isinstance(value, Enum):
+        return int(value)
+    if isinstance(value, (dt.datetime, dt.date, dt.time)):
+        # pandas NaT is a datetime subclass whose isoformat() is "NaT".
+        return None if value != value else value.isoformat()
+    if isinstance(value, dt.timedelta):
+        return None if value != value else value.total_seconds()
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, Enum):
+        return _json_safe(value.value)
+    if isinstance(value, Mapping):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        items = sorted(value, key=str) if isinstance(value, (set, frozenset)) else value
+        return [_json_safe(v) for v in items]
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _json_safe(dataclasses.asdict(value))
+    item = getattr(value, "item", None)  # numpy scalars
+    if callable(item) and getattr(value, "ndim", None) == 0:
+        return _json_safe(item())
+    tolist = getattr(value, "tolist", None)  # numpy arrays
+    if callable(tolist):
+        return _json_safe(tolist())
+    as_dict = getattr(value, "dict", None)  # pydantic models, e.g. GX row conditions
+    if callable(as_dict):
+        try:
+            return _json_safe(as_dict())
+        except TypeError:
+            pass
+    import pandas as pd
+
+    if value is pd.NA:
+        return None
+    return str(value)
