@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Connection, Table, func, select, update
+from sqlalchemy import Connection, Table, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -188,7 +188,8 @@ def upsert_quarantine(
     stmt = insert(table)
     stmt = stmt.on_conflict_do_update(
         index_elements=["integration", "dataset", "record_key"],
-        index_where=table.c.status == QuarantineStatus.QUARANTINED.value,
+        # A literal, not a bound parameter: executemany cannot carry "expanding" parameters.
+        index_where=text("status = 'quarantined'"),
         set_={
             "raw_record": stmt.excluded.raw_record,
             "mapped_record": stmt.excluded.mapped_record,

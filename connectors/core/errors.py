@@ -28,6 +28,19 @@ import httpx
 from connectors.core.redact import redact_headers, redact_mapping, redact_text, redact_url
 
 
+MAX_MESSAGE = 1000
+
+
+def describe_exception(exc: BaseException) -> str:
+    """`Type: message` of an exception, without the SQL and parameters database errors append."""
+    orig = getattr(exc, "orig", None)
+    if isinstance(orig, BaseException):
+        exc = orig
+    text = str(exc).split("\n[SQL:", 1)[0].split("\n[parameters:", 1)[0]
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    return f"{type(exc).__name__}: {first}"[:MAX_MESSAGE]
+
+
 class ErrorCategory(str, enum.Enum):
     AUTHENTICATION_FAILED = "AUTHENTICATION_FAILED"
     RATE_LIMIT_EXCEEDED = "RATE_LIMIT_EXCEEDED"
@@ -116,7 +129,9 @@ class IntegrationError(Exception):
         super().__init__(self.message)
         if self.severity is None:
             self.severity = default_severity(self.category)
-        self.message = redact_text(self.message)
+        # Bounded: a driver error can carry a whole batch of parameters (customer data) in its text.
+        message = redact_text(self.message)
+        self.message = message if len(message) <= MAX_MESSAGE else message[: MAX_MESSAGE - 15] + " ...(truncated)"
 
     @property
     def transient(self) -> bool:
@@ -347,7 +362,7 @@ def classify_exception(
     if type(exc).__module__.startswith("sqlalchemy") and type(exc).__name__ in ("OperationalError", "InterfaceError", "DisconnectionError"):
         # Checked by name so that connectors need not import SQLAlchemy: the database went away.
         return ServerError(
-            f"{what}: the database is unavailable ({str(exc).splitlines()[0][:300]})",
+            f"{what}: the database is unavailable ({describe_exception(exc)})",
             code="DATABASE_UNAVAILABLE",
             integration=integration,
             operation=operation,
@@ -368,6 +383,4 @@ def classify_exception(
             integration=integration,
             operation=operation,
         )
-    return SyncFailed(
-        f"{what}: {type(exc).__name__}: {exc}", code=type(exc).__name__, integration=integration, operation=operation
-    )
+    return SyncFailed(f"{what}: {describe_exception(exc)}", code=type(exc).__name__, integration=integration, operation=operation)
