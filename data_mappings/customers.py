@@ -7,6 +7,7 @@ parsed is never guessed: it goes to `mapping_errors`, and the customers suite re
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -150,40 +151,61 @@ def _missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and value != value)
 
 
+def _clean(value: Any) -> str | None:
+    if value is None or (isinstance(value, float) and value != value):
+        return None
+    return str(value).strip() or None
+
+
 def _text(series: pd.Series, transform: Any = None) -> pd.Series:
     """Strip; empty or whitespace-only becomes None; non-strings become their string form.
 
-    List comprehensions rather than `Series.map`: pandas may turn a returned None into NaN.
+    List comprehensions rather than `Series.map`: pandas may turn a returned None into NaN, and this
+    runs on every text column of every batch, so strings take the inline fast path.
     """
-    values = []
-    for v in series.tolist():
-        text = None if _missing(v) else (str(v).strip() or None)
-        values.append(transform(text) if transform is not None and text is not None else text)
+    values = [(v.strip() or None) if v.__class__ is str else _clean(v) for v in series.tolist()]
+    if transform is not None:
+        values = [transform(v) if v is not None else None for v in values]
     return pd.Series(values, index=series.index, dtype=object)
+
+
+_EDM_DATETIME = re.compile(r"^/Date\((-?\d+)(?:[+-]\d{4})?\)/\Z")
+_EDM_TIME = re.compile(r"^PT(?:(\d+)H)?(?:(\d+)M)?(?:(\d+(?:\.\d+)?)S)?\Z")
+_MISSING = object()
+
+
+def _edm_ms(value: Any) -> Any:
+    """Milliseconds of a `/Date(ms)/` value; None when absent; _MISSING when present but unreadable."""
+    if value is None or (isinstance(value, float) and value != value):
+        return None
+    match = _EDM_DATETIME.match(value) if isinstance(value, str) else None
+    return int(match.group(1)) if match else _MISSING
+
+
+def _edm_seconds(value: Any) -> Any:
+    if value is None or (isinstance(value, float) and value != value):
+        return None
+    match = _EDM_TIME.match(value) if isinstance(value, str) else None
+    if not match or value == "PT":
+        return _MISSING
+    h, m, sec = match.groups()
+    return int(h or 0) * 3600 + int(m or 0) * 60 + float(sec or 0)
 
 
 def _parse_edm_datetime(series: pd.Series) -> tuple[pd.Series, pd.Series]:
     """`/Date(ms)/` -> UTC timestamps, plus a mask of values that were present but unreadable."""
-    text = series.astype(object).where(series.notna(), None).astype("string")
-    ms = text.str.extract(r"^/Date\((-?\d+)(?:[+-]\d{4})?\)/$", expand=False)
-    parsed = pd.to_datetime(pd.to_numeric(ms, errors="coerce"), unit="ms", utc=True)
-    bad = text.notna() & parsed.isna()
-    return parsed, bad.fillna(False).astype(bool)
+    parsed = [_edm_ms(v) for v in series.tolist()]
+    bad = pd.Series([p is _MISSING for p in parsed], index=series.index, dtype=bool)
+    ms = pd.array([None if p is _MISSING else p for p in parsed], dtype="Int64")
+    return pd.Series(pd.to_datetime(ms, unit="ms", utc=True), index=series.index), bad
 
 
 def _parse_edm_time(series: pd.Series) -> tuple[pd.Series, pd.Series]:
     """`PT14H30M05S` -> timedelta, plus a mask of unreadable values."""
-    text = series.astype(object).where(series.notna(), None).astype("string")
-    parts = text.str.extract(r"^PT(?:(\d+)H)?(?:(\d+)M)?(?:(\d+(?:\.\d+)?)S)?$")
-    matched = text.str.match(r"^PT(?:\d+H)?(?:\d+M)?(?:\d+(?:\.\d+)?S)?$").fillna(False).astype(bool)
-    seconds = (
-        pd.to_numeric(parts[0], errors="coerce").fillna(0) * 3600
-        + pd.to_numeric(parts[1], errors="coerce").fillna(0) * 60
-        + pd.to_numeric(parts[2], errors="coerce").fillna(0)
-    )
-    delta = pd.to_timedelta(seconds.astype(float), unit="s").where(matched & text.notna())
-    bad = text.notna() & ~matched
-    return delta, bad.fillna(False).astype(bool)
+    parsed = [_edm_seconds(v) for v in series.tolist()]
+    bad = pd.Series([p is _MISSING for p in parsed], index=series.index, dtype=bool)
+    seconds = pd.array([None if p is _MISSING else p for p in parsed], dtype="Float64")
+    return pd.Series(pd.to_timedelta(seconds, unit="s"), index=series.index), bad
 
 
 def e164(number: str | None, international: str | None, country: str | None) -> str | None:
@@ -283,8 +305,8 @@ def map_customers(raw: pd.DataFrame) -> pd.DataFrame:
 
 def row_hashes(frame: pd.DataFrame) -> pd.Series:
     """A stable digest of the mapped values, so a load can skip rows that did not change."""
-    hashed = pd.util.hash_pandas_object(frame[HASHED_COLUMNS].astype(str), index=False)
-    return hashed.map(lambda h: f"{int(h):016x}").astype(object)
+    hashed = pd.util.hash_pandas_object(frame[HASHED_COLUMNS], index=False)
+    return pd.Series([f"{h:016x}" for h in hashed.tolist()], index=frame.index, dtype=object)
 
 
 def change_dates(mapped: pd.DataFrame) -> pd.Series:

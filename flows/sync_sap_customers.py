@@ -121,9 +121,14 @@ def sync_sap_customers(full_refresh: bool = False, page_size: int | None = None,
             pending = (
                 extract_batch.submit(connector, BUSINESS_PARTNERS, batch.next, batch_pages) if batch.next else None
             )
-            frame = map_batch(DATASET, to_records, batch.records)
-            outcome = validate_batch(DATASET, frame, run_name=run_id)
-            quarantine = _quarantine_rows(batch.records, frame, outcome)
+            if batch.records:
+                frame = map_batch(DATASET, to_records, batch.records)
+                outcome = validate_batch(DATASET, frame, run_name=run_id)
+                valid, invalid = outcome.valid, outcome.invalid
+                quarantine = _quarantine_rows(batch.records, frame, outcome)
+            else:  # the empty page that ends $top/$skip paging: nothing to map or validate
+                frame = valid = invalid = to_records([])
+                quarantine = []
             for row in quarantine:
                 for failure in row.failed_expectations:
                     name = f"{failure['expectation']}({failure['column']})"
@@ -144,7 +149,7 @@ def sync_sap_customers(full_refresh: bool = False, page_size: int | None = None,
                     dataset=DATASET,
                     table=Customer.__table__,
                     key=["customer_id"],
-                    rows=outcome.valid.drop(columns=["mapping_errors"]).assign(source_run_id=run_id),
+                    rows=valid.drop(columns=["mapping_errors"]).assign(source_run_id=run_id),
                     quarantine=quarantine,
                     cursor=new_cursor,
                     flow_run_id=run_id,
@@ -155,8 +160,8 @@ def sync_sap_customers(full_refresh: bool = False, page_size: int | None = None,
             summary.pages += batch.pages
             summary.extracted += len(batch.records)
             summary.mapped += len(frame)
-            summary.valid += len(outcome.valid)
-            summary.quarantined += len(outcome.invalid)
+            summary.valid += len(valid)
+            summary.quarantined += len(invalid)
             summary.upserted += result.upserted
             summary.unchanged += result.unchanged
             if summary.mapped != summary.valid + summary.quarantined or summary.extracted != summary.mapped:
@@ -171,8 +176,8 @@ def sync_sap_customers(full_refresh: bool = False, page_size: int | None = None,
                 "batch %d: %d records, %d valid, %d quarantined, %d upserted",
                 summary.batches,
                 len(batch.records),
-                len(outcome.valid),
-                len(outcome.invalid),
+                len(valid),
+                len(invalid),
                 result.upserted,
             )
     except Exception as exc:

@@ -13,12 +13,18 @@ from sqlalchemy.orm import Session, sessionmaker
 from hub.settings import ROOT, get_settings
 
 
-@lru_cache(maxsize=8)
-def engine_for(url: str) -> Engine:
+def ensure_sqlite_dir(url: str) -> None:
+    """SQLite creates the file but not its folder (a fresh checkout has no var/)."""
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
+
+
+@lru_cache(maxsize=8)
+def engine_for(url: str) -> Engine:
+    ensure_sqlite_dir(url)
+    if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": 30})
 
         @event.listens_for(engine, "connect")
@@ -62,6 +68,8 @@ def alembic_config(url: str | None = None):  # type: ignore[no-untyped-def]
     cfg = Config(str(ROOT / "alembic.ini"))
     cfg.set_main_option("script_location", str(ROOT / "migrations"))
     cfg.set_main_option("sqlalchemy.url", (url or get_settings().database_url).replace("%", "%%"))
+    # Called from the CLI and flows: keep their logging as it is (alembic.ini's is for `alembic` itself).
+    cfg.attributes["configure_logging"] = False
     return cfg
 
 
@@ -69,6 +77,7 @@ def upgrade(revision: str = "head", url: str | None = None) -> None:
     """Apply the Alembic migrations up to `revision`."""
     from alembic import command
 
+    ensure_sqlite_dir(url or get_settings().database_url)
     command.upgrade(alembic_config(url), revision)
 
 

@@ -56,6 +56,8 @@ def redact_text(text: str) -> str:
 def redact_url(url: str) -> str:
     """Mask credentials in the userinfo and in secret-named query parameters."""
     parts = urlsplit(url)
+    if "@" not in parts.netloc and not parts.query:
+        return redact_text(url)  # nothing to mask by position; urlunsplit would also mangle sqlite:///
     netloc = parts.netloc
     if "@" in netloc:
         userinfo, host = netloc.rsplit("@", 1)
