@@ -63,7 +63,6 @@ class OAuth2ClientCredentials(httpx.Auth):
             "POST",
             self.token_url,
             data=data,
-            auth=None,
             headers={
                 "Accept": "application/json",
                 "Authorization": httpx.BasicAuth(self.client_id, self._secret.get_secret_value())._auth_header,

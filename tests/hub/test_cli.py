@@ -1,0 +1,72 @@
+"""The `drymix` CLI as a user runs it: a real process, real database, sandbox over real HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sandbox.core import running_server
+from sandbox.sap import SapSandbox
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def drymix(*args: str, env: dict[str, str] | None = None, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "hub.cli", *args],
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def test_help_answers_without_loading_prefect_or_great_expectations() -> None:
+    probe = (
+        "import sys, hub.cli; "
+        "heavy = [m for m in ('prefect', 'great_expectations', 'pandas') if m in sys.modules]; "
+        "print(','.join(heavy))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
+    result = drymix("--help")
+    assert result.returncode == 0
+    for command in ("demo", "db", "sandbox", "sync", "errors"):
+        assert command in result.stdout
+
+
+def test_db_upgrade_and_errors_list(db: str) -> None:
+    upgraded = drymix("db", "upgrade")
+    assert upgraded.returncode == 0, upgraded.stderr
+    assert "revision 0001" in upgraded.stdout
+    listed = drymix("errors", "list", "--json")
+    assert listed.returncode == 0 and listed.stdout.strip() == ""
+
+
+def test_sync_command_end_to_end_over_http(db: str) -> None:
+    sandbox = SapSandbox(partners=800, seed=5, max_page_size=300)
+    with running_server(sandbox) as base:
+        env = {"SAP_BASE_URL": f"{base}/sap/opu/odata/sap/API_BUSINESS_PARTNER/"}
+        result = drymix("sync", "sap-customers", "--json", env=env)
+        assert result.returncode == 0, result.stderr[-3000:]
+        summary = json.loads(result.stdout.strip().splitlines()[-1])
+        assert summary["extracted"] == 800
+        assert summary["valid"] + summary["quarantined"] == 800
+
+        errors = drymix("errors", "list", "--json", "--integration", "sap")
+        rows = [json.loads(line) for line in errors.stdout.splitlines() if line.strip()]
+        assert [r["error_type"] for r in rows] == ["DATA_VALIDATION_FAILED"]
+
+        sandbox.faults.update({"expire_tokens": True})
+        failed = drymix("sync", "sap-customers", "--json", env=env)
+    assert failed.returncode == 1
+    assert "AUTHENTICATION_FAILED" in failed.stderr
+    assert "drymix errors list" in failed.stderr
+    assert "sandbox-secret" not in failed.stderr + failed.stdout
