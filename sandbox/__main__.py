@@ -1,0 +1,32 @@
+"""``python -m sandbox <system> [options]``: run a sandbox server from the command line."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+_USAGE = """usage: python -m sandbox <system> [options]
+
+systems:
+  sap    SAP S/4HANA API_BUSINESS_PARTNER (OData V2)   python -m sandbox sap --help
+"""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Dispatch to the simulator named by the first argument."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help"):
+        print(_USAGE, end="")
+        return 0 if args else 2
+    system, rest = args[0], args[1:]
+    if system == "sap":
+        # Imported lazily: generating data and importing uvicorn is only needed when serving.
+        from sandbox.sap import main as sap_main
+
+        return sap_main(rest)
+    print(f"unknown sandbox system {system!r}\n\n{_USAGE}", end="", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
