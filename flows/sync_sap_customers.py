@@ -69,8 +69,11 @@ def to_records(records: list[dict[str, Any]]) -> pd.DataFrame:
 
 
 def _quarantine_rows(records: list[dict[str, Any]], frame: pd.DataFrame, outcome: Any) -> list[QuarantineRow]:
+    """Each refused row with its raw SAP record, its mapped values and the expectations it failed."""
+    labels = list(outcome.invalid.index)
+    mapped = frame.loc[labels].drop(columns=["row_hash"]).to_dict("records") if labels else []
     rows = []
-    for label in outcome.invalid.index:
+    for label, mapped_record in zip(labels, mapped, strict=True):
         raw = records[int(label)]
         key = raw.get("BusinessPartner") if isinstance(raw, dict) else None
         failures = [
@@ -81,7 +84,7 @@ def _quarantine_rows(records: list[dict[str, Any]], frame: pd.DataFrame, outcome
             QuarantineRow(
                 record_key=str(key) if key else record_digest(raw),
                 raw_record=raw,
-                mapped_record=frame.loc[label].drop(labels=["row_hash"]).to_dict(),
+                mapped_record=mapped_record,
                 failed_expectations=failures,
             )
         )

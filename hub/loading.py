@@ -20,6 +20,7 @@ from sqlalchemy import Connection, Table, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from connectors.core.gcpause import paused_gc
 from hub.models import QuarantinedRecord, QuarantineStatus, SyncState
 
 
@@ -54,24 +55,34 @@ class LoadResult:
     cursor_written: bool
 
 
+_PLAIN = (str, int, bool)
+
+
 def json_safe(value: Any) -> Any:
-    """Plain JSON types for JSON columns (timestamps as ISO strings, NaN/NaT as null)."""
-    if value is None:
-        return None
-    if isinstance(value, Mapping):
+    """Plain JSON types for JSON columns (timestamps as ISO strings, NaN/NaT as null).
+
+    Exact-type checks first: raw OData records are nested dicts and lists of strings, and ABC
+    `isinstance` checks on every node made quarantining a few thousand records take seconds.
+    """
+    kind = type(value)
+    if value is None or kind in _PLAIN:
+        return value
+    if kind is dict:
         return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
+    if kind is list or kind is tuple:
         return [json_safe(v) for v in value]
-    if isinstance(value, float) and value != value:
-        return None
+    if kind is float:
+        return None if value != value else value
     if value is pd.NaT:
         return None
     if isinstance(value, pd.Timestamp | datetime | date):
         return value.isoformat()
     if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, str | int | float | bool):
-        return value
+        return json_safe(value.item())
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
     return str(value)
 
 
@@ -109,7 +120,8 @@ def upsert_rows(conn: Connection, table: Table, frame: pd.DataFrame, key: Sequen
     if "synced_at" in table.c and "synced_at" not in frame.columns:
         frame = frame.assign(synced_at=datetime.now(UTC))
     columns = [c.name for c in table.columns if c.name in frame.columns]
-    rows = frame_rows(frame, columns)
+    with paused_gc():
+        rows = frame_rows(frame, columns)
     updatable = [c for c in columns if c not in key]
     if conn.dialect.name == "postgresql":
         return _pg_copy_upsert(conn, table, columns, updatable, key, rows)

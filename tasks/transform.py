@@ -9,6 +9,8 @@ import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from connectors.core.gcpause import paused_gc
+
 if TYPE_CHECKING:
     from expectations.runner import ValidationOutcome
 
@@ -16,7 +18,8 @@ if TYPE_CHECKING:
 @task(name="map_batch", cache_policy=NO_CACHE, persist_result=False, task_run_name="map-{dataset}")
 def map_batch(dataset: str, mapper: Callable[[list[dict[str, Any]]], pd.DataFrame], records: list[dict[str, Any]]) -> pd.DataFrame:
     """Run a pure mapping; the frame's index is the record's position in the batch."""
-    frame = mapper(records)
+    with paused_gc():
+        frame = mapper(records)
     if len(frame) != len(records):
         raise ValueError(f"mapping of {dataset} returned {len(frame)} rows for {len(records)} records")
     return frame
@@ -27,4 +30,5 @@ def validate_batch(dataset: str, frame: pd.DataFrame, run_name: str | None = Non
     """Check a batch with the dataset's expectation suite and split passing from failing rows."""
     from expectations.runner import validate_frame
 
-    return validate_frame(dataset, frame, run_name=run_name)
+    with paused_gc():
+        return validate_frame(dataset, frame, run_name=run_name)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 
 from connectors.core.errors import (
     ErrorBodyParser,
@@ -25,6 +26,7 @@ from connectors.core.errors import (
     request_snapshot,
     response_snapshot,
 )
+from connectors.core.gcpause import paused_gc
 from connectors.core.metrics import METRICS, CallMetrics
 from connectors.core.redact import redact_text
 from connectors.core.retry import call_with_retry
@@ -186,8 +188,9 @@ class IntegrationClient:
         def attempt() -> Any:
             response = self.send_once("GET", url, operation=operation, **kwargs)
             try:
-                return json.loads(response.content)
-            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                with paused_gc():
+                    return orjson.loads(response.content)
+            except (orjson.JSONDecodeError, UnicodeDecodeError) as exc:
                 raise classify_exception(exc, integration=self.name, operation=operation) from exc
 
         return call_with_retry(
