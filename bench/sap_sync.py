@@ -78,9 +78,9 @@ def reset_tables() -> None:
 
 def child(page_size: int, batch_pages: int) -> None:
     """Runs inside a fresh process: warm Prefect up, then time the real flow."""
-    import hub.prefect_runtime  # noqa: F401 - Prefect environment defaults before Prefect loads
     from prefect import flow
 
+    import hub.prefect_runtime  # noqa: F401 - Prefect environment defaults before Prefect loads
     from flows.sync_sap_customers import sync_sap_customers
     from hub.prefect_runtime import install_log_filters
 
@@ -161,7 +161,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--partners", type=int, default=100_000)
-    parser.add_argument("--small", type=int, default=25_000, help="partners of the memory-growth comparison run")
+    parser.add_argument("--small", type=int, default=50_000, help="partners of the memory-growth comparison run")
     parser.add_argument("--page-size", type=int, default=5000)
     parser.add_argument("--batch-pages", type=int, default=4)
     args = parser.parse_args()

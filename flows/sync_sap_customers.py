@@ -19,8 +19,9 @@ from prefect.runtime import flow_run
 from prefect.utilities.annotations import quote
 
 from connectors.core.errors import DataValidationFailed, ErrorCategory, SyncFailed, classify_exception
-from connectors.core.paging import PagePosition
+from connectors.core.memory import release_free_memory
 from connectors.core.metrics import METRICS
+from connectors.core.paging import PagePosition
 from connectors.sap import BUSINESS_PARTNERS, SapConnector, build_sap_connector
 from data_mappings.customers import change_dates, flatten_business_partners, map_customers
 from hub.db import get_engine
@@ -59,6 +60,12 @@ class SyncSummary:
     seconds: float = 0.0
     report_path: str | None = None
     error_ids: list[int] = field(default_factory=list)
+    stage_seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(("extract_wait", "map", "validate", "load"), 0.0))
+
+    def timed(self, stage: str, since: float) -> float:
+        now = time.perf_counter()
+        self.stage_seconds[stage] = round(self.stage_seconds[stage] + now - since, 3)
+        return now
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -119,7 +126,9 @@ def sync_sap_customers(full_refresh: bool = False, page_size: int | None = None,
         logger.info("SAP customers: %s sync%s", summary.mode, f" since {summary.since}" if summary.since else "")
         pending = extract_batch.submit(connector, BUSINESS_PARTNERS, position, batch_pages)
         while pending is not None:
+            clock = time.perf_counter()
             batch: ExtractedBatch = pending.result()
+            clock = summary.timed("extract_wait", clock)
             position = batch.start
             # Start fetching the next batch while this one is mapped, validated and loaded.
             pending = (
@@ -127,9 +136,11 @@ def sync_sap_customers(full_refresh: bool = False, page_size: int | None = None,
             )
             if batch.records:
                 frame = map_batch(DATASET, to_records, quote(batch.records))
+                clock = summary.timed("map", clock)
                 outcome = validate_batch(DATASET, frame, run_name=run_id)
                 valid, invalid = outcome.valid, outcome.invalid
                 quarantine = _quarantine_rows(batch.records, frame, outcome)
+                clock = summary.timed("validate", clock)
             else:  # the empty page that ends $top/$skip paging: nothing to map or validate
                 frame = valid = invalid = to_records([])
                 quarantine = []
@@ -161,6 +172,7 @@ def sync_sap_customers(full_refresh: bool = False, page_size: int | None = None,
                     run_upserted_before=summary.upserted,
                 ))
             )
+            summary.timed("load", clock)
             summary.batches += 1
             summary.pages += batch.pages
             summary.extracted += len(batch.records)
@@ -185,6 +197,9 @@ def sync_sap_customers(full_refresh: bool = False, page_size: int | None = None,
                 len(invalid),
                 result.upserted,
             )
+            # Drop this batch before the next one is taken, and hand its pages back to the OS.
+            del batch, frame, valid, invalid, quarantine
+            release_free_memory()
     except Exception as exc:
         if pending is not None:
             pending.wait()  # let an in-flight extract finish before its client is closed

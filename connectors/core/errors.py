@@ -27,7 +27,6 @@ import httpx
 
 from connectors.core.redact import redact_headers, redact_mapping, redact_text, redact_url
 
-
 MAX_MESSAGE = 1000
 
 
@@ -41,7 +40,7 @@ def describe_exception(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {first}"[:MAX_MESSAGE]
 
 
-class ErrorCategory(str, enum.Enum):
+class ErrorCategory(enum.StrEnum):
     AUTHENTICATION_FAILED = "AUTHENTICATION_FAILED"
     RATE_LIMIT_EXCEEDED = "RATE_LIMIT_EXCEEDED"
     INVALID_REQUEST = "INVALID_REQUEST"
@@ -51,7 +50,7 @@ class ErrorCategory(str, enum.Enum):
     SYNC_FAILED = "SYNC_FAILED"
 
 
-class Severity(str, enum.Enum):
+class Severity(enum.StrEnum):
     LOW = "low"
     MEDIUM = "medium"
     HIGH = "high"
@@ -232,8 +231,8 @@ def parse_retry_after(value: str | None) -> float | None:
         return max(0.0, float(value))
     except ValueError:
         pass
-    from email.utils import parsedate_to_datetime
     from datetime import UTC, datetime
+    from email.utils import parsedate_to_datetime
 
     try:
         when = parsedate_to_datetime(value)
