@@ -269,7 +269,7 @@ def map_customers(raw: pd.DataFrame) -> pd.DataFrame:
 
     full = _text(raw["BusinessPartnerFullName"])
     org = _text(raw["OrganizationBPName1"])
-    person = [" ".join(p for p in (f, l) if p) or None for f, l in zip(out["first_name"], out["last_name"], strict=True)]
+    person = [" ".join(p for p in (first, last) if p) or None for first, last in zip(out["first_name"], out["last_name"], strict=True)]
     out["name"] = pd.Series(
         [f or o or p for f, o, p in zip(full, org, person, strict=True)], index=raw.index, dtype=object
     )

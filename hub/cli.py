@@ -135,16 +135,15 @@ def demo(
         os.environ["SAP_PASSWORD"] = sandbox.password
         reset_settings_cache()
         console.print(f"[green]✓[/green] SAP sandbox serving at {base_url} (OData V2, Basic auth)")
-        summary = _run_sap_sync(full_refresh=False, page_size=None, quiet=False)
+        summary = _run_sap_sync(full_refresh=False, page_size=None, quiet=False, task_logs=False)
     _print_summary(summary)
     if summary.get("mode") == "full":
         console.print("Run [bold]make demo[/bold] again: the next run is incremental and reads only what changed.")
 
 
 def _run_sap_sync(*, full_refresh: bool, page_size: int | None, quiet: bool) -> dict[str, Any]:
-    from hub.prefect_runtime import run_flow_quietly
-
     from flows.sync_sap_customers import sync_sap_customers
+    from hub.prefect_runtime import run_flow_quietly
 
     status = None if quiet else console.status("starting Prefect and running the SAP customer sync...")
     try:

@@ -69,14 +69,14 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
 
 
-class ErrorStatus(str, enum.Enum):
+class ErrorStatus(enum.StrEnum):
     PENDING = "pending"
     RETRYING = "retrying"
     RESOLVED = "resolved"
     ESCALATED = "escalated"
 
 
-class QuarantineStatus(str, enum.Enum):
+class QuarantineStatus(enum.StrEnum):
     QUARANTINED = "quarantined"
     REPLAYED = "replayed"
     DISCARDED = "discarded"

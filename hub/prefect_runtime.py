@@ -33,12 +33,16 @@ class _DropShutdownCancellation(logging.Filter):
 
 
 def install_log_filters() -> None:
-    flt = _DropShutdownCancellation()
-    for name in ("", "prefect", "uvicorn.error", "asyncio", "prefect.server"):
+    """Mask secrets in every log line and drop the temporary server's shutdown noise."""
+    from connectors.core.redact import RedactingFilter
+
+    filters: list[logging.Filter] = [_DropShutdownCancellation(), RedactingFilter()]
+    for name in ("", "prefect", "prefect.flow_runs", "prefect.task_runs", "uvicorn.error", "asyncio", "prefect.server"):
         logger = logging.getLogger(name)
-        logger.addFilter(flt)
-        for handler in logger.handlers:
-            handler.addFilter(flt)
+        for flt in filters:
+            logger.addFilter(flt)
+            for handler in logger.handlers:
+                handler.addFilter(flt)
 
 
 def run_flow_quietly(flow: Callable[..., Any], **parameters: Any) -> Any:

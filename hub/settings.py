@@ -51,7 +51,6 @@ class HubSettings(BaseSettings):
     )
     org_id: str = "drymix"
     integrations_file: Path = DEFAULT_INTEGRATIONS_FILE
-    var_dir: Path = ROOT / "var"
     data_docs_dir: Path = ROOT / "var" / "data_docs"
     data_docs_keep_runs: int = Field(50, ge=1, description="validation reports kept (each run has its own site)")
     log_dir: Path = ROOT / "logs"

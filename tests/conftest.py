@@ -19,7 +19,6 @@ os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ["GX_ANALYTICS_ENABLED"] = "false"
 os.environ["DATA_DOCS_DIR"] = str(_TMP / "data_docs")
 os.environ["LOG_DIR"] = str(_TMP / "logs")
-os.environ["VAR_DIR"] = str(_TMP / "var")
 os.environ["SAP_USERNAME"] = "DRYMIX_INT"
 os.environ["SAP_PASSWORD"] = "sandbox-secret"
 os.environ["SAP_CLIENT_ID"] = "drymix-hub"

@@ -1,7 +1,7 @@
 """initial schema: errors, sync state, quarantine, customers
 
 Revision ID: 0001
-Revises: 
+Revises: (none)
 Create Date: 2026-11-28
 """
 
@@ -22,7 +22,7 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    
+
     op.create_table('customers',
     sa.Column('customer_id', sa.String(length=10), nullable=False, comment='SAP A_BusinessPartner.BusinessPartner'),
     sa.Column('sap_customer', sa.String(length=10), nullable=True, comment='SAP A_BusinessPartner.Customer'),
@@ -121,11 +121,11 @@ def upgrade() -> None:
     sa.Column('updated_at', hub.models.UTCDateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('integration', 'dataset', name=op.f('pk_sync_state'))
     )
-    
+
 
 
 def downgrade() -> None:
-    
+
     op.drop_table('sync_state')
     with op.batch_alter_table('quarantined_records', schema=None) as batch_op:
         batch_op.drop_index('uq_quarantined_records_open', postgresql_where=sa.text("status = 'quarantined'"), sqlite_where=sa.text("status = 'quarantined'"))
@@ -142,4 +142,4 @@ def downgrade() -> None:
         batch_op.drop_index('ix_customers_gstin')
 
     op.drop_table('customers')
-    
+

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -288,3 +289,22 @@ def test_full_sync_over_real_http(db: str, monkeypatch: pytest.MonkeyPatch) -> N
     assert summary["extracted"] == 1200
     assert summary["retries"] >= 2
     assert counts()["customers"] == summary["valid"]
+
+
+def test_run_summary_is_published_as_a_prefect_table_artifact(sap: SapSandbox) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    summary = run()
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["sap-customers-sync-summary"]))
+        )
+    mine = [a for a in artifacts if str(a.flow_run_id) == summary["flow_run_id"]]
+    assert mine, "the run must publish its summary"
+    table = mine[0].data if isinstance(mine[0].data, list) else json.loads(mine[0].data)
+    figures = {row["figure"]: row["value"] for row in table}
+    assert figures["Extracted"] == str(PARTNERS)
+    assert figures["Quarantined"] == str(summary["quarantined"])
+    assert figures["Validation report (Data Docs)"] == summary["report_path"]
+    assert "sandbox-secret" not in json.dumps(table)

@@ -8,8 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from sandbox.core import running_server
 from sandbox.sap import SapSandbox
 
