@@ -11,12 +11,13 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import date
-from typing import Any
+from typing import Any, cast
 
 import pandas as pd
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 from prefect.utilities.annotations import quote
+from sqlalchemy import Table
 
 from connectors.core.errors import DataValidationFailed, ErrorCategory, SyncFailed, classify_exception
 from connectors.core.memory import release_free_memory
@@ -135,7 +136,7 @@ def sync_sap_customers(full_refresh: bool = False, page_size: int | None = None,
                 extract_batch.submit(connector, BUSINESS_PARTNERS, batch.next, batch_pages) if batch.next else None
             )
             if batch.records:
-                frame = map_batch(DATASET, to_records, quote(batch.records))
+                frame = map_batch(DATASET, to_records, quote(batch.records))  # type: ignore[call-overload]
                 clock = summary.timed("map", clock)
                 outcome = validate_batch(DATASET, frame, run_name=run_id)
                 valid, invalid = outcome.valid, outcome.invalid
@@ -159,11 +160,11 @@ def sync_sap_customers(full_refresh: bool = False, page_size: int | None = None,
                 mark = high_water.isoformat() if high_water else summary.since
                 new_cursor = {"last_change_date": mark} if mark else {}
             # quote(): Prefect would otherwise walk every record looking for futures (~5 s per 20k rows).
-            result = load_batch_task(
+            result = load_batch_task(  # type: ignore[call-overload]
                 quote(BatchLoad(
                     integration=INTEGRATION,
                     dataset=DATASET,
-                    table=Customer.__table__,
+                    table=cast(Table, Customer.__table__),
                     key=["customer_id"],
                     rows=valid.drop(columns=["mapping_errors"]).assign(source_run_id=run_id),
                     quarantine=quarantine,

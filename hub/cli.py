@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from typing import Annotated, Any
 
 import typer
@@ -141,9 +140,15 @@ def demo(
         console.print("Run [bold]make demo[/bold] again: the next run is incremental and reads only what changed.")
 
 
-def _run_sap_sync(*, full_refresh: bool, page_size: int | None, quiet: bool) -> dict[str, Any]:
-    from flows.sync_sap_customers import sync_sap_customers
+def _run_sap_sync(*, full_refresh: bool, page_size: int | None, quiet: bool, task_logs: bool = True) -> dict[str, Any]:
+    import logging
+
+    from flows.sync_sap_customers import sync_sap_customers  # flows/__init__ sets Prefect's defaults first
     from hub.prefect_runtime import run_flow_quietly
+
+    if not task_logs:
+        # The demo reads better with the flow's batch lines only; the Prefect UI keeps the flow's logs.
+        logging.getLogger("prefect.task_runs").setLevel(logging.WARNING)
 
     status = None if quiet else console.status("starting Prefect and running the SAP customer sync...")
     try:
@@ -192,4 +197,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import select, update
+from sqlalchemy import CursorResult, select, update
 
 from connectors.core.errors import DataValidationFailed, IntegrationError
 from connectors.core.redact import redact_mapping, redact_text
@@ -114,4 +114,4 @@ def resolve_open_errors(integration: str, dataset: str, *, note: str, categories
             )
             .values(status=ErrorStatus.RESOLVED.value, resolved_at=now, resolution_note=note, updated_at=now)
         )
-        return int(result.rowcount or 0)
+        return int(cast(CursorResult[Any], result).rowcount or 0)

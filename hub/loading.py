@@ -12,7 +12,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -191,7 +191,7 @@ def upsert_quarantine(
         return 0
     latest: dict[str, QuarantineRow] = {r.record_key: r for r in rows}
     now = datetime.now(UTC)
-    table = QuarantinedRecord.__table__
+    table = cast(Table, QuarantinedRecord.__table__)
     values = [
         {
             "integration": integration,
@@ -246,7 +246,7 @@ def write_cursor(
     rows_added: int = 0,
 ) -> None:
     now = datetime.now(UTC)
-    table = SyncState.__table__
+    table = cast(Table, SyncState.__table__)
     insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
     stmt = insert(table).values(
         integration=integration,

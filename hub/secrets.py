@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any, cast
 
 from pydantic import SecretStr
 
@@ -19,7 +20,8 @@ def resolve_secret(value: SecretStr, block_name: str) -> SecretStr:
     try:
         from prefect.blocks.system import Secret
 
-        loaded = Secret.load(block_name, _sync=True).get()  # type: ignore[call-arg]
+        block = cast(Secret[Any], Secret.load(block_name, _sync=True))  # type: ignore[call-arg]
+        loaded = block.get()
     except Exception as exc:  # noqa: BLE001 - no block (or no API) means "not configured", said clearly by the caller
         log.debug("no Prefect Secret block %r: %s", block_name, type(exc).__name__)
         return value
