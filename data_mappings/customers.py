@@ -98,7 +98,7 @@ _NESTED_FIELDS = ["Email", "PhoneNumber", "PhoneInternational", "MobileNumber", 
 RAW_COLUMNS = _FLAT_FIELDS + _ADDRESS_FIELDS + _CUSTOMER_FIELDS + _NESTED_FIELDS
 
 
-def _results(nav: Any) -> list[dict[str, Any]]:
+def _results(nav: Any) -> list[Mapping[str, Any]]:
     """An expanded to-many navigation property: `{"results": [...]}` (a bare list is tolerated)."""
     if isinstance(nav, Mapping):
         items = nav.get("results")
@@ -108,7 +108,7 @@ def _results(nav: Any) -> list[dict[str, Any]]:
     return []
 
 
-def _first(items: list[dict[str, Any]], field: str) -> Any:
+def _first(items: list[Mapping[str, Any]], field: str) -> Any:
     for item in items:
         value = item.get(field)
         if value not in (None, ""):
@@ -233,7 +233,7 @@ def normalise_phone(number: pd.Series, international: pd.Series, country: pd.Ser
 
 
 def _append_error(errors: pd.Series, mask: pd.Series, message: str) -> pd.Series:
-    add = pd.Series(np.where(mask, message, None), index=errors.index, dtype=object)
+    add = pd.Series([message if flag else None for flag in mask.tolist()], index=errors.index, dtype=object)
     both = errors.notna() & add.notna()
     out = errors.where(errors.notna(), add)
     out[both] = errors[both] + "; " + add[both]

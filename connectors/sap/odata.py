@@ -67,7 +67,8 @@ def parse_sap_error(body: Any) -> tuple[str | None, str | None]:
     message = error.get("message")
     if isinstance(message, Mapping):
         message = message.get("value")
-    inner = error.get("innererror") if isinstance(error.get("innererror"), Mapping) else {}
+    raw_inner = error.get("innererror")
+    inner: Mapping[str, Any] = raw_inner if isinstance(raw_inner, Mapping) else {}
     details = [
         str(d.get("message"))
         for d in (inner.get("errordetails") or [])
