@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from data_mappings.columns import CUSTOMER_COLUMNS
+
 # Source field -> canonical column, for values that need no more than a rename and a strip.
 COLUMN_MAP: dict[str, str] = {
     "BusinessPartner": "customer_id",
@@ -39,38 +41,7 @@ BOOLEAN_MAP = {
     "DeletionIndicator": "deletion_flag",
 }
 GSTIN_TAX_TYPE = "IN3"
-# The canonical frame's columns, in table order (hub.models.Customer without the hub's own columns).
-CANONICAL_COLUMNS = [
-    "customer_id",
-    "sap_customer",
-    "category",
-    "name",
-    "first_name",
-    "last_name",
-    "search_term",
-    "bp_grouping",
-    "language",
-    "industry",
-    "email",
-    "phone",
-    "mobile",
-    "street",
-    "house_number",
-    "city",
-    "postal_code",
-    "region",
-    "country",
-    "gstin",
-    "account_group",
-    "is_blocked",
-    "is_archived",
-    "deletion_flag",
-    "order_block",
-    "sap_created_at",
-    "sap_changed_at",
-    "mapping_errors",
-    "row_hash",
-]
+CANONICAL_COLUMNS = list(CUSTOMER_COLUMNS)
 HASHED_COLUMNS = [c for c in CANONICAL_COLUMNS if c not in ("mapping_errors", "row_hash")]
 
 _FLAT_FIELDS = [

@@ -27,44 +27,15 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final
 
+from data_mappings.columns import CUSTOMER_COLUMNS as CANONICAL_COLUMNS
+
 if TYPE_CHECKING:
     import great_expectations as gx
 
 SUITE_NAME: Final = "customers"
 
-#: Columns of the canonical customer frame, in mapping order.
-CUSTOMER_COLUMNS: Final[tuple[str, ...]] = (
-    "customer_id",
-    "sap_customer",
-    "category",
-    "name",
-    "first_name",
-    "last_name",
-    "search_term",
-    "bp_grouping",
-    "language",
-    "industry",
-    "email",
-    "phone",
-    "mobile",
-    "street",
-    "house_number",
-    "city",
-    "postal_code",
-    "region",
-    "country",
-    "gstin",
-    "account_group",
-    "is_blocked",
-    "is_archived",
-    "deletion_flag",
-    "order_block",
-    "sap_created_at",
-    "sap_changed_at",
-    "mapping_errors",
-    # Digest of the mapped values, computed by the mapping so loads can skip unchanged rows.
-    "row_hash",
-)
+#: Columns of the canonical customer frame: one declaration, owned by the mapping that produces it.
+CUSTOMER_COLUMNS: Final[tuple[str, ...]] = tuple(CANONICAL_COLUMNS)
 
 CUSTOMER_CATEGORIES: Final[tuple[str, ...]] = ("person", "organization")
 
