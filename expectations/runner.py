@@ -326,7 +326,7 @@ def build_data_docs(
     run_name: str | None = None,
     keep_runs: int | None = None,
 ) -> str:
-    """Render the Data Docs site of one run and return the path of its ``index.html``.
+    """Render the Data Docs site of one run and return the path of its offline ``report.html``.
 
     ``run_name`` defaults to the run most recently passed to :func:`validate_frame`.
     A run without retained results still gets a site (suite pages only), so a
@@ -370,10 +370,75 @@ def build_data_docs(
         index = site_dir / "index.html"
         if not index.is_file():
             raise RuntimeError(f"GX did not write the Data Docs index {index}")
+        report = _write_run_report(site_dir, run_name, record, sorted(suite_names))
         _mark_site(site_dir, run_name)
         if keep_runs is not None:
             _prune_sites(site_dir.parent, keep_runs, current=site_dir)
-    return str(index)
+    return str(report)
+
+
+_REPORT_STYLE = (
+    "body{font-family:system-ui,sans-serif;margin:2rem;color:#222}table{border-collapse:collapse;margin:1rem 0}"
+    "td,th{border:1px solid #ccc;padding:.3rem .6rem;text-align:left}th{background:#f3f3f3}"
+    ".fail{color:#a40000;font-weight:600}.ok{color:#176b2c;font-weight:600}code{background:#f6f6f6;padding:0 .2rem}"
+)
+
+
+def _write_run_report(site_dir: Path, run_name: str, record: _RunRecord, suite_names: list[str]) -> Path:
+    """`report.html`: one plain page per run, readable offline, linking GX's own pages.
+
+    Written by hand because GX's index builds its tables with JavaScript from public CDNs, so on a
+    plant network without internet access it shows an empty page; its per-batch pages stay readable.
+    """
+    from html import escape
+
+    rows: list[str] = []
+    failing: dict[str, int] = {}
+    for number, retained in enumerate(record.results, start=1):
+        result = retained.result
+        stats = result.statistics or {}
+        parts = retained.key.to_tuple()
+        page = Path("validations", *[str(p) for p in parts]).with_suffix(".html")
+        if not (site_dir / page).is_file():  # GX's layout changed: fall back to a search by run time
+            found = sorted(site_dir.glob(f"validations/**/{parts[-2]}/*.html")) if len(parts) >= 2 else []
+            page = found[0].relative_to(site_dir) if found else page
+        failed = []
+        for exp in result.results:
+            if not exp.success:
+                cfg = exp.expectation_config
+                name = f"{cfg.type}({(cfg.kwargs or {}).get('column', '')})"
+                if _severity_of(cfg) != "critical":
+                    name += f" [{_severity_of(cfg)}: reported, rows not quarantined]"
+                count = int((exp.result or {}).get("unexpected_count") or 0)
+                failing[name] = failing.get(name, 0) + count
+                failed.append(f"<code>{escape(name)}</code>: {count}")
+        status = '<span class="ok">passed</span>' if result.success else '<span class="fail">failed</span>'
+        rows.append(
+            f"<tr><td>{number}</td><td>{status}</td><td>{stats.get('evaluated_expectations', '')}</td>"
+            f"<td>{stats.get('unsuccessful_expectations', '')}</td><td>{'<br>'.join(failed) or '-'}</td>"
+            f'<td><a href="{escape(page.as_posix())}">details</a></td></tr>'
+        )
+    totals = "".join(
+        f"<tr><td><code>{escape(name)}</code></td><td>{count}</td></tr>" for name, count in sorted(failing.items())
+    )
+    suites = "".join(
+        f'<li><a href="expectations/{escape(name)}.html">{escape(name)}</a> (rules and the reason for each)</li>'
+        for name in suite_names
+    )
+    html = (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>Validation report {escape(run_name)}</title>"
+        f"<style>{_REPORT_STYLE}</style></head><body><h1>Validation report</h1>"
+        f"<p>Run <code>{escape(run_name)}</code>: {len(record.results)} batch(es) validated.</p>"
+        + (f"<h2>Rule failures</h2><table><tr><th>rule</th><th>rows</th></tr>{totals}</table>" if totals else "")
+        + "<h2>Batches</h2><table><tr><th>#</th><th>status</th><th>rules</th><th>failed rules</th>"
+        f"<th>rows failing, by rule</th><th>Great Expectations page</th></tr>{''.join(rows)}</table>"
+        f"<h2>Suites</h2><ul>{suites or '<li>none</li>'}</ul>"
+        '<p>Full Great Expectations site: <a href="index.html">index.html</a> (needs internet access for its styles).</p>'
+        "</body></html>"
+    )
+    report = site_dir / "report.html"
+    report.write_text(html, encoding="utf-8")
+    return report
 
 
 def cache_info() -> dict[str, int]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import threading
@@ -314,11 +315,19 @@ def test_per_run_report_lists_every_batch_of_that_run_only(docs_dir: Path) -> No
         assert validate_frame("customers", frame, run_name="sync-A").data_docs_path is None
     validate_frame("customers", make_customer_frame(5), run_name="sync-B")
 
-    index_a = Path(build_data_docs(docs_dir, run_name="sync-A"))
-    index_b = Path(build_data_docs(docs_dir, run_name="sync-B"))
+    report_a = Path(build_data_docs(docs_dir, run_name="sync-A"))
+    report_b = Path(build_data_docs(docs_dir, run_name="sync-B"))
 
-    assert index_a == docs_dir.resolve() / "sync-A" / "index.html"
+    assert report_a == docs_dir.resolve() / "sync-A" / "report.html"
+    index_a, index_b = report_a.with_name("index.html"), report_b.with_name("index.html")
     assert index_a.is_file() and index_b.is_file()
+    # The offline report lists this run's three batches, what failed, and links every GX page.
+    report = report_a.read_text()
+    assert report.count("<td>1</td>") >= 1 and "sync-B" not in report
+    assert "expect_column_values_to_be_in_set(country)" in report
+    for link in re.findall(r'href="(validations/[^"]+)"', report):
+        assert (report_a.parent / link).is_file()
+    assert len(re.findall(r'href="(validations/[^"]+)"', report)) == 3
     html_a = index_a.read_text()
     assert "customers" in html_a
     assert "sync-B" not in html_a
@@ -340,7 +349,7 @@ def test_build_data_docs_defaults_to_the_latest_run_and_is_repeatable(docs_dir: 
     second = build_data_docs(docs_dir)
 
     assert first == second
-    assert first.endswith("sync-latest/index.html")
+    assert first.endswith("sync-latest/report.html")
     pages = list((Path(first).parent / "validations").rglob("*.html"))
     assert len(pages) == 2
 
@@ -348,10 +357,10 @@ def test_build_data_docs_defaults_to_the_latest_run_and_is_repeatable(docs_dir: 
 def test_run_without_results_still_gets_a_report(docs_dir: Path) -> None:
     validate_frame("customers", make_customer_frame(2))  # registers the suite
 
-    index = Path(build_data_docs(docs_dir, run_name="nothing-changed"))
+    report = Path(build_data_docs(docs_dir, run_name="nothing-changed"))
 
-    assert index.is_file()
-    assert "customers" in index.read_text()
+    assert report.is_file() and report.with_name("index.html").is_file()
+    assert "customers" in report.read_text()
 
 
 def test_keep_runs_prunes_only_older_run_sites(docs_dir: Path) -> None:
