@@ -16,10 +16,12 @@ db_app = typer.Typer(help="The ERP database: migrations.", no_args_is_help=True)
 sandbox_app = typer.Typer(help="Simulators of the external systems (demo, UAT, on-call drills).", no_args_is_help=True)
 sync_app = typer.Typer(help="Run a sync now, in this process.", no_args_is_help=True)
 errors_app = typer.Typer(help="The integration_errors ledger.", no_args_is_help=True)
+webhooks_app = typer.Typer(help="The webhook ingress (Razorpay, WhatsApp): serve it, issue one-time tokens, count refusals.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(sandbox_app, name="sandbox")
 app.add_typer(sync_app, name="sync")
 app.add_typer(errors_app, name="errors")
+app.add_typer(webhooks_app, name="webhooks")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -108,6 +110,52 @@ def errors_list(
             r.status,
             (r.error_message or "")[:160],
         )
+    console.print(table)
+
+
+@webhooks_app.command("serve")
+def webhooks_serve(
+    host: Annotated[str, typer.Option(help="interface to bind")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port")] = 8480,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "info",
+) -> None:
+    """Serve the webhook ingress over HTTP until Ctrl-C (apply `drymix db upgrade` first)."""
+    from hub.webhooks.app import serve
+
+    console.print(f"webhook ingress on http://{host}:{port}/webhooks/razorpay and /webhooks/whatsapp")
+    serve(host=host, port=port, log_level=log_level)
+
+
+@webhooks_app.command("token")
+def webhooks_token(
+    provider: Annotated[str, typer.Argument(help="razorpay | whatsapp")],
+    ttl_hours: Annotated[float, typer.Option(help="hours the token stays valid")] = 24.0,
+) -> None:
+    """Issue a one-time token for a delivery URL (?token=...); it works once, until it expires."""
+    from datetime import timedelta
+
+    from hub.webhooks.inbox import issue_token
+
+    print(issue_token(provider, timedelta(hours=ttl_hours)))
+
+
+@webhooks_app.command("rejections")
+def webhooks_rejections(
+    provider: Annotated[str | None, typer.Option(help="razorpay | whatsapp")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON object for machines")] = False,
+) -> None:
+    """Refused deliveries counted by reason."""
+    from hub.webhooks.inbox import rejection_counts
+
+    counts = rejection_counts(provider=provider)
+    if as_json:
+        print(json.dumps(counts, sort_keys=True))
+        return
+    table = Table(title="webhook rejections" + (f" ({provider})" if provider else ""))
+    table.add_column("reason")
+    table.add_column("count", justify="right")
+    for reason, count in sorted(counts.items(), key=lambda kv: -kv[1]):
+        table.add_row(reason, str(count))
     console.print(table)
 
 

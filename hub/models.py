@@ -17,9 +17,11 @@ from sqlalchemy import (
     DateTime,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
+    UniqueConstraint,
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
@@ -203,6 +205,64 @@ class Customer(Base):
     synced_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, comment="when the hub last wrote the row")
 
     __table_args__ = (Index("ix_customers_gstin", "gstin"), Index("ix_customers_sap_changed_at", "sap_changed_at"))
+
+
+class WebhookStatus(enum.StrEnum):
+    RECEIVED = "received"
+    PROCESSED = "processed"
+    FAILED = "failed"
+
+
+class WebhookEvent(Base):
+    """One verified webhook item, committed before the provider was answered 2xx (the durable inbox)."""
+
+    __tablename__ = "webhook_events"
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True, autoincrement=True)
+    provider: Mapped[str] = mapped_column(String(32))
+    event_id: Mapped[str] = mapped_column(
+        String(255), comment="razorpay: x-razorpay-event-id; whatsapp: message:<wamid> or status:<wamid>:<status>"
+    )
+    event_type: Mapped[str] = mapped_column(String(64))
+    body: Mapped[bytes] = mapped_column(LargeBinary, comment="the raw request body, byte for byte as signed")
+    headers: Mapped[dict[str, Any]] = mapped_column(JsonType, comment="request headers, redacted of secrets")
+    remote_addr: Mapped[str | None] = mapped_column(String(64))
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    status: Mapped[str] = mapped_column(String(16), default=WebhookStatus.RECEIVED.value)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (
+        # The provider's own id is the idempotency key: a redelivery is acknowledged and stored once.
+        UniqueConstraint("provider", "event_id", name="uq_webhook_events_provider_event_id"),
+        Index("ix_webhook_events_status", "status", "provider", "id"),
+    )
+
+
+class WebhookRejection(Base):
+    """Refused deliveries counted per provider, reason and minute: a flood adds to counts, not rows."""
+
+    __tablename__ = "webhook_rejections"
+
+    provider: Mapped[str] = mapped_column(String(32), primary_key=True)
+    reason: Mapped[str] = mapped_column(String(32), primary_key=True)
+    window_start: Mapped[datetime] = mapped_column(UTCDateTime(), primary_key=True, comment="the minute the rejections fell in")
+    count: Mapped[int] = mapped_column(BigInteger, default=0)
+    last_remote_addr: Mapped[str | None] = mapped_column(String(64))
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class WebhookToken(Base):
+    """A one-time token the hub issued: only its hash is kept, and it can be used once before it expires."""
+
+    __tablename__ = "webhook_tokens"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True, comment="sha256 hex of the token")
+    provider: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 CUSTOMER_COLUMNS: list[str] = [c.name for c in Customer.__table__.columns]

@@ -63,6 +63,23 @@ class HubSettings(BaseSettings):
     sap_client_id: str = "drymix-hub"
     sap_client_secret: SecretStr = SecretStr("")
 
+    # Webhook ingress (docs/webhooks.md). Secret lists are comma-separated, current first: during a
+    # rotation both the new and the previous secret verify.
+    razorpay_webhook_secrets: SecretStr = SecretStr("")
+    whatsapp_app_secrets: SecretStr = SecretStr("")
+    whatsapp_verify_token: SecretStr = SecretStr("")
+    razorpay_webhook_allowed_ips: str = Field("", description="comma-separated CIDRs; empty = any address")
+    whatsapp_webhook_allowed_ips: str = Field("", description="comma-separated CIDRs; empty = any address")
+    webhook_trusted_proxies: str = Field("", description="comma-separated proxy CIDRs whose X-Forwarded-For is believed")
+    webhook_one_time_token_providers: str = Field("", description="providers whose deliveries must carry a one-time token")
+    webhook_max_body_bytes: int = Field(1_048_576, ge=1)
+    webhook_max_age_s: int = Field(300, ge=1)
+    webhook_commit_batch_max: int = Field(500, ge=1, description="most events written in one group-commit transaction")
+    webhook_commit_wait_ms: float = Field(
+        0.0, ge=0, description="extra wait for more events before a commit; 0 = batch what queued while the last commit ran"
+    )
+    webhook_bench_bare: bool = Field(False, description="benchmark only: also serve POST /bench/bare, which does nothing")
+
     @field_validator("database_url")
     @classmethod
     def _normalise_pg_driver(cls, value: str) -> str:
@@ -74,6 +91,12 @@ class HubSettings(BaseSettings):
     @property
     def is_postgres(self) -> bool:
         return self.database_url.startswith("postgresql")
+
+
+def split_list(value: str | SecretStr) -> list[str]:
+    """Items of a comma-separated setting, blanks dropped (secrets are unwrapped)."""
+    raw = value.get_secret_value() if isinstance(value, SecretStr) else value
+    return [item.strip() for item in raw.split(",") if item.strip()]
 
 
 @lru_cache(maxsize=1)

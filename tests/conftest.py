@@ -55,7 +55,7 @@ def migrated_db() -> str:
         from hub.db import alembic_config, engine_for
 
         with engine_for(url).begin() as conn:
-            conn.exec_driver_sql("DROP TABLE IF EXISTS alembic_version, customers, integration_errors, quarantined_records, sync_state CASCADE")
+            conn.exec_driver_sql("DROP TABLE IF EXISTS alembic_version, customers, integration_errors, quarantined_records, sync_state, webhook_events, webhook_rejections, webhook_tokens CASCADE")
         command.upgrade(alembic_config(url), "head")
     else:
         upgrade()

@@ -36,14 +36,14 @@ def test_help_answers_without_loading_prefect_or_great_expectations() -> None:
     assert out.stdout.strip() == ""
     result = drymix("--help")
     assert result.returncode == 0
-    for command in ("demo", "db", "sandbox", "sync", "errors"):
+    for command in ("demo", "db", "sandbox", "sync", "errors", "webhooks"):
         assert command in result.stdout
 
 
 def test_db_upgrade_and_errors_list(db: str) -> None:
     upgraded = drymix("db", "upgrade")
     assert upgraded.returncode == 0, upgraded.stderr
-    assert "revision 0001" in upgraded.stdout
+    assert "revision 0002" in upgraded.stdout
     listed = drymix("errors", "list", "--json")
     assert listed.returncode == 0 and listed.stdout.strip() == ""
 
@@ -68,3 +68,25 @@ def test_sync_command_end_to_end_over_http(db: str) -> None:
     assert "AUTHENTICATION_FAILED" in failed.stderr
     assert "drymix errors list" in failed.stderr
     assert "sandbox-secret" not in failed.stderr + failed.stdout
+
+
+def test_webhooks_token_and_rejections_commands(db: str) -> None:
+    from datetime import UTC, datetime
+
+    from hub.webhooks.inbox import DbTokenStore, PendingRejection
+    from hub.webhooks.security import Reason
+    from hub.webhooks.writer import write_to_database
+
+    issued = drymix("webhooks", "token", "razorpay", "--ttl-hours", "1")
+    assert issued.returncode == 0, issued.stderr
+    token = issued.stdout.strip()
+    store = DbTokenStore()
+    assert store.consume("razorpay", token, datetime.now(UTC)) is None
+    assert store.consume("razorpay", token, datetime.now(UTC)) == Reason.TOKEN_REPLAYED
+
+    write_to_database([], [PendingRejection("razorpay", "bad_signature", "198.51.100.1", datetime.now(UTC))] * 2)
+    counted = drymix("webhooks", "rejections", "--provider", "razorpay", "--json")
+    assert counted.returncode == 0, counted.stderr
+    assert json.loads(counted.stdout) == {"bad_signature": 2}
+    table = drymix("webhooks", "rejections")
+    assert table.returncode == 0 and "bad_signature" in table.stdout

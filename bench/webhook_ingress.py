@@ -1,0 +1,248 @@
+"""Webhook ingress benchmark: verified-and-stored events per second against a bare endpoint, and latency at 200/s.
+
+Run: `.venv/bin/python bench/webhook_ingress.py` (DATABASE_URL selects the database; PostgreSQL for
+real figures). The ingress runs as `drymix webhooks serve` (uvicorn, one worker) in a subprocess on
+loopback with `WEBHOOK_BENCH_BARE=1`, which adds `POST /bench/bare` (reads the body, does nothing) to
+the same app. A small raw HTTP/1.1 keep-alive client drives it with signed Razorpay-shaped events
+(httpx's own overhead would otherwise be what is measured). Every loop is bounded in time.
+
+Last line: one JSON object with events_per_s, bare_per_s, ratio_to_bare, p50_ms, p95_ms, p99_ms.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import itertools
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+from sqlalchemy import text
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from hub.db import get_engine, upgrade  # noqa: E402
+from hub.webhooks.security import sign  # noqa: E402
+
+SECRET = b"bench-webhook-secret"
+HOST = "127.0.0.1"
+# Each endpoint is driven at every level and keeps its best: the group-committing endpoint needs
+# more requests in flight to keep its event loop busy while a batch commits.
+SENDER_LEVELS = (128, 512)
+CLOSED_LOOP_SECONDS = 5.0
+WARMUP_SECONDS = 1.0
+OPEN_LOOP_RATE = 200
+OPEN_LOOP_SECONDS = 10.0
+RUN_ID = uuid.uuid4().hex[:8]
+acknowledged = 0  # events answered 200: each one must be in webhook_events afterwards
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+class Connection:
+    """One keep-alive HTTP/1.1 connection speaking just enough of the protocol for this benchmark."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    @classmethod
+    async def open(cls, port: int) -> Connection:
+        reader, writer = await asyncio.open_connection(HOST, port)
+        return cls(reader, writer)
+
+    async def post(self, path: str, body: bytes, headers: dict[str, str]) -> int:
+        head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        self.writer.write(
+            f"POST {path} HTTP/1.1\r\nhost: {HOST}\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n{head}\r\n".encode()
+            + body
+        )
+        raw = await self.reader.readuntil(b"\r\n\r\n")
+        lines = raw.decode("latin-1").split("\r\n")
+        status = int(lines[0].split(" ", 2)[1])
+        length = next(int(line.split(":", 1)[1]) for line in lines if line.lower().startswith("content-length:"))
+        await self.reader.readexactly(length)
+        return status
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+class Events:
+    """Signed Razorpay-shaped deliveries, each with a new event id (so each one is a new stored row).
+
+    The body is built and signed once: the event id travels in `x-razorpay-event-id`, and the
+    server verifies the signature of every request all the same. Keeping the client cheap leaves
+    the shared CPUs to the server being measured.
+    """
+
+    # One sequence for the whole run: a repeated event id would be a (cheaper) duplicate delivery.
+    sequence = itertools.count(1)
+
+    def __init__(self) -> None:
+        self.body = json.dumps(
+            {
+                "entity": "event",
+                "account_id": "acc_BENCH",
+                "event": "payment.captured",
+                "contains": ["payment"],
+                "payload": {"payment": {"entity": {"id": "pay_29QQoUBi66xm2f", "amount": 50000, "currency": "INR", "status": "captured", "order_id": "order_BENCH", "method": "upi", "captured": True}}},
+                "created_at": int(time.time()),
+            },
+            separators=(",", ":"),
+        ).encode()
+        self.signature = sign(SECRET, self.body)
+
+    def next(self) -> tuple[bytes, dict[str, str]]:
+        n = next(Events.sequence)
+        return self.body, {"x-razorpay-signature": self.signature, "x-razorpay-event-id": f"bench-{RUN_ID}-{n}"}
+
+
+def _acknowledge(path: str) -> None:
+    global acknowledged
+    if path == "/webhooks/razorpay":
+        acknowledged += 1
+
+
+async def closed_loop(port: int, path: str, seconds: float, senders: int) -> float:
+    """Requests per second with `senders` senders, each waiting for its answer before sending the next."""
+    events = Events()
+    conns = [await Connection.open(port) for _ in range(senders)]
+    counted = 0
+    failures = 0
+    start = time.perf_counter()
+    measure_from = start + WARMUP_SECONDS
+    stop = measure_from + seconds
+
+    async def sender(conn: Connection) -> None:
+        nonlocal counted, failures
+        while (now := time.perf_counter()) < stop:
+            body, headers = events.next()
+            status = await conn.post(path, body, headers)
+            if status != 200:
+                failures += 1
+                continue
+            _acknowledge(path)
+            if now >= measure_from:
+                counted += 1
+
+    await asyncio.gather(*(sender(c) for c in conns))
+    for c in conns:
+        c.close()
+    if failures:
+        raise RuntimeError(f"{failures} requests to {path} were not answered 200")
+    return counted / seconds
+
+
+async def open_loop(port: int, rate: int, seconds: float) -> list[float]:
+    """Latencies (ms) of requests sent on a fixed schedule, measured from their scheduled time."""
+    events = Events()
+    idle: collections.deque[Connection] = collections.deque()
+    latencies: list[float] = []
+    total = int(rate * seconds)
+    start = time.perf_counter() + 0.2
+
+    async def one(scheduled: float) -> None:
+        # Oldest idle connection first, so none idles past the server's keep-alive timeout.
+        conn = idle.popleft() if idle else await Connection.open(port)
+        body, headers = events.next()
+        try:
+            status = await conn.post("/webhooks/razorpay", body, headers)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            # The server closed this keep-alive connection first: resend on a new one, as any client does.
+            conn.close()
+            conn = await Connection.open(port)
+            status = await conn.post("/webhooks/razorpay", body, headers)
+        if status != 200:
+            raise RuntimeError(f"open-loop request answered {status}")
+        _acknowledge("/webhooks/razorpay")
+        latencies.append((time.perf_counter() - scheduled) * 1000)
+        idle.append(conn)
+
+    tasks = []
+    for i in range(total):
+        scheduled = start + i / rate
+        delay = scheduled - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(scheduled)))
+    await asyncio.wait_for(asyncio.gather(*tasks), timeout=60)
+    for c in idle:
+        c.close()
+    return latencies
+
+
+def percentile(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=1000, method="inclusive")[int(q * 1000) - 1]
+
+
+def main() -> None:
+    upgrade()
+    port = _free_port()
+    env = {**os.environ, "RAZORPAY_WEBHOOK_SECRETS": SECRET.decode(), "WEBHOOK_BENCH_BARE": "1"}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "hub.cli", "webhooks", "serve", "--host", HOST, "--port", str(port), "--log-level", "warning"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"http://{HOST}:{port}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the ingress did not start")
+            time.sleep(0.1)
+        print(f"ingress on {HOST}:{port} (pid {server.pid}); senders {SENDER_LEVELS}, {CLOSED_LOOP_SECONDS}s each", file=sys.stderr)
+        rates: dict[str, float] = {}
+        for name, path in (("bare", "/bench/bare"), ("stored", "/webhooks/razorpay")):
+            for senders in SENDER_LEVELS:
+                rate = asyncio.run(closed_loop(port, path, CLOSED_LOOP_SECONDS, senders))
+                print(f"{name}: {senders} senders -> {rate:.0f} req/s", file=sys.stderr)
+                rates[name] = max(rates.get(name, 0.0), rate)
+        bare, stored = rates["bare"], rates["stored"]
+        latencies = asyncio.run(open_loop(port, OPEN_LOOP_RATE, OPEN_LOOP_SECONDS))
+        print(f"open loop: {len(latencies)} requests at {OPEN_LOOP_RATE}/s", file=sys.stderr)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    with get_engine().begin() as conn:
+        kept: int = conn.execute(
+            text("DELETE FROM webhook_events WHERE event_id LIKE :prefix"), {"prefix": f"bench-{RUN_ID}-%"}
+        ).rowcount
+    print(f"removed the {kept} benchmark events from webhook_events", file=sys.stderr)
+    if kept != acknowledged:
+        raise RuntimeError(f"{acknowledged} events were acknowledged but {kept} were stored")
+    print(
+        json.dumps(
+            {
+                "events_per_s": round(stored, 1),
+                "bare_per_s": round(bare, 1),
+                "ratio_to_bare": round(stored / bare, 3),
+                "p50_ms": round(percentile(latencies, 0.50), 2),
+                "p95_ms": round(percentile(latencies, 0.95), 2),
+                "p99_ms": round(percentile(latencies, 0.99), 2),
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Webhook ingress: verification, the durable inbox and the ASGI app (docs/webhooks.md)."""

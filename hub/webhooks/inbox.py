@@ -1,0 +1,245 @@
+"""The durable webhook inbox: writes of the ingress, and the small API the processing flows drain it with.
+
+The ingress writes verified items (`write_batch`) and rejection counts; processing claims received
+events in its own transaction (`claim_received`, `FOR UPDATE SKIP LOCKED` on PostgreSQL so that two
+workers never take the same event) and marks each one processed or failed in that same transaction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any, cast
+
+from sqlalchemy import Connection, Table, func, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from connectors.core.redact import redact_text
+from hub.db import get_engine
+from hub.models import WebhookEvent, WebhookRejection, WebhookStatus, WebhookToken
+from hub.webhooks.security import Reason
+
+MAX_ERROR = 4000
+
+
+@dataclass(frozen=True)
+class PendingEvent:
+    """A verified item waiting for its group commit."""
+
+    provider: str
+    event_id: str
+    event_type: str
+    body: bytes
+    headers: Mapping[str, str]
+    remote_addr: str | None
+    received_at: datetime
+
+
+@dataclass(frozen=True)
+class PendingRejection:
+    """A refused delivery waiting to be counted."""
+
+    provider: str
+    reason: str
+    remote_addr: str | None
+    at: datetime
+
+
+@dataclass(frozen=True)
+class InboxEvent:
+    """A stored event as processing sees it."""
+
+    id: int
+    provider: str
+    event_id: str
+    event_type: str
+    body: bytes
+    headers: dict[str, Any]
+    remote_addr: str | None
+    received_at: datetime
+    status: str
+    attempts: int
+
+
+def _insert(conn: Connection, table: Table) -> Any:
+    return (pg_insert if conn.dialect.name == "postgresql" else sqlite_insert)(table)
+
+
+def write_batch(conn: Connection, events: Sequence[PendingEvent], rejections: Sequence[PendingRejection]) -> None:
+    """Store events (a known provider event id is skipped, not an error) and add rejection counts."""
+    if events:
+        table = cast(Table, WebhookEvent.__table__)
+        unique: dict[tuple[str, str], PendingEvent] = {}
+        for event in events:
+            unique.setdefault((event.provider, event.event_id), event)
+        rows = [
+            {
+                "provider": e.provider,
+                "event_id": e.event_id,
+                "event_type": e.event_type,
+                "body": e.body,
+                "headers": dict(e.headers),
+                "remote_addr": e.remote_addr,
+                "received_at": e.received_at,
+                "status": WebhookStatus.RECEIVED.value,
+                "attempts": 0,
+            }
+            for e in unique.values()
+        ]
+        conn.execute(_insert(conn, table).on_conflict_do_nothing(index_elements=["provider", "event_id"]), rows)
+    if rejections:
+        table = cast(Table, WebhookRejection.__table__)
+        counts: dict[tuple[str, str, datetime], list[Any]] = {}
+        for r in rejections:
+            window = r.at.astimezone(UTC).replace(second=0, microsecond=0)
+            entry = counts.setdefault((r.provider, r.reason, window), [0, None, r.at])
+            entry[0] += 1
+            entry[1] = r.remote_addr
+            entry[2] = max(entry[2], r.at)
+        values = [
+            {"provider": p, "reason": reason, "window_start": w, "count": c, "last_remote_addr": addr, "last_seen_at": seen}
+            for (p, reason, w), (c, addr, seen) in counts.items()
+        ]
+        stmt = _insert(conn, table)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["provider", "reason", "window_start"],
+            set_={
+                "count": table.c.count + stmt.excluded.count,
+                "last_remote_addr": stmt.excluded.last_remote_addr,
+                "last_seen_at": stmt.excluded.last_seen_at,
+            },
+        )
+        conn.execute(stmt, values)
+
+
+def _to_event(row: Any) -> InboxEvent:
+    return InboxEvent(
+        id=int(row.id),
+        provider=row.provider,
+        event_id=row.event_id,
+        event_type=row.event_type,
+        body=bytes(row.body),
+        headers=dict(row.headers or {}),
+        remote_addr=row.remote_addr,
+        received_at=row.received_at,
+        status=row.status,
+        attempts=int(row.attempts),
+    )
+
+
+def list_events(*, status: str | None = WebhookStatus.RECEIVED.value, provider: str | None = None, limit: int = 100) -> list[InboxEvent]:
+    """Events oldest first (by default those still waiting for processing); read-only."""
+    query = select(WebhookEvent.__table__).order_by(WebhookEvent.id).limit(limit)
+    if status:
+        query = query.where(WebhookEvent.status == status)
+    if provider:
+        query = query.where(WebhookEvent.provider == provider)
+    with get_engine().connect() as conn:
+        return [_to_event(row) for row in conn.execute(query)]
+
+
+def claim_received(conn: Connection, *, provider: str | None = None, limit: int = 100) -> list[InboxEvent]:
+    """Lock up to `limit` received events for the caller's transaction and count the attempt."""
+    query = (
+        select(WebhookEvent.__table__)
+        .where(WebhookEvent.status == WebhookStatus.RECEIVED.value)
+        .order_by(WebhookEvent.id)
+        .limit(limit)
+    )
+    if provider:
+        query = query.where(WebhookEvent.provider == provider)
+    if conn.dialect.name == "postgresql":
+        # Concurrent drainers skip each other's rows instead of waiting or processing them twice.
+        query = query.with_for_update(skip_locked=True)
+    events = [_to_event(row) for row in conn.execute(query)]
+    if events:
+        conn.execute(
+            update(WebhookEvent)
+            .where(WebhookEvent.id.in_([e.id for e in events]))
+            .values(attempts=WebhookEvent.attempts + 1)
+        )
+    return [replace(e, attempts=e.attempts + 1) for e in events]
+
+
+def mark_processed(conn: Connection, event_ids: Sequence[int]) -> int:
+    """Mark events processed (in the transaction that applied them); returns how many moved."""
+    if not event_ids:
+        return 0
+    result = conn.execute(
+        update(WebhookEvent)
+        .where(WebhookEvent.id.in_(list(event_ids)))
+        .values(status=WebhookStatus.PROCESSED.value, processed_at=datetime.now(UTC), last_error=None)
+    )
+    return int(result.rowcount)
+
+
+def mark_failed(conn: Connection, event_id: int, error: str) -> None:
+    """Mark an event failed with its (redacted) error; it stays in the inbox to be replayed."""
+    conn.execute(
+        update(WebhookEvent)
+        .where(WebhookEvent.id == event_id)
+        .values(status=WebhookStatus.FAILED.value, last_error=redact_text(error)[:MAX_ERROR])
+    )
+
+
+def rejection_counts(*, provider: str | None = None, since: datetime | None = None) -> dict[str, int]:
+    """Rejections per reason (for a provider, since a time), summed over the per-minute windows."""
+    query = select(WebhookRejection.reason, func.sum(WebhookRejection.count)).group_by(WebhookRejection.reason)
+    if provider:
+        query = query.where(WebhookRejection.provider == provider)
+    if since:
+        query = query.where(WebhookRejection.window_start >= since.astimezone(UTC).replace(second=0, microsecond=0))
+    with get_engine().connect() as conn:
+        return {reason: int(total) for reason, total in conn.execute(query)}
+
+
+# --- one-time tokens ------------------------------------------------------------------------
+
+
+def token_hash(token: str) -> str:
+    """Tokens are stored only as their SHA-256, so the table cannot be used to forge deliveries."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def issue_token(provider: str, ttl: timedelta = timedelta(hours=24)) -> str:
+    """A new one-time token for a provider's delivery URL; usable once, until it expires."""
+    token = secrets.token_urlsafe(32)
+    now = datetime.now(UTC)
+    with get_engine().begin() as conn:
+        conn.execute(
+            cast(Table, WebhookToken.__table__).insert().values(
+                token_hash=token_hash(token), provider=provider, created_at=now, expires_at=now + ttl, used_at=None
+            )
+        )
+    return token
+
+
+class DbTokenStore:
+    """The durable token store: a used token stays used across restarts."""
+
+    def consume(self, provider: str, token: str, now: datetime) -> Reason | None:
+        """Use a token once: one atomic UPDATE, so two concurrent replays cannot both win."""
+        digest = token_hash(token)
+        with get_engine().begin() as conn:
+            used = conn.execute(
+                update(WebhookToken)
+                .where(
+                    WebhookToken.token_hash == digest,
+                    WebhookToken.provider == provider,
+                    WebhookToken.used_at.is_(None),
+                    WebhookToken.expires_at > now,
+                )
+                .values(used_at=now)
+            ).rowcount
+            if used == 1:
+                return None
+            known = conn.execute(
+                select(WebhookToken.used_at).where(WebhookToken.token_hash == digest, WebhookToken.provider == provider)
+            ).first()
+        if known is not None and known[0] is not None:
+            return Reason.TOKEN_REPLAYED
+        return Reason.TOKEN_UNKNOWN_OR_EXPIRED
