@@ -125,13 +125,16 @@ def sync_sap_customers(full_refresh: bool = False, page_size: int | None = None,
         connector = build_sap_connector(page_size=page_size)
         position = connector.start(BUSINESS_PARTNERS, cursor)
         logger.info("SAP customers: %s sync%s", summary.mode, f" since {summary.since}" if summary.since else "")
+        fetching: PagePosition | None = position
         pending = extract_batch.submit(connector, BUSINESS_PARTNERS, position, batch_pages)
         while pending is not None:
             clock = time.perf_counter()
+            position = fetching  # a failed fetch is recorded with the start of the batch it was fetching
             batch: ExtractedBatch = pending.result()
             clock = summary.timed("extract_wait", clock)
             position = batch.start
             # Start fetching the next batch while this one is mapped, validated and loaded.
+            fetching = batch.next
             pending = (
                 extract_batch.submit(connector, BUSINESS_PARTNERS, batch.next, batch_pages) if batch.next else None
             )

@@ -232,7 +232,10 @@ def test_sap_outage_mid_run_is_recorded_with_the_failed_unit(sap: SapSandbox) ->
             run(batch_pages=2)
     [row] = errors("SERVER_ERROR")
     assert row.error_code == "CONNECT_ERROR"
-    assert row.unit and row.unit["batch"] >= 2
+    # 500-row pages, 2 pages a batch: requests 1-2 are batch 1, request 3 starts batch 2 and the
+    # outage hits its second page, so the unit to rerun is batch 2 from its first page.
+    assert row.unit and row.unit["batch"] == 2
+    assert "$skip=1000" in row.unit["position"]["url"]
     assert cursor() is None
 
 
