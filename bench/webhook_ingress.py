@@ -6,7 +6,13 @@ loopback with `WEBHOOK_BENCH_BARE=1`, which adds `POST /bench/bare` (reads the b
 the same app. A small raw HTTP/1.1 keep-alive client drives it with signed Razorpay-shaped events
 (httpx's own overhead would otherwise be what is measured). Every loop is bounded in time.
 
-Last line: one JSON object with events_per_s, bare_per_s, ratio_to_bare, p50_ms, p95_ms, p99_ms.
+In the same run, the plan's Razorpay targets against the Razorpay sandbox served over real HTTP
+(`python -m sandbox razorpay` in a subprocess): create-order through the connector on an open-loop
+schedule of 100/s, and checkout payment-signature verification (of real sandbox payments) at 200/s;
+each reports the achieved rate and the p99 latency measured from the scheduled send time.
+
+Last line: one JSON object with events_per_s, bare_per_s, ratio_to_bare, p50_ms, p95_ms, p99_ms,
+razorpay_create_order_per_s, razorpay_create_order_p99_ms, razorpay_verify_per_s, razorpay_verify_p99_ms.
 """
 
 from __future__ import annotations
@@ -22,6 +28,8 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -30,7 +38,9 @@ from sqlalchemy import text
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from connectors.razorpay import build_razorpay_connector  # noqa: E402
 from hub.db import get_engine, upgrade  # noqa: E402
+from hub.settings import reset_settings_cache  # noqa: E402
 from hub.webhooks.security import sign  # noqa: E402
 
 SECRET = b"bench-webhook-secret"
@@ -43,6 +53,10 @@ WARMUP_SECONDS = 1.0
 OPEN_LOOP_RATE = 200
 OPEN_LOOP_SECONDS = 10.0
 RUN_ID = uuid.uuid4().hex[:8]
+CREATE_ORDER_RATE = 100
+CREATE_ORDER_SECONDS = 10.0
+VERIFY_RATE = 200
+VERIFY_SECONDS = 10.0
 acknowledged = 0  # events answered 200: each one must be in webhook_events afterwards
 
 
@@ -189,6 +203,83 @@ def percentile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=1000, method="inclusive")[int(q * 1000) - 1]
 
 
+def paced(fn: Callable[[int], object], rate: int, seconds: float, workers: int) -> tuple[float, list[float], list[object]]:
+    """Call fn(i) on an open-loop schedule of `rate`/s; (achieved rate, latencies ms from schedule, results)."""
+    total = int(rate * seconds)
+    latencies: list[float] = [0.0] * total
+    results: list[object] = [None] * total
+    finished: list[float] = [0.0] * total
+
+    def run(i: int, scheduled: float) -> None:
+        results[i] = fn(i)
+        finished[i] = time.perf_counter()
+        latencies[i] = (finished[i] - scheduled) * 1000
+
+    start = time.perf_counter() + 0.1
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = []
+        for i in range(total):
+            scheduled = start + i / rate
+            delay = scheduled - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            futures.append(pool.submit(run, i, scheduled))
+        for future in futures:
+            future.result(timeout=60)
+    return total / (max(finished) - start), latencies, results
+
+
+def razorpay_targets() -> dict[str, float]:
+    """Create-order at 100/s and verify-payment at 200/s against the Razorpay sandbox over real HTTP."""
+    port = _free_port()
+    sandbox = subprocess.Popen(
+        [sys.executable, "-m", "sandbox", "razorpay", "--host", HOST, "--port", str(port), "--log-level", "warning"],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+    )
+    base = f"http://{HOST}:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{base}/_sandbox/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if sandbox.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the Razorpay sandbox did not start")
+            time.sleep(0.1)
+        os.environ.update(
+            RAZORPAY_BASE_URL=f"{base}/v1/", RAZORPAY_KEY_ID="rzp_test_drymix", RAZORPAY_KEY_SECRET="sandbox-key-secret"
+        )
+        reset_settings_cache()
+        with build_razorpay_connector() as connector, httpx.Client(base_url=base) as control:
+            create_rate, create_ms, orders = paced(
+                lambda i: connector.create_order(10_000 + i, f"bench-{RUN_ID}-{i}"), CREATE_ORDER_RATE, CREATE_ORDER_SECONDS, 16
+            )
+            print(f"create order: {len(orders)} at {CREATE_ORDER_RATE}/s -> {create_rate:.1f}/s", file=sys.stderr)
+            triples: list[tuple[str, str, str]] = []
+            for order in orders[:100]:
+                assert isinstance(order, dict)
+                paid = control.post("/_sandbox/razorpay/pay", json={"order_id": order["id"]}).json()
+                triples.append((order["id"], paid["razorpay_payment_id"], paid["razorpay_signature"]))
+            verify_rate, verify_ms, verdicts = paced(
+                lambda i: connector.verify_payment_signature(*triples[i % len(triples)]), VERIFY_RATE, VERIFY_SECONDS, 4
+            )
+            print(f"verify payment: {len(verdicts)} at {VERIFY_RATE}/s -> {verify_rate:.1f}/s", file=sys.stderr)
+            if not all(verdicts):
+                raise RuntimeError("a genuine sandbox payment signature did not verify")
+    finally:
+        sandbox.terminate()
+        sandbox.wait(timeout=30)
+    return {
+        "razorpay_create_order_per_s": round(create_rate, 1),
+        "razorpay_create_order_p99_ms": round(percentile(create_ms, 0.99), 2),
+        "razorpay_verify_per_s": round(verify_rate, 1),
+        "razorpay_verify_p99_ms": round(percentile(verify_ms, 0.99), 3),
+    }
+
+
 def main() -> None:
     upgrade()
     port = _free_port()
@@ -230,6 +321,7 @@ def main() -> None:
     print(f"removed the {kept} benchmark events from webhook_events", file=sys.stderr)
     if kept != acknowledged:
         raise RuntimeError(f"{acknowledged} events were acknowledged but {kept} were stored")
+    razorpay = razorpay_targets()
     print(
         json.dumps(
             {
@@ -239,6 +331,7 @@ def main() -> None:
                 "p50_ms": round(percentile(latencies, 0.50), 2),
                 "p95_ms": round(percentile(latencies, 0.95), 2),
                 "p99_ms": round(percentile(latencies, 0.99), 2),
+                **razorpay,
             }
         )
     )

@@ -66,6 +66,25 @@ def sandbox_sap(
     )
 
 
+@sandbox_app.command("razorpay")
+def sandbox_razorpay(
+    port: Annotated[int, typer.Option(help="TCP port")] = 8402,
+    host: Annotated[str, typer.Option(help="interface to bind")] = "127.0.0.1",
+    webhook_url: Annotated[str | None, typer.Option(help="where signed webhooks are delivered, e.g. http://127.0.0.1:8480/webhooks/razorpay")] = None,
+    faults: Annotated[str | None, typer.Option(help='fault switches as JSON, e.g. \'{"rate_limit_every_n": 5}\'')] = None,
+) -> None:
+    """Serve the Razorpay Orders/Payments simulator (with signed webhooks) over HTTP until Ctrl-C."""
+    from sandbox.core import serve
+    from sandbox.razorpay import RazorpaySandbox
+
+    sandbox = RazorpaySandbox(webhook_url=webhook_url, faults=json.loads(faults) if faults else None)
+    console.print(f"Razorpay sandbox on http://{host}:{port}/v1/ (key id {sandbox.key_id}; webhooks to {webhook_url or 'nowhere yet'})")
+    try:
+        serve(sandbox, host, port)
+    finally:
+        sandbox.close()
+
+
 @sync_app.command("sap-customers")
 def sync_sap_customers_cmd(
     full_refresh: Annotated[bool, typer.Option("--full-refresh", help="ignore the watermark and read everything")] = False,
@@ -124,6 +143,47 @@ def webhooks_serve(
 
     console.print(f"webhook ingress on http://{host}:{port}/webhooks/razorpay and /webhooks/whatsapp")
     serve(host=host, port=port, log_level=log_level)
+
+
+@webhooks_app.command("process")
+def webhooks_process(
+    batch_size: Annotated[int, typer.Option(help="events per transaction")] = 200,
+    as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
+) -> None:
+    """Apply received Razorpay events to the ERP payments table now (the process-webhooks flow)."""
+    from flows.process_webhooks import process_webhooks
+    from hub.prefect_runtime import run_flow_quietly
+
+    try:
+        summary = run_flow_quietly(process_webhooks, batch_size=batch_size)
+    except Exception as exc:  # noqa: BLE001 - say what failed and exit non-zero
+        err_console.print(f"[red]processing failed:[/red] {exc}")
+        raise typer.Exit(EXIT_FAILED) from None
+    if as_json:
+        print(json.dumps(summary, default=str))
+        return
+    table = Table(title="webhook processing (razorpay)")
+    for col in ("claimed", "applied", "stale", "unchanged", "duplicate", "ignored", "failed"):
+        table.add_column(col, justify="right")
+    table.add_row(*(str(summary[c]) for c in ("claimed", "applied", "stale", "unchanged", "duplicate", "ignored", "failed")))
+    console.print(table)
+    if summary["failed"]:
+        err_console.print("Failed events are in `drymix errors list`; replay one with `drymix webhooks replay <event_id>`.")
+        raise typer.Exit(EXIT_FAILED)
+
+
+@webhooks_app.command("replay")
+def webhooks_replay(
+    event_id: Annotated[str, typer.Argument(help="the provider event id (x-razorpay-event-id)")],
+    provider: Annotated[str | None, typer.Option(help="razorpay | whatsapp")] = None,
+) -> None:
+    """Reset a stored event to received so the next processing run applies it again (idempotent)."""
+    from hub.webhooks.inbox import replay_event
+
+    if replay_event(event_id, provider=provider) == 0:
+        err_console.print(f"[red]no stored event {event_id!r}[/red]")
+        raise typer.Exit(EXIT_FAILED)
+    console.print(f"event {event_id} queued for processing again: run `drymix webhooks process` (or wait for the schedule)")
 
 
 @webhooks_app.command("token")

@@ -265,4 +265,29 @@ class WebhookToken(Base):
     used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
+class Payment(Base):
+    """One Razorpay order and the state of its payment, moved only forward (see data_mappings/payments.py)."""
+
+    __tablename__ = "payments"
+
+    order_id: Mapped[str] = mapped_column(String(40), primary_key=True, comment="Razorpay order id (order_...)")
+    receipt: Mapped[str | None] = mapped_column(String(40), comment="our receipt (invoice number) sent with the order")
+    amount_paise: Mapped[int | None] = mapped_column(BigInteger, comment="order amount in paise")
+    currency: Mapped[str | None] = mapped_column(String(3))
+    order_status: Mapped[str] = mapped_column(String(16), default="created", comment="created | attempted | paid")
+    payment_id: Mapped[str | None] = mapped_column(String(40), comment="Razorpay payment id (pay_...) of the attempt that decides the state")
+    payment_status: Mapped[str] = mapped_column(String(16), default="created", comment="created | authorized | captured | failed | refunded")
+    method: Mapped[str | None] = mapped_column(String(32), comment="upi, card, netbanking, wallet, ...")
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    error_description: Mapped[str | None] = mapped_column(Text)
+    captured_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), comment="when the hub first saw the payment captured")
+    last_event_id: Mapped[str | None] = mapped_column(String(64), comment="x-razorpay-event-id of the last applied webhook")
+    last_event_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), comment="provider time of the state in the row (event or payment created_at)")
+    source: Mapped[str] = mapped_column(String(16), comment="api (order created by the hub) | webhook | reconciliation: what last moved the row")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+
+    __table_args__ = (Index("ix_payments_payment_id", "payment_id"), Index("ix_payments_receipt", "receipt"))
+
+
 CUSTOMER_COLUMNS: list[str] = [c.name for c in Customer.__table__.columns]

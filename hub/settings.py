@@ -63,6 +63,11 @@ class HubSettings(BaseSettings):
     sap_client_id: str = "drymix-hub"
     sap_client_secret: SecretStr = SecretStr("")
 
+    # Razorpay API keys (HTTP Basic key_id:key_secret); RAZORPAY_BASE_URL overrides razorpay.base_url.
+    razorpay_base_url: str | None = None
+    razorpay_key_id: str = ""
+    razorpay_key_secret: SecretStr = SecretStr("")
+
     # Webhook ingress (docs/webhooks.md). Secret lists are comma-separated, current first: during a
     # rotation both the new and the previous secret verify.
     razorpay_webhook_secrets: SecretStr = SecretStr("")
@@ -125,8 +130,9 @@ def integration_config(name: str) -> IntegrationConfig:
     except KeyError:
         known = ", ".join(sorted(configs))
         raise KeyError(f"no integration {name!r} in {get_settings().integrations_file} (known: {known})") from None
-    if name == "sap" and get_settings().sap_base_url:
-        config = config.model_copy(update={"base_url": get_settings().sap_base_url})
+    override = {"sap": get_settings().sap_base_url, "razorpay": get_settings().razorpay_base_url}.get(name)
+    if override:
+        config = config.model_copy(update={"base_url": override})
     return config
 
 

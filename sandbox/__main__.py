@@ -8,7 +8,8 @@ from collections.abc import Sequence
 _USAGE = """usage: python -m sandbox <system> [options]
 
 systems:
-  sap    SAP S/4HANA API_BUSINESS_PARTNER (OData V2)   python -m sandbox sap --help
+  sap       SAP S/4HANA API_BUSINESS_PARTNER (OData V2)   python -m sandbox sap --help
+  razorpay  Razorpay Orders/Payments + signed webhooks    python -m sandbox razorpay --help
 """
 
 
@@ -24,6 +25,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from sandbox.sap import main as sap_main
 
         return sap_main(rest)
+    if system == "razorpay":
+        from sandbox.razorpay import main as razorpay_main
+
+        return razorpay_main(rest)
     print(f"unknown sandbox system {system!r}\n\n{_USAGE}", end="", file=sys.stderr)
     return 2
 

@@ -99,3 +99,24 @@ class NextLinkPaginator:
     def next_position(self, position: PagePosition, body: Any, records: list[dict[str, Any]]) -> PagePosition | None:
         link = dig(body, self.path)
         return PagePosition(link) if isinstance(link, str) and link else None
+
+
+@dataclass(frozen=True)
+class CountSkipPaginator:
+    """`count`/`skip` offset paging (Razorpay collections): a page shorter than `count` is the last.
+
+    The caller fixes the window (`from`/`to`) in the first URL, so records created while paging fall
+    outside it and cannot shift the offsets under us.
+    """
+
+    default_count: int = 10
+
+    def start(self, url: str) -> PagePosition:
+        return PagePosition(url)
+
+    def next_position(self, position: PagePosition, body: Any, records: list[dict[str, Any]]) -> PagePosition | None:
+        query = query_of(position.url)
+        count = int(query.get("count", "") or self.default_count)
+        if len(records) < count:
+            return None
+        return PagePosition(with_query(position.url, skip=int(query.get("skip", "0") or 0) + count))

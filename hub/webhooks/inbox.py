@@ -186,6 +186,19 @@ def mark_failed(conn: Connection, event_id: int, error: str) -> None:
     )
 
 
+def replay_event(event_id: str, *, provider: str | None = None) -> int:
+    """Put a stored event back to `received` so the next drain applies it again; returns rows reset.
+
+    Safe because applying is idempotent: an effect already in place is found and left as it is.
+    """
+    query = update(WebhookEvent).where(WebhookEvent.event_id == event_id)
+    if provider:
+        query = query.where(WebhookEvent.provider == provider)
+    with get_engine().begin() as conn:
+        result = conn.execute(query.values(status=WebhookStatus.RECEIVED.value, processed_at=None, last_error=None))
+    return int(result.rowcount)
+
+
 def rejection_counts(*, provider: str | None = None, since: datetime | None = None) -> dict[str, int]:
     """Rejections per reason (for a provider, since a time), summed over the per-minute windows."""
     query = select(WebhookRejection.reason, func.sum(WebhookRejection.count)).group_by(WebhookRejection.reason)

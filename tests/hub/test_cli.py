@@ -43,7 +43,7 @@ def test_help_answers_without_loading_prefect_or_great_expectations() -> None:
 def test_db_upgrade_and_errors_list(db: str) -> None:
     upgraded = drymix("db", "upgrade")
     assert upgraded.returncode == 0, upgraded.stderr
-    assert "revision 0002" in upgraded.stdout
+    assert "revision 0003" in upgraded.stdout
     listed = drymix("errors", "list", "--json")
     assert listed.returncode == 0 and listed.stdout.strip() == ""
 
@@ -90,3 +90,27 @@ def test_webhooks_token_and_rejections_commands(db: str) -> None:
     assert json.loads(counted.stdout) == {"bad_signature": 2}
     table = drymix("webhooks", "rejections")
     assert table.returncode == 0 and "bad_signature" in table.stdout
+
+
+def test_webhooks_replay_and_process_commands(db: str) -> None:
+    from datetime import UTC, datetime
+
+    import orjson
+
+    from hub.db import get_engine
+    from hub.webhooks.inbox import PendingEvent, list_events, write_batch
+
+    body = orjson.dumps({"event": "payment.authorized", "created_at": 1_764_000_000, "payload": {"payment": {"entity": {
+        "id": "pay_Cli00000000001", "order_id": "order_Cli0000000001", "status": "authorized", "created_at": 1_764_000_000}}}})
+    with get_engine().begin() as conn:
+        write_batch(conn, [PendingEvent("razorpay", "evt_cli", "payment.authorized", body, {}, None, datetime.now(UTC))], [])
+    missing = drymix("webhooks", "replay", "evt_nope")
+    assert missing.returncode == 1 and "no stored event" in missing.stderr
+    processed = drymix("webhooks", "process", "--json")
+    assert processed.returncode == 0, processed.stderr
+    assert json.loads(processed.stdout.strip().splitlines()[-1])["applied"] == 1
+    assert drymix("webhooks", "replay", "evt_cli").returncode == 0
+    assert [e.event_id for e in list_events()] == ["evt_cli"]
+    again = drymix("webhooks", "process", "--json")
+    assert json.loads(again.stdout.strip().splitlines()[-1])["duplicate"] == 1
+    assert "--webhook-url" in drymix("sandbox", "razorpay", "--help").stdout

@@ -45,3 +45,14 @@ def test_next_link_paginator() -> None:
     p = NextLinkPaginator(("@odata.nextLink",))
     assert p.next_position(p.start("x"), {"@odata.nextLink": "y"}, []) == PagePosition("y")
     assert p.next_position(p.start("x"), {}, []) is None
+
+
+def test_count_skip_paginator_moves_skip_by_count_until_a_short_page() -> None:
+    from connectors.core.paging import CountSkipPaginator
+
+    paginator = CountSkipPaginator()
+    start = paginator.start("payments?from=10&to=20&count=2&skip=0")
+    second = paginator.next_position(start, {}, [{"id": "a"}, {"id": "b"}])
+    assert second is not None and query_of(second.url) == {"from": "10", "to": "20", "count": "2", "skip": "2"}
+    assert paginator.next_position(second, {}, [{"id": "c"}]) is None
+    assert paginator.next_position(paginator.start("payments"), {}, [{"id": str(i)} for i in range(9)]) is None

@@ -1,0 +1,19 @@
+"""Razorpay Orders/Payments API (HTTP Basic key_id:key_secret)."""
+
+from connectors.razorpay.connector import (
+    PAYMENTS,
+    RazorpayConnector,
+    build_razorpay_connector,
+    parse_razorpay_error,
+    payment_signature,
+    verify_payment_signature,
+)
+
+__all__ = [
+    "PAYMENTS",
+    "RazorpayConnector",
+    "build_razorpay_connector",
+    "parse_razorpay_error",
+    "payment_signature",
+    "verify_payment_signature",
+]

@@ -1,0 +1,93 @@
+"""End to end over real HTTP: order through the connector, payment in the sandbox, signed webhooks into the
+ingress, the processing flow, and the ERP payment captured."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from connectors.razorpay import RazorpayConnector, build_razorpay_connector
+from hub.db import get_engine
+from hub.models import WebhookEvent
+from hub.payments import get_payment, record_order
+from hub.settings import reset_settings_cache
+from hub.webhooks.app import create_app
+from sandbox.core import running_server
+from sandbox.razorpay import RazorpaySandbox
+from tests.webhooks.conftest import hub_settings, serving
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+WEBHOOK_SECRET = "sandbox-webhook-secret"
+
+
+@pytest.fixture
+def wired(db: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[RazorpaySandbox, str]]:
+    """The ingress and the Razorpay sandbox on real sockets, the sandbox delivering to the ingress."""
+    app = create_app(hub_settings(razorpay_webhook_secrets=WEBHOOK_SECRET))
+    sandbox = RazorpaySandbox(webhook_secret=WEBHOOK_SECRET)
+    try:
+        with serving(app) as ingress, running_server(sandbox) as api:
+            sandbox.webhooks.url = f"{ingress}/webhooks/razorpay"
+            monkeypatch.setenv("RAZORPAY_BASE_URL", f"{api}/v1/")
+            reset_settings_cache()
+            yield sandbox, api
+    finally:
+        monkeypatch.delenv("RAZORPAY_BASE_URL", raising=False)
+        reset_settings_cache()
+        sandbox.close()
+
+
+def test_order_paid_in_the_sandbox_is_captured_in_the_erp(wired: tuple[RazorpaySandbox, str]) -> None:
+    from flows.process_webhooks import process_webhooks
+
+    sandbox, api = wired
+    with build_razorpay_connector() as connector:
+        assert isinstance(connector, RazorpayConnector)
+        order = connector.create_order(75_000, "INV-E2E-1", notes={"customer": "1000042"})
+        with get_engine().begin() as conn:
+            record_order(conn, order)
+        # The customer pays at checkout; the sandbox answers with the checkout callback fields.
+        with httpx.Client(base_url=api) as control:
+            paid = control.post("/_sandbox/razorpay/pay", json={"order_id": order["id"], "outcome": "captured"}).json()
+            assert control.post("/_sandbox/razorpay/deliveries/wait", json={"timeout_s": 10}).json() == {"done": True}
+        assert connector.verify_payment_signature(order["id"], paid["razorpay_payment_id"], paid["razorpay_signature"])
+        assert not connector.verify_payment_signature(order["id"], paid["razorpay_payment_id"], paid["razorpay_signature"][::-1])
+
+    assert [d.state for d in sandbox.deliveries] == ["delivered"] * 3
+    with get_engine().connect() as conn:
+        stored = dict(conn.execute(select(WebhookEvent.event_type, WebhookEvent.status)).all())
+    assert stored == {"payment.authorized": "received", "payment.captured": "received", "order.paid": "received"}
+
+    summary = process_webhooks()
+    assert (summary["claimed"], summary["failed"]) == (3, 0)
+    with get_engine().connect() as conn:
+        payment = get_payment(conn, order["id"])
+    assert payment is not None
+    assert (payment["payment_status"], payment["order_status"], payment["payment_id"]) == ("captured", "paid", paid["razorpay_payment_id"])
+    assert (payment["amount_paise"], payment["receipt"], payment["method"], payment["source"]) == (75_000, "INV-E2E-1", "upi", "webhook")
+    assert payment["captured_at"] is not None
+
+
+def test_duplicated_out_of_order_deliveries_still_end_captured_once(wired: tuple[RazorpaySandbox, str]) -> None:
+    from flows.process_webhooks import process_webhooks
+
+    sandbox, _ = wired
+    sandbox.webhooks.duplicate = True
+    sandbox.webhooks.out_of_order = True
+    with build_razorpay_connector() as connector:
+        assert isinstance(connector, RazorpayConnector)
+        order = connector.create_order(12_000, "INV-E2E-2")
+    sandbox.pay(order["id"], "captured")
+    assert sandbox.wait_for_deliveries(10)
+    with get_engine().connect() as conn:
+        assert len(conn.execute(select(WebhookEvent.id)).all()) == 3  # six deliveries, three events
+    summary = process_webhooks()
+    # order.paid arrives first and captures; payment.captured only confirms it, payment.authorized is refused.
+    assert (summary["claimed"], summary["stale"], summary["failed"]) == (3, 1, 0)
+    with get_engine().connect() as conn:
+        payment = get_payment(conn, order["id"])
+    assert payment is not None and payment["payment_status"] == "captured" and payment["order_status"] == "paid"
