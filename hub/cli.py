@@ -85,6 +85,28 @@ def sandbox_razorpay(
         sandbox.close()
 
 
+
+@sandbox_app.command("whatsapp")
+def sandbox_whatsapp(
+    port: Annotated[int, typer.Option(help="TCP port")] = 8403,
+    host: Annotated[str, typer.Option(help="interface to bind")] = "127.0.0.1",
+    webhook_url: Annotated[str | None, typer.Option(help="where signed status webhooks are delivered, e.g. http://127.0.0.1:8480/webhooks/whatsapp")] = None,
+    faults: Annotated[str | None, typer.Option(help='fault switches as JSON, e.g. \'{"rate_limit_every_n": 5}\'')] = None,
+) -> None:
+    """Serve the WhatsApp Cloud API simulator (with signed status webhooks) over HTTP until Ctrl-C."""
+    from sandbox.core import serve
+    from sandbox.whatsapp import WhatsAppSandbox
+
+    sandbox = WhatsAppSandbox(webhook_url=webhook_url, faults=json.loads(faults) if faults else None)
+    console.print(
+        f"WhatsApp sandbox on http://{host}:{port}/v21.0/{sandbox.phone_number_id}/messages "
+        f"(bearer {sandbox.access_token}; webhooks to {webhook_url or 'nowhere yet'})"
+    )
+    try:
+        serve(sandbox, host, port)
+    finally:
+        sandbox.close()
+
 @sync_app.command("sap-customers")
 def sync_sap_customers_cmd(
     full_refresh: Annotated[bool, typer.Option("--full-refresh", help="ignore the watermark and read everything")] = False,
@@ -150,7 +172,7 @@ def webhooks_process(
     batch_size: Annotated[int, typer.Option(help="events per transaction")] = 200,
     as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
 ) -> None:
-    """Apply received Razorpay events to the ERP payments table now (the process-webhooks flow)."""
+    """Apply received Razorpay and WhatsApp events to the ERP payments and whatsapp_messages tables now (the process-webhooks flow)."""
     from flows.process_webhooks import process_webhooks
     from hub.prefect_runtime import run_flow_quietly
 
@@ -162,7 +184,7 @@ def webhooks_process(
     if as_json:
         print(json.dumps(summary, default=str))
         return
-    table = Table(title="webhook processing (razorpay)")
+    table = Table(title="webhook processing (razorpay, whatsapp)")
     for col in ("claimed", "applied", "stale", "unchanged", "duplicate", "ignored", "failed"):
         table.add_column(col, justify="right")
     table.add_row(*(str(summary[c]) for c in ("claimed", "applied", "stale", "unchanged", "duplicate", "ignored", "failed")))
@@ -174,7 +196,7 @@ def webhooks_process(
 
 @webhooks_app.command("replay")
 def webhooks_replay(
-    event_id: Annotated[str, typer.Argument(help="the provider event id (x-razorpay-event-id)")],
+    event_id: Annotated[str, typer.Argument(help="the provider event id (x-razorpay-event-id, or message:<wamid> / status:<wamid>:<status>)")],
     provider: Annotated[str | None, typer.Option(help="razorpay | whatsapp")] = None,
 ) -> None:
     """Reset a stored event to received so the next processing run applies it again (idempotent)."""

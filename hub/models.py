@@ -290,4 +290,31 @@ class Payment(Base):
     __table_args__ = (Index("ix_payments_payment_id", "payment_id"), Index("ix_payments_receipt", "receipt"))
 
 
+
+class WhatsAppMessage(Base):
+    """One WhatsApp message (outgoing, or written in by a customer) and its latest status, moved only forward
+    (see data_mappings/whatsapp.py)."""
+
+    __tablename__ = "whatsapp_messages"
+
+    wamid: Mapped[str] = mapped_column(String(128), primary_key=True, comment="WhatsApp message id (wamid....)")
+    direction: Mapped[str] = mapped_column(String(8), comment="outbound (sent by the hub) | inbound (written by a customer)")
+    recipient: Mapped[str | None] = mapped_column(String(32), comment="wa_id of the customer (outbound) or our phone number id (inbound)")
+    sender: Mapped[str | None] = mapped_column(String(32), comment="our phone number id (outbound) or the customer's wa_id (inbound)")
+    message_type: Mapped[str | None] = mapped_column(String(16), comment="text | template | image | ...")
+    template_name: Mapped[str | None] = mapped_column(String(512))
+    body: Mapped[str | None] = mapped_column(Text, comment="text body (outbound text, inbound text) or template parameters")
+    status: Mapped[str] = mapped_column(String(16), comment="accepted | sent | delivered | read | failed (outbound); received (inbound)")
+    error_code: Mapped[int | None] = mapped_column(Integer, comment="Meta error code of a failed message")
+    error_title: Mapped[str | None] = mapped_column(Text)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), comment="provider time of the sent status")
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    read_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    failed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_event_id: Mapped[str | None] = mapped_column(String(255), comment="inbox event id of the last applied webhook")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+
+    __table_args__ = (Index("ix_whatsapp_messages_recipient", "recipient"), Index("ix_whatsapp_messages_status", "status"))
+
 CUSTOMER_COLUMNS: list[str] = [c.name for c in Customer.__table__.columns]

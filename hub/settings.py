@@ -68,6 +68,12 @@ class HubSettings(BaseSettings):
     razorpay_key_id: str = ""
     razorpay_key_secret: SecretStr = SecretStr("")
 
+    # WhatsApp Cloud API (Bearer system-user token, one business phone number id);
+    # WHATSAPP_BASE_URL overrides whatsapp.base_url.
+    whatsapp_base_url: str | None = None
+    whatsapp_access_token: SecretStr = SecretStr("")
+    whatsapp_phone_number_id: str = ""
+
     # Webhook ingress (docs/webhooks.md). Secret lists are comma-separated, current first: during a
     # rotation both the new and the previous secret verify.
     razorpay_webhook_secrets: SecretStr = SecretStr("")
@@ -130,7 +136,8 @@ def integration_config(name: str) -> IntegrationConfig:
     except KeyError:
         known = ", ".join(sorted(configs))
         raise KeyError(f"no integration {name!r} in {get_settings().integrations_file} (known: {known})") from None
-    override = {"sap": get_settings().sap_base_url, "razorpay": get_settings().razorpay_base_url}.get(name)
+    settings = get_settings()
+    override = {"sap": settings.sap_base_url, "razorpay": settings.razorpay_base_url, "whatsapp": settings.whatsapp_base_url}.get(name)
     if override:
         config = config.model_copy(update={"base_url": override})
     return config

@@ -10,6 +10,7 @@ _USAGE = """usage: python -m sandbox <system> [options]
 systems:
   sap       SAP S/4HANA API_BUSINESS_PARTNER (OData V2)   python -m sandbox sap --help
   razorpay  Razorpay Orders/Payments + signed webhooks    python -m sandbox razorpay --help
+  whatsapp  WhatsApp Cloud API send + signed status hooks python -m sandbox whatsapp --help
 """
 
 
@@ -29,6 +30,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from sandbox.razorpay import main as razorpay_main
 
         return razorpay_main(rest)
+    if system == "whatsapp":
+        from sandbox.whatsapp import main as whatsapp_main
+
+        return whatsapp_main(rest)
     print(f"unknown sandbox system {system!r}\n\n{_USAGE}", end="", file=sys.stderr)
     return 2
 

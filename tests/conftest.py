@@ -25,6 +25,8 @@ os.environ["SAP_CLIENT_ID"] = "drymix-hub"
 os.environ["SAP_CLIENT_SECRET"] = "sandbox-client-secret"
 os.environ["RAZORPAY_KEY_ID"] = "rzp_test_drymix"
 os.environ["RAZORPAY_KEY_SECRET"] = "sandbox-key-secret"
+os.environ["WHATSAPP_ACCESS_TOKEN"] = "sandbox-whatsapp-token"
+os.environ["WHATSAPP_PHONE_NUMBER_ID"] = "100000000000001"
 
 # The shipped configuration with retry delays short enough for tests (the policy shape is unchanged).
 _FAST_CONFIG = _TMP / "integrations.toml"
@@ -57,7 +59,7 @@ def migrated_db() -> str:
         from hub.db import alembic_config, engine_for
 
         with engine_for(url).begin() as conn:
-            conn.exec_driver_sql("DROP TABLE IF EXISTS alembic_version, customers, integration_errors, quarantined_records, sync_state, webhook_events, webhook_rejections, webhook_tokens, payments CASCADE")
+            conn.exec_driver_sql("DROP TABLE IF EXISTS alembic_version, customers, integration_errors, quarantined_records, sync_state, webhook_events, webhook_rejections, webhook_tokens, payments, whatsapp_messages CASCADE")
         command.upgrade(alembic_config(url), "head")
     else:
         upgrade()

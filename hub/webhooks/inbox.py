@@ -142,8 +142,11 @@ def list_events(*, status: str | None = WebhookStatus.RECEIVED.value, provider: 
         return [_to_event(row) for row in conn.execute(query)]
 
 
-def claim_received(conn: Connection, *, provider: str | None = None, limit: int = 100) -> list[InboxEvent]:
-    """Lock up to `limit` received events for the caller's transaction and count the attempt."""
+def claim_received(
+    conn: Connection, *, provider: str | None = None, limit: int = 100, providers: Sequence[str] | None = None
+) -> list[InboxEvent]:
+    """Lock up to `limit` received events (of `provider`, or of any of `providers`) for the caller's
+    transaction, oldest first, and count the attempt."""
     query = (
         select(WebhookEvent.__table__)
         .where(WebhookEvent.status == WebhookStatus.RECEIVED.value)
@@ -152,6 +155,8 @@ def claim_received(conn: Connection, *, provider: str | None = None, limit: int 
     )
     if provider:
         query = query.where(WebhookEvent.provider == provider)
+    if providers is not None:
+        query = query.where(WebhookEvent.provider.in_(list(providers)))
     if conn.dialect.name == "postgresql":
         # Concurrent drainers skip each other's rows instead of waiting or processing them twice.
         query = query.with_for_update(skip_locked=True)

@@ -112,12 +112,15 @@ def test_a_broken_event_is_marked_failed_recorded_and_replayable(db: str) -> Non
     assert payment()["payment_status"] == "authorized"
 
 
-def test_whatsapp_events_are_left_for_their_own_processing(db: str) -> None:
+def test_whatsapp_events_are_claimed_too_and_a_broken_one_is_recorded_under_whatsapp(db: str) -> None:
     store(("status:wamid.1:read", "status.read", b'{"object":"whatsapp_business_account"}'), provider="whatsapp")
     store(("evt_r", "payment.authorized", event_body("payment.authorized", status="authorized", created_at=1_764_000_100)))
     summary = process()
-    assert summary["claimed"] == 1
-    assert statuses() == {"status:wamid.1:read": "received", "evt_r": "processed"}
+    assert (summary["claimed"], summary["applied"], summary["failed"]) == (2, 1, 1)
+    assert statuses() == {"status:wamid.1:read": "failed", "evt_r": "processed"}
+    with Session(get_engine()) as session:
+        error = session.scalars(select(IntegrationErrorRow)).one()
+    assert (error.integration, error.dataset, error.error_type) == ("whatsapp", "whatsapp_messages", "INVALID_REQUEST")
 
 
 def test_drains_in_batches_until_empty(db: str) -> None:

@@ -1,0 +1,11 @@
+"""WhatsApp Business Cloud API (Bearer token, one business phone number id)."""
+
+from connectors.whatsapp.connector import (
+    WhatsAppConnector,
+    build_whatsapp_connector,
+    category_for_code,
+    message_id,
+    parse_meta_error,
+)
+
+__all__ = ["WhatsAppConnector", "build_whatsapp_connector", "category_for_code", "message_id", "parse_meta_error"]
