@@ -201,7 +201,9 @@ def sync_sap_customers(full_refresh: bool = False, page_size: int | None = None,
                 len(invalid),
                 result.upserted,
             )
-            # Drop this batch before the next one is taken, and hand its pages back to the OS.
+            # Drop this batch before the next one is taken, and hand its pages back to the OS. The list
+            # is emptied in place because the extract task's future still refers to the batch object.
+            batch.records.clear()
             del batch, frame, valid, invalid, quarantine
             release_free_memory()
     except Exception as exc:
