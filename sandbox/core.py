@@ -835,3 +835,101 @@ def running_server(
         server.should_exit = True
         thread.join(timeout=15)
         sock.close()
+
+
+# --------------------------------------------------------------------------------------------
+# Outbound webhooks: the delivery worker shared by the sandboxes that push events
+# --------------------------------------------------------------------------------------------
+
+
+class WebhookDeliveryWorker(ABC):
+    """A background thread that POSTs queued webhook deliveries, as providers do.
+
+    Each queued item is a list of delivery objects (with `body`, `attempts`, `statuses`, `state`),
+    delivered in order; a non-2xx answer or a transport error is retried with a doubling, bounded
+    backoff. Subclasses say how one delivery is sent (`_deliver`) using `_post_with_retries`.
+    """
+
+    _worker_name = "sandbox-webhooks"
+
+    def _init_delivery(self, transport: httpx.BaseTransport | None) -> None:
+        import queue
+
+        self._queue: queue.Queue[list[Any]] = queue.Queue()
+        self._idle = threading.Condition()
+        self._in_flight = 0
+        self._http = httpx.Client(transport=transport, timeout=5.0)
+        self._worker: threading.Thread | None = None
+        self._closed = threading.Event()
+        self._worker_lock = threading.Lock()
+
+    def _queue_batch(self, batch: list[Any]) -> None:
+        with self._idle:
+            self._in_flight += 1
+        with self._worker_lock:
+            if self._worker is None or not self._worker.is_alive():
+                self._worker = threading.Thread(target=self._run_worker, name=self._worker_name, daemon=True)
+                self._worker.start()
+        self._queue.put(batch)
+
+    def _run_worker(self) -> None:
+        import queue
+
+        while not self._closed.is_set():
+            try:
+                batch = self._queue.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            try:
+                for delivery in batch:
+                    self._deliver(delivery)
+            finally:
+                with self._idle:
+                    self._in_flight -= 1
+                    self._idle.notify_all()
+
+    @abstractmethod
+    def _deliver(self, delivery: Any) -> None:
+        """Sign and address one delivery, then send it with `_post_with_retries`."""
+
+    def _post_with_retries(
+        self, delivery: Any, url: str | None, headers: Mapping[str, str], max_attempts: int, backoff_s: float
+    ) -> bool:
+        """POST `delivery.body` until a 2xx or `max_attempts`; records every attempt on the delivery."""
+        if not url:
+            delivery.state = "failed"
+            delivery.statuses.append("no webhook url configured")
+            return False
+        delay = backoff_s
+        for attempt in range(1, max_attempts + 1):
+            delivery.attempts += 1
+            try:
+                status: int | str = self._http.post(url, content=delivery.body, headers=dict(headers)).status_code
+            except httpx.HTTPError as exc:
+                status = type(exc).__name__
+            delivery.statuses.append(status)
+            if isinstance(status, int) and 200 <= status < 300:
+                delivery.state = "delivered"
+                return True
+            if attempt < max_attempts and not self._closed.wait(delay):
+                delay *= 2
+        delivery.state = "failed"
+        return False
+
+    def wait_for_deliveries(self, timeout_s: float = 10.0) -> bool:
+        """Block until every queued webhook was delivered or given up on; False on timeout."""
+        deadline = time.monotonic() + timeout_s
+        with self._idle:
+            while self._in_flight > 0:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._idle.wait(remaining)
+        return True
+
+    def close(self) -> None:
+        """Stop the delivery thread and its HTTP client."""
+        self._closed.set()
+        if self._worker is not None:
+            self._worker.join(timeout=5)
+        self._http.close()

@@ -28,12 +28,10 @@ import hashlib
 import hmac
 import json
 import logging
-import queue
 import re
 import secrets
 import string
 import sys
-import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -46,6 +44,7 @@ from sandbox.core import (
     SandboxRequest,
     SandboxResponse,
     Simulator,
+    WebhookDeliveryWorker,
     control_json_body,
     parse_fault_assignments,
     serve,
@@ -178,7 +177,9 @@ class Delivery:
         }
 
 
-class RazorpaySandbox(Simulator):
+class RazorpaySandbox(WebhookDeliveryWorker, Simulator):
+    _worker_name = "razorpay-webhooks"
+
     """Orders and payments in memory, the real request/response shapes, and webhook delivery."""
 
     name = "razorpay"
@@ -208,12 +209,7 @@ class RazorpaySandbox(Simulator):
         self._seq = 0
         self._payment_seq: dict[str, int] = {}
         self.deliveries: list[Delivery] = []
-        self._queue: queue.Queue[list[Delivery]] = queue.Queue()
-        self._idle = threading.Condition()
-        self._in_flight = 0
-        self._http = httpx.Client(transport=webhook_transport, timeout=5.0)
-        self._worker: threading.Thread | None = None
-        self._closed = threading.Event()
+        self._init_delivery(webhook_transport)
 
     def now(self) -> int:
         return int(self._clock())
@@ -470,78 +466,22 @@ class RazorpaySandbox(Simulator):
             kept = [d for d in kept for _ in (0, 1)]
         if not kept:
             return
-        with self._idle:
-            self._in_flight += 1
-        self._ensure_worker()
-        self._queue.put(kept)
-
-    def _ensure_worker(self) -> None:
-        with self.lock:
-            if self._worker is None or not self._worker.is_alive():
-                self._worker = threading.Thread(target=self._run_worker, name="razorpay-webhooks", daemon=True)
-                self._worker.start()
-
-    def _run_worker(self) -> None:
-        while not self._closed.is_set():
-            try:
-                batch = self._queue.get(timeout=0.2)
-            except queue.Empty:
-                continue
-            try:
-                for delivery in batch:
-                    self._deliver(delivery)
-            finally:
-                with self._idle:
-                    self._in_flight -= 1
-                    self._idle.notify_all()
+        self._queue_batch(kept)
 
     def _deliver(self, delivery: Delivery) -> None:
         """POST one event, retrying non-2xx and transport errors with a doubling, bounded backoff."""
         with self.lock:
             switches = WebhookSwitches(**self.webhooks.to_dict())
-        if not switches.url:
-            delivery.state = "failed"
-            delivery.statuses.append("no webhook url configured")
-            return
         headers = {
             "content-type": "application/json",
             "x-razorpay-signature": webhook_signature(self.webhook_secret, delivery.body),
             "x-razorpay-event-id": delivery.event_id,
             "user-agent": "Razorpay-Webhook/v1",
         }
-        delay = switches.backoff_s
-        for attempt in range(1, switches.max_attempts + 1):
-            delivery.attempts += 1
-            try:
-                status: int | str = self._http.post(switches.url, content=delivery.body, headers=headers).status_code
-            except httpx.HTTPError as exc:
-                status = type(exc).__name__
-            delivery.statuses.append(status)
-            if isinstance(status, int) and 200 <= status < 300:
-                delivery.state = "delivered"
-                return
-            if attempt < switches.max_attempts and not self._closed.wait(delay):
-                delay *= 2
-        delivery.state = "failed"
-        logger.warning("razorpay sandbox: webhook %s %s not delivered after %d attempts", delivery.event, delivery.event_id, delivery.attempts)
-
-    def wait_for_deliveries(self, timeout_s: float = 10.0) -> bool:
-        """Block until every queued webhook was delivered or given up on; False on timeout."""
-        deadline = time.monotonic() + timeout_s
-        with self._idle:
-            while self._in_flight > 0:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                self._idle.wait(remaining)
-        return True
-
-    def close(self) -> None:
-        """Stop the delivery thread and its HTTP client."""
-        self._closed.set()
-        if self._worker is not None:
-            self._worker.join(timeout=5)
-        self._http.close()
+        if self._post_with_retries(delivery, switches.url, headers, switches.max_attempts, switches.backoff_s):
+            return
+        if switches.url:
+            logger.warning("razorpay sandbox: webhook %s %s not delivered after %d attempts", delivery.event, delivery.event_id, delivery.attempts)
 
     # -- control routes -----------------------------------------------------------------------
 
