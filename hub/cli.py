@@ -31,7 +31,7 @@ EXIT_OK, EXIT_FAILED = 0, 1
 
 
 @db_app.command("upgrade")
-def db_upgrade(revision: Annotated[str, typer.Argument(help="Alembic revision")] = "head") -> None:
+def db_upgrade(revision: Annotated[str, typer.Argument(help="Alembic revision (default: every head)")] = "heads") -> None:
     """Apply the database migrations (SQLite file by default; DATABASE_URL selects PostgreSQL)."""
     from hub.db import current_revision, upgrade
     from hub.settings import get_settings

@@ -73,7 +73,7 @@ def alembic_config(url: str | None = None):  # type: ignore[no-untyped-def]
     return cfg
 
 
-def upgrade(revision: str = "head", url: str | None = None) -> None:
+def upgrade(revision: str = "heads", url: str | None = None) -> None:
     """Apply the Alembic migrations up to `revision`."""
     from alembic import command
 

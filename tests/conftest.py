@@ -59,8 +59,10 @@ def migrated_db() -> str:
         from hub.db import alembic_config, engine_for
 
         with engine_for(url).begin() as conn:
-            conn.exec_driver_sql("DROP TABLE IF EXISTS alembic_version, customers, integration_errors, quarantined_records, sync_state, webhook_events, webhook_rejections, webhook_tokens, payments, whatsapp_messages CASCADE")
-        command.upgrade(alembic_config(url), "head")
+            # A clean schema whatever earlier runs or branches left behind.
+            conn.exec_driver_sql("DROP SCHEMA public CASCADE")
+            conn.exec_driver_sql("CREATE SCHEMA public")
+        command.upgrade(alembic_config(url), "heads")
     else:
         upgrade()
     return url
