@@ -23,6 +23,17 @@ app.add_typer(sync_app, name="sync")
 app.add_typer(errors_app, name="errors")
 app.add_typer(webhooks_app, name="webhooks")
 
+from hub.cli_google import google_app, sandbox_google  # noqa: E402 - sub-app registered next to the others
+
+app.add_typer(google_app, name="google")
+sandbox_app.command("google")(sandbox_google)
+
+from hub.cli_microsoft365 import m365_app, sandbox_microsoft365  # noqa: E402 - sub-app registered next to the others
+
+app.add_typer(m365_app, name="m365")
+sandbox_app.command("microsoft365")(sandbox_microsoft365)
+sandbox_app.command("graph", help="Alias of `sandbox microsoft365`.")(sandbox_microsoft365)
+
 console = Console()
 err_console = Console(stderr=True)
 

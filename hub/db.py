@@ -85,4 +85,6 @@ def current_revision(url: str | None = None) -> str | None:
     from alembic.runtime.migration import MigrationContext
 
     with engine_for(url or get_settings().database_url).connect() as conn:
-        return MigrationContext.configure(conn).get_current_revision()
+        # Several heads while parallel branches' migrations are not yet chained: name them all.
+        heads = MigrationContext.configure(conn).get_current_heads()
+    return ", ".join(sorted(heads)) or None

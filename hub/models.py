@@ -15,6 +15,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    ForeignKey,
     Index,
     Integer,
     LargeBinary,
@@ -318,3 +319,98 @@ class WhatsAppMessage(Base):
     __table_args__ = (Index("ix_whatsapp_messages_recipient", "recipient"), Index("ix_whatsapp_messages_status", "status"))
 
 CUSTOMER_COLUMNS: list[str] = [c.name for c in Customer.__table__.columns]
+
+
+# --- Schedules (calendars) ---
+
+
+class Schedule(Base):
+    """An ERP schedule (delivery, site visit, plant maintenance), synced both ways with people's calendars
+    (see data_mappings/schedules.py and docs/calendar-sync.md)."""
+
+    __tablename__ = "schedules"
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True, autoincrement=True)
+    schedule_ref: Mapped[str] = mapped_column(String(64), unique=True, comment="ERP key of the schedule (e.g. DLV-2026-000123)")
+    kind: Mapped[str] = mapped_column(String(16), comment="delivery | site_visit | maintenance")
+    title: Mapped[str] = mapped_column(String(255))
+    description: Mapped[str | None] = mapped_column(Text)
+    location: Mapped[str | None] = mapped_column(String(512))
+    starts_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    ends_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    time_zone: Mapped[str] = mapped_column(String(64), default="Asia/Kolkata", comment="IANA zone shown in calendars")
+    status: Mapped[str] = mapped_column(String(16), default="scheduled", comment="scheduled | cancelled")
+    owner: Mapped[str] = mapped_column(String(16), default="erp", comment="erp | calendar: who wins a conflict on content")
+    version: Mapped[int] = mapped_column(Integer, default=1, comment="bumped on every change made in the ERP or pulled from a calendar")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+    updated_by: Mapped[str | None] = mapped_column(String(128), comment="erp:<user> | google_workspace | microsoft365")
+
+    __table_args__ = (Index("ix_schedules_starts_at", "starts_at"), Index("ix_schedules_status", "status"))
+
+
+class ScheduleCalendarLink(Base):
+    """Where a schedule lives in one provider's calendar, and what both sides looked like at the last sync."""
+
+    __tablename__ = "schedule_calendar_links"
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True, autoincrement=True)
+    schedule_id: Mapped[int] = mapped_column(ForeignKey("schedules.id", ondelete="CASCADE"))
+    provider: Mapped[str] = mapped_column(String(32), comment="microsoft365 | google_workspace")
+    calendar_id: Mapped[str] = mapped_column(String(255), comment="Google calendarId / Graph user or calendar id")
+    event_id: Mapped[str] = mapped_column(String(1024), comment="provider event id")
+    etag: Mapped[str | None] = mapped_column(String(255), comment="remote etag (Google etag, Graph @odata.etag) at the last sync")
+    pushed_version: Mapped[int | None] = mapped_column(Integer, comment="schedules.version the remote event matches")
+    remote_status: Mapped[str | None] = mapped_column(String(16), comment="confirmed | tentative | cancelled, as last seen")
+    remote_updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), comment="remote last-modified time at the last sync")
+    synced_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    __table_args__ = (
+        UniqueConstraint("provider", "calendar_id", "event_id", name="uq_schedule_calendar_links_event"),
+        UniqueConstraint("schedule_id", "provider", "calendar_id", name="uq_schedule_calendar_links_schedule"),
+    )
+
+
+# --- Microsoft 365 documents ---
+
+
+class DocumentStatus(enum.StrEnum):
+    PENDING = "pending"  # waiting for the upload flow
+    UPLOADING = "uploading"  # an upload session is open (upload_url + bytes_confirmed resume it)
+    UPLOADED = "uploaded"
+    FAILED = "failed"  # last attempt failed; retried by the next run while attempts < max_attempts
+    QUARANTINED = "quarantined"  # refused by the documents suite; fixed and re-queued by a person
+
+
+class DocumentOutbox(Base):
+    """An ERP document (test certificate, delivery challan, invoice) waiting for or done with its upload to SharePoint."""
+
+    __tablename__ = "document_outbox"
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True, autoincrement=True)
+    document_key: Mapped[str] = mapped_column(String(128), unique=True, comment="ERP key of the document (e.g. INV-2026-000123): one upload per key")
+    source_path: Mapped[str | None] = mapped_column(Text, comment="file on the hub's disk to upload (streamed), or null when content is set")
+    content: Mapped[bytes | None] = mapped_column(LargeBinary, comment="the document's bytes, for small documents the ERP hands over directly")
+    drive_id: Mapped[str | None] = mapped_column(String(255), comment="target document library; null = MICROSOFT365_DRIVE_ID")
+    folder_path: Mapped[str] = mapped_column(String(400), comment="folder in the library, e.g. ERP/Invoices (one of the known folders)")
+    file_name: Mapped[str] = mapped_column(String(255), comment="name in SharePoint (no \" * : < > ? / \\ |, no leading/trailing space)")
+    content_type: Mapped[str | None] = mapped_column(String(128))
+    size_bytes: Mapped[int | None] = mapped_column(BigInteger, comment="set by the flow from the file or content")
+    document_metadata: Mapped[dict[str, Any] | None] = mapped_column(JsonType, comment="ERP metadata (customer, order, batch, ...)")
+    conflict_policy: Mapped[str] = mapped_column(String(8), default="rename", comment="replace | rename | fail when the name exists")
+    status: Mapped[str] = mapped_column(String(16), default=DocumentStatus.PENDING.value)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    drive_item_id: Mapped[str | None] = mapped_column(String(255), comment="Graph driveItem id once uploaded")
+    web_url: Mapped[str | None] = mapped_column(Text, comment="SharePoint URL of the uploaded file")
+    uploaded_name: Mapped[str | None] = mapped_column(String(255), comment="name SharePoint stored (differs under rename)")
+    upload_url: Mapped[str | None] = mapped_column(Text, comment="open upload session (pre-authenticated URL) to resume from")
+    bytes_confirmed: Mapped[int] = mapped_column(BigInteger, default=0, comment="bytes the upload session confirmed (nextExpectedRanges)")
+    upload_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    error_code: Mapped[str | None] = mapped_column(String(128))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), comment="not retried before this time (backoff)")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+    uploaded_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    __table_args__ = (Index("ix_document_outbox_status", "status", "next_attempt_at", "id"),)

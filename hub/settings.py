@@ -74,6 +74,28 @@ class HubSettings(BaseSettings):
     whatsapp_access_token: SecretStr = SecretStr("")
     whatsapp_phone_number_id: str = ""
 
+    # Microsoft 365 (docs/microsoft365.md): an Entra ID app registration with application permissions
+    # Files.ReadWrite.All / Sites.ReadWrite.All and Calendars.ReadWrite. MICROSOFT365_BASE_URL and
+    # MICROSOFT365_TOKEN_URL override microsoft365.base_url / token_url (the sandbox serves both).
+    microsoft365_base_url: str | None = None
+    microsoft365_token_url: str | None = None
+    microsoft365_tenant_id: str = ""
+    microsoft365_client_id: str = ""
+    microsoft365_client_secret: SecretStr = SecretStr("")
+    microsoft365_drive_id: str = Field("", description="document library (drive) the ERP's documents go to")
+    microsoft365_calendar_user: str = Field("", description="UPN or object id of the mailbox whose calendar holds ERP schedules")
+
+    # Google Workspace (docs/google-workspace.md): a service account with domain-wide delegation for the
+    # Calendar scope. The key file's JSON as a secret (GOOGLE_SERVICE_ACCOUNT_JSON) or a path to it
+    # (GOOGLE_SERVICE_ACCOUNT_FILE); GOOGLE_BASE_URL / GOOGLE_TOKEN_URL override google_workspace.base_url / token_url.
+    google_base_url: str | None = None
+    google_token_url: str | None = None
+    google_service_account_json: SecretStr = SecretStr("")
+    google_service_account_file: Path | None = None
+    google_delegated_subject: str = Field("", description="user the service account acts as (domain-wide delegation)")
+    google_calendar_id: str = Field("primary", description="calendar holding the ERP's schedules (an email or a calendar id)")
+    google_scopes: str = Field("https://www.googleapis.com/auth/calendar.events", description="space-separated OAuth scopes")
+
     # Webhook ingress (docs/webhooks.md). Secret lists are comma-separated, current first: during a
     # rotation both the new and the previous secret verify.
     razorpay_webhook_secrets: SecretStr = SecretStr("")
@@ -90,6 +112,12 @@ class HubSettings(BaseSettings):
         0.0, ge=0, description="extra wait for more events before a commit; 0 = batch what queued while the last commit ran"
     )
     webhook_bench_bare: bool = Field(False, description="benchmark only: also serve POST /bench/bare, which does nothing")
+
+    @field_validator("google_service_account_file", mode="before")
+    @classmethod
+    def _blank_path_is_none(cls, value: object) -> object:
+        # GOOGLE_SERVICE_ACCOUNT_FILE= (blank, as in .env.example) means "no file", not the current directory.
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("database_url")
     @classmethod
@@ -137,9 +165,16 @@ def integration_config(name: str) -> IntegrationConfig:
         known = ", ".join(sorted(configs))
         raise KeyError(f"no integration {name!r} in {get_settings().integrations_file} (known: {known})") from None
     settings = get_settings()
-    override = {"sap": settings.sap_base_url, "razorpay": settings.razorpay_base_url, "whatsapp": settings.whatsapp_base_url}.get(name)
+    override = {
+        "sap": settings.sap_base_url,
+        "razorpay": settings.razorpay_base_url,
+        "whatsapp": settings.whatsapp_base_url,
+        "microsoft365": settings.microsoft365_base_url,
+    }.get(name)
     if override:
         config = config.model_copy(update={"base_url": override})
+    if name == "microsoft365" and settings.microsoft365_token_url:
+        config = config.model_copy(update={"token_url": settings.microsoft365_token_url})
     return config
 
 

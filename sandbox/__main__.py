@@ -11,6 +11,9 @@ systems:
   sap       SAP S/4HANA API_BUSINESS_PARTNER (OData V2)   python -m sandbox sap --help
   razorpay  Razorpay Orders/Payments + signed webhooks    python -m sandbox razorpay --help
   whatsapp  WhatsApp Cloud API send + signed status hooks python -m sandbox whatsapp --help
+  microsoft365  Entra ID token + Microsoft Graph (drive uploads, calendar, delta, $batch)
+                                                          python -m sandbox microsoft365 --help
+  google    Google OAuth (JWT bearer) + Calendar v3 events python -m sandbox google --help
 """
 
 
@@ -34,6 +37,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         from sandbox.whatsapp import main as whatsapp_main
 
         return whatsapp_main(rest)
+    if system == "google":
+        from sandbox.google_calendar import main as google_main
+
+        return google_main(rest)
+    if system in ("microsoft365", "graph"):
+        from sandbox.microsoft365 import main as microsoft365_main
+
+        return microsoft365_main(rest)
     print(f"unknown sandbox system {system!r}\n\n{_USAGE}", end="", file=sys.stderr)
     return 2
 

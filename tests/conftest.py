@@ -27,6 +27,15 @@ os.environ["RAZORPAY_KEY_ID"] = "rzp_test_drymix"
 os.environ["RAZORPAY_KEY_SECRET"] = "sandbox-key-secret"
 os.environ["WHATSAPP_ACCESS_TOKEN"] = "sandbox-whatsapp-token"
 os.environ["WHATSAPP_PHONE_NUMBER_ID"] = "100000000000001"
+os.environ["MICROSOFT365_TENANT_ID"] = "8f5e2c1a-6b3d-4e7f-9a10-3c2d1e0f4a5b"
+os.environ["MICROSOFT365_CLIENT_ID"] = "5b1f8c2e-3d4a-4b6c-8e9f-0a1b2c3d4e5f"
+os.environ["MICROSOFT365_CLIENT_SECRET"] = "sandbox-graph-secret"
+os.environ["MICROSOFT365_DRIVE_ID"] = "b!DrYmIx-ErPdOcS-LiBrArY0000000000000000000000000000000000000"
+os.environ["MICROSOFT365_CALENDAR_USER"] = "planning@drymix.example"
+# Google sandbox: the key file is written by the google_sandbox fixtures (the sandbox generates the key pair).
+os.environ["GOOGLE_SERVICE_ACCOUNT_FILE"] = str(_TMP / "google-service-account.json")
+os.environ["GOOGLE_DELEGATED_SUBJECT"] = "depot.ops@drymix.in"
+os.environ["GOOGLE_CALENDAR_ID"] = "depot.ops@drymix.in"
 
 # The shipped configuration with retry delays short enough for tests (the policy shape is unchanged).
 _FAST_CONFIG = _TMP / "integrations.toml"

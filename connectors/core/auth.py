@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Generator
+from typing import Literal
 
 import httpx
 from pydantic import SecretStr
@@ -43,6 +44,7 @@ class OAuth2ClientCredentials(httpx.Auth):
         scope: str | None = None,
         early_expiry_s: float = 60.0,
         cache: TTLCache[str, str] | None = None,
+        client_auth: Literal["basic", "post"] = "basic",
     ) -> None:
         if not client_secret.get_secret_value():
             raise AuthenticationFailed("no OAuth2 client secret configured; set it in the environment or a Prefect Secret block")
@@ -51,6 +53,8 @@ class OAuth2ClientCredentials(httpx.Auth):
         self.client_id = client_id
         self._secret = client_secret
         self.scope = scope
+        # RFC 6749 2.3.1: HTTP Basic (client_secret_basic) or the form body (client_secret_post, Entra ID's documented form).
+        self.client_auth = client_auth
         self.early_expiry_s = early_expiry_s
         self.cache: TTLCache[str, str] = cache or TTLCache(ttl_s=300)
         self.token_requests = 0
@@ -59,19 +63,20 @@ class OAuth2ClientCredentials(httpx.Auth):
         data = {"grant_type": "client_credentials"}
         if self.scope:
             data["scope"] = self.scope
-        return httpx.Request(
-            "POST",
-            self.token_url,
-            data=data,
-            headers={
-                "Accept": "application/json",
-                "Authorization": httpx.BasicAuth(self.client_id, self._secret.get_secret_value())._auth_header,
-            },
-        )
+        headers = {"Accept": "application/json"}
+        if self.client_auth == "post":
+            data["client_id"] = self.client_id
+            data["client_secret"] = self._secret.get_secret_value()
+        else:
+            headers["Authorization"] = httpx.BasicAuth(self.client_id, self._secret.get_secret_value())._auth_header
+        return httpx.Request("POST", self.token_url, data=data, headers=headers)
 
     def _store(self, response: httpx.Response) -> str:
         if response.status_code != 200:
             error = classify_response(response, operation="token")
+            if error.transient:
+                # A throttled or unavailable token endpoint is retried like any other call, not a credentials error.
+                raise error
             raise AuthenticationFailed(f"token request refused: {error.message}", code=error.code, status_code=response.status_code)
         body = response.json()
         token = str(body["access_token"])

@@ -4,8 +4,9 @@ Exception tree (catch the narrowest you can handle)::
 
     IntegrationError                 any classified failure; .category, .severity, .transient
     ├── AuthenticationFailed         401/403, refused session, bad token   (never retried)
-    ├── RateLimitExceeded            429, quota errors                     (retried, honours Retry-After)
+    ├── RateLimitExceeded            429, quota errors (Google: 403 rateLimitExceeded) (retried, honours Retry-After)
     ├── InvalidRequest               400/404/405/409/412/422, bad node id  (never retried)
+    │   └── ResyncRequired           410, Graph resyncRequired/syncStateNotFound: reset the cursor, full sync
     ├── ServerError                  5xx, malformed body, dropped connection (retried)
     ├── RequestTimeout               connect/read/write/pool timeouts, 408  (retried)
     ├── DataValidationFailed         rows refused by an expectation suite  (never retried; quarantined)
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import enum
 import json
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -172,6 +174,11 @@ class InvalidRequest(IntegrationError):
         super().__init__(message, ErrorCategory.INVALID_REQUEST, **kw)
 
 
+class ResyncRequired(InvalidRequest):
+    """The server forgot our incremental-sync state (Graph delta token, Google sync token): the caller
+    clears its cursor and runs a full sync. Not retried as such: repeating the same cursor cannot work."""
+
+
 class ServerError(IntegrationError):
     def __init__(self, message: str, **kw: Any) -> None:
         super().__init__(message, ErrorCategory.SERVER_ERROR, **kw)
@@ -243,6 +250,23 @@ def parse_retry_after(value: str | None) -> float | None:
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
+#: Codes that say "your incremental-sync token is gone" (Graph errors.md; Google answers plain 410 Gone).
+RESYNC_CODES = frozenset({"resyncRequired", "syncStateNotFound"})
+_AADSTS = re.compile(r"\bAADSTS(\d+)\b")
+
+
+def aadsts_code(body: Any) -> str | None:
+    """`AADSTS<n>` of an Entra ID (Azure AD) OAuth error body, else None."""
+    if isinstance(body, Mapping) and isinstance(body.get("error"), str):
+        match = _AADSTS.search(str(body.get("error_description") or ""))
+        if match:
+            return f"AADSTS{match.group(1)}"
+        codes = body.get("error_codes")
+        if isinstance(codes, list) and codes:
+            return f"AADSTS{codes[0]}"
+    return None
+
+
 # A body parser turns a system's error body into (code, message); SAP's OData envelope is one.
 ErrorBodyParser = Callable[[Any], "tuple[str | None, str | None]"]
 
@@ -256,7 +280,13 @@ def _generic_body_parser(body: Any) -> tuple[str | None, str | None]:
                 msg = msg.get("value")
             return (str(err.get("code")) if err.get("code") is not None else None, str(msg) if msg else None)
         if isinstance(err, str):
-            return err, str(body.get("error_description") or err)
+            description = str(body.get("error_description") or err)
+            aadsts = aadsts_code(body)
+            if aadsts:
+                # Entra ID appends trace and correlation ids on further lines; the first line says it all.
+                first = description.replace("\r", "").split("\n", 1)[0].strip()
+                return aadsts, first if aadsts in first else f"{aadsts}: {first}"
+            return err, description
     return None, None
 
 
@@ -278,6 +308,21 @@ def response_snapshot(response: httpx.Response, body: Any, limit: int = 2000) ->
     return {"status_code": response.status_code, "headers": redact_headers(dict(response.headers)), "body": shown}
 
 
+# Google APIs answer quota exhaustion with 403 (not 429) and say so only in `error.errors[].reason`.
+GOOGLE_QUOTA_REASONS = frozenset({"rateLimitExceeded", "userRateLimitExceeded"})
+
+
+def google_error_reason(body: Any) -> str | None:
+    """`reason` of the first entry of a Google API error envelope ({"error": {"errors": [{"reason"}]}})."""
+    if not isinstance(body, Mapping):
+        return None
+    err = body.get("error")
+    errors = err.get("errors") if isinstance(err, Mapping) else None
+    if isinstance(errors, list) and errors and isinstance(errors[0], Mapping) and errors[0].get("reason"):
+        return str(errors[0]["reason"])
+    return None
+
+
 def classify_response(
     response: httpx.Response,
     *,
@@ -292,12 +337,22 @@ def classify_response(
     except (json.JSONDecodeError, UnicodeDecodeError, ValueError):
         body = None
     code, message = (body_parser or _generic_body_parser)(body) if body is not None else (None, None)
+    if aadsts_code(body) is not None:
+        # Entra ID answers a bad secret with 401 but an unknown client or scope with 400: all are credentials.
+        category = ErrorCategory.AUTHENTICATION_FAILED
+    reason = google_error_reason(body)
+    if reason is not None:
+        code = reason
+        if response.status_code == 403 and reason in GOOGLE_QUOTA_REASONS:
+            category = ErrorCategory.RATE_LIMIT_EXCEEDED
     if not message:
         text = response.text.strip().replace("\n", " ")
         message = text[:300] if text else response.reason_phrase or f"HTTP {response.status_code}"
     retry_after = parse_retry_after(response.headers.get("Retry-After"))
-    return make_error(
-        category,
+    cls: Callable[..., IntegrationError] = _CLASS_FOR[category]
+    if response.status_code == 410 or code in RESYNC_CODES:
+        cls = ResyncRequired
+    return cls(
         f"{operation or 'request'} failed with HTTP {response.status_code}: {message}",
         code=code,
         status_code=response.status_code,

@@ -17,7 +17,7 @@ MASK = "***"
 
 _SECRET_NAME = re.compile(
     r"(authorization|password|passwd|secret|token|api[-_]?key|apikey|signature|cookie|session|"
-    r"client[-_]?assertion|assertion|private[-_]?key|credential|x-csrf-token|code_verifier)",
+    r"client[-_]?assertion|assertion|private[-_]?key|credential|x-csrf-token|code_verifier|tempauth)",
     re.IGNORECASE,
 )
 _TEXT_PATTERNS = [

@@ -1,0 +1,250 @@
+"""ERP `document_outbox` -> SharePoint (Microsoft Graph): extract a page of due rows, map, validate, upload.
+
+Reads top to bottom like the pipeline it runs, one page of outbox rows per task:
+
+1. extract: the next page of due rows (pending, mid-upload, or failed and due for a retry), files stat'ed;
+2. map + validate: the documents suite (SharePoint name rules, size limits, known folders); refused rows
+   are quarantined (`quarantined_records`, status `quarantined`, one DATA_VALIDATION_FAILED error row)
+   and never uploaded;
+3. load: each valid file is uploaded on its own. An upload session's URL and confirmed bytes are saved
+   after every fragment, so a crash resumes where it stopped; a failed file is recorded on its row and
+   in `integration_errors` (unit = the document) and the run carries on with the next file. Transient
+   failures are retried by later runs (backoff, `max_attempts`); others wait for `drymix m365 requeue`.
+"""
+
+from __future__ import annotations
+
+import time
+import unicodedata
+from dataclasses import asdict, dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
+from prefect.utilities.annotations import quote
+
+from connectors.core.errors import IntegrationError, classify_exception
+from connectors.core.retry import backoff_delay
+from connectors.microsoft365 import (
+    DocumentOptions,
+    Microsoft365Connector,
+    UploadProgress,
+    build_microsoft365_connector,
+    load_options,
+)
+from data_mappings.documents import map_documents, normalise_folder
+from hub.db import get_engine
+from hub.documents import (
+    claim_page,
+    record_failure,
+    record_progress,
+    record_quarantined,
+    record_uploaded,
+    resolve_document_errors,
+    start_attempt,
+)
+from hub.errors import record_error, record_validation_failure
+from hub.loading import QuarantineRow, upsert_quarantine
+from tasks.retry import retry_transient_only
+from tasks.transform import map_batch, validate_batch
+
+INTEGRATION = "microsoft365"
+DATASET = "documents"
+
+
+@dataclass
+class PageOutcome:
+    uploaded: int = 0
+    failed: int = 0
+    quarantined: int = 0
+    bytes_uploaded: int = 0
+    error_ids: list[int] = field(default_factory=list)
+    failures_by_rule: dict[str, int] = field(default_factory=dict)
+    sample: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class UploadSummary:
+    integration: str = INTEGRATION
+    dataset: str = DATASET
+    flow_run_id: str | None = None
+    pages: int = 0
+    claimed: int = 0
+    valid: int = 0
+    quarantined: int = 0
+    uploaded: int = 0
+    failed: int = 0
+    bytes_uploaded: int = 0
+    seconds: float = 0.0
+    error_ids: list[int] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@task(name="read_outbox_page", cache_policy=NO_CACHE, persist_result=False, retries=2, retry_delay_seconds=[1.0, 4.0],
+      retry_condition_fn=retry_transient_only, task_run_name="read-outbox-page")
+def read_outbox_page(after_id: int, limit: int, max_attempts: int) -> list[dict[str, Any]]:
+    """The next page of due outbox rows (files stat'ed: size and existence)."""
+    return claim_page(after_id, limit, max_attempts)
+
+
+def _raw_for_quarantine(row: dict[str, Any]) -> dict[str, Any]:
+    """The outbox row as evidence, without the document's bytes."""
+    raw = {k: v for k, v in row.items() if k != "content"}
+    if row.get("content") is not None:
+        raw["content_bytes"] = len(row["content"])
+    return raw
+
+
+def quarantine_refused(rows: list[dict[str, Any]], frame: Any, outcome: Any, run_id: str | None, result: PageOutcome) -> None:
+    """Refused rows: a quarantine entry each (raw row, mapped values, failed rules) and status `quarantined`."""
+    by_id = {int(r["id"]): r for r in rows}
+    entries: list[QuarantineRow] = []
+    reasons: dict[int, str] = {}
+    for label in outcome.invalid.index:
+        failures = [f for f in outcome.failures.get(label, []) if f.severity == "critical"]
+        for f in failures:
+            result.failures_by_rule[f.rule_id or f.expectation] = result.failures_by_rule.get(f.rule_id or f.expectation, 0) + 1
+        row = by_id[int(label)]
+        entries.append(QuarantineRow(
+            record_key=str(row["document_key"]),
+            raw_record=_raw_for_quarantine(row),
+            mapped_record={k: v for k, v in frame.loc[label].to_dict().items()},
+            failed_expectations=[{"expectation": f.expectation, "column": f.column, "rule_id": f.rule_id, "value": f.value} for f in failures],
+        ))
+        reasons[int(label)] = "refused by the documents suite: " + ", ".join(sorted({f.rule_id or f.expectation for f in failures}))
+        if len(result.sample) < 10:
+            result.sample.append({"document_key": row["document_key"], "file_name": row["file_name"], "reasons": reasons[int(label)]})
+    if entries:
+        with get_engine().begin() as conn:
+            upsert_quarantine(conn, INTEGRATION, DATASET, entries, run_id)
+        record_quarantined(reasons)
+        result.quarantined += len(entries)
+
+
+def upload_row(connector: Microsoft365Connector, row: dict[str, Any], options: DocumentOptions, run_id: str | None,
+               result: PageOutcome) -> None:
+    """Upload one document and record what happened on its row; a failure stays with this document."""
+    document_id = int(row["id"])
+    source: str | bytes = row["content"] if row.get("content") is not None else str(row["source_path"])
+    # The file may have gone since the page was read: the connector then fails this document, clearly.
+    size = len(source) if isinstance(source, bytes) else (Path(source).stat().st_size if Path(source).is_file() else None)
+    start_attempt(document_id, size)
+
+    def on_progress(progress: UploadProgress) -> None:
+        record_progress(document_id, progress.upload_url, progress.confirmed, progress.expires_at)
+
+    try:
+        item = connector.upload(
+            source, normalise_folder(row["folder_path"]) or "", unicodedata.normalize("NFC", str(row["file_name"])),
+            conflict=row["conflict_policy"], resume_url=row.get("upload_url"), on_progress=on_progress,
+        )
+    except Exception as exc:  # noqa: BLE001 - every failure is this document's, classified and recorded
+        error = classify_exception(exc, integration=INTEGRATION, operation="upload_document")
+        attempts = int(row.get("attempts") or 0) + 1
+        retry_in = None
+        if error.transient and attempts < options.max_attempts:
+            retry_in = timedelta(seconds=backoff_delay(attempts, connector.client.retry, retry_after_s=error.retry_after_s))
+        # A session the server no longer knows (expired, or ended by a name conflict) cannot be resumed.
+        forget = error.code in ("uploadSessionNotFound", "nameAlreadyExists") or error.status_code in (404, 409)
+        record_failure(document_id, error, retry_in=retry_in, forget_session=forget)
+        unit = {"document_id": document_id, "document_key": row["document_key"], "file_name": row["file_name"],
+                "attempt": attempts, "retry_scheduled": retry_in is not None}
+        result.error_ids.append(record_error(error, integration=INTEGRATION, dataset=DATASET, flow_run_id=run_id, unit=unit,
+                                             retry_count=attempts, max_retries=options.max_attempts, next_retry_in=retry_in))
+        result.failed += 1
+        return
+    record_uploaded(document_id, item_id=item.id, web_url=item.web_url, name=item.name, size=item.size)
+    resolve_document_errors(document_id, f"uploaded by run {run_id}")
+    result.uploaded += 1
+    result.bytes_uploaded += item.size
+
+
+@task(name="upload_documents_page", cache_policy=NO_CACHE, persist_result=False, task_run_name="upload-documents-page")
+def upload_documents_page(connector: Microsoft365Connector, rows: list[dict[str, Any]], valid_ids: list[int],
+                          options: DocumentOptions, run_id: str | None) -> PageOutcome:
+    """Upload the valid rows of a page one by one (no task retry: each file's failure is recorded on its row)."""
+    result = PageOutcome()
+    by_id = {int(r["id"]): r for r in rows}
+    for document_id in valid_ids:
+        upload_row(connector, by_id[document_id], options, run_id, result)
+    return result
+
+
+@flow(name="upload-documents", description="Upload ERP documents from document_outbox to SharePoint (Microsoft Graph).")
+def upload_documents(max_pages: int | None = None, rows_per_page: int | None = None) -> dict[str, Any]:
+    """Drain the document outbox: every due row, a page per task; returns the run's counts."""
+    logger = get_run_logger()
+    started = time.perf_counter()
+    run_id = str(flow_run.id) if flow_run.id else None
+    options, _ = load_options()
+    limit = rows_per_page or options.rows_per_task
+    summary = UploadSummary(flow_run_id=run_id)
+    failures_by_rule: dict[str, int] = {}
+    sample: list[dict[str, Any]] = []
+    connector: Microsoft365Connector | None = None
+    after_id = 0
+    try:
+        connector = build_microsoft365_connector()
+        while max_pages is None or summary.pages < max_pages:
+            rows = read_outbox_page(after_id, limit, options.max_attempts)
+            if not rows:
+                break
+            summary.pages += 1
+            summary.claimed += len(rows)
+            after_id = max(int(r["id"]) for r in rows)
+            # map + validate: the frame is indexed by outbox id, so refused labels are row ids.
+            frame = map_batch(DATASET, map_documents, quote(rows))  # type: ignore[call-overload]
+            frame.index = [int(r["id"]) for r in rows]
+            outcome = validate_batch(DATASET, frame, run_name=run_id)  # type: ignore[call-overload]
+            page = PageOutcome()
+            quarantine_refused(rows, frame, outcome, run_id, page)
+            valid_ids = [int(i) for i in outcome.valid.index]
+            summary.valid += len(valid_ids)
+            if valid_ids:
+                page_result = upload_documents_page(quote(connector), quote(rows), valid_ids, options, run_id)  # type: ignore[call-overload]
+                page.uploaded, page.failed = page_result.uploaded, page_result.failed
+                page.bytes_uploaded, page.error_ids = page_result.bytes_uploaded, page_result.error_ids
+            summary.quarantined += page.quarantined
+            summary.uploaded += page.uploaded
+            summary.failed += page.failed
+            summary.bytes_uploaded += page.bytes_uploaded
+            summary.error_ids.extend(page.error_ids)
+            for rule, count in page.failures_by_rule.items():
+                failures_by_rule[rule] = failures_by_rule.get(rule, 0) + count
+            sample.extend(page.sample)
+    except Exception as exc:
+        # Only the run's own machinery fails here (credentials, database): files record their own failures.
+        error = classify_exception(exc, integration=INTEGRATION, operation="upload_documents")
+        error_id = record_error(error, integration=INTEGRATION, dataset=DATASET, flow_run_id=run_id,
+                                unit={"after_document_id": after_id, "pages_done": summary.pages})
+        logger.error("document upload stopped after %d page(s): %s. Recorded as integration_errors #%d. %s",
+                     summary.pages, error, error_id, error.remedy)
+        if isinstance(exc, IntegrationError):
+            raise
+        raise error from exc
+    finally:
+        if connector is not None:
+            connector.close()
+    if summary.quarantined:
+        summary.error_ids.append(record_validation_failure(
+            integration=INTEGRATION, dataset=DATASET, flow_run_id=run_id, rows_checked=summary.claimed,
+            rows_quarantined=summary.quarantined, failures_by_expectation=failures_by_rule, sample=sample, report_path=None,
+        ))
+    summary.seconds = round(time.perf_counter() - started, 3)
+    logger.info("documents: %d claimed, %d uploaded (%d bytes), %d failed (recorded per document), %d quarantined, in %d page(s)",
+                summary.claimed, summary.uploaded, summary.bytes_uploaded, summary.failed, summary.quarantined, summary.pages)
+    _publish(summary)
+    return summary.as_dict()
+
+
+def _publish(summary: UploadSummary) -> None:
+    from prefect.artifacts import create_table_artifact
+
+    table = [{"figure": k, "value": str(v)} for k, v in summary.as_dict().items() if k not in ("error_ids",)]
+    create_table_artifact(key="microsoft365-documents-upload-summary", table=table,
+                          description=f"{summary.uploaded} uploaded, {summary.failed} failed, {summary.quarantined} quarantined")
