@@ -11,6 +11,11 @@ State rule (Razorpay gives no ordering guarantee, and reconciliation may read an
   (Razorpay's late authorisation turns a failed payment into an authorized one).
 - the same status again only refreshes details when it is the same payment or newer.
 - `order.paid` implies `captured`; the order status has its own rank: created < attempted < paid.
+- refunds: `amount_refunded` (paise) only grows, to the largest figure any event or poll reported
+  (Razorpay's cumulative `payment.amount_refunded`, so a late, repeated or replayed event cannot
+  count a refund twice). The status is `refunded` only when the refunded amount reaches the payment
+  amount; a partial refund keeps `captured` and records the amount. `refund.created` moves nothing
+  (the refund may still fail); `refund.processed` and a polled payment do.
 """
 
 from __future__ import annotations
@@ -60,6 +65,7 @@ class PaymentUpdate:
     error_code: str | None = None
     error_description: str | None = None
     event_id: str | None = None
+    amount_refunded: int | None = None
 
 
 @dataclass(frozen=True)
@@ -84,8 +90,22 @@ def _entity(payload: Mapping[str, Any], kind: str) -> dict[str, Any] | None:
     return dict(entity) if isinstance(entity, Mapping) else None
 
 
+def _paise(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def status_after_refunds(status: str, amount: int | None, amount_refunded: int | None) -> str:
+    """`refunded` only when the refunds cover the whole payment; a partial refund stays `captured`."""
+    if status not in (CAPTURED, REFUNDED) or amount is None or amount_refunded is None:
+        return status
+    if status == REFUNDED and amount_refunded == 0:
+        return status  # a refund event whose payment entity says nothing of amounts
+    return REFUNDED if amount_refunded >= amount else CAPTURED
+
+
 def update_from_payment(payment: Mapping[str, Any], *, status: str | None = None, event_at: datetime | None = None,
-                        source: str, event_id: str | None = None, order: Mapping[str, Any] | None = None) -> PaymentUpdate:
+                        source: str, event_id: str | None = None, order: Mapping[str, Any] | None = None,
+                        amount_refunded: int | None = None) -> PaymentUpdate:
     """A payment entity (webhook payload or `GET /payments`) as an update of its order's row."""
     order_id = payment.get("order_id")
     if not isinstance(order_id, str) or not order_id:
@@ -93,6 +113,9 @@ def update_from_payment(payment: Mapping[str, Any], *, status: str | None = None
     status = status or str(payment.get("status") or "")
     if status not in PAYMENT_RANK:
         raise EventNotApplicable(f"unknown payment status {status!r}")
+    figures = [n for n in (_paise(payment.get("amount_refunded")), amount_refunded) if n is not None]
+    refunded = max(figures) if figures else None
+    status = status_after_refunds(status, _paise(payment.get("amount")), refunded)
     order = order or {}
     order_status = order.get("status") if order.get("status") in ORDER_RANK else None
     if order_status is None:
@@ -113,6 +136,7 @@ def update_from_payment(payment: Mapping[str, Any], *, status: str | None = None
         error_code=str(payment["error_code"]) if payment.get("error_code") else None,
         error_description=str(payment["error_description"]) if payment.get("error_description") else None,
         event_id=event_id,
+        amount_refunded=refunded if refunded else None,
     )
 
 
@@ -131,8 +155,15 @@ def update_from_event(event: Mapping[str, Any], event_id: str) -> PaymentUpdate 
     order = _entity(payload, "order")
     if name == "order.paid" and order is None:
         order = {"status": "paid"}
+    refunded: int | None = None
+    if name == "refund.processed":
+        refund = _entity(payload, "refund")
+        if refund is None or refund.get("payment_id") not in (None, payment.get("id")):
+            raise EventNotApplicable(f"{name} carries no refund entity of payment {payment.get('id')!r}")
+        # The payment entity's cumulative figure covers every refund; the refund's own amount is a floor.
+        refunded = _paise(refund.get("amount"))
     return update_from_payment(payment, status=status, event_at=_at(event.get("created_at")), source="webhook",
-                               event_id=event_id, order=order)
+                               event_id=event_id, order=order, amount_refunded=refunded)
 
 
 def advances(current: Current | None, update: PaymentUpdate) -> bool:

@@ -11,6 +11,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from hub.cli_whatsapp import whatsapp_app
+
 app = typer.Typer(help="DryMix Integration Hub: syncs between the ERP and SAP, Microsoft 365, Google, plant, lab, Razorpay, WhatsApp.", no_args_is_help=True)
 db_app = typer.Typer(help="The ERP database: migrations.", no_args_is_help=True)
 sandbox_app = typer.Typer(help="Simulators of the external systems (demo, UAT, on-call drills).", no_args_is_help=True)
@@ -22,6 +24,7 @@ app.add_typer(sandbox_app, name="sandbox")
 app.add_typer(sync_app, name="sync")
 app.add_typer(errors_app, name="errors")
 app.add_typer(webhooks_app, name="webhooks")
+app.add_typer(whatsapp_app, name="whatsapp")
 
 from hub.cli_google import google_app, sandbox_google  # noqa: E402 - sub-app registered next to the others
 

@@ -282,6 +282,9 @@ class Payment(Base):
     error_code: Mapped[str | None] = mapped_column(String(64))
     error_description: Mapped[str | None] = mapped_column(Text)
     captured_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), comment="when the hub first saw the payment captured")
+    amount_refunded: Mapped[int | None] = mapped_column(
+        BigInteger, comment="paise refunded so far (Razorpay payment.amount_refunded, from refund.processed or a poll); null before any refund"
+    )
     last_event_id: Mapped[str | None] = mapped_column(String(64), comment="x-razorpay-event-id of the last applied webhook")
     last_event_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), comment="provider time of the state in the row (event or payment created_at)")
     source: Mapped[str] = mapped_column(String(16), comment="api (order created by the hub) | webhook | reconciliation: what last moved the row")

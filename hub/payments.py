@@ -96,12 +96,18 @@ def apply_update(conn: Connection, change: PaymentUpdate) -> str:
             values["last_event_id"] = change.event_id
         if change.payment_status == CAPTURED and row.captured_at is None:
             values["captured_at"] = change.event_at
+    # The refunded amount only grows (a cumulative figure, so a repeated or late event cannot count twice).
+    refunded = change.amount_refunded is not None and change.amount_refunded > (row.amount_refunded or 0)
+    if refunded:
+        values["amount_refunded"] = change.amount_refunded
+        if change.event_id is not None:
+            values["last_event_id"] = change.event_id
     values = {name: value for name, value in values.items() if getattr(row, name) != value}
     if not values:
         return "unchanged" if moved else "stale"
     values["updated_at"] = now
     conn.execute(update(PAYMENTS).where(PAYMENTS.c.order_id == change.order_id).values(**values))
-    return "applied" if moved else "stale"
+    return "applied" if moved or refunded else "stale"
 
 
 def apply_razorpay_event(conn: Connection, event: InboxEvent) -> str:

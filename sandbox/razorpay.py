@@ -7,13 +7,18 @@ API (HTTP Basic ``key_id:key_secret``, api-contracts section 4)::
     GET  /v1/orders/{id}/payments       the order's payments (collection)
     GET  /v1/payments?from&to&count&skip  payments by created_at, newest first (collection, count <= 100)
     GET  /v1/payments/{id}              fetch a payment
+    POST /v1/payments/{id}/refund       refund a captured payment, in full or in part (``X-Refund-Idempotency``)
+    GET  /v1/payments/{id}/refunds      the payment's refunds (collection)
+    GET  /v1/payments/{id}/refunds/{rid}  one refund of the payment
+    GET  /v1/refunds/{id}               fetch a refund
 
 Every error uses Razorpay's envelope ``{"error": {"code", "description", "source", "step", "reason",
 "metadata", "field"}}``; 429 carries no ``Retry-After`` because Razorpay sends none.
 
 Control routes (``/_sandbox/razorpay/...``) pay an order the way a customer at checkout would, which
 creates the payment, moves the order, and delivers webhooks (``payment.authorized``,
-``payment.captured`` or ``payment.failed``, ``order.paid``) signed with the webhook secret to the
+``payment.captured`` or ``payment.failed``, ``order.paid``; ``refund.created`` and ``refund.processed``
+after a refund) signed with the webhook secret to the
 configured URL from a background thread, retrying non-2xx answers with a bounded backoff.
 Delivery switches: duplicate every delivery, reverse the order of one payment's events, and drop the
 next N events (so reconciliation has something to find).
@@ -59,6 +64,10 @@ MAX_RECEIPT = 40
 MAX_NOTES = 15
 MAX_NOTE_VALUE = 256
 OUTCOMES = ("captured", "failed", "authorized")
+REFUND_SPEEDS = ("normal", "optimum")
+MIN_REFUND = 100
+# X-Refund-Idempotency: at least 10 characters of letters, digits, hyphens and underscores.
+_IDEMPOTENCY_KEY = re.compile(r"[A-Za-z0-9_-]{10,}")
 _ID_CHARS = string.ascii_letters + string.digits
 
 
@@ -206,6 +215,9 @@ class RazorpaySandbox(WebhookDeliveryWorker, Simulator):
         self.orders: dict[str, dict[str, Any]] = {}
         self.payments: dict[str, dict[str, Any]] = {}
         self._receipts: dict[str, str] = {}
+        self.refunds: dict[str, dict[str, Any]] = {}
+        # idempotency key -> (request body it came with, refund id)
+        self._refund_keys: dict[str, tuple[dict[str, Any], str]] = {}
         self._seq = 0
         self._payment_seq: dict[str, int] = {}
         self.deliveries: list[Delivery] = []
@@ -259,10 +271,18 @@ class RazorpaySandbox(WebhookDeliveryWorker, Simulator):
             if req.method == "GET" and parts == ["payments"]:
                 return SandboxResponse.json(200, self.list_payments(req))
             if req.method == "GET" and parts[0] == "payments" and len(parts) == 2:
-                payment = self.payments.get(parts[1])
-                if payment is None:
+                return SandboxResponse.json(200, self._payment(parts[1]))
+            if req.method == "POST" and parts[0] == "payments" and len(parts) == 3 and parts[2] == "refund":
+                return SandboxResponse.json(200, self.refund(parts[1], self._body(req), req.headers.get("x-refund-idempotency")))
+            if req.method == "GET" and parts[0] == "payments" and len(parts) == 3 and parts[2] == "refunds":
+                return SandboxResponse.json(200, self.list_refunds(self._payment(parts[1])["id"], req))
+            if req.method == "GET" and parts[0] == "payments" and len(parts) == 4 and parts[2] == "refunds":
+                refund = self._refund(parts[3])
+                if refund["payment_id"] != self._payment(parts[1])["id"]:
                     raise _bad("The id provided does not exist", "id")
-                return SandboxResponse.json(200, payment)
+                return SandboxResponse.json(200, refund)
+            if req.method == "GET" and parts[0] == "refunds" and len(parts) == 2:
+                return SandboxResponse.json(200, self._refund(parts[1]))
         except RazorpayError as error:
             return error.response()
         return error_response(404, "BAD_REQUEST_ERROR", "The requested URL was not found on the server.")
@@ -276,6 +296,18 @@ class RazorpaySandbox(WebhookDeliveryWorker, Simulator):
         if not isinstance(body, dict):
             raise _bad("The request body must be a JSON object")
         return body
+
+    def _payment(self, payment_id: str) -> dict[str, Any]:
+        payment = self.payments.get(payment_id)
+        if payment is None:
+            raise _bad("The id provided does not exist", "id")
+        return payment
+
+    def _refund(self, refund_id: str) -> dict[str, Any]:
+        refund = self.refunds.get(refund_id)
+        if refund is None:
+            raise _bad("The id provided does not exist", "id")
+        return refund
 
     def _order(self, order_id: str) -> dict[str, Any]:
         order = self.orders.get(order_id)
@@ -298,15 +330,7 @@ class RazorpaySandbox(WebhookDeliveryWorker, Simulator):
         receipt = body.get("receipt")
         if receipt is not None and (not isinstance(receipt, str) or len(receipt) > MAX_RECEIPT):
             raise _bad(f"The receipt may not be greater than {MAX_RECEIPT} characters.", "receipt")
-        notes = body.get("notes", {})
-        if notes in ([], None):
-            notes = {}
-        if not isinstance(notes, dict):
-            raise _bad("The notes must be an object.", "notes")
-        if len(notes) > MAX_NOTES:
-            raise _bad(f"Number of fields in notes should be less than or equal to {MAX_NOTES}", "notes")
-        if any(not isinstance(v, str | int | float) or len(str(v)) > MAX_NOTE_VALUE for v in notes.values()):
-            raise _bad(f"Each note value may not be greater than {MAX_NOTE_VALUE} characters.", "notes")
+        notes = self._notes(body.get("notes", {}))
         if body.get("unique_receipt") is True and receipt:
             known = self._receipts.get(receipt)
             if known is not None:
@@ -333,11 +357,32 @@ class RazorpaySandbox(WebhookDeliveryWorker, Simulator):
             self._receipts.setdefault(receipt, order["id"])
         return order
 
+    @staticmethod
+    def _notes(notes: Any) -> dict[str, Any]:
+        """``notes``: at most 15 key/value pairs of at most 256 characters (orders and refunds alike)."""
+        if notes in ([], None):
+            return {}
+        if not isinstance(notes, dict):
+            raise _bad("The notes must be an object.", "notes")
+        if len(notes) > MAX_NOTES:
+            raise _bad(f"Number of fields in notes should be less than or equal to {MAX_NOTES}", "notes")
+        if any(not isinstance(v, str | int | float) or len(str(v)) > MAX_NOTE_VALUE for v in notes.values()):
+            raise _bad(f"Each note value may not be greater than {MAX_NOTE_VALUE} characters.", "notes")
+        return dict(notes)
+
     def _newest_first(self) -> list[dict[str, Any]]:
         return sorted(self.payments.values(), key=lambda p: (p["created_at"], self._payment_seq[p["id"]]), reverse=True)
 
     def list_payments(self, req: SandboxRequest) -> dict[str, Any]:
         """``GET /v1/payments``: created_at in [from, to], newest first, ``count`` (<= 100) from ``skip``."""
+        values = self._window(req)
+        matching = [p for p in self._newest_first() if values["from"] <= p["created_at"] <= values["to"]]
+        items = matching[values["skip"] : values["skip"] + values["count"]]
+        return {"entity": "collection", "count": len(items), "items": items}
+
+    @staticmethod
+    def _window(req: SandboxRequest) -> dict[str, int]:
+        """``from``/``to``/``count``/``skip`` of a list call, validated like Razorpay."""
         values: dict[str, int] = {}
         for name, default in (("from", 0), ("to", 2**62), ("count", DEFAULT_COUNT), ("skip", 0)):
             raw = req.query_get(name)
@@ -351,8 +396,90 @@ class RazorpaySandbox(WebhookDeliveryWorker, Simulator):
             raise _bad(f"The count may not be greater than {MAX_COUNT}.", "count")
         if values["count"] < 1:
             raise _bad("The count must be at least 1.", "count")
-        matching = [p for p in self._newest_first() if values["from"] <= p["created_at"] <= values["to"]]
-        items = matching[values["skip"] : values["skip"] + values["count"]]
+        return values
+
+    # -- refunds -------------------------------------------------------------------------------
+
+    def refund(self, payment_id: str, body: Mapping[str, Any], idempotency_key: str | None = None) -> dict[str, Any]:
+        """``POST /v1/payments/{id}/refund``: a normal refund of a captured payment, full unless ``amount``.
+
+        The refund is processed at once (the sandbox has no bank): the answer says ``processed`` and
+        ``refund.created`` then ``refund.processed`` are queued, each carrying the refund and the payment.
+        With ``X-Refund-Idempotency`` a repeated request returns the refund already made for that key;
+        the same key with a different body is refused, as Razorpay documents."""
+        unknown = set(body) - {"amount", "speed", "notes", "receipt"}
+        if unknown:
+            raise _bad(f"{sorted(unknown)[0]} is/are not required and should not be sent", sorted(unknown)[0])
+        if idempotency_key is not None and not _IDEMPOTENCY_KEY.fullmatch(idempotency_key):
+            raise _bad("The idempotency key must be at least 10 characters of letters, digits, hyphens and underscores")
+        with self.lock:
+            payment = self._payment(payment_id)
+            if idempotency_key is not None and idempotency_key in self._refund_keys:
+                first_body, refund_id = self._refund_keys[idempotency_key]
+                if first_body != dict(body):
+                    raise _bad("The request body differs from the earlier request with this idempotency key")
+                return self.refunds[refund_id]
+            if payment["status"] not in ("captured", "refunded"):
+                raise _bad("The payment has not been captured, so it cannot be refunded", "id")
+            refundable = payment["amount"] - payment["amount_refunded"]
+            if refundable <= 0:
+                raise _bad("The payment has been fully refunded already", "id")
+            amount = body.get("amount", refundable)
+            if isinstance(amount, bool) or not isinstance(amount, int):
+                raise _bad("The amount must be an integer.", "amount")
+            if amount < MIN_REFUND:
+                raise _bad("The amount must be at least INR 1.00", "amount")
+            speed = body.get("speed", "normal")
+            if speed not in REFUND_SPEEDS:
+                raise _bad("The selected speed is invalid.", "speed")
+            receipt = body.get("receipt")
+            if receipt is not None and (not isinstance(receipt, str) or len(receipt) > MAX_RECEIPT):
+                raise _bad(f"The receipt may not be greater than {MAX_RECEIPT} characters.", "receipt")
+            notes = self._notes(body.get("notes", {}))
+            if amount > refundable:
+                raise _bad("The refund amount provided is greater than amount captured", "amount")
+            now = self.now()
+            self._seq += 1
+            refund: dict[str, Any] = {
+                "id": new_id("rfnd"),
+                "entity": "refund",
+                "amount": amount,
+                "currency": payment["currency"],
+                "payment_id": payment["id"],
+                "notes": notes,
+                "receipt": receipt,
+                "acquirer_data": {"arn": None},
+                "created_at": now,
+                "batch_id": None,
+                "status": "pending",
+                "speed_processed": "normal",
+                "speed_requested": speed,
+            }
+            self._payment_seq[refund["id"]] = self._seq
+            payment["amount_refunded"] += amount
+            full = payment["amount_refunded"] == payment["amount"]
+            payment["refund_status"] = "full" if full else "partial"
+            if full:
+                payment["status"] = "refunded"
+            events = [("refund.created", {"refund": dict(refund), "payment": dict(payment)})]
+            refund.update(status="processed", acquirer_data={"arn": f"{self._seq:014d}"})
+            events.append(("refund.processed", {"refund": dict(refund), "payment": dict(payment)}))
+            self.refunds[refund["id"]] = refund
+            if idempotency_key is not None:
+                self._refund_keys[idempotency_key] = (dict(body), refund["id"])
+            deliveries = [self._event(name, entities, now) for name, entities in events]
+        self._enqueue(deliveries)
+        return refund
+
+    def list_refunds(self, payment_id: str, req: SandboxRequest) -> dict[str, Any]:
+        """``GET /v1/payments/{id}/refunds``: the payment's refunds, newest first, ``count``/``skip``."""
+        window = self._window(req)
+        matching = sorted(
+            (r for r in self.refunds.values() if r["payment_id"] == payment_id and window["from"] <= r["created_at"] <= window["to"]),
+            key=lambda r: (r["created_at"], self._payment_seq[r["id"]]),
+            reverse=True,
+        )
+        items = matching[window["skip"] : window["skip"] + window["count"]]
         return {"entity": "collection", "count": len(items), "items": items}
 
     # -- paying an order (what checkout would do) --------------------------------------------

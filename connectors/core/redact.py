@@ -37,6 +37,11 @@ def register_secret(value: str | None) -> None:
             _known_secrets.add(value)
 
 
+def registered_secret_count() -> int:
+    """How many secret values are registered: a memo of redacted text is stale once this changes."""
+    return len(_known_secrets)
+
+
 def is_secret_name(name: str) -> bool:
     return bool(_SECRET_NAME.search(name))
 

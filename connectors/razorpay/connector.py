@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import re
+import uuid
 from collections.abc import Iterator, Mapping
 from typing import Any
 from urllib.parse import quote
@@ -30,6 +32,9 @@ log = logging.getLogger(__name__)
 MAX_COUNT = 100
 MAX_RECEIPT = 40
 MAX_NOTES = 15
+MIN_REFUND = 100
+# X-Refund-Idempotency: at least 10 letters, digits, hyphens or underscores (Razorpay Refunds API).
+IDEMPOTENCY_KEY = re.compile(r"[A-Za-z0-9_-]{10,}")
 
 # Payments by creation time, newest first, in count/skip pages inside a fixed from/to window.
 PAYMENTS = Stream(
@@ -67,7 +72,7 @@ def verify_payment_signature(key_secret: str, order_id: str, payment_id: str, si
 
 
 class RazorpayConnector(Connector):
-    """Create and read orders, read payments since a time, verify checkout signatures."""
+    """Create and read orders, read payments since a time, refund payments, verify checkout signatures."""
 
     integration = "razorpay"
 
@@ -110,6 +115,60 @@ class RazorpayConnector(Connector):
 
     def fetch_payment(self, payment_id: str) -> dict[str, Any]:
         return dict(self.client.get_json(f"payments/{quote(payment_id, safe='')}", operation="fetch_payment"))
+
+    def refund_payment(
+        self,
+        payment_id: str,
+        amount: int | None = None,
+        *,
+        notes: Mapping[str, str] | None = None,
+        receipt: str | None = None,
+        speed: str = "normal",
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        """POST /payments/{id}/refund: the whole captured amount, or `amount` paise of it.
+
+        Razorpay makes a refund safe to retry with the `X-Refund-Idempotency` header (the same key and
+        body return the first refund). Without a caller's key one is made per call, so the client's own
+        retries after a lost answer cannot refund twice; pass a key derived from your own refund record
+        (e.g. "refund-<invoice>-<n>") to make a retry of the whole operation safe as well."""
+        if amount is not None and (isinstance(amount, bool) or not isinstance(amount, int) or amount < MIN_REFUND):
+            raise InvalidRequest("amount must be an integer of at least 100 paise (INR 1.00), or None for a full refund", integration=self.integration)
+        if receipt is not None and len(receipt) > MAX_RECEIPT:
+            raise InvalidRequest(f"receipt is at most {MAX_RECEIPT} characters", integration=self.integration)
+        if notes and len(notes) > MAX_NOTES:
+            raise InvalidRequest(f"at most {MAX_NOTES} notes", integration=self.integration)
+        key = idempotency_key or f"drymix-{uuid.uuid4().hex}"
+        if not IDEMPOTENCY_KEY.fullmatch(key):
+            raise InvalidRequest("idempotency_key must be at least 10 letters, digits, hyphens or underscores", integration=self.integration)
+        body: dict[str, Any] = {"speed": speed}
+        if amount is not None:
+            body["amount"] = amount
+        if notes:
+            body["notes"] = dict(notes)
+        if receipt is not None:
+            body["receipt"] = receipt
+        response = self.client.request(
+            "POST", f"payments/{quote(payment_id, safe='')}/refund", json=body,
+            headers={"X-Refund-Idempotency": key}, operation="refund_payment",
+        )
+        return dict(orjson.loads(response.content))
+
+    def fetch_refunds(self, payment_id: str) -> list[dict[str, Any]]:
+        """Every refund of a payment, newest first (count/skip pages of 100)."""
+        refunds: list[dict[str, Any]] = []
+        while True:
+            body = self.client.get_json(
+                f"payments/{quote(payment_id, safe='')}/refunds", params={"count": MAX_COUNT, "skip": len(refunds)},
+                operation="fetch_refunds",
+            )
+            items = list(body.get("items") or [])
+            refunds.extend(items)
+            if len(items) < MAX_COUNT:
+                return refunds
+
+    def fetch_refund(self, refund_id: str) -> dict[str, Any]:
+        return dict(self.client.get_json(f"refunds/{quote(refund_id, safe='')}", operation="fetch_refund"))
 
     def payments_since(self, since: int, until: int) -> Iterator[Page]:
         """Pages of payments created in [since, until] (unix seconds), newest first."""

@@ -12,14 +12,17 @@ import logging
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from urllib.parse import parse_qsl
 
 import uvicorn
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from sqlalchemy import text
 from starlette.concurrency import run_in_threadpool
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
-from connectors.core.redact import redact_headers
+from connectors.core.redact import redact_headers, registered_secret_count
 from hub.db import get_engine
 from hub.settings import HubSettings, get_settings
 from hub.webhooks.inbox import DbTokenStore, PendingEvent, PendingRejection
@@ -31,8 +34,8 @@ from hub.webhooks.security import (
     Verdict,
     client_address,
     policies_from_settings,
-    precheck,
-    verify,
+    precheck_client,
+    verify_body,
     verify_subscription,
 )
 from hub.webhooks.writer import GroupCommitWriter
@@ -40,22 +43,81 @@ from hub.webhooks.writer import GroupCommitWriter
 logger = logging.getLogger(__name__)
 
 
-def _headers(request: Request) -> dict[str, str]:
-    # Starlette gives lower-case names; a repeated header (X-Forwarded-For) is joined as RFC 9110 allows.
+# The answer to an accepted delivery, encoded once per item count: it is the same bytes every time.
+_JSON_HEADERS = [(b"content-type", b"application/json")]
+_ACCEPTED: dict[int, bytes] = {}
+
+
+def _accepted(items: int) -> bytes:
+    body = _ACCEPTED.get(items)
+    if body is None:
+        body = _ACCEPTED.setdefault(items, b'{"status":"accepted","items":%d}' % items)
+    return body
+
+
+async def _send_json(send: Send, status: int, body: bytes) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": [*_JSON_HEADERS, (b"content-length", b"%d" % len(body))]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _headers(scope: Scope) -> dict[str, str]:
+    # Lower-case names; a repeated header (X-Forwarded-For) is joined as RFC 9110 allows.
     joined: dict[str, str] = {}
-    for name, value in request.headers.items():
+    for raw_name, raw_value in scope["headers"]:
+        name = raw_name.decode("latin-1").lower()
+        value = raw_value.decode("latin-1")
         joined[name] = f"{joined[name]}, {value}" if name in joined else value
     return joined
 
 
-async def _read_limited(request: Request, limit: int) -> bytes | None:
+class _Disconnected(Exception):
+    """The client went away before its body arrived: there is no one left to answer."""
+
+
+async def _read_limited(receive: Receive, limit: int) -> bytes | None:
     """The body, or None as soon as it grows past `limit` (the rest is never read)."""
-    received = bytearray()
-    async for chunk in request.stream():
-        received += chunk
-        if len(received) > limit:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _Disconnected
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
             return None
-    return bytes(received)
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+class _HeaderRedactor:
+    """`redact_headers` with a bounded memo: most header lines repeat from one delivery to the next.
+
+    The memo is dropped whenever another secret is registered, so it never hides a newer secret."""
+
+    def __init__(self, max_entries: int = 4096, max_value_chars: int = 256) -> None:
+        self._memo: dict[tuple[str, str], str] = {}
+        self._max = max_entries
+        self._max_value = max_value_chars
+        self._secrets = -1
+
+    def __call__(self, headers: Mapping[str, str]) -> dict[str, str]:
+        count = registered_secret_count()
+        if count != self._secrets or len(self._memo) > self._max:
+            self._memo.clear()
+            self._secrets = count
+        memo = self._memo
+        out: dict[str, str] = {}
+        for name, value in headers.items():
+            key = (name, value)
+            stored = memo.get(key)
+            if stored is None:
+                stored = redact_headers({name: value})[name]
+                if len(value) <= self._max_value:
+                    memo[key] = stored
+            out[name] = stored
+        return out
 
 
 def create_app(
@@ -90,47 +152,65 @@ def create_app(
             logger.error("could not count webhook rejection: %s", exc)
         return JSONResponse({"error": verdict.reason.value}, status_code=verdict.status)
 
-    async def ingest(request: Request, provider: str) -> Response:
+    redact = _HeaderRedactor()
+
+    async def ingest(scope: Scope, receive: Receive, send: Send, provider: str) -> None:
+        """Precheck headers and peer, read the body within the limit, verify, group-commit, then 200."""
         policy = policies[provider]
-        headers = _headers(request)
-        peer = request.client.host if request.client else None
-        refused = precheck(policy, headers, peer)
+        headers = _headers(scope)
+        peer = scope["client"][0] if scope.get("client") else None
+        client = client_address(peer, headers.get("x-forwarded-for"), policy.trusted_proxies)
+        refused = precheck_client(policy, headers, client)
+        if refused is None:
+            try:
+                body = await _read_limited(receive, policy.max_body_bytes)
+            except _Disconnected:
+                return
+            if body is None:
+                refused = Verdict.refuse(Reason.BODY_TOO_LARGE, client)
         if refused is not None:
-            return await refuse(provider, refused)
-        body = await _read_limited(request, policy.max_body_bytes)
-        if body is None:
-            client = client_address(peer, headers.get("x-forwarded-for"), policy.trusted_proxies)
-            return await refuse(provider, Verdict.refuse(Reason.BODY_TOO_LARGE, client))
-        inbound = InboundRequest(body=body, headers=headers, peer=peer, query=dict(request.query_params))
+            await (await refuse(provider, refused))(scope, receive, send)
+            return
+        raw_query = scope.get("query_string", b"")
+        query = dict(parse_qsl(raw_query.decode("latin-1"), keep_blank_values=True)) if raw_query else {}
+        inbound = InboundRequest(body=body, headers=headers, peer=peer, query=query)
         if policy.token_required:
             # Consuming a token is a database write: off the event loop.
-            verdict = await run_in_threadpool(verify, policy, inbound, tokens=tokens)
+            verdict = await run_in_threadpool(verify_body, policy, inbound, client, tokens=tokens)
         else:
-            verdict = verify(policy, inbound)
+            verdict = verify_body(policy, inbound, client)
         if not verdict.ok:
-            return await refuse(provider, verdict)
+            await (await refuse(provider, verdict))(scope, receive, send)
+            return
         now = datetime.now(UTC)
-        stored_headers = redact_headers(headers)
+        stored_headers = redact(headers)
         events = [
-            PendingEvent(provider, item.event_id, item.event_type, body, stored_headers, verdict.client_addr, now)
+            PendingEvent(provider, item.event_id, item.event_type, body, stored_headers, client, now)
             for item in verdict.items
         ]
         try:
             await writer.submit(events=events)
         except Exception as exc:  # noqa: BLE001 - not durable, so not acknowledged: the provider retries
             logger.error("webhook not stored: provider=%s error=%s", provider, exc)
-            return JSONResponse({"error": "inbox_unavailable"}, status_code=503)
-        return JSONResponse({"status": "accepted", "items": len(events)})
+            await _send_json(send, 503, b'{"error":"inbox_unavailable"}')
+            return
+        await _send_json(send, 200, _accepted(len(events)))
 
-    @app.post("/webhooks/razorpay")
-    async def razorpay_webhook(request: Request) -> Response:
-        """Razorpay events (X-Razorpay-Signature over the raw body)."""
-        return await ingest(request, "razorpay")
+    class Ingest:
+        """`POST /webhooks/<provider>` as a plain ASGI endpoint: the route needs no dependency injection,
+        no request model and no response encoding, so none runs per delivery. (A class, because
+        Starlette's Route wraps a plain function as a request -> response endpoint.)"""
 
-    @app.post("/webhooks/whatsapp")
-    async def whatsapp_webhook(request: Request) -> Response:
-        """WhatsApp Cloud API notifications (X-Hub-Signature-256: sha256=...)."""
-        return await ingest(request, "whatsapp")
+        def __init__(self, provider: str) -> None:
+            self.provider = provider
+
+        async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+            await ingest(scope, receive, send, self.provider)
+
+    # Razorpay events (X-Razorpay-Signature over the raw body) and WhatsApp Cloud API notifications
+    # (X-Hub-Signature-256: sha256=...).
+    app.router.routes.append(Route("/webhooks/razorpay", Ingest("razorpay"), methods=["POST"], name="razorpay_webhook"))
+    app.router.routes.append(Route("/webhooks/whatsapp", Ingest("whatsapp"), methods=["POST"], name="whatsapp_webhook"))
 
     @app.get("/webhooks/whatsapp")
     async def whatsapp_subscribe(request: Request) -> Response:
@@ -154,11 +234,18 @@ def create_app(
 
     if settings.webhook_bench_bare:
 
-        @app.post("/bench/bare")
-        async def bench_bare(request: Request) -> Response:
-            """The benchmark's floor: same stack, reads the body, does nothing."""
-            await request.body()
-            return JSONResponse({"status": "accepted", "items": 1})
+        class Bare:
+            """The benchmark's floor: the same app, uvicorn and kind of endpoint (plain ASGI) as the
+            webhook routes, and the same answer; it reads the body and does nothing else."""
+
+            async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+                try:
+                    await _read_limited(receive, settings.webhook_max_body_bytes)
+                except _Disconnected:
+                    return
+                await _send_json(send, 200, _accepted(1))
+
+        app.router.routes.append(Route("/bench/bare", Bare(), methods=["POST"], name="bench_bare"))
 
     return app
 

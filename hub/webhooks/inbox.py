@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
+import orjson
 from sqlalchemy import Connection, Table, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -69,6 +70,29 @@ def _insert(conn: Connection, table: Table) -> Any:
     return (pg_insert if conn.dialect.name == "postgresql" else sqlite_insert)(table)
 
 
+_PG_INSERT_EVENT = (
+    f"INSERT INTO {WebhookEvent.__tablename__} "
+    "(provider, event_id, event_type, body, headers, remote_addr, received_at, status, attempts) "
+    "VALUES (%s, %s, %s, %s, %s::jsonb, %s, %s, %s, 0) ON CONFLICT (provider, event_id) DO NOTHING"
+)
+
+
+def _insert_events_psycopg(conn: Connection, events: Sequence[PendingEvent]) -> None:
+    """The ingress's hot insert on PostgreSQL: psycopg's `executemany` pipelines the rows in one round
+    trip and costs about half the client CPU of the Core insert, which matters on the event loop's host.
+    Same rows, same ON CONFLICT rule, inside the caller's transaction."""
+    rows = []
+    for e in events:
+        if e.received_at.tzinfo is None:
+            raise ValueError("naive datetime refused: timestamps are timezone-aware UTC inside the hub")
+        rows.append((
+            e.provider, e.event_id, e.event_type, e.body, orjson.dumps(dict(e.headers)).decode(), e.remote_addr,
+            e.received_at.astimezone(UTC), WebhookStatus.RECEIVED.value,
+        ))
+    with conn.connection.driver_connection.cursor() as cursor:  # type: ignore[union-attr]
+        cursor.executemany(_PG_INSERT_EVENT, rows)
+
+
 def write_batch(conn: Connection, events: Sequence[PendingEvent], rejections: Sequence[PendingRejection]) -> None:
     """Store events (a known provider event id is skipped, not an error) and add rejection counts."""
     if events:
@@ -76,21 +100,24 @@ def write_batch(conn: Connection, events: Sequence[PendingEvent], rejections: Se
         unique: dict[tuple[str, str], PendingEvent] = {}
         for event in events:
             unique.setdefault((event.provider, event.event_id), event)
-        rows = [
-            {
-                "provider": e.provider,
-                "event_id": e.event_id,
-                "event_type": e.event_type,
-                "body": e.body,
-                "headers": dict(e.headers),
-                "remote_addr": e.remote_addr,
-                "received_at": e.received_at,
-                "status": WebhookStatus.RECEIVED.value,
-                "attempts": 0,
-            }
-            for e in unique.values()
-        ]
-        conn.execute(_insert(conn, table).on_conflict_do_nothing(index_elements=["provider", "event_id"]), rows)
+        if conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg":
+            _insert_events_psycopg(conn, list(unique.values()))
+        else:
+            rows = [
+                {
+                    "provider": e.provider,
+                    "event_id": e.event_id,
+                    "event_type": e.event_type,
+                    "body": e.body,
+                    "headers": dict(e.headers),
+                    "remote_addr": e.remote_addr,
+                    "received_at": e.received_at,
+                    "status": WebhookStatus.RECEIVED.value,
+                    "attempts": 0,
+                }
+                for e in unique.values()
+            ]
+            conn.execute(_insert(conn, table).on_conflict_do_nothing(index_elements=["provider", "event_id"]), rows)
     if rejections:
         table = cast(Table, WebhookRejection.__table__)
         counts: dict[tuple[str, str, datetime], list[Any]] = {}

@@ -83,3 +83,47 @@ def test_events_that_move_nothing_and_events_that_cannot_apply() -> None:
         update_from_event({"event": "payment.captured", "created_at": 1, "payload": {}}, "evt_3")
     with pytest.raises(EventNotApplicable):
         update_from_payment({"id": "pay_X", "status": "captured", "created_at": 1}, source="reconciliation")
+
+
+def refund_event(amount: int, amount_refunded: int, status: str = "captured", payment_amount: int = 30_000) -> dict[str, object]:
+    payment = {"id": "pay_A", "order_id": "order_1", "amount": payment_amount, "currency": "INR", "status": status,
+               "amount_refunded": amount_refunded, "created_at": 1_764_000_000}
+    refund = {"id": "rfnd_1", "entity": "refund", "amount": amount, "payment_id": "pay_A", "status": "processed"}
+    return {"event": "refund.processed", "contains": ["refund", "payment"], "created_at": 1_764_000_100,
+            "payload": {"refund": {"entity": refund}, "payment": {"entity": payment}}}
+
+
+def test_a_partial_refund_keeps_captured_and_carries_the_refunded_amount() -> None:
+    update = update_from_event(refund_event(10_000, 10_000), "evt_r1")
+    assert update is not None
+    assert (update.payment_status, update.amount_refunded, update.order_status) == ("captured", 10_000, "paid")
+
+
+def test_a_refund_covering_the_payment_is_refunded() -> None:
+    update = update_from_event(refund_event(20_000, 30_000, status="refunded"), "evt_r2")
+    assert update is not None and (update.payment_status, update.amount_refunded) == ("refunded", 30_000)
+
+
+def test_the_refund_amount_is_a_floor_when_the_payment_entity_lags() -> None:
+    update = update_from_event(refund_event(30_000, 0), "evt_r3")
+    assert update is not None and (update.payment_status, update.amount_refunded) == ("refunded", 30_000)
+
+
+def test_a_refund_event_of_another_payment_or_without_refund_is_not_applicable() -> None:
+    event = refund_event(1_000, 1_000)
+    event["payload"]["refund"]["entity"]["payment_id"] = "pay_OTHER"  # type: ignore[index]
+    with pytest.raises(EventNotApplicable):
+        update_from_event(event, "evt_r4")
+    del event["payload"]["refund"]  # type: ignore[attr-defined]
+    with pytest.raises(EventNotApplicable):
+        update_from_event(event, "evt_r5")
+
+
+def test_a_polled_payment_says_refunded_only_when_fully_refunded() -> None:
+    base = {"id": "pay_A", "order_id": "order_1", "amount": 30_000, "created_at": 1_764_000_000}
+    partial = update_from_payment({**base, "status": "captured", "amount_refunded": 5_000}, source="reconciliation")
+    full = update_from_payment({**base, "status": "refunded", "amount_refunded": 30_000}, source="reconciliation")
+    never = update_from_payment({**base, "status": "captured", "amount_refunded": 0}, source="reconciliation")
+    assert (partial.payment_status, partial.amount_refunded) == ("captured", 5_000)
+    assert (full.payment_status, full.amount_refunded) == ("refunded", 30_000)
+    assert (never.payment_status, never.amount_refunded) == ("captured", None)

@@ -91,3 +91,91 @@ def test_duplicated_out_of_order_deliveries_still_end_captured_once(wired: tuple
     with get_engine().connect() as conn:
         payment = get_payment(conn, order["id"])
     assert payment is not None and payment["payment_status"] == "captured" and payment["order_status"] == "paid"
+
+
+def _paid_order(connector: RazorpayConnector, sandbox: RazorpaySandbox, amount: int, receipt: str) -> tuple[str, str]:
+    """An order created through the connector and recorded, paid and captured in the sandbox, webhooks in."""
+    order = connector.create_order(amount, receipt)
+    with get_engine().begin() as conn:
+        record_order(conn, order)
+    payment_id = sandbox.pay(order["id"], "captured")["razorpay_payment_id"]
+    assert sandbox.wait_for_deliveries(10)
+    return order["id"], payment_id
+
+
+def test_refund_processed_through_the_ingress_marks_the_erp_payment_refunded(wired: tuple[RazorpaySandbox, str]) -> None:
+    from flows.process_webhooks import process_webhooks
+
+    sandbox, _ = wired
+    with build_razorpay_connector() as connector:
+        assert isinstance(connector, RazorpayConnector)
+        order_id, payment_id = _paid_order(connector, sandbox, 60_000, "INV-E2E-R1")
+        assert process_webhooks()["applied"] >= 1
+        with get_engine().connect() as conn:
+            captured = get_payment(conn, order_id)
+        assert captured is not None and (captured["payment_status"], captured["amount_refunded"]) == ("captured", None)
+
+        refund = connector.refund_payment(payment_id, notes={"reason": "order cancelled"})
+    assert sandbox.wait_for_deliveries(10)
+    assert [d.state for d in sandbox.deliveries[-2:]] == ["delivered", "delivered"]
+    with get_engine().connect() as conn:
+        stored = conn.execute(select(WebhookEvent.event_type, WebhookEvent.status).where(WebhookEvent.event_type.like("refund.%"))).all()
+    assert sorted(stored) == [("refund.created", "received"), ("refund.processed", "received")]
+
+    summary = process_webhooks()
+    # refund.created moves nothing (a refund may still fail); refund.processed refunds the payment.
+    assert (summary["claimed"], summary["applied"], summary["ignored"], summary["failed"]) == (2, 1, 1, 0)
+    with get_engine().connect() as conn:
+        payment = get_payment(conn, order_id)
+    assert payment is not None
+    assert (payment["payment_status"], payment["amount_refunded"], payment["order_status"]) == ("refunded", 60_000, "paid")
+    assert payment["last_event_id"] == sandbox.deliveries[-1].event_id and refund["amount"] == 60_000
+
+
+def test_partial_refunds_record_the_amount_and_refund_only_when_full(wired: tuple[RazorpaySandbox, str]) -> None:
+    from flows.process_webhooks import process_webhooks
+
+    sandbox, _ = wired
+    with build_razorpay_connector() as connector:
+        assert isinstance(connector, RazorpayConnector)
+        order_id, payment_id = _paid_order(connector, sandbox, 50_000, "INV-E2E-R2")
+        connector.refund_payment(payment_id, 20_000)
+        assert sandbox.wait_for_deliveries(10)
+        process_webhooks()
+        with get_engine().connect() as conn:
+            partial = get_payment(conn, order_id)
+        assert partial is not None and (partial["payment_status"], partial["amount_refunded"]) == ("captured", 20_000)
+
+        connector.refund_payment(payment_id, 30_000)
+        assert sandbox.wait_for_deliveries(10)
+    process_webhooks()
+    with get_engine().connect() as conn:
+        full = get_payment(conn, order_id)
+    assert full is not None and (full["payment_status"], full["amount_refunded"]) == ("refunded", 50_000)
+
+
+def test_duplicated_and_reordered_refund_deliveries_count_the_refund_once(wired: tuple[RazorpaySandbox, str]) -> None:
+    from flows.process_webhooks import process_webhooks
+    from hub.webhooks.inbox import replay_event
+
+    sandbox, _ = wired
+    with build_razorpay_connector() as connector:
+        assert isinstance(connector, RazorpayConnector)
+        order_id, payment_id = _paid_order(connector, sandbox, 40_000, "INV-E2E-R3")
+        process_webhooks()
+        sandbox.webhooks.duplicate = True
+        sandbox.webhooks.out_of_order = True
+        connector.refund_payment(payment_id, 15_000)
+        assert sandbox.wait_for_deliveries(10)
+    processed = [d for d in sandbox.deliveries if d.event == "refund.processed"]
+    assert len(processed) == 1 and processed[0].attempts == 2  # delivered twice, same event id
+    with get_engine().connect() as conn:
+        rows = conn.execute(select(WebhookEvent.id).where(WebhookEvent.event_type == "refund.processed")).all()
+    assert len(rows) == 1
+    assert process_webhooks()["applied"] == 1
+    # Replaying the stored event (an operator's `drymix webhooks replay`) does not count it again.
+    assert replay_event(processed[0].event_id, provider="razorpay") == 1
+    assert process_webhooks()["claimed"] == 1
+    with get_engine().connect() as conn:
+        payment = get_payment(conn, order_id)
+    assert payment is not None and (payment["payment_status"], payment["amount_refunded"]) == ("captured", 15_000)

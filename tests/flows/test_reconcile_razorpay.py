@@ -100,3 +100,21 @@ def test_a_failed_run_records_the_error_and_keeps_the_watermark(razorpay: Razorp
     with Session(get_engine()) as session:
         errors = list(session.scalars(select(IntegrationErrorRow)))
     assert [(e.integration, e.dataset, e.error_type) for e in errors] == [("razorpay", "payments", "AUTHENTICATION_FAILED")]
+
+
+def test_reconciliation_records_refunds_the_webhooks_missed_partial_then_full(razorpay: RazorpaySandbox) -> None:
+    order = new_order("INV-R-REF", amount=20_000)
+    payment_id = razorpay.pay(order["id"], "captured")["razorpay_payment_id"]
+    with build_razorpay_connector() as conn:
+        assert isinstance(conn, RazorpayConnector)
+        conn.refund_payment(payment_id, 5_000)
+        reconcile()
+        assert (row(order["id"])["payment_status"], row(order["id"])["amount_refunded"]) == ("captured", 5_000)
+        conn.refund_payment(payment_id)
+    reconcile()
+    assert (row(order["id"])["payment_status"], row(order["id"])["amount_refunded"]) == ("refunded", 20_000)
+    # An older picture of the payment (captured, nothing refunded) cannot take the refund back.
+    stale = {**razorpay.payments[payment_id], "status": "captured", "amount_refunded": 0, "refund_status": None}
+    with get_engine().begin() as db:
+        assert apply_update(db, update_from_payment(stale, source="reconciliation")) == "stale"
+    assert (row(order["id"])["payment_status"], row(order["id"])["amount_refunded"]) == ("refunded", 20_000)

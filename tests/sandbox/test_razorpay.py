@@ -223,3 +223,120 @@ def test_over_real_http_with_webhooks_to_a_real_receiver() -> None:
         assert receiver.events() == ["payment.authorized", "payment.captured", "order.paid"]
     finally:
         sim.close()
+
+
+# -- refunds -----------------------------------------------------------------------------------
+
+
+def captured_payment(client: httpx.Client, sandbox: RazorpaySandbox, amount: int = 50000) -> dict[str, Any]:
+    order = create(client, amount=amount)
+    paid = client.post("/_sandbox/razorpay/pay", json={"order_id": order["id"], "outcome": "captured"}).json()
+    assert sandbox.wait_for_deliveries(5)
+    return dict(paid["payment"])
+
+
+def test_full_refund_by_default_has_the_refund_entity_shape_and_refunds_the_payment(
+    client: httpx.Client, sandbox: RazorpaySandbox
+) -> None:
+    payment = captured_payment(client, sandbox)
+    response = client.post(f"/v1/payments/{payment['id']}/refund", json={"notes": {"reason": "damaged bags"}})
+    assert response.status_code == 200, response.text
+    refund = response.json()
+    assert set(refund) == {
+        "id", "entity", "amount", "currency", "payment_id", "notes", "receipt", "acquirer_data",
+        "created_at", "batch_id", "status", "speed_processed", "speed_requested",
+    }
+    assert refund["id"].startswith("rfnd_") and refund["entity"] == "refund"
+    assert (refund["amount"], refund["currency"], refund["payment_id"]) == (50000, "INR", payment["id"])
+    assert (refund["status"], refund["speed_requested"], refund["notes"]) == ("processed", "normal", {"reason": "damaged bags"})
+    after = client.get(f"/v1/payments/{payment['id']}").json()
+    assert (after["status"], after["amount_refunded"], after["refund_status"]) == ("refunded", 50000, "full")
+    assert client.get(f"/v1/refunds/{refund['id']}").json() == refund
+    assert client.get(f"/v1/payments/{payment['id']}/refunds/{refund['id']}").json() == refund
+    listed = client.get(f"/v1/payments/{payment['id']}/refunds").json()
+    assert listed == {"entity": "collection", "count": 1, "items": [refund]}
+
+
+def test_partial_refunds_add_up_and_keep_the_payment_captured_until_full(client: httpx.Client, sandbox: RazorpaySandbox) -> None:
+    payment = captured_payment(client, sandbox, amount=30000)
+    first = client.post(f"/v1/payments/{payment['id']}/refund", json={"amount": 10000}).json()
+    after = client.get(f"/v1/payments/{payment['id']}").json()
+    assert (after["status"], after["amount_refunded"], after["refund_status"]) == ("captured", 10000, "partial")
+    second = client.post(f"/v1/payments/{payment['id']}/refund", json={"amount": 20000}).json()
+    after = client.get(f"/v1/payments/{payment['id']}").json()
+    assert (after["status"], after["amount_refunded"], after["refund_status"]) == ("refunded", 30000, "full")
+    items = client.get(f"/v1/payments/{payment['id']}/refunds").json()["items"]
+    assert [r["id"] for r in items] == [second["id"], first["id"]]  # newest first
+
+
+@pytest.mark.parametrize(
+    ("setup_amounts", "body", "field", "text"),
+    [
+        ([], {"amount": 50001}, "amount", "greater than amount captured"),
+        ([40000], {"amount": 10001}, "amount", "greater than amount captured"),
+        ([50000], {}, "id", "fully refunded already"),
+        ([], {"amount": 99}, "amount", "at least INR 1.00"),
+        ([], {"amount": "100"}, "amount", "integer"),
+        ([], {"speed": "warp"}, "speed", "invalid"),
+        ([], {"receipt": "r" * 41}, "receipt", "40"),
+    ],
+)
+def test_refused_refunds_get_the_razorpay_error_envelope_and_change_nothing(
+    client: httpx.Client, sandbox: RazorpaySandbox, setup_amounts: list[int], body: dict[str, Any], field: str, text: str
+) -> None:
+    payment = captured_payment(client, sandbox)
+    for amount in setup_amounts:
+        assert client.post(f"/v1/payments/{payment['id']}/refund", json={"amount": amount}).status_code == 200
+    before = client.get(f"/v1/payments/{payment['id']}").json()
+    refunds_before = len(sandbox.refunds)
+    response = client.post(f"/v1/payments/{payment['id']}/refund", json=body)
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "BAD_REQUEST_ERROR" and error["field"] == field and text in error["description"]
+    assert set(error) >= {"code", "description", "source", "step", "reason", "metadata"}
+    assert client.get(f"/v1/payments/{payment['id']}").json() == before
+    assert len(sandbox.refunds) == refunds_before
+
+
+def test_refund_of_an_uncaptured_or_unknown_payment_is_refused(client: httpx.Client, sandbox: RazorpaySandbox) -> None:
+    order = create(client)
+    authorized = client.post("/_sandbox/razorpay/pay", json={"order_id": order["id"], "outcome": "authorized"}).json()
+    response = client.post(f"/v1/payments/{authorized['razorpay_payment_id']}/refund", json={})
+    assert response.status_code == 400 and "not been captured" in response.json()["error"]["description"]
+    unknown = client.post("/v1/payments/pay_doesnotexist000/refund", json={})
+    assert unknown.status_code == 400 and unknown.json()["error"]["description"] == "The id provided does not exist"
+    assert client.get("/v1/refunds/rfnd_doesnotexist00").status_code == 400
+    assert client.get("/v1/payments/pay_doesnotexist000/refunds").status_code == 400
+
+
+def test_idempotency_key_returns_the_same_refund_and_refuses_a_different_body(client: httpx.Client, sandbox: RazorpaySandbox) -> None:
+    payment = captured_payment(client, sandbox)
+    headers = {"X-Refund-Idempotency": "refund-INV-42-1"}
+    first = client.post(f"/v1/payments/{payment['id']}/refund", json={"amount": 1000}, headers=headers).json()
+    again = client.post(f"/v1/payments/{payment['id']}/refund", json={"amount": 1000}, headers=headers).json()
+    assert again["id"] == first["id"] and len(sandbox.refunds) == 1
+    assert client.get(f"/v1/payments/{payment['id']}").json()["amount_refunded"] == 1000
+    other = client.post(f"/v1/payments/{payment['id']}/refund", json={"amount": 2000}, headers=headers)
+    assert other.status_code == 400 and "idempotency key" in other.json()["error"]["description"]
+    short = client.post(f"/v1/payments/{payment['id']}/refund", json={"amount": 2000}, headers={"X-Refund-Idempotency": "short"})
+    assert short.status_code == 400
+
+
+def test_refund_delivers_signed_refund_created_and_processed_with_refund_and_payment(
+    client: httpx.Client, sandbox: RazorpaySandbox, receiver: Receiver
+) -> None:
+    payment = captured_payment(client, sandbox)
+    receiver.received.clear()
+    refund = client.post(f"/v1/payments/{payment['id']}/refund", json={"amount": 20000}).json()
+    assert sandbox.wait_for_deliveries(5)
+    assert receiver.events() == ["refund.created", "refund.processed"]
+    for headers, body in receiver.received:
+        assert headers["x-razorpay-signature"] == hmac.new(b"sandbox-webhook-secret", body, hashlib.sha256).hexdigest()
+        event = json.loads(body)
+        assert event["contains"] == ["refund", "payment"]
+        assert event["payload"]["refund"]["entity"]["id"] == refund["id"]
+        assert event["payload"]["payment"]["entity"]["amount_refunded"] == 20000
+        assert event["payload"]["payment"]["entity"]["status"] == "captured"
+    created, processed = (json.loads(body)["payload"]["refund"]["entity"] for _, body in receiver.received)
+    assert (created["status"], processed["status"]) == ("pending", "processed")
+    assert processed["acquirer_data"]["arn"]

@@ -84,3 +84,16 @@ def test_subscription_handshake_is_constant_time_and_closed_by_default() -> None
     assert verify_subscription("tok", params).ok
     assert verify_subscription("", {**params, "hub.verify_token": ""}).reason == Reason.BAD_VERIFY_TOKEN
     assert not verify_subscription("tok", {**params, "hub.challenge": "x" * 300}).ok
+
+
+def test_stored_header_memo_masks_a_secret_registered_after_it_saw_the_value() -> None:
+    from connectors.core.redact import register_secret
+    from hub.webhooks.app import _HeaderRedactor
+
+    redact = _HeaderRedactor()
+    headers = {"x-razorpay-signature": "ab" * 32, "user-agent": "agent late-registered-secret-77", "x-long": "v" * 300}
+    first = redact(headers)
+    assert first["x-razorpay-signature"] == "***" and first["user-agent"] == "agent late-registered-secret-77"
+    register_secret("late-registered-secret-77")
+    assert redact(headers)["user-agent"] == "agent ***"
+    assert redact(headers)["x-long"] == "v" * 300

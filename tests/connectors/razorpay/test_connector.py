@@ -128,3 +128,41 @@ def test_over_real_http(sandbox: RazorpaySandbox, monkeypatch: pytest.MonkeyPatc
         finally:
             monkeypatch.delenv("RAZORPAY_BASE_URL")
             reset_settings_cache()
+
+
+def test_refund_full_and_partial_and_fetch_refunds(connector: RazorpayConnector, sandbox: RazorpaySandbox) -> None:
+    order = connector.create_order(40_000, "REF-1")
+    payment_id = sandbox.pay(order["id"], "captured")["razorpay_payment_id"]
+    partial = connector.refund_payment(payment_id, 15_000, notes={"reason": "two bags short"}, receipt="CN-1")
+    assert (partial["amount"], partial["payment_id"], partial["status"], partial["receipt"]) == (15_000, payment_id, "processed", "CN-1")
+    assert connector.fetch_payment(payment_id)["amount_refunded"] == 15_000
+    rest = connector.refund_payment(payment_id)  # no amount: the rest of the captured amount
+    assert rest["amount"] == 25_000
+    assert connector.fetch_payment(payment_id)["status"] == "refunded"
+    assert [r["id"] for r in connector.fetch_refunds(payment_id)] == [rest["id"], partial["id"]]
+    assert connector.fetch_refund(partial["id"]) == partial
+
+
+def test_over_refund_is_refused_with_razorpays_description(connector: RazorpayConnector, sandbox: RazorpaySandbox) -> None:
+    order = connector.create_order(10_000, "REF-2")
+    payment_id = sandbox.pay(order["id"], "captured")["razorpay_payment_id"]
+    with pytest.raises(InvalidRequest) as refused:
+        connector.refund_payment(payment_id, 10_001)
+    assert refused.value.code == "BAD_REQUEST_ERROR" and "greater than amount captured (field amount)" in refused.value.message
+    with pytest.raises(InvalidRequest):
+        connector.refund_payment(payment_id, 99)  # refused before sending
+    assert sandbox.refunds == {}
+
+
+def test_a_refund_retried_after_a_lost_answer_refunds_once(connector: RazorpayConnector, sandbox: RazorpaySandbox) -> None:
+    order = connector.create_order(30_000, "REF-3")
+    payment_id = sandbox.pay(order["id"], "captured")["razorpay_payment_id"]
+    # The drop hits after the sandbox made the refund: the retry carries the same idempotency key.
+    sandbox.faults.update({"drop_connection_next_n": 1, "drop_after_fraction": 0.0})
+    refund = connector.refund_payment(payment_id, 10_000)
+    assert list(sandbox.refunds) == [refund["id"]]
+    assert connector.fetch_payment(payment_id)["amount_refunded"] == 10_000
+    # A caller's own key makes a repeat of the whole operation safe too.
+    first = connector.refund_payment(payment_id, 5_000, idempotency_key="refund-REF-3-2")
+    assert connector.refund_payment(payment_id, 5_000, idempotency_key="refund-REF-3-2")["id"] == first["id"]
+    assert connector.fetch_payment(payment_id)["amount_refunded"] == 15_000
