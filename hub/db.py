@@ -82,7 +82,9 @@ def upgrade(revision: str = "heads", url: str | None = None) -> None:
 
 
 def current_revision(url: str | None = None) -> str | None:
+    """The database's revision; every head, comma-separated, while branches await their merge."""
     from alembic.runtime.migration import MigrationContext
 
     with engine_for(url or get_settings().database_url).connect() as conn:
-        return MigrationContext.configure(conn).get_current_revision()
+        heads = MigrationContext.configure(conn).get_current_heads()
+    return ", ".join(sorted(heads)) if heads else None
