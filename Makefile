@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export GX_ANALYTICS_ENABLED ?= false
 
-.PHONY: install demo test lint typecheck bench clean
+.PHONY: install demo test lint typecheck bench clean chromium
 
 # The virtual environment, rebuilt when the dependencies or their pins change.
 $(STAMP): pyproject.toml constraints.txt
@@ -21,8 +21,12 @@ install: $(STAMP)
 demo: install
 	$(BIN)/drymix demo
 
+## Headless Chromium (Debian's package) renders /dashboard in the monitoring tests.
+chromium:
+	command -v chromium >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium)
+
 ## The whole test suite (SQLite by default; DATABASE_URL=postgresql+psycopg://... for PostgreSQL).
-test: install
+test: install chromium
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
@@ -35,6 +39,7 @@ typecheck: install
 ## 100,000 partners over real HTTP into the PostgreSQL named by DATABASE_URL, against a COPY floor.
 bench: install
 	$(BIN)/python bench/sap_sync.py
+	$(BIN)/python bench/metrics_overhead.py
 
 clean:
 	rm -rf var/drymix.db* var/data_docs var/prefect logs

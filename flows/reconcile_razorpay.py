@@ -27,6 +27,7 @@ from data_mappings.payments import EventNotApplicable, update_from_payment
 from hub.db import get_engine
 from hub.errors import record_error, resolve_open_errors
 from hub.loading import read_cursor, write_cursor
+from hub.monitoring import ensure_flusher
 from hub.payments import apply_update
 from tasks.retry import retry_transient_only
 
@@ -101,6 +102,7 @@ def reconcile_page(connector: RazorpayConnector, position: PagePosition, cursor:
 @flow(name="reconcile-razorpay", description="Poll Razorpay payments since the watermark and fill what webhooks missed.")
 def reconcile_razorpay(overlap_s: int = DEFAULT_OVERLAP_S, page_size: int | None = None) -> dict[str, Any]:
     """Reconcile ERP payments with Razorpay's payments API from the watermark (minus `overlap_s`)."""
+    ensure_flusher()  # this process's connector calls reach call_metrics in batches
     logger = get_run_logger()
     started = time.perf_counter()
     run_id = str(flow_run.id) if flow_run.id else None

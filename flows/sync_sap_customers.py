@@ -4,6 +4,12 @@ Reads top to bottom like the pipeline it runs. Extraction of batch N+1 overlaps 
 validation and load of batch N. The watermark (`sync_state`) is written in the same transaction as the
 run's last batch, so it can never stand ahead of the rows it covers; a crash leaves it where it was and
 the rerun re-reads from there (upserts make that harmless).
+
+A failed batch is recorded as a unit (`sap.customers.batch`: its start position, the filter the run read
+with, the batch geometry). `resume=` reruns from that unit: the failed batch and the batches the run never
+reached, not the batches that committed (hub/retry_units.py; `drymix errors retry <id>`). Reads are
+ordered by LastChangeDate, so the resumed read's high-water mark covers the whole original read; it is
+written only if the watermark has not moved since the failed run read it.
 """
 
 from __future__ import annotations
@@ -26,17 +32,20 @@ from connectors.core.paging import PagePosition
 from connectors.sap import BUSINESS_PARTNERS, SapConnector, build_sap_connector
 from data_mappings.customers import change_dates, flatten_business_partners, map_customers
 from hub.db import get_engine
-from hub.errors import record_error, record_validation_failure, resolve_open_errors
+from hub.errors import flow_actor, record_error, record_validation_failure, resolve_open_errors
 from hub.loading import BatchLoad, QuarantineRow, read_cursor, record_digest
 from hub.models import Customer
+from hub.monitoring import ensure_flusher
+from hub.retry_units import SAP_CUSTOMERS_BATCH, UnitFailed
 from hub.settings import get_settings, integration_config
 from tasks.extract import ExtractedBatch, extract_batch
 from tasks.load import load_batch_task
-from tasks.report import publish_sync_summary
+from tasks.report import publish_error_row, publish_sync_summary
 from tasks.transform import map_batch, validate_batch
 
 INTEGRATION = "sap"
 DATASET = "customers"
+FLOW_NAME = "sync-sap-customers"
 
 
 @dataclass
@@ -99,19 +108,32 @@ def _quarantine_rows(records: list[dict[str, Any]], frame: pd.DataFrame, outcome
     return rows
 
 
-@flow(name="sync-sap-customers", description="SAP S/4HANA business partners into the ERP customers table.")
-def sync_sap_customers(full_refresh: bool = False, page_size: int | None = None, batch_pages: int | None = None) -> dict[str, Any]:
-    """Sync customers from SAP; incremental from the watermark unless `full_refresh`."""
+@flow(name=FLOW_NAME, description="SAP S/4HANA business partners into the ERP customers table.")
+def sync_sap_customers(
+    full_refresh: bool = False,
+    page_size: int | None = None,
+    batch_pages: int | None = None,
+    resume: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Sync customers from SAP; incremental from the watermark unless `full_refresh`; from a failed unit with `resume`."""
+    ensure_flusher()  # this process's connector calls reach call_metrics in batches
     logger = get_run_logger()
     started = time.perf_counter()
     config = integration_config(INTEGRATION)
+    if resume is not None:
+        batch_pages = int(resume.get("batch_pages") or batch_pages or config.batch_pages)
     batch_pages = batch_pages or config.batch_pages
     run_id = str(flow_run.id) if flow_run.id else None
     summary = SyncSummary(flow_run_id=run_id)
+    first_batch = int(resume.get("batch") or 1) if resume is not None else 1
 
-    with get_engine().connect() as conn:
-        cursor = None if full_refresh else read_cursor(conn, INTEGRATION, DATASET)
-    summary.mode = "incremental" if cursor else "full"
+    if resume is not None:
+        cursor = resume.get("cursor") or None  # what the failed run read with; its filter is in the position URL
+        summary.mode = "resume"
+    else:
+        with get_engine().connect() as conn:
+            cursor = None if full_refresh else read_cursor(conn, INTEGRATION, DATASET)
+        summary.mode = "incremental" if cursor else "full"
     summary.since = (cursor or {}).get("last_change_date")
 
     connector: SapConnector | None = None
@@ -123,7 +145,11 @@ def sync_sap_customers(full_refresh: bool = False, page_size: int | None = None,
     sample: list[dict[str, Any]] = []
     try:
         connector = build_sap_connector(page_size=page_size)
-        position = connector.start(BUSINESS_PARTNERS, cursor)
+        if resume is not None and resume.get("position"):
+            position = PagePosition.from_dict(resume["position"])
+            logger.info("SAP customers: resuming integration_errors #%s at batch %d (%s)", resume.get("error_id"), first_batch, position.url)
+        else:
+            position = connector.start(BUSINESS_PARTNERS, cursor)
         logger.info("SAP customers: %s sync%s", summary.mode, f" since {summary.since}" if summary.since else "")
         fetching: PagePosition | None = position
         pending = extract_batch.submit(connector, BUSINESS_PARTNERS, position, batch_pages)
@@ -162,6 +188,8 @@ def sync_sap_customers(full_refresh: bool = False, page_size: int | None = None,
             if last:
                 mark = high_water.isoformat() if high_water else summary.since
                 new_cursor = {"last_change_date": mark} if mark else {}
+                if resume is not None and not _watermark_unchanged(cursor):
+                    new_cursor = None  # another run moved the watermark meanwhile: leave it to that run
             # quote(): Prefect would otherwise walk every record looking for futures (~5 s per 20k rows).
             result = load_batch_task(  # type: ignore[call-overload]
                 quote(BatchLoad(
@@ -211,7 +239,21 @@ def sync_sap_customers(full_refresh: bool = False, page_size: int | None = None,
             pending.wait()  # let an in-flight extract finish before its client is closed
         error = classify_exception(exc, integration=INTEGRATION, operation="sync_customers")
         summary.retries = METRICS.total(INTEGRATION, "retries") - retries_before
-        unit = {"batch": summary.batches + 1, "position": position.to_dict() if position else None, "mode": summary.mode}
+        unit = {
+            "kind": SAP_CUSTOMERS_BATCH,
+            "batch": first_batch + summary.batches,
+            "position": position.to_dict() if position else None,
+            "mode": summary.mode,
+            "cursor": cursor,
+            "batch_pages": batch_pages,
+        }
+        if resume is not None:
+            # A rerun of a recorded unit: the retry workflow updates that row; no new row.
+            logger.error(
+                "rerun of integration_errors #%s failed at batch %d after %d committed batch(es): %s",
+                resume.get("error_id"), unit["batch"], summary.batches, error,
+            )
+            raise UnitFailed(error, unit) from exc
         error_id = record_error(
             error,
             integration=INTEGRATION,
@@ -223,13 +265,16 @@ def sync_sap_customers(full_refresh: bool = False, page_size: int | None = None,
         )
         logger.error(
             "SAP customer sync failed after %d committed batch(es): %s. Recorded as integration_errors #%d. "
-            "%s Rerun: `drymix sync sap-customers` (resumes from the watermark %s).",
+            "%s Rerun only the failed batch onwards: `drymix errors retry %d` (or the whole read from the "
+            "watermark %s: `drymix sync sap-customers`).",
             summary.batches,
             error,
             error_id,
             error.remedy,
+            error_id,
             summary.since or "(none: full sync)",
         )
+        publish_error_row(error, error_id, integration=INTEGRATION, dataset=DATASET, unit=unit)
         if error is exc:
             raise
         raise error from exc
@@ -265,13 +310,24 @@ def sync_sap_customers(full_refresh: bool = False, page_size: int | None = None,
     resolved = resolve_open_errors(
         INTEGRATION,
         DATASET,
-        note=f"a later run ({run_id}) synced {DATASET} successfully",
+        note=(
+            f"a later run ({run_id}) synced {DATASET} successfully"
+            if resume is None
+            else f"run {run_id} resumed the read of integration_errors #{resume.get('error_id')} to the end successfully"
+        ),
         categories=tuple(c.value for c in ErrorCategory if c is not ErrorCategory.DATA_VALIDATION_FAILED),
+        actor=flow_actor(FLOW_NAME),
     )
     if resolved:
         logger.info("resolved %d earlier error(s) of this sync", resolved)
     publish_sync_summary(summary.as_dict())
     return summary.as_dict()
+
+
+def _watermark_unchanged(read_with: dict[str, Any] | None) -> bool:
+    with get_engine().connect() as conn:
+        current = read_cursor(conn, INTEGRATION, DATASET)
+    return (current or None) == (read_with or None)
 
 
 def _build_report(run_id: str | None) -> str | None:

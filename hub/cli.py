@@ -11,18 +11,21 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from hub.cli_errors import errors_app, quarantine_app
+from hub.cli_monitor import health as health_command
+from hub.cli_monitor import monitor_app
 from hub.cli_whatsapp import whatsapp_app
 
 app = typer.Typer(help="DryMix Integration Hub: syncs between the ERP and SAP, Microsoft 365, Google, plant, lab, Razorpay, WhatsApp.", no_args_is_help=True)
 db_app = typer.Typer(help="The ERP database: migrations.", no_args_is_help=True)
 sandbox_app = typer.Typer(help="Simulators of the external systems (demo, UAT, on-call drills).", no_args_is_help=True)
 sync_app = typer.Typer(help="Run a sync now, in this process.", no_args_is_help=True)
-errors_app = typer.Typer(help="The integration_errors ledger.", no_args_is_help=True)
 webhooks_app = typer.Typer(help="The webhook ingress (Razorpay, WhatsApp): serve it, issue one-time tokens, count refusals.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(sandbox_app, name="sandbox")
 app.add_typer(sync_app, name="sync")
 app.add_typer(errors_app, name="errors")
+app.add_typer(quarantine_app, name="quarantine")
 app.add_typer(webhooks_app, name="webhooks")
 app.add_typer(whatsapp_app, name="whatsapp")
 
@@ -36,6 +39,8 @@ from hub.cli_microsoft365 import m365_app, sandbox_microsoft365  # noqa: E402 - 
 app.add_typer(m365_app, name="m365")
 sandbox_app.command("microsoft365")(sandbox_microsoft365)
 sandbox_app.command("graph", help="Alias of `sandbox microsoft365`.")(sandbox_microsoft365)
+app.add_typer(monitor_app, name="monitor")
+app.command("health")(health_command)
 
 console = Console()
 err_console = Console(stderr=True)
@@ -135,39 +140,6 @@ def sync_sap_customers_cmd(
         _print_summary(summary)
 
 
-@errors_app.command("list")
-def errors_list(
-    status: Annotated[str | None, typer.Option(help="pending | retrying | resolved | escalated")] = None,
-    integration: Annotated[str | None, typer.Option(help="e.g. sap")] = None,
-    dataset: Annotated[str | None, typer.Option(help="e.g. customers")] = None,
-    limit: Annotated[int, typer.Option(help="rows to show")] = 50,
-    as_json: Annotated[bool, typer.Option("--json", help="JSON lines for machines")] = False,
-) -> None:
-    """List integration errors, newest first."""
-    from hub.errors import list_errors
-
-    rows = list_errors(status=status, integration=integration, dataset=dataset, limit=limit)
-    if as_json:
-        for r in rows:
-            print(json.dumps(_error_dict(r), default=str))
-        return
-    table = Table(title=f"integration_errors ({len(rows)} shown)")
-    for col in ("id", "created", "integration", "dataset", "category", "severity", "status", "message"):
-        table.add_column(col, overflow="fold")
-    for r in rows:
-        table.add_row(
-            str(r.id),
-            r.created_at.strftime("%Y-%m-%d %H:%M:%S"),
-            r.integration,
-            r.dataset or "",
-            r.error_type,
-            r.severity,
-            r.status,
-            (r.error_message or "")[:160],
-        )
-    console.print(table)
-
-
 @webhooks_app.command("serve")
 def webhooks_serve(
     host: Annotated[str, typer.Option(help="interface to bind")] = "127.0.0.1",
@@ -204,7 +176,10 @@ def webhooks_process(
     table.add_row(*(str(summary[c]) for c in ("claimed", "applied", "stale", "unchanged", "duplicate", "ignored", "failed")))
     console.print(table)
     if summary["failed"]:
-        err_console.print("Failed events are in `drymix errors list`; replay one with `drymix webhooks replay <event_id>`.")
+        err_console.print(
+            "Failed events are in `drymix errors list --open` (one row each); after a fix rerun one with "
+            "`drymix errors retry <id>` (or `drymix webhooks replay <event_id>`)."
+        )
         raise typer.Exit(EXIT_FAILED)
 
 
@@ -303,7 +278,7 @@ def _run_sap_sync(*, full_refresh: bool, page_size: int | None, quiet: bool, tas
         if status:
             status.stop()
         err_console.print(f"[red]sync failed:[/red] {exc}")
-        err_console.print("See `drymix errors list` for the recorded error and what to do.")
+        err_console.print("See `drymix errors list --open` for the recorded error; rerun the failed batch with `drymix errors retry <id>`.")
         raise typer.Exit(EXIT_FAILED) from None
     finally:
         if status:
@@ -324,10 +299,6 @@ def _print_summary(summary: dict[str, Any]) -> None:
             f"[yellow]{summary['quarantined']} rows quarantined[/yellow] (kept in quarantined_records, not loaded): "
             "`drymix errors list --integration sap`"
         )
-
-
-def _error_dict(row: Any) -> dict[str, Any]:
-    return {c.name: getattr(row, c.name) for c in row.__table__.columns}
 
 
 def _safe_url(url: str) -> str:

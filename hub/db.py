@@ -82,9 +82,9 @@ def upgrade(revision: str = "heads", url: str | None = None) -> None:
 
 
 def current_revision(url: str | None = None) -> str | None:
+    """The database's revision; every head, comma-separated, while branches await their merge."""
     from alembic.runtime.migration import MigrationContext
 
     with engine_for(url or get_settings().database_url).connect() as conn:
-        # Several heads while parallel branches' migrations are not yet chained: name them all.
         heads = MigrationContext.configure(conn).get_current_heads()
-    return ", ".join(sorted(heads)) or None
+    return ", ".join(sorted(heads)) if heads else None

@@ -114,10 +114,17 @@ class IntegrationErrorRow(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
     resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     resolution_note: Mapped[str | None] = mapped_column(Text)
+    # Error workflow (0005): queued reruns of the failed unit, escalation, who closed it.
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0", comment="queued reruns of the unit made so far")
+    max_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0", comment="queued reruns allowed before escalation (0: none)")
+    last_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    escalated_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    resolved_by: Mapped[str | None] = mapped_column(String(128), comment="who resolved it: a person, or the flow that did")
 
     __table_args__ = (
         Index("ix_integration_errors_status_integration", "status", "integration"),
         Index("ix_integration_errors_created_at", "created_at"),
+        Index("ix_integration_errors_status_next_retry_at", "status", "next_retry_at"),
     )
 
 
@@ -153,8 +160,13 @@ class QuarantinedRecord(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
     resolution_note: Mapped[str | None] = mapped_column(Text)
+    # Error workflow (0005): the DATA_VALIDATION_FAILED row it belongs to, and who replayed or discarded it.
+    error_id: Mapped[int | None] = mapped_column(BigInteger, comment="integration_errors.id of the run that last refused it")
+    resolved_by: Mapped[str | None] = mapped_column(String(128))
+    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     __table_args__ = (
+        Index("ix_quarantined_records_error_id", "error_id"),
         # One open quarantine entry per source record: seeing it again refreshes it, never duplicates it.
         Index(
             "uq_quarantined_records_open",
@@ -417,3 +429,137 @@ class DocumentOutbox(Base):
     uploaded_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     __table_args__ = (Index("ix_document_outbox_status", "status", "next_attempt_at", "id"),)
+# --- Error workflow ---------------------------------------------------------------------------------
+
+
+class ErrorEventAction(enum.StrEnum):
+    RECORDED = "recorded"
+    RETRY_SCHEDULED = "retry_scheduled"
+    RETRY_STARTED = "retry_started"
+    RETRY_FAILED = "retry_failed"
+    RESOLVED = "resolved"
+    ESCALATED = "escalated"
+    NOTIFIED = "notified"
+    REOPENED = "reopened"
+    QUARANTINE_REPLAYED = "quarantine_replayed"
+    QUARANTINE_DISCARDED = "quarantine_discarded"
+
+
+class IntegrationErrorEvent(Base):
+    """The audit trail of an integration_errors row: who changed what, when and why. Never updated."""
+
+    __tablename__ = "integration_error_events"
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True, autoincrement=True)
+    error_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("integration_errors.id", ondelete="CASCADE"))
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    actor: Mapped[str] = mapped_column(String(128), comment="a person (--by, default the OS user) or a flow (flow:<name>)")
+    action: Mapped[str] = mapped_column(String(32), comment="recorded | retry_scheduled | retry_started | retry_failed | resolved | escalated | ...")
+    from_status: Mapped[str | None] = mapped_column(String(16))
+    to_status: Mapped[str | None] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(Text)
+    details: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
+
+    __table_args__ = (Index("ix_integration_error_events_error_id", "error_id", "id"),)
+
+
+# --- Monitoring ---
+# Call measurements are buffered in memory (connectors.core.metrics) and written here in batches by
+# hub.monitoring's flusher: one row per minute, integration, operation and kind, whose counters and
+# latency histogram a later flush adds to (an upsert), so any window's counts and percentiles come
+# from summing rows. call_metric_totals holds the same counters since the table was created (the
+# Prometheus counters, which must never go down when old minutes are deleted).
+
+from sqlalchemy import Column, Float, PrimaryKeyConstraint, Table  # noqa: E402 - grouped with the monitoring models
+
+from connectors.core.metrics import LATENCY_BUCKETS_S  # noqa: E402
+
+HISTOGRAM_COLUMNS: tuple[str, ...] = tuple(f"h{i:02d}" for i in range(len(LATENCY_BUCKETS_S) + 1))
+"""h00..h17: calls whose latency fell in each bucket of LATENCY_BUCKETS_S (the last one: above 30 s)."""
+COUNTER_COLUMNS: tuple[str, ...] = ("calls", "successes", "errors", "rate_limited", "cache_hits", "cache_misses")
+
+
+def _measurement_columns() -> list[Column[Any]]:
+    bounds = [f"<= {b:g} s" for b in LATENCY_BUCKETS_S] + [f"> {LATENCY_BUCKETS_S[-1]:g} s"]
+    return [
+        *(Column(name, BigInteger, nullable=False, default=0, server_default="0") for name in COUNTER_COLUMNS),
+        Column("latency_sum_s", Float, nullable=False, default=0.0, server_default="0"),
+        Column("latency_max_s", Float, nullable=False, default=0.0, server_default="0"),
+        *(
+            Column(name, BigInteger, nullable=False, default=0, server_default="0", comment=f"latency {bound}")
+            for name, bound in zip(HISTOGRAM_COLUMNS, bounds, strict=True)
+        ),
+        Column("last_success_at", UTCDateTime(), nullable=True),
+        Column("last_error_at", UTCDateTime(), nullable=True),
+    ]
+
+
+class CallMetric(Base):
+    """Per-minute aggregate of connector calls (kind=call), webhook deliveries (webhook) and webhook processing."""
+
+    __table__ = Table(
+        "call_metrics",
+        Base.metadata,
+        Column("bucket_start", UTCDateTime(), nullable=False, comment="start of the minute (UTC)"),
+        Column("integration", String(64), nullable=False),
+        Column("operation", String(128), nullable=False),
+        Column("kind", String(24), nullable=False, comment="call | webhook | webhook_processing"),
+        *_measurement_columns(),
+        PrimaryKeyConstraint("bucket_start", "integration", "operation", "kind", name="pk_call_metrics"),
+        Index("ix_call_metrics_integration_bucket", "integration", "bucket_start"),
+    )
+
+
+class CallMetricTotal(Base):
+    """The same counters summed since the table was created: Prometheus counters read these."""
+
+    __table__ = Table(
+        "call_metric_totals",
+        Base.metadata,
+        Column("integration", String(64), nullable=False),
+        Column("operation", String(128), nullable=False),
+        Column("kind", String(24), nullable=False),
+        *_measurement_columns(),
+        Column("first_seen_at", UTCDateTime(), nullable=True, comment="first measurement (IntegrationDown when it never succeeded)"),
+        PrimaryKeyConstraint("integration", "operation", "kind", name="pk_call_metric_totals"),
+    )
+
+
+class AlertStatus(enum.StrEnum):
+    FIRING = "firing"
+    RESOLVED = "resolved"
+
+
+class Alert(Base):
+    """One occurrence of an alert rule for one integration, from firing to resolved, with its notifications."""
+
+    __tablename__ = "alerts"
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True, autoincrement=True)
+    rule: Mapped[str] = mapped_column(String(32), comment="IntegrationDown | HighErrorRate | RateLimitExceeded | SlowResponseTime | WebhookDelay")
+    integration: Mapped[str] = mapped_column(String(64))
+    severity: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16), default=AlertStatus.FIRING.value)
+    summary: Mapped[str] = mapped_column(Text)
+    value: Mapped[float | None] = mapped_column(Float, comment="the measured value when last evaluated")
+    threshold: Mapped[float | None] = mapped_column(Float)
+    error_id: Mapped[int | None] = mapped_column(BigInteger, comment="an unresolved integration_errors row: holds the alert until it is resolved")
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    last_evaluated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    last_notified_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    notifications_sent: Mapped[int] = mapped_column(Integer, default=0)
+    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_delivery: Mapped[list[dict[str, Any]] | None] = mapped_column(JsonType, comment="outcome per channel of the last notification")
+
+    __table_args__ = (
+        # At most one firing alert per rule and integration: re-evaluation updates it, never duplicates it.
+        Index(
+            "uq_alerts_firing",
+            "rule",
+            "integration",
+            unique=True,
+            postgresql_where=text("status = 'firing'"),
+            sqlite_where=text("status = 'firing'"),
+        ),
+        Index("ix_alerts_status_started_at", "status", "started_at"),
+    )

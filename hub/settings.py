@@ -118,6 +118,23 @@ class HubSettings(BaseSettings):
     def _blank_path_is_none(cls, value: object) -> object:
         # GOOGLE_SERVICE_ACCOUNT_FILE= (blank, as in .env.example) means "no file", not the current directory.
         return None if isinstance(value, str) and not value.strip() else value
+    # Monitoring and alerting (docs/monitoring.md). Non-secret knobs in MONITORING_FILE; channel secrets here.
+    monitoring_file: Path = ROOT / "config" / "monitoring.toml"
+    metrics_enabled: bool = Field(True, description="measure every connector call and webhook (buffered, flushed in batches)")
+    alert_smtp_username: str = ""
+    alert_smtp_password: SecretStr = SecretStr("")
+    twilio_account_sid: str = ""
+    twilio_auth_token: SecretStr = SecretStr("")
+    slack_webhook_url: SecretStr = SecretStr("")
+    pagerduty_routing_key: SecretStr = SecretStr("")
+
+    # Error workflow (docs/troubleshooting.md): queued reruns of a failed unit (SYNC_FAILED and transient
+    # categories) by the retry-failed-units flow, then escalation. Delay = base * 2^(attempt-1) + jitter, capped.
+    error_retry_max_attempts: int = Field(5, ge=0, le=50, description="queued reruns of a failed unit before it is escalated")
+    error_retry_base_delay_s: float = Field(60.0, ge=0, description="delay before the first queued rerun")
+    error_retry_max_delay_s: float = Field(3600.0, ge=0, description="cap of the delay between queued reruns")
+    error_retry_jitter_ratio: float = Field(0.5, ge=0.0, le=1.0)
+    error_retry_lease_s: float = Field(900.0, gt=0, description="a rerun in progress is not claimed again for this long")
 
     @field_validator("database_url")
     @classmethod
@@ -147,6 +164,9 @@ def reset_settings_cache() -> None:
     """Forget cached settings (tests and the CLI change the environment)."""
     get_settings.cache_clear()
     _load_integrations.cache_clear()
+    from hub.monitor_config import reset_monitoring_config_cache
+
+    reset_monitoring_config_cache()
 
 
 @lru_cache(maxsize=8)

@@ -7,6 +7,8 @@ import time
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
+from connectors.core.metrics import METRICS, CallMetrics
+
 K = TypeVar("K")
 V = TypeVar("V")
 
@@ -22,6 +24,9 @@ class TTLCache(Generic[K, V]):
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
+        # (integration, operation) to report hits and misses under (monitoring's cache hit rate); None = don't.
+        self.metrics_label: tuple[str, str] | None = None
+        self.metrics: CallMetrics = METRICS
 
     def get(self, key: K) -> V | None:
         with self._lock:
@@ -30,9 +35,13 @@ class TTLCache(Generic[K, V]):
                 if item is not None:
                     del self._data[key]
                 self.misses += 1
-                return None
-            self.hits += 1
-            return item[1]
+                hit = False
+            else:
+                self.hits += 1
+                hit = True
+        if self.metrics_label is not None:
+            self.metrics.record_cache(*self.metrics_label, hit=hit)
+        return item[1] if hit and item is not None else None
 
     def set(self, key: K, value: V, ttl_s: float | None = None) -> None:
         with self._lock:

@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import orjson
 
+from connectors.core.cache import TTLCache
 from connectors.core.errors import (
     ErrorBodyParser,
     IntegrationError,
@@ -130,6 +131,10 @@ class IntegrationClient:
         self.metrics = metrics
         self._sleep = sleep
         self.budget = RateBudget(config.rate_budget_per_s)
+        cache = getattr(auth, "cache", None)
+        if isinstance(cache, TTLCache) and cache.metrics_label is None:
+            cache.metrics_label = (config.name, "token")  # token reuse shows as the cache hit rate
+            cache.metrics = metrics
         settings = get_settings()
         self.debug = DebugLog(settings.log_dir / "integration_debug.log") if settings.integration_debug else None
         self.http = httpx.Client(

@@ -46,6 +46,15 @@ def is_secret_name(name: str) -> bool:
     return bool(_SECRET_NAME.search(name))
 
 
+def mask_known_secrets(text: str) -> str:
+    """Only the value net: mask registered secrets, leave token-looking text alone (resumable positions
+    carry opaque `$skiptoken`s that the name and pattern nets would destroy)."""
+    for secret in sorted(_known_secrets, key=len, reverse=True):
+        if secret in text:
+            text = text.replace(secret, MASK)
+    return text
+
+
 def redact_text(text: str) -> str:
     if not text:
         return text

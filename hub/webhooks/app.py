@@ -25,6 +25,7 @@ from starlette.types import Receive, Scope, Send
 from connectors.core.redact import redact_headers, registered_secret_count
 from hub.db import get_engine
 from hub.settings import HubSettings, get_settings
+from hub.webhooks import observability
 from hub.webhooks.inbox import DbTokenStore, PendingEvent, PendingRejection
 from hub.webhooks.security import (
     InboundRequest,
@@ -138,11 +139,15 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        from hub.monitoring import ensure_flusher
+
+        ensure_flusher()  # webhook measurements reach call_metrics in batches
         yield
         await writer.aclose()  # what was acknowledged is already committed; this commits pending rejections
 
     app = FastAPI(title="DryMix webhook ingress", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.writer = writer
+    observability.install(app, providers=policies)  # webhook measurement, /metrics, /dashboard (docs/monitoring.md)
 
     async def refuse(provider: str, verdict: Verdict) -> Response:
         logger.warning("webhook refused: provider=%s reason=%s remote=%s", provider, verdict.reason.value, verdict.client_addr)

@@ -197,6 +197,18 @@ def claim_received(
     return [replace(e, attempts=e.attempts + 1) for e in events]
 
 
+def claim_event(conn: Connection, inbox_id: int) -> InboxEvent | None:
+    """Lock one stored event by its inbox id, whatever its status, and count the attempt (a rerun of one event)."""
+    query = select(WebhookEvent.__table__).where(WebhookEvent.id == inbox_id)
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update()
+    row = conn.execute(query).first()
+    if row is None:
+        return None
+    conn.execute(update(WebhookEvent).where(WebhookEvent.id == inbox_id).values(attempts=WebhookEvent.attempts + 1))
+    return replace(_to_event(row), attempts=int(row.attempts) + 1)
+
+
 def mark_processed(conn: Connection, event_ids: Sequence[int]) -> int:
     """Mark events processed (in the transaction that applied them); returns how many moved."""
     if not event_ids:

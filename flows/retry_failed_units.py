@@ -1,0 +1,75 @@
+"""Queued reruns: every minute, rerun the failed units whose `next_retry_at` has come, and only those.
+
+Each due `integration_errors` row is claimed (status retrying, attempt counted, leased so that a
+concurrent run skips it), its unit goes to the rerun handler registered for its kind (hub/retry_units.py:
+an SAP customer batch resumes the read at that batch as a subflow; a webhook event is applied again), and
+the row is resolved, rescheduled with backoff, or escalated (notified) when its attempts are exhausted.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_table_artifact
+
+from hub.errors import due_error_ids, flow_actor
+from hub.retry_units import rerun
+
+FLOW_NAME = "retry-failed-units"
+
+
+@dataclass
+class RetrySummary:
+    due: int = 0
+    resolved: int = 0
+    rescheduled: int = 0
+    escalated: int = 0
+    skipped: int = 0
+    outcomes: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@flow(name=FLOW_NAME, description="Rerun the failed units (batch, page, event) of integration_errors rows whose next_retry_at has come.")
+def retry_failed_units(limit: int = 20) -> dict[str, Any]:
+    """Rerun up to `limit` due units, oldest due first."""
+    logger = get_run_logger()
+    started = time.perf_counter()
+    summary = RetrySummary()
+    actor = flow_actor(FLOW_NAME)
+    due = due_error_ids(limit=limit)
+    summary.due = len(due)
+    for error_id in due:
+        outcome = rerun(error_id, by=actor)
+        summary.outcomes.append(outcome.as_dict())
+        if outcome.status == "resolved":
+            summary.resolved += 1
+            logger.info("integration_errors #%d: rerun %d succeeded, resolved", error_id, outcome.attempt)
+        elif outcome.status == "escalated":
+            summary.escalated += 1
+            logger.error("integration_errors #%d: rerun %d failed, escalated: %s", error_id, outcome.attempt, outcome.error)
+        elif outcome.status == "skipped":
+            summary.skipped += 1
+        else:
+            summary.rescheduled += 1
+            logger.warning("integration_errors #%d: rerun %d failed, rescheduled: %s", error_id, outcome.attempt, outcome.error)
+    summary.seconds = round(time.perf_counter() - started, 3)
+    if summary.due:
+        create_table_artifact(
+            key="retry-failed-units",
+            table=[
+                {"integration_errors": f"#{o['error_id']}", "attempt": o["attempt"], "status": o["status"], "error": (o["error"] or "")[:300]}
+                for o in summary.outcomes
+            ],
+            description=f"{summary.resolved} resolved, {summary.rescheduled} rescheduled, {summary.escalated} escalated",
+        )
+    logger.info(
+        "queued reruns: %d due, %d resolved, %d rescheduled, %d escalated, %d skipped",
+        summary.due, summary.resolved, summary.rescheduled, summary.escalated, summary.skipped,
+    )
+    return summary.as_dict()

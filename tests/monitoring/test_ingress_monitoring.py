@@ -1,0 +1,137 @@
+"""The ingress serves /metrics (Prometheus text, parsed with prometheus_client's parser), the status
+API and /dashboard, which headless Chromium renders with real data."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+from functools import partial
+from html.parser import HTMLParser
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from hub.alerting import run_alerts
+from hub.errors import record_error
+from hub.monitor_config import RoutingConfig
+from hub.monitoring import flush_metrics
+from hub.notify import notify
+from hub.webhooks.app import create_app
+from tests.monitoring.conftest import HttpSink, SapTraffic, SmtpSink, channel_settings, channels_config
+from tests.webhooks.conftest import hub_settings, razorpay_body, razorpay_headers, serving
+
+
+@pytest.fixture
+def ingress(sap_traffic: SapTraffic) -> Iterator[str]:
+    with serving(create_app(hub_settings())) as url:
+        yield url
+
+
+def drive(sap_traffic: SapTraffic, ingress: str) -> None:
+    """Real traffic: 20 SAP calls (5 failing with 503, 2 rate limited), 3 signed webhooks, 1 refused."""
+    sap_traffic.sandbox.faults.update({"error_5xx_every_n": 4, "error_5xx_status": 503})
+    assert sap_traffic.calls(12) == 3
+    sap_traffic.sandbox.faults.clear()
+    sap_traffic.sandbox.faults.update({"rate_limit_next_n": 2, "retry_after_s": 0})
+    assert sap_traffic.calls(8) == 2
+    with httpx.Client(base_url=ingress) as client:
+        for i in range(3):
+            body = razorpay_body(payment_id=f"pay_metrics{i:05d}")
+            assert client.post("/webhooks/razorpay", content=body, headers=razorpay_headers(body)).status_code == 200
+        refused = client.post("/webhooks/razorpay", content=b"{}", headers={"content-type": "application/json", "x-razorpay-signature": "bad"})
+        assert refused.status_code in (400, 401, 403)
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    out: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def test_metrics_endpoint_exposes_prometheus_text_with_the_driven_counts(sap_traffic: SapTraffic, ingress: str) -> None:
+    drive(sap_traffic, ingress)
+    response = httpx.get(f"{ingress}/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
+    got = samples(response.text)
+    call = (("integration", "sap"), ("operation", "read_partner"))
+    assert got[("drymix_connector_calls_total", (*call, ("outcome", "success")))] == 15
+    assert got[("drymix_connector_calls_total", (*call, ("outcome", "error")))] == 5
+    assert got[("drymix_connector_rate_limited_total", call)] == 2
+    assert got[("drymix_connector_call_duration_seconds_count", call)] == 20
+    assert got[("drymix_connector_call_duration_seconds_bucket", tuple(sorted((*call, ("le", "+Inf")))))] == 20
+    buckets = [v for (name, labels), v in got.items() if name == "drymix_connector_call_duration_seconds_bucket"]
+    assert buckets == sorted(buckets)  # cumulative
+    assert got[("drymix_webhook_requests_total", (("outcome", "success"), ("provider", "razorpay")))] == 4  # a refusal is answered, not failed
+    assert got[("drymix_webhook_inbox_backlog", (("provider", "razorpay"),))] == 3
+    assert got[("drymix_integration_health", (("health", "red"), ("integration", "sap")))] == 1
+    assert ("drymix_connector_last_success_timestamp_seconds", (("integration", "sap"),)) in got
+    # Names follow the conventions: snake_case, a drymix_ prefix, _total counters, _seconds units.
+    for name, _ in got:
+        assert re.fullmatch(r"drymix_[a-z0-9_]+", name), name
+
+
+def test_status_api_has_every_figure_and_refuses_a_bad_window(sap_traffic: SapTraffic, ingress: str) -> None:
+    drive(sap_traffic, ingress)
+    payload = httpx.get(f"{ingress}/api/monitor/status", params={"window": "5m"}).json()
+    sap = next(i for i in payload["integrations"] if i["integration"] == "sap")
+    assert (sap["calls"], sap["errors"], sap["rate_limited"]) == (20, 5, 2)
+    for key in ("success_rate", "error_rate", "p50_s", "p95_s", "p99_s", "last_success_at", "last_error_at", "uptime_pct",
+                "throughput_per_s", "webhook_backlog", "pending_retries", "webhook_processing_p95_s", "cache_hit_rate", "health"):
+        assert key in sap
+    razorpay = next(i for i in payload["integrations"] if i["integration"] == "razorpay")
+    assert razorpay["webhook_backlog"] == 3 and razorpay["webhooks_received"] == 4
+    bad = httpx.get(f"{ingress}/api/monitor/status", params={"window": "soon"})
+    assert bad.status_code == 400 and "not understood" in bad.json()["error"]
+
+
+class _Dom(HTMLParser):
+    """Collects elements' attributes and the page text from Chromium's serialised DOM."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.elements: list[tuple[str, dict[str, str | None]]] = []
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.elements.append((tag, dict(attrs)))
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium package is not installed (make test installs it)")
+def test_dashboard_renders_health_alerts_errors_and_latency_charts_in_headless_chromium(
+    sap_traffic: SapTraffic, ingress: str, http_sink: HttpSink, smtp_sink: SmtpSink
+) -> None:
+    drive(sap_traffic, ingress)
+    error_id = record_error(sap_traffic.errors[0], integration="sap", dataset="customers", unit={"batch": 2})
+    cfg = channels_config(http_sink, smtp_sink, routing=RoutingConfig(high=["slack"], medium=["slack"], critical=["slack"]))
+    flush_metrics()
+    run = run_alerts(config=cfg, notifier=partial(notify, config=cfg, settings=channel_settings(http_sink)))
+    assert "HighErrorRate/sap" in run.fired
+
+    result = subprocess.run(
+        ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+         "--virtual-time-budget=15000", "--dump-dom", f"{ingress}/dashboard"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    dom = _Dom()
+    dom.feed(result.stdout)
+    body = next(attrs for tag, attrs in dom.elements if tag == "body")
+    assert body.get("data-ready") == "1", "the page's script fetched the status and drew it"
+    cards = {attrs["data-integration"]: attrs["data-health"] for tag, attrs in dom.elements if tag == "div" and "card" in (attrs.get("class") or "").split()}
+    assert cards["sap"] == "red" and cards["whatsapp"] == "green"
+    charts = [attrs for tag, attrs in dom.elements if tag == "div" and attrs.get("class") == "chart"]
+    assert {c["data-integration"] for c in charts} >= {"sap", "razorpay", "whatsapp"}
+    assert any(tag == "polyline" for tag, _ in dom.elements), "the sap latency chart has a line"
+    text = " ".join(dom.text)
+    assert "HighErrorRate" in text and "error rate 25.0%" in text
+    assert str(error_id) in text and "SERVER_ERROR" in text
+    assert '<span id="problem"></span>' in result.stdout, "no load error shown"
