@@ -113,11 +113,6 @@ class HubSettings(BaseSettings):
     )
     webhook_bench_bare: bool = Field(False, description="benchmark only: also serve POST /bench/bare, which does nothing")
 
-    @field_validator("google_service_account_file", mode="before")
-    @classmethod
-    def _blank_path_is_none(cls, value: object) -> object:
-        # GOOGLE_SERVICE_ACCOUNT_FILE= (blank, as in .env.example) means "no file", not the current directory.
-        return None if isinstance(value, str) and not value.strip() else value
     # Monitoring and alerting (docs/monitoring.md). Non-secret knobs in MONITORING_FILE; channel secrets here.
     monitoring_file: Path = ROOT / "config" / "monitoring.toml"
     metrics_enabled: bool = Field(True, description="measure every connector call and webhook (buffered, flushed in batches)")
@@ -135,6 +130,12 @@ class HubSettings(BaseSettings):
     error_retry_max_delay_s: float = Field(3600.0, ge=0, description="cap of the delay between queued reruns")
     error_retry_jitter_ratio: float = Field(0.5, ge=0.0, le=1.0)
     error_retry_lease_s: float = Field(900.0, gt=0, description="a rerun in progress is not claimed again for this long")
+
+    @field_validator("google_service_account_file", mode="before")
+    @classmethod
+    def _blank_path_is_none(cls, value: object) -> object:
+        # GOOGLE_SERVICE_ACCOUNT_FILE= (blank, as in .env.example) means "no file", not the current directory.
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("database_url")
     @classmethod
