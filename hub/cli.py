@@ -23,6 +23,16 @@ app.add_typer(sync_app, name="sync")
 app.add_typer(errors_app, name="errors")
 app.add_typer(webhooks_app, name="webhooks")
 
+from hub.cli_lab import lab_app, sandbox_lab  # noqa: E402 - light: typer and rich only
+
+app.add_typer(lab_app, name="lab")
+sandbox_app.command("lab")(sandbox_lab)
+
+from hub.cli_plant import plant_app, sandbox_plant  # noqa: E402 - light: typer and rich only
+
+app.add_typer(plant_app, name="plant")
+sandbox_app.command("plant")(sandbox_plant)
+
 console = Console()
 err_console = Console(stderr=True)
 

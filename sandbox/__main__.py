@@ -11,6 +11,8 @@ systems:
   sap       SAP S/4HANA API_BUSINESS_PARTNER (OData V2)   python -m sandbox sap --help
   razorpay  Razorpay Orders/Payments + signed webhooks    python -m sandbox razorpay --help
   whatsapp  WhatsApp Cloud API send + signed status hooks python -m sandbox whatsapp --help
+  plant     OPC UA dry-mix plant (asyncua server)         python -m sandbox plant --help
+  lab       lab testing machine: CSV exports + results API python -m sandbox lab --help
 """
 
 
@@ -34,6 +36,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         from sandbox.whatsapp import main as whatsapp_main
 
         return whatsapp_main(rest)
+    if system == "lab":
+        from sandbox.lab import main as lab_main
+
+        return lab_main(rest)
+    if system == "plant":
+        from sandbox.plant import main as plant_main
+
+        return plant_main(rest)
     print(f"unknown sandbox system {system!r}\n\n{_USAGE}", end="", file=sys.stderr)
     return 2
 
