@@ -42,6 +42,16 @@ sandbox_app.command("graph", help="Alias of `sandbox microsoft365`.")(sandbox_mi
 app.add_typer(monitor_app, name="monitor")
 app.command("health")(health_command)
 
+from hub.cli_lab import lab_app, sandbox_lab  # noqa: E402 - light: typer and rich only
+
+app.add_typer(lab_app, name="lab")
+sandbox_app.command("lab")(sandbox_lab)
+
+from hub.cli_plant import plant_app, sandbox_plant  # noqa: E402 - light: typer and rich only
+
+app.add_typer(plant_app, name="plant")
+sandbox_app.command("plant")(sandbox_plant)
+
 console = Console()
 err_console = Console(stderr=True)
 

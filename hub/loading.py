@@ -16,7 +16,7 @@ from typing import Any, cast
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Connection, Table, func, select, text, update
+from sqlalchemy import JSON, Connection, Table, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -162,6 +162,12 @@ def _pg_copy_upsert(
 ) -> int:
     stage = f"_stage_{table.name}"
     cols = ", ".join(f'"{c}"' for c in columns)
+    # COPY sends text: a JSON column's list or dict goes as its JSON text (psycopg would adapt a list as an array).
+    json_at = [i for i, c in enumerate(columns) if isinstance(table.c[c].type, JSON)]
+    if json_at:
+        rows = [
+            tuple(json.dumps(json_safe(v)) if i in json_at and v is not None else v for i, v in enumerate(row)) for row in rows
+        ]
     dbapi = conn.connection.driver_connection
     assert dbapi is not None
     with dbapi.cursor() as cur:

@@ -14,13 +14,17 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    Column,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
     LargeBinary,
     MetaData,
+    PrimaryKeyConstraint,
     String,
+    Table,
     Text,
     UniqueConstraint,
     text,
@@ -28,6 +32,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
+
+from connectors.core.metrics import LATENCY_BUCKETS_S
 
 JsonType = JSON().with_variant(JSONB(), "postgresql")
 # SQLite has no 64-bit autoincrement alias other than INTEGER PRIMARY KEY.
@@ -470,9 +476,7 @@ class IntegrationErrorEvent(Base):
 # from summing rows. call_metric_totals holds the same counters since the table was created (the
 # Prometheus counters, which must never go down when old minutes are deleted).
 
-from sqlalchemy import Column, Float, PrimaryKeyConstraint, Table  # noqa: E402 - grouped with the monitoring models
 
-from connectors.core.metrics import LATENCY_BUCKETS_S  # noqa: E402
 
 HISTOGRAM_COLUMNS: tuple[str, ...] = tuple(f"h{i:02d}" for i in range(len(LATENCY_BUCKETS_S) + 1))
 """h00..h17: calls whose latency fell in each bucket of LATENCY_BUCKETS_S (the last one: above 30 s)."""
@@ -562,4 +566,153 @@ class Alert(Base):
             sqlite_where=text("status = 'firing'"),
         ),
         Index("ix_alerts_status_started_at", "status", "started_at"),
+    )
+
+
+# --- Plant (OPC UA) ---
+
+
+class PlantReading(Base):
+    """One value of one plant tag as the OPC UA server reported it: value, status code and source time.
+
+    `reading_key` makes a reading idempotent: the same tag at the same source timestamp (a stale value
+    read again, or a buffer flush repeated after a crash) is stored once.
+    """
+
+    __tablename__ = "plant_readings"
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True, autoincrement=True)
+    reading_key: Mapped[str] = mapped_column(String(64), comment="sha1 of tag + source timestamp (server timestamp when the source has none)")
+    tag: Mapped[str] = mapped_column(String(128), comment="browse path below the plant folder, e.g. Mixers/M1/MotorCurrent")
+    node_id: Mapped[str] = mapped_column(String(255), comment="OPC UA NodeId string, e.g. ns=2;s=Mixers.M1.MotorCurrent")
+    equipment: Mapped[str | None] = mapped_column(String(64), comment="mixer / scale / silo / dryer the tag belongs to")
+    value: Mapped[float | None] = mapped_column(Float, comment="numeric value (None for text tags or a bad value)")
+    value_text: Mapped[str | None] = mapped_column(String(255), comment="text value (state, material, batch id)")
+    unit: Mapped[str | None] = mapped_column(String(16), comment="engineering unit (EUInformation display name): kg, %, A, degC, s")
+    status_code: Mapped[int] = mapped_column(BigInteger, comment="OPC UA StatusCode value (0 = Good)")
+    status_name: Mapped[str] = mapped_column(String(64), comment="StatusCode symbolic name, e.g. Good, BadSensorFailure")
+    quality: Mapped[str] = mapped_column(String(16), comment="good | uncertain | bad | stale")
+    source_timestamp: Mapped[datetime | None] = mapped_column(UTCDateTime(), comment="DataValue.SourceTimestamp")
+    server_timestamp: Mapped[datetime | None] = mapped_column(UTCDateTime(), comment="DataValue.ServerTimestamp")
+    collected_at: Mapped[datetime] = mapped_column(UTCDateTime(), comment="when the hub read it (before buffering)")
+    quality_flags: Mapped[list[str] | None] = mapped_column(JsonType, comment="bad_quality, stale, out_of_range ...")
+    row_hash: Mapped[str] = mapped_column(String(32))
+    loaded_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    __table_args__ = (
+        UniqueConstraint("reading_key", name="uq_plant_readings_reading_key"),
+        Index("ix_plant_readings_tag_source_timestamp", "tag", "source_timestamp"),
+    )
+
+
+class ProductionBatch(Base):
+    """One completed mixer batch as the plant recorded it: recipe, times and every component's dosing."""
+
+    __tablename__ = "production_batches"
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True, autoincrement=True)
+    batch_id: Mapped[str] = mapped_column(String(64), comment="plant batch id, e.g. B-M1-000123")
+    batch_seq: Mapped[int] = mapped_column(BigInteger, comment="server's monotonically increasing batch counter")
+    product_code: Mapped[str] = mapped_column(String(32))
+    recipe_code: Mapped[str] = mapped_column(String(32))
+    mixer: Mapped[str] = mapped_column(String(16))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    ended_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    mixing_time_s: Mapped[float | None] = mapped_column(Float)
+    total_target_kg: Mapped[float | None] = mapped_column(Float)
+    total_actual_kg: Mapped[float | None] = mapped_column(Float)
+    max_deviation_pct: Mapped[float | None] = mapped_column(Float, comment="largest |actual - target| / target of a component, in %")
+    components: Mapped[list[dict[str, Any]]] = mapped_column(
+        JsonType, comment="[{component, material, target_kg, actual_kg, deviation_pct}]"
+    )
+    quality_flags: Mapped[list[str] | None] = mapped_column(JsonType, comment="dosing_out_of_tolerance ...")
+    row_hash: Mapped[str] = mapped_column(String(32))
+    source_run_id: Mapped[str | None] = mapped_column(String(64))
+    loaded_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    __table_args__ = (
+        UniqueConstraint("batch_id", name="uq_production_batches_batch_id"),
+        Index("ix_production_batches_ended_at", "ended_at"),
+    )
+
+
+# --- Lab results ---
+
+
+class LabResult(Base):
+    """One tested specimen (EN 1015-11 prism or prism half) from a lab testing-machine export.
+
+    No foreign key to `production_batches`: lab exports often arrive before the plant's batch record,
+    so an unknown batch is flagged (`batch_known`) and re-checked on every collection run instead.
+    """
+
+    __tablename__ = "lab_results"
+
+    specimen_id: Mapped[str] = mapped_column(String(64), primary_key=True, comment="the machine's specimen id, e.g. B-M1-000123-28D-P1A")
+    batch_id: Mapped[str] = mapped_column(String(64), comment="production batch the specimen was cast from (plant batch id)")
+    product_code: Mapped[str | None] = mapped_column(String(40), comment="product / recipe code as entered on the machine")
+    test_type: Mapped[str] = mapped_column(String(16), comment="compressive | flexural")
+    test_standard: Mapped[str | None] = mapped_column(String(40), comment="e.g. EN 1015-11:2019")
+    age_days: Mapped[int] = mapped_column(Integer, comment="specimen age at test, days (one of the planned ages)")
+    length_mm: Mapped[float | None] = mapped_column(Float, comment="measured specimen length (prism 160 mm)")
+    width_mm: Mapped[float | None] = mapped_column(Float, comment="measured width b")
+    height_mm: Mapped[float | None] = mapped_column(Float, comment="measured depth d")
+    span_mm: Mapped[float | None] = mapped_column(Float, comment="flexural support span l (100 mm)")
+    area_mm2: Mapped[float | None] = mapped_column(Float, comment="compressive loaded area (40 x 40 mm platens = 1600)")
+    peak_load_kn: Mapped[float] = mapped_column(Float, comment="maximum load F, kN")
+    strength_mpa: Mapped[float] = mapped_column(Float, comment="strength as reported by the machine, MPa (N/mm2)")
+    computed_strength_mpa: Mapped[float | None] = mapped_column(Float, comment="F/A or 1.5 F l / (b d^2) recomputed by the hub")
+    tested_at: Mapped[datetime] = mapped_column(UTCDateTime(), comment="test time (naive export times read in the lab's time zone)")
+    machine_id: Mapped[str] = mapped_column(String(64), comment="testing machine, e.g. MATEST-C089")
+    operator: Mapped[str | None] = mapped_column(String(64))
+    batch_known: Mapped[bool] = mapped_column(Boolean, default=False, comment="batch_id found in production_batches (re-checked each run)")
+    export_sha256: Mapped[str] = mapped_column(String(64), comment="content checksum of the export the row came from (lab_exports.sha256)")
+    export_file: Mapped[str | None] = mapped_column(String(255), comment="file name of that export")
+    source_line: Mapped[int | None] = mapped_column(Integer, comment="line of the row in the export file")
+    row_hash: Mapped[str] = mapped_column(String(32), comment="digest of the mapped measurement: an unchanged re-export is not rewritten")
+    source_run_id: Mapped[str | None] = mapped_column(String(64), comment="flow run that last wrote the row")
+    synced_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, comment="when the hub last wrote the row")
+
+    __table_args__ = (
+        Index("ix_lab_results_batch_id", "batch_id"),
+        Index("ix_lab_results_tested_at", "tested_at"),
+        Index("ix_lab_results_batch_known", "batch_known"),
+    )
+
+
+class LabExportStatus(enum.StrEnum):
+    PROCESSED = "processed"  # rows loaded and/or quarantined
+    REJECTED = "rejected"  # the file as a whole could not be read (no header found, not text)
+
+
+class LabExport(Base):
+    """One processed export, keyed by the checksum of its content: the same bytes are never processed twice."""
+
+    __tablename__ = "lab_exports"
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True, autoincrement=True)
+    sha256: Mapped[str] = mapped_column(String(64), comment="sha256 hex of the file content")
+    file_name: Mapped[str] = mapped_column(String(255), comment="name the content first arrived under")
+    source: Mapped[str] = mapped_column(String(16), default="drop", comment="drop (file in the drop folder) | api")
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    file_mtime: Mapped[datetime | None] = mapped_column(UTCDateTime(), comment="modification time of the file when read")
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, comment="when the hub read the file")
+    processed_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, comment="commit time of its rows")
+    status: Mapped[str] = mapped_column(String(16), comment="processed | rejected")
+    delimiter: Mapped[str | None] = mapped_column(String(4))
+    decimal_comma: Mapped[bool | None] = mapped_column(Boolean)
+    encoding: Mapped[str | None] = mapped_column(String(16))
+    rows_total: Mapped[int] = mapped_column(Integer, default=0, comment="data lines in the file")
+    rows_loaded: Mapped[int] = mapped_column(Integer, default=0, comment="rows that passed validation")
+    rows_written: Mapped[int] = mapped_column(Integer, default=0, comment="of those, new or changed lab_results rows")
+    rows_quarantined: Mapped[int] = mapped_column(Integer, default=0)
+    flow_run_id: Mapped[str | None] = mapped_column(String(64))
+    duplicates_seen: Mapped[int] = mapped_column(Integer, default=0, comment="times the same content was dropped again")
+    last_duplicate_name: Mapped[str | None] = mapped_column(String(255))
+    last_duplicate_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    note: Mapped[str | None] = mapped_column(Text, comment="why a rejected file was rejected")
+
+    __table_args__ = (
+        UniqueConstraint("sha256", name="uq_lab_exports_sha256"),
+        Index("ix_lab_exports_processed_at", "processed_at"),
     )

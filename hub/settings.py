@@ -95,6 +95,13 @@ class HubSettings(BaseSettings):
     google_delegated_subject: str = Field("", description="user the service account acts as (domain-wide delegation)")
     google_calendar_id: str = Field("primary", description="calendar holding the ERP's schedules (an email or a calendar id)")
     google_scopes: str = Field("https://www.googleapis.com/auth/calendar.events", description="space-separated OAuth scopes")
+    # Plant OPC UA server (docs/plant.md); PLANT_OPCUA_URL overrides plant_opcua.base_url. The session is
+    # anonymous unless a username is set; the password and the client key's passphrase are secrets.
+    plant_opcua_url: str | None = None
+    plant_opcua_username: str = ""
+    plant_opcua_password: SecretStr = SecretStr("")
+    plant_opcua_key_password: SecretStr = SecretStr("")
+    plant_opcua_buffer_dir: str = Field("", description="overrides plant_opcua.buffer_dir (the durable local buffer); empty = config")
 
     # Webhook ingress (docs/webhooks.md). Secret lists are comma-separated, current first: during a
     # rotation both the new and the previous secret verify.
@@ -130,6 +137,11 @@ class HubSettings(BaseSettings):
     error_retry_max_delay_s: float = Field(3600.0, ge=0, description="cap of the delay between queued reruns")
     error_retry_jitter_ratio: float = Field(0.5, ge=0.0, le=1.0)
     error_retry_lease_s: float = Field(900.0, gt=0, description="a rerun in progress is not claimed again for this long")
+
+    # Lab testing machines: the folder they drop their exports into (overrides lab.base_url).
+    lab_drop_dir: Path | None = None
+    # Optional results API of the testing machine / LIMS middleware (overrides [lab] api_url).
+    lab_api_url: str | None = None
 
     @field_validator("google_service_account_file", mode="before")
     @classmethod
@@ -191,6 +203,7 @@ def integration_config(name: str) -> IntegrationConfig:
         "razorpay": settings.razorpay_base_url,
         "whatsapp": settings.whatsapp_base_url,
         "microsoft365": settings.microsoft365_base_url,
+        "plant_opcua": settings.plant_opcua_url,
     }.get(name)
     if override:
         config = config.model_copy(update={"base_url": override})
@@ -201,3 +214,71 @@ def integration_config(name: str) -> IntegrationConfig:
 
 def all_integrations() -> dict[str, IntegrationConfig]:
     return dict(_load_integrations(get_settings().integrations_file))
+
+
+class LabConfig(BaseModel):
+    """The lab drop folder and validation knobs: [lab] in config/integrations.toml, LAB_DROP_DIR overrides the folder."""
+
+    drop_dir: Path
+    settle_s: float = Field(5.0, ge=0, description="a file is read only after its size and mtime stood still this long")
+    archive: bool = Field(True, description="move processed files to processed/, duplicates/ or rejected/ under the drop folder")
+    timezone: str = Field("Asia/Kolkata", description="zone of the machines' clocks, for export times without an offset")
+    planned_ages: list[int] = Field(default_factory=lambda: [1, 7, 28], description="specimen ages (days) the lab tests at")
+    strength_abs_tolerance_mpa: float = Field(0.05, ge=0, description="reported strength may differ from load/area by this much...")
+    strength_rel_tolerance: float = Field(0.02, ge=0, description="...or by this fraction of it, whichever is larger")
+    max_files_per_run: int = Field(200, ge=1)
+    api_url: str | None = Field(None, description="results API base URL; unset = drop folder only")
+
+
+def lab_config() -> LabConfig:
+    """[lab] of the integrations file; `base_url = "file://var/lab_drop/"` names the drop folder (relative to the project)."""
+    settings = get_settings()
+    with settings.integrations_file.open("rb") as fh:
+        raw = dict(tomllib.load(fh).get("lab", {}))
+    base_url = str(raw.pop("base_url", "file://var/lab_drop/"))
+    known = set(LabConfig.model_fields)
+    values = {k: v for k, v in raw.items() if k in known}
+    if settings.lab_drop_dir is not None:
+        drop = settings.lab_drop_dir
+    else:
+        if not base_url.startswith("file://"):
+            raise ValueError(f"lab.base_url must be a file:// URL naming the drop folder, got {base_url!r}")
+        drop = Path(base_url.removeprefix("file://"))
+    values["drop_dir"] = drop if drop.is_absolute() else ROOT / drop
+    if settings.lab_api_url:
+        values["api_url"] = settings.lab_api_url
+    return LabConfig(**values)
+
+
+class PlantOpcuaConfig(IntegrationConfig):
+    """[plant_opcua] in config/integrations.toml: the common knobs plus what OPC UA needs."""
+
+    namespace_uri: str = "urn:drymix:plant"
+    root_path: str = Field("Plant", description="browse name of the plant folder under Objects (namespace_uri)")
+    security: Literal["none", "sign_and_encrypt"] = "none"
+    client_certificate: Path = ROOT / "var" / "plant_pki" / "hub_client_cert.der"
+    client_private_key: Path = ROOT / "var" / "plant_pki" / "hub_client_key.pem"
+    server_certificate: Path | None = Field(None, description="pin the server's certificate; unset = take it from GetEndpoints")
+    application_uri: str = "urn:drymix:hub:plant-client"
+    stale_after_s: float = Field(120.0, gt=0, description="a continuously sampled tag whose source timestamp is older is stale")
+    subscription_period_ms: float = Field(500.0, gt=0)
+    reconnect_max_delay_s: float = Field(10.0, gt=0)
+    buffer_dir: Path = ROOT / "var" / "plant_buffer"
+    flush_chunk: int = Field(5000, ge=1, description="buffered entries loaded per database transaction")
+
+
+def plant_opcua_config() -> PlantOpcuaConfig:
+    """[plant_opcua] with PLANT_OPCUA_URL applied; relative paths are taken from the repository root."""
+    base = integration_config("plant_opcua")
+    with get_settings().integrations_file.open("rb") as fh:
+        raw = dict(tomllib.load(fh).get("plant_opcua", {}))
+    raw.update(name="plant_opcua", base_url=base.base_url)
+    if get_settings().plant_opcua_buffer_dir.strip():
+        raw["buffer_dir"] = Path(get_settings().plant_opcua_buffer_dir.strip())
+    config = PlantOpcuaConfig(**raw)
+    updates = {
+        key: ROOT / value
+        for key in ("client_certificate", "client_private_key", "server_certificate", "buffer_dir")
+        if isinstance(value := getattr(config, key), Path) and not value.is_absolute()
+    }
+    return config.model_copy(update=updates) if updates else config

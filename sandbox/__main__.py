@@ -14,6 +14,8 @@ systems:
   microsoft365  Entra ID token + Microsoft Graph (drive uploads, calendar, delta, $batch)
                                                           python -m sandbox microsoft365 --help
   google    Google OAuth (JWT bearer) + Calendar v3 events python -m sandbox google --help
+  plant     OPC UA dry-mix plant (asyncua server)         python -m sandbox plant --help
+  lab       lab testing machine: CSV exports + results API python -m sandbox lab --help
 """
 
 
@@ -45,6 +47,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         from sandbox.microsoft365 import main as microsoft365_main
 
         return microsoft365_main(rest)
+    if system == "lab":
+        from sandbox.lab import main as lab_main
+
+        return lab_main(rest)
+    if system == "plant":
+        from sandbox.plant import main as plant_main
+
+        return plant_main(rest)
     print(f"unknown sandbox system {system!r}\n\n{_USAGE}", end="", file=sys.stderr)
     return 2
 

@@ -13,7 +13,7 @@ Exception tree (catch the narrowest you can handle)::
     └── SyncFailed                   anything else that ended a unit of work (queued retry)
 
 The table follows Airbyte's default error mapping: 401/403 are configuration errors, 400/404 fail,
-408 and 5xx retry, 429 backs off.
+408 and 5xx retry, 429 backs off. OPC UA status codes map the same way (``OPCUA_STATUS_CATEGORIES``).
 """
 
 from __future__ import annotations
@@ -229,6 +229,81 @@ def category_for_status(status: int) -> ErrorCategory | None:
     return ErrorCategory.INVALID_REQUEST
 
 
+# OPC UA StatusCode symbolic names (asyncua raises ua.UaStatusCodeError subclasses named after them).
+# A refused session or a security failure is a configuration problem (never retried); a bad node id is
+# an invalid request; "too many" is the server's rate limit; a lost channel or session is transient.
+OPCUA_STATUS_CATEGORIES: dict[str, ErrorCategory] = {
+    **dict.fromkeys(
+        (
+            "BadUserAccessDenied", "BadIdentityTokenRejected", "BadIdentityTokenInvalid", "BadSecurityChecksFailed",
+            "BadCertificateUntrusted", "BadCertificateInvalid", "BadCertificateTimeInvalid", "BadCertificateRevoked",
+            "BadCertificateUriInvalid", "BadCertificateHostNameInvalid", "BadCertificateUseNotAllowed",
+            "BadSecurityPolicyRejected", "BadSecurityModeRejected", "BadApplicationSignatureInvalid",
+            "BadUserSignatureInvalid", "BadNoValidCertificates",
+        ),
+        ErrorCategory.AUTHENTICATION_FAILED,
+    ),
+    **dict.fromkeys(
+        (
+            "BadNodeIdUnknown", "BadNodeIdInvalid", "BadAttributeIdInvalid", "BadBrowseNameInvalid", "BadNotReadable",
+            "BadNotWritable", "BadTypeMismatch", "BadOutOfRange", "BadIndexRangeInvalid", "BadBrowseDirectionInvalid",
+            "BadContinuationPointInvalid", "BadHistoryOperationUnsupported", "BadServiceUnsupported",
+            "BadNothingToDo", "BadMonitoredItemIdInvalid", "BadFilterNotAllowed",
+        ),
+        ErrorCategory.INVALID_REQUEST,
+    ),
+    **dict.fromkeys(
+        (
+            "BadTooManySessions", "BadTooManyOperations", "BadTooManySubscriptions", "BadTooManyPublishRequests",
+            "BadTooManyMonitoredItems", "BadMaxConnectionsReached",
+        ),
+        ErrorCategory.RATE_LIMIT_EXCEEDED,
+    ),
+    **dict.fromkeys(("BadTimeout", "BadRequestTimeout"), ErrorCategory.TIMEOUT),
+    **dict.fromkeys(
+        (
+            "BadCommunicationError", "BadNotConnected", "BadServerNotConnected", "BadConnectionClosed",
+            "BadSessionIdInvalid", "BadSessionClosed", "BadSessionNotActivated", "BadSecureChannelIdInvalid",
+            "BadSecureChannelClosed", "BadServerHalted", "BadShutdown", "BadInternalError", "BadOutOfMemory",
+            "BadResourceUnavailable", "BadSubscriptionIdInvalid", "BadNoCommunication", "BadUnexpectedError",
+            "BadTcpServerTooBusy", "BadServerTooBusy",
+        ),
+        ErrorCategory.SERVER_ERROR,
+    ),
+}
+
+
+def category_for_opcua_status(name: str) -> ErrorCategory:
+    """OPC UA StatusCode name -> category; an unlisted Bad code ends the unit of work (SYNC_FAILED)."""
+    return OPCUA_STATUS_CATEGORIES.get(name, ErrorCategory.SYNC_FAILED)
+
+
+def _classify_opcua(exc: BaseException, what: str, integration: str | None, operation: str | None) -> IntegrationError:
+    code = getattr(exc, "code", None)
+    if isinstance(code, int):
+        # Loaded already: the exception came from asyncua.
+        from asyncua.ua.status_codes import get_name_and_doc
+
+        name, doc = get_name_and_doc(code)
+        return make_error(
+            category_for_opcua_status(name),
+            f"{what}: OPC UA {name} (0x{code:08X}){': ' + doc if doc else ''}",
+            code=name,
+            integration=integration,
+            operation=operation,
+        )
+    text = str(exc)
+    if "endpoint" in text.lower() or "certificate" in text.lower():
+        # e.g. "No matching endpoints": the server does not offer the security policy/mode we require.
+        return AuthenticationFailed(
+            f"{what}: OPC UA security setup refused ({text}); check the security policy, mode and certificates",
+            code="OPCUA_SECURITY_MISMATCH",
+            integration=integration,
+            operation=operation,
+        )
+    return SyncFailed(f"{what}: {describe_exception(exc)}", code=type(exc).__name__, integration=integration, operation=operation)
+
+
 def parse_retry_after(value: str | None) -> float | None:
     """Seconds from a Retry-After header (delta-seconds or HTTP date); None when absent or unreadable."""
     if value is None:
@@ -413,6 +488,9 @@ def classify_exception(
             integration=integration,
             operation=operation,
         )
+    if type(exc).__module__.startswith("asyncua"):
+        # Checked by module so that this core need not import asyncua (only the plant connector does).
+        return _classify_opcua(exc, what, integration, operation)
     if type(exc).__module__.startswith("sqlalchemy") and type(exc).__name__ in ("OperationalError", "InterfaceError", "DisconnectionError"):
         # Checked by name so that connectors need not import SQLAlchemy: the database went away.
         return ServerError(

@@ -1,7 +1,7 @@
 """payments.amount_refunded: paise refunded so far, so a partial refund is recorded without marking the
 payment refunded
 
-Revision ID: 0005_refunds
+Revision ID: 0005
 Revises: 0004
 Create Date: 2026-11-30
 """
@@ -13,8 +13,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = '0005_refunds'
-down_revision: str | None = '0004'
+revision: str = "0005"
+down_revision: str | None = "0004"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

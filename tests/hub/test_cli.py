@@ -43,7 +43,7 @@ def test_help_answers_without_loading_prefect_or_great_expectations() -> None:
 def test_db_upgrade_and_errors_list(db: str) -> None:
     upgraded = drymix("db", "upgrade")
     assert upgraded.returncode == 0, upgraded.stderr
-    assert "revision" in upgraded.stdout and "0005_error_workflow" in upgraded.stdout
+    assert "revision 0011" in upgraded.stdout
     listed = drymix("errors", "list", "--json")
     assert listed.returncode == 0 and listed.stdout.strip() == ""
 

@@ -1,7 +1,7 @@
 """document_outbox: ERP documents waiting for (or done with) their upload to SharePoint
 
-Revision ID: 0005_documents
-Revises: 0004
+Revision ID: 0008
+Revises: 0007
 Create Date: 2026-11-30
 """
 
@@ -15,8 +15,8 @@ from sqlalchemy.dialects import postgresql
 
 import hub.models
 
-revision: str = '0005_documents'
-down_revision: str | None = '0004'
+revision: str = "0008"
+down_revision: str | None = "0007"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,7 +1,7 @@
 """schedules: ERP schedules and their links to Microsoft 365 / Google Workspace calendar events
 
-Revision ID: 0005_schedules
-Revises: 0004
+Revision ID: 0009
+Revises: 0008
 Create Date: 2026-11-30
 """
 
@@ -14,8 +14,8 @@ from alembic import op
 
 import hub.models
 
-revision: str = '0005_schedules'
-down_revision: str | None = '0004'
+revision: str = "0009"
+down_revision: str | None = "0008"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,7 +1,7 @@
 """error workflow: integration_errors lifecycle columns, its audit trail, quarantine links
 
-Revision ID: 0005_error_workflow
-Revises: 0004
+Revision ID: 0010
+Revises: 0009
 Create Date: 2026-11-30
 """
 
@@ -15,8 +15,8 @@ from sqlalchemy.dialects import postgresql
 
 import hub.models
 
-revision: str = "0005_error_workflow"
-down_revision: str | None = "0004"
+revision: str = "0010"
+down_revision: str | None = "0009"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,7 +1,7 @@
 """monitoring: per-minute call metrics, their running totals, and alert state
 
-Revision ID: 0005_monitoring
-Revises: 0004
+Revision ID: 0011
+Revises: 0010
 Create Date: 2026-11-30
 """
 
@@ -15,8 +15,8 @@ from sqlalchemy.dialects import postgresql
 
 import hub.models
 
-revision: str = "0005_monitoring"
-down_revision: str | None = "0004"
+revision: str = "0011"
+down_revision: str | None = "0010"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

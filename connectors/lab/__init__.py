@@ -1,0 +1,1 @@
+"""Lab testing machines: CSV exports from a drop folder (and the optional results API)."""

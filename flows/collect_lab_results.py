@@ -1,0 +1,241 @@
+"""Lab testing-machine exports -> ERP `lab_results`: scan the drop folder, then per export file
+extract (read + parse), map, validate and load, exactly once.
+
+One task per file (`process_lab_export`), never per row: an export is one transaction holding its
+rows, its quarantined lines and its `lab_exports` ledger row (see hub/lab.py), so a file either
+counts as processed with everything it carried, or not at all and is read again next run. A file
+that fails (database down, ...) is recorded in `integration_errors` with the file as the unit, and
+the other files go on; the file stays in the drop folder, so the next run retries exactly it.
+With a results API configured (`LAB_API_URL`), its pages since the `after` cursor are read too, each
+page processed as an export of its own with the cursor in the same transaction (`collect_lab_api`).
+After that, results whose batch has since reached `production_batches` get `batch_known`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
+
+from connectors.core.errors import ErrorCategory, SyncFailed, classify_exception
+from connectors.lab.exports import DropFile, archive, read_settled, scan_drop_folder
+from hub.db import get_engine
+from hub.errors import record_error, record_validation_failure, resolve_open_errors
+from hub.lab import DATASET, INTEGRATION, process_export, refresh_batch_flags
+from hub.loading import read_cursor
+from hub.settings import LabConfig, get_settings, lab_config
+from tasks.report import publish_sync_summary
+from tasks.retry import retry_transient_only
+
+ARCHIVE_FOR = {"processed": "processed", "duplicate": "duplicates", "rejected": "rejected"}
+
+
+@dataclass
+class CollectSummary:
+    """What a run did; published as a Prefect table artifact and printed by `drymix lab collect`."""
+
+    integration: str = INTEGRATION
+    dataset: str = DATASET
+    mode: str = "drop-folder"
+    flow_run_id: str | None = None
+    drop_dir: str | None = None
+    files_ready: int = 0
+    files_settling: int = 0
+    exports_processed: int = 0
+    exports_rejected: int = 0
+    duplicates_skipped: int = 0
+    files_failed: int = 0
+    api_pages: int = 0
+    extracted: int = 0
+    valid: int = 0
+    quarantined: int = 0
+    upserted: int = 0
+    unchanged: int = 0
+    batch_unknown: int = 0
+    batch_flags_set: int = 0
+    seconds: float = 0.0
+    report_path: str | None = None
+    error_ids: list[int] = field(default_factory=list)
+    exports: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@task(
+    name="process_lab_export",
+    cache_policy=NO_CACHE,
+    persist_result=False,
+    retries=1,
+    retry_delay_seconds=[2.0],
+    retry_condition_fn=retry_transient_only,
+    task_run_name="lab-export-{found.path.name}",
+)
+def process_lab_export(found: DropFile, config: LabConfig, run_id: str | None) -> dict[str, Any]:
+    """Read one settled export, load it in one transaction, then archive the file."""
+    content = read_settled(found)
+    if content is None:
+        return {"name": found.name, "status": "settling"}  # it changed since the scan: still being written
+    mtime = datetime.fromtimestamp(found.mtime_ns / 1e9, UTC)
+    outcome = process_export(content, found.name, engine=get_engine(), config=config, run_id=run_id, file_mtime=mtime)
+    result = outcome.as_dict()
+    if config.archive:
+        try:
+            result["archived_to"] = str(archive(config.drop_dir, found.path, ARCHIVE_FOR[outcome.status], outcome.sha256))
+        except OSError as exc:
+            # The ledger already marks the content processed: the next scan skips it by checksum.
+            logging.getLogger(__name__).warning("could not move %s to the archive: %s", found.path, exc)
+    return result
+
+
+@task(
+    name="collect_lab_api",
+    cache_policy=NO_CACHE,
+    persist_result=False,
+    retries=1,
+    retry_delay_seconds=[2.0],
+    retry_condition_fn=retry_transient_only,
+)
+def collect_lab_api(config: LabConfig, run_id: str | None) -> list[dict[str, Any]]:
+    """Every results-API page since the cursor, each one transaction with its cursor (one task for all pages)."""
+    from connectors.lab.api import RESULTS, build_lab_api_connector, records_to_csv
+
+    engine = get_engine()
+    with engine.connect() as conn:
+        cursor = read_cursor(conn, INTEGRATION, DATASET)
+    outcomes: list[dict[str, Any]] = []
+    with build_lab_api_connector(base_url=config.api_url) as connector:
+        for page in connector.sync(RESULTS, cursor):
+            if not page.records:
+                break
+            first, last = page.records[0]["seq"], page.records[-1]["seq"]
+            outcome = process_export(
+                records_to_csv(page.records), f"api-results-{first}-{last}.csv", engine=engine, config=config,
+                run_id=run_id, source="api", cursor={"after": last},
+            )
+            outcomes.append(outcome.as_dict())
+    return outcomes
+
+
+@flow(name="collect-lab-results", description="Lab testing-machine exports (drop folder) into the ERP lab_results table.")
+def collect_lab_results(drop_dir: str | None = None, settle_s: float | None = None, max_files: int | None = None) -> dict[str, Any]:
+    """Process every settled export in the drop folder once; quarantine what cannot be trusted."""
+    logger = get_run_logger()
+    started = time.perf_counter()
+    config = lab_config()
+    updates: dict[str, Any] = {}
+    if drop_dir is not None:
+        updates["drop_dir"] = Path(drop_dir)
+    if settle_s is not None:
+        updates["settle_s"] = settle_s
+    config = config.model_copy(update=updates)
+    run_id = str(flow_run.id) if flow_run.id else None
+    summary = CollectSummary(flow_run_id=run_id, drop_dir=str(config.drop_dir))
+
+    # --- extract: which exports are complete --------------------------------------------------
+    ready, settling = scan_drop_folder(config.drop_dir, settle_s=config.settle_s)
+    limit = max_files or config.max_files_per_run
+    summary.files_ready, summary.files_settling = len(ready), len(settling)
+    if settling:
+        logger.info("%d file(s) still being written (changed in the last %.0f s): next run", len(settling), config.settle_s)
+
+    # --- per export: parse, map, validate, load (one transaction each) -----------------------
+    failures: dict[str, int] = {}
+    sample: list[dict[str, Any]] = []
+    for found in ready[:limit]:
+        try:
+            result = process_lab_export(found, config, run_id)
+        except Exception as exc:  # noqa: BLE001 - one failed file must not stop the others
+            error = classify_exception(exc, integration=INTEGRATION, operation="process_export")
+            summary.files_failed += 1
+            summary.error_ids.append(
+                record_error(error, integration=INTEGRATION, dataset=DATASET, flow_run_id=run_id,
+                             unit={"file": found.name, "size": found.size}, max_retries=1)
+            )
+            logger.error("lab export %s failed: %s (recorded; the file stays and is retried next run)", found.name, error)
+            continue
+        status = result["status"]
+        if status == "settling":
+            summary.files_settling += 1
+            continue
+        summary.exports.append({k: result.get(k) for k in ("name", "sha256", "status", "rows_total", "valid", "quarantined", "written", "reason")})
+        if status == "duplicate":
+            summary.duplicates_skipped += 1
+            logger.info("%s: same content as an export already processed, skipped", found.name)
+            continue
+        summary.exports_processed += status == "processed"
+        summary.exports_rejected += status == "rejected"
+        _count(summary, result, failures, sample)
+        logger.info(
+            "%s: %s, %d rows, %d loaded (%d new or changed), %d quarantined%s",
+            found.name, status, result["rows_total"], result["valid"], result["written"], result["quarantined"],
+            f" ({result['reason']})" if result.get("reason") else "",
+        )
+
+    if config.api_url:
+        try:
+            pages = collect_lab_api(config, run_id)
+        except Exception as exc:  # noqa: BLE001 - recorded like a failed file; the cursor stays at the last committed page
+            error = classify_exception(exc, integration=INTEGRATION, operation="read_results_api")
+            summary.files_failed += 1
+            summary.error_ids.append(record_error(error, integration=INTEGRATION, dataset=DATASET, flow_run_id=run_id, unit={"api": config.api_url}))
+            logger.error("lab results API failed: %s (recorded; the next run resumes from the cursor)", error)
+            pages = []
+        for result in pages:
+            summary.api_pages += 1
+            _count(summary, result, failures, sample)
+
+    # --- batches that arrived since: flag their results ----------------------------------------
+    with get_engine().begin() as conn:
+        summary.batch_flags_set = refresh_batch_flags(conn)
+
+    summary.seconds = round(time.perf_counter() - started, 3)
+    if summary.exports_processed or summary.api_pages:
+        summary.report_path = _build_report(run_id)
+    if summary.quarantined:
+        summary.error_ids.append(
+            record_validation_failure(
+                integration=INTEGRATION, dataset=DATASET, flow_run_id=run_id, rows_checked=summary.extracted + summary.exports_rejected,
+                rows_quarantined=summary.quarantined, failures_by_expectation=failures, sample=sample, report_path=summary.report_path,
+            )
+        )
+    if not summary.files_failed:
+        resolve_open_errors(
+            INTEGRATION, DATASET, note=f"a later run ({run_id}) processed the drop folder",
+            categories=tuple(c.value for c in ErrorCategory if c is not ErrorCategory.DATA_VALIDATION_FAILED),
+        )
+    publish_sync_summary(summary.as_dict())
+    if summary.files_failed:
+        raise SyncFailed(
+            f"{summary.files_failed} lab export(s) failed and stay in {config.drop_dir} for the next run "
+            f"(integration_errors {summary.error_ids})",
+            code="LAB_EXPORTS_FAILED",
+            operation="collect_lab_results",
+        )
+    return summary.as_dict()
+
+
+def _count(summary: CollectSummary, result: dict[str, Any], failures: dict[str, int], sample: list[dict[str, Any]]) -> None:
+    summary.extracted += result["rows_total"]
+    summary.valid += result["valid"]
+    summary.quarantined += result["quarantined"]
+    summary.upserted += result["written"]
+    summary.unchanged += result["unchanged"]
+    summary.batch_unknown += result["batch_unknown"]
+    for name, count in result["failures_by_expectation"].items():
+        failures[name] = failures.get(name, 0) + count
+    sample.extend(result["sample"][: max(0, 10 - len(sample))])
+
+
+def _build_report(run_id: str | None) -> str | None:
+    from expectations.runner import build_data_docs
+
+    settings = get_settings()
+    return build_data_docs(settings.data_docs_dir, run_name=run_id, keep_runs=settings.data_docs_keep_runs)

@@ -1,0 +1,228 @@
+"""Plant OPC UA -> ERP `plant_readings` and `production_batches`, every minute.
+
+Reads top to bottom: extract (the status snapshot and the completed-batch records after the cursor; with
+``listen_seconds`` also the data changes of continuous tags over a subscription) -> buffer on local disk
+(fsync'd) -> for each buffered chunk, oldest first: map -> validate -> load (rows, quarantine and the batch
+cursor in one transaction) -> drop the chunk from the buffer.
+
+The buffer is what makes a database outage harmless: a run that cannot reach the database keeps what it
+read on disk and fails loudly; the next run loads it, in order, before anything newer. A run that cannot
+reach the plant still flushes what earlier runs buffered. See hub/plant.py for the guarantees.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
+from prefect.utilities.annotations import quote
+from sqlalchemy import Engine
+
+from connectors.core.errors import ErrorCategory, IntegrationError, SyncFailed, classify_exception
+from hub.buffer import BufferedEntry, DurableBuffer
+from hub.db import get_engine
+from hub.plant import (
+    BATCHES,
+    INTEGRATION,
+    READINGS,
+    ChunkLoad,
+    FlushResult,
+    PlantCollection,
+    PreparedChunk,
+    buffer_collection,
+    load_chunk,
+    open_buffer,
+    prepare_chunk,
+    read_plant,
+    start_position,
+)
+from hub.settings import PlantOpcuaConfig, get_settings, plant_opcua_config
+from tasks.report import publish_sync_summary
+from tasks.retry import retry_transient_only
+
+
+@dataclass
+class CollectSummary:
+    """What a run did; published as a Prefect table artifact and printed by the CLI."""
+
+    integration: str = INTEGRATION
+    dataset: str = "plant"  # plant_readings and production_batches
+    flow_run_id: str | None = None
+    since: int | None = None  # batch seq the run collected after
+    watermark: int | None = None  # batch cursor committed
+    readings_read: int = 0
+    subscribed_changes: int = 0
+    batches_read: int = 0
+    batches_missed: int = 0
+    buffered: int = 0
+    buffer_pending: int = 0
+    extracted: int = 0  # entries flushed from the buffer
+    mapped: int = 0
+    valid: int = 0
+    quarantined: int = 0
+    flagged: int = 0
+    duplicates: int = 0
+    upserted: int = 0
+    unchanged: int = 0
+    batches: int = 0  # chunks loaded
+    seconds: float = 0.0
+    report_path: str | None = None
+    error_ids: list[int] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@task(name="read_plant", cache_policy=NO_CACHE, persist_result=False, retries=1, retry_delay_seconds=[5.0],
+      retry_condition_fn=retry_transient_only)
+def read_plant_task(config: PlantOpcuaConfig, after_seq: int | None, listen_seconds: float) -> PlantCollection:
+    """One OPC UA session: snapshot, optional subscription window, batch records after ``after_seq``."""
+    return read_plant(config, after_seq, listen_seconds=listen_seconds)
+
+
+@task(name="buffer_plant", cache_policy=NO_CACHE, persist_result=False)
+def buffer_task(buffer: DurableBuffer, collection: PlantCollection) -> int:
+    """Append to the local durable buffer (fsync'd) before anything touches the database."""
+    return buffer_collection(buffer, collection)
+
+
+@task(name="prepare_plant_chunk", cache_policy=NO_CACHE, persist_result=False)
+def prepare_task(entries: list[BufferedEntry], stale_after_s: float, run_name: str | None) -> PreparedChunk:
+    """Map and validate one buffered chunk (quarantine rows keep their raw record)."""
+    return prepare_chunk(entries, stale_after_s=stale_after_s, run_name=run_name)
+
+
+@task(name="load_plant_chunk", cache_policy=NO_CACHE, persist_result=False, retries=2, retry_delay_seconds=[1.0, 4.0],
+      retry_condition_fn=retry_transient_only)
+def load_task(engine: Engine, chunk: PreparedChunk, flow_run_id: str | None) -> ChunkLoad:
+    """Rows, quarantine and the batch cursor in one transaction."""
+    return load_chunk(engine, chunk, flow_run_id=flow_run_id)
+
+
+def _record(error: IntegrationError, dataset: str, run_id: str | None, unit: dict[str, Any] | None = None) -> int | None:
+    """Record an error row; when the database itself is down, say so in the log instead."""
+    from hub.errors import record_error
+
+    logger = get_run_logger()
+    try:
+        return record_error(error, integration=INTEGRATION, dataset=dataset, flow_run_id=run_id, unit=unit,
+                            max_retries=plant_opcua_config().retry.max_retries)
+    except Exception as exc:  # noqa: BLE001 - the ledger lives in the database that may be the failure
+        logger.error("could not record the error in integration_errors (%s): %s", classify_exception(exc), error)
+        return None
+
+
+@flow(name="collect-plant", description="Plant OPC UA status and completed batches into plant_readings and production_batches.")
+def collect_plant(listen_seconds: float = 0.0) -> dict[str, Any]:
+    """Collect from the plant, buffer durably, flush the buffer in order into the ERP."""
+    logger = get_run_logger()
+    started = time.perf_counter()
+    config = plant_opcua_config()
+    engine = get_engine()
+    run_id = str(flow_run.id) if flow_run.id else None
+    summary = CollectSummary(flow_run_id=run_id)
+    buffer = open_buffer(config)
+
+    # --- extract: from the plant into the durable buffer -------------------------------------------
+    position = start_position(engine, buffer)
+    summary.since = position.after_seq
+    if not position.database_ok:
+        logger.warning("database unreachable (%s): collecting after buffered batch seq %s", position.database_error, position.after_seq)
+    read_error: IntegrationError | None = None
+    try:
+        collection = read_plant_task(quote(config), position.after_seq, listen_seconds)  # type: ignore[call-overload]
+        summary.readings_read = len(collection.readings)
+        summary.subscribed_changes = collection.subscribed_changes
+        summary.batches_read = len(collection.batches)
+        summary.batches_missed = collection.missed
+        summary.buffered = buffer_task(buffer, quote(collection))  # type: ignore[call-overload]
+        if collection.missed:
+            gap = SyncFailed(
+                f"{collection.missed} batch record(s) after seq {position.after_seq} were overwritten in the server's ring "
+                "before they were collected: raise the ring size on the PLC or collect more often",
+                code="BATCH_RECORDS_MISSED",
+                operation="read_batches",
+            )
+            summary.error_ids += [i for i in [_record(gap, BATCHES, run_id, {"after_seq": position.after_seq})] if i]
+        logger.info("plant: %d readings (%d from the subscription), %d new batch records (counter %d) buffered",
+                    summary.readings_read, summary.subscribed_changes, summary.batches_read, collection.counter)
+    except Exception as exc:  # noqa: BLE001 - classified; the buffer is flushed before the run fails
+        read_error = classify_exception(exc, integration=INTEGRATION, operation="collect_plant")
+        logger.error("reading the plant failed: %s. %s Buffered entries are still flushed.", read_error, read_error.remedy)
+
+    # --- map, validate, load: every buffered chunk, oldest first ------------------------------------
+    result = FlushResult()
+    try:
+        while entries := buffer.pending(config.flush_chunk):
+            chunk = prepare_task(quote(entries), config.stale_after_s, run_id)  # type: ignore[call-overload]
+            loaded = load_task(engine, quote(chunk), run_id)  # type: ignore[call-overload]
+            buffer.remove_through(chunk.last_seq)  # only after the commit
+            result.add(chunk, loaded)
+    except Exception as exc:
+        error = classify_exception(exc, integration=INTEGRATION, operation="load_plant")
+        summary.buffer_pending = buffer.count()
+        error.message = f"{error.message}; {summary.buffer_pending} entries stay in the local buffer and load on the next run"
+        _record(error, READINGS, run_id, {"buffer_pending": summary.buffer_pending})
+        logger.error("loading the plant buffer failed: %s. %s", error, error.remedy)
+        if error is exc:
+            raise
+        raise error from exc
+
+    summary.batches = result.chunks
+    summary.extracted = result.entries
+    summary.duplicates = result.duplicates
+    summary.mapped = result.entries - result.duplicates
+    summary.quarantined = result.quarantined
+    summary.valid = summary.mapped - result.quarantined
+    summary.flagged = result.flagged
+    summary.upserted = result.readings_upserted + result.batches_upserted
+    summary.unchanged = result.readings_unchanged + result.batches_unchanged
+    summary.watermark = result.batch_seq
+    summary.buffer_pending = buffer.count()
+    if summary.valid != summary.upserted + summary.unchanged:
+        raise SyncFailed(
+            f"row counts do not balance: {summary.valid} valid, {summary.upserted} upserted + {summary.unchanged} unchanged",
+            code="COUNT_IMBALANCE",
+        )
+    if result.chunks:
+        summary.report_path = _build_report(run_id)
+    if summary.quarantined:
+        from hub.errors import record_validation_failure
+
+        summary.error_ids.append(
+            record_validation_failure(
+                integration=INTEGRATION,
+                dataset=READINGS if any(s["dataset"] == READINGS for s in result.sample) else BATCHES,
+                flow_run_id=run_id,
+                rows_checked=summary.mapped,
+                rows_quarantined=summary.quarantined,
+                failures_by_expectation=result.failures_by_expectation,
+                sample=result.sample,
+                report_path=summary.report_path,
+            )
+        )
+    summary.seconds = round(time.perf_counter() - started, 3)
+    if read_error is not None:
+        summary.error_ids += [i for i in [_record(read_error, READINGS, run_id)] if i]
+        publish_sync_summary(summary.as_dict())
+        raise read_error
+    from hub.errors import resolve_open_errors
+
+    transient = tuple(c.value for c in ErrorCategory if c is not ErrorCategory.DATA_VALIDATION_FAILED)
+    for dataset in (READINGS, BATCHES):
+        resolve_open_errors(INTEGRATION, dataset, note=f"a later run ({run_id}) collected the plant", categories=transient)
+    logger.info("plant: %d entries loaded (%d upserted, %d unchanged, %d quarantined, %d flagged), batch cursor %s",
+                summary.extracted, summary.upserted, summary.unchanged, summary.quarantined, summary.flagged, summary.watermark)
+    publish_sync_summary(summary.as_dict())
+    return summary.as_dict()
+
+
+def _build_report(run_id: str | None) -> str | None:
+    from expectations.runner import build_data_docs
+
+    settings = get_settings()
+    return build_data_docs(settings.data_docs_dir, run_name=run_id, keep_runs=settings.data_docs_keep_runs)

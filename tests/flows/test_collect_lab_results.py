@@ -1,0 +1,270 @@
+"""collect-lab-results end to end: the sandbox writes exports into a drop folder, the flow loads them once."""
+
+from __future__ import annotations
+
+import os
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import func, insert, select
+
+from connectors.core.errors import SyncFailed
+from connectors.lab.exports import find_archived
+from hub.db import get_engine
+from hub.lab import forget_export
+from hub.models import IntegrationErrorRow, LabExport, LabResult, ProductionBatch, QuarantinedRecord
+from sandbox.lab import LabSandbox, Session
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+BATCHES = ["B-M1-000201", "B-M1-000202"]
+
+
+@pytest.fixture
+def drop(db: str, tmp_path: Path) -> Path:
+    folder = tmp_path / "lab_drop"
+    folder.mkdir()
+    return folder
+
+
+@pytest.fixture
+def machine(drop: Path) -> LabSandbox:
+    return LabSandbox(drop_dir=drop, seed=31)
+
+
+def collect(drop: Path, settle_s: float = 0.0) -> dict[str, Any]:
+    from flows.collect_lab_results import collect_lab_results
+
+    return collect_lab_results(drop_dir=str(drop), settle_s=settle_s)
+
+
+def add_batches(ids: list[str]) -> None:
+    now = datetime.now(UTC)
+    with get_engine().begin() as conn:
+        conn.execute(
+            insert(ProductionBatch),
+            [
+                {"batch_id": b, "batch_seq": i, "product_code": "MM-M10-25KG", "recipe_code": "R-M10", "mixer": "M1",
+                 "started_at": now - timedelta(minutes=10), "ended_at": now, "components": [], "row_hash": f"h{i}"}
+                for i, b in enumerate(ids)
+            ],
+        )
+
+
+def lab_rows() -> dict[str, dict[str, Any]]:
+    with get_engine().connect() as conn:
+        return {r.specimen_id: r._asdict() for r in conn.execute(select(LabResult))}
+
+
+def quarantined() -> list[QuarantinedRecord]:
+    from sqlalchemy.orm import Session as OrmSession
+
+    with OrmSession(get_engine()) as s:
+        return list(s.scalars(select(QuarantinedRecord).where(QuarantinedRecord.integration == "lab").order_by(QuarantinedRecord.id)))
+
+
+def count(model: Any) -> int:
+    with get_engine().connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(model)).scalar_one())
+
+
+def errors(category: str) -> list[Any]:
+    with get_engine().connect() as conn:
+        return list(conn.execute(select(IntegrationErrorRow).where(IntegrationErrorRow.integration == "lab", IntegrationErrorRow.error_type == category)))
+
+
+# (variant, rows loaded of 18, lines quarantined, reason found in the quarantine entry)
+VARIANTS = [
+    ("semicolon", 18, 0, None),
+    ("decimal_comma", 18, 0, None),
+    ("reordered", 18, 0, None),
+    ("preamble", 18, 0, None),
+    ("truncated", 17, 1, "truncated last line"),
+    ("bad_number", 17, 1, "'12..4' is not a number"),
+    ("strength_mismatch", 17, 1, "expect_column_pair_values_a_to_be_greater_than_b"),
+]
+
+
+@pytest.mark.parametrize(("variant", "loaded", "refused", "reason"), VARIANTS, ids=[v[0] for v in VARIANTS])
+def test_every_export_variant_loads_its_good_rows_and_quarantines_the_rest(
+    drop: Path, machine: LabSandbox, variant: str, loaded: int, refused: int, reason: str | None
+) -> None:
+    add_batches(BATCHES)
+    session = machine.test_session(batch_ids=BATCHES, variants=[variant])
+    summary = collect(drop)
+    assert (summary["exports_processed"], summary["extracted"], summary["valid"], summary["quarantined"]) == (1, 18, loaded, refused)
+    rows = lab_rows()
+    assert len(rows) == loaded
+    assert all(r["batch_known"] and r["export_file"] == session.file_name for r in rows.values())
+    for record in session.records:  # the values survive any delimiter, decimal mark, header order or unit
+        stored = rows.get(record["specimen_id"])
+        if stored is not None:
+            assert stored["peak_load_kn"] == pytest.approx(record["peak_load_kn"])
+            assert stored["tested_at"] == record["tested_at"]
+    entries = quarantined()
+    assert len(entries) == refused
+    if reason:
+        entry = entries[0]
+        assert reason in str(entry.failed_expectations) + str(entry.raw_record)
+        assert entry.raw_record["file"] == session.file_name and entry.raw_record["text"]
+        assert len(errors("DATA_VALIDATION_FAILED")) == 1
+    assert (drop / "processed" / session.file_name).exists() and not (drop / session.file_name).exists()
+
+
+def test_same_export_dropped_twice_is_processed_once(drop: Path, machine: LabSandbox) -> None:
+    session = machine.test_session(batch_ids=BATCHES, variants=["duplicate"])  # two names, same bytes
+    first = collect(drop)
+    assert (first["exports_processed"], first["duplicates_skipped"], first["valid"]) == (1, 1, 18)
+    (drop / "dropped-again.csv").write_bytes(session.content)  # the operator exports it once more
+    second = collect(drop)
+    assert (second["exports_processed"], second["duplicates_skipped"], second["upserted"]) == (0, 1, 0)
+    assert count(LabResult) == 18 and count(LabExport) == 1
+    with get_engine().connect() as conn:
+        export = conn.execute(select(LabExport)).one()
+    assert export.duplicates_seen == 2 and export.last_duplicate_name == "dropped-again.csv"
+    assert sorted(p.name for p in (drop / "duplicates").iterdir()) == sorted([session.file_name.replace(".csv", "_copy.csv"), "dropped-again.csv"])
+
+
+def _age(path: Path, seconds: float) -> None:
+    past = time.time() - seconds
+    os.utime(path, (past, past))
+
+
+def test_file_still_being_written_is_not_processed_until_complete_then_once(drop: Path, machine: LabSandbox) -> None:
+    machine.drop_dir = None
+    session: Session = machine.test_session(batch_ids=BATCHES)
+    path = drop / session.file_name
+    half = len(session.content) // 2
+    path.write_bytes(session.content[:half])  # the tester is mid-way through the session
+    summary = collect(drop, settle_s=5)
+    assert (summary["files_ready"], summary["files_settling"], summary["exports_processed"]) == (0, 1, 0)
+    assert count(LabResult) == 0 and count(LabExport) == 0 and path.exists()
+    with path.open("ab") as fh:
+        fh.write(session.content[half:])
+    _age(path, 10)  # it has stood still for longer than the settle interval
+    done = collect(drop, settle_s=5)
+    assert (done["exports_processed"], done["valid"], done["quarantined"]) == (1, 18, 0)
+    again = collect(drop, settle_s=5)
+    assert again["files_ready"] == 0 and count(LabResult) == 18 and count(LabExport) == 1
+
+
+def test_export_read_before_the_writer_finished_is_completed_by_its_final_version(drop: Path, machine: LabSandbox) -> None:
+    machine.drop_dir = None
+    session = machine.test_session(batch_ids=BATCHES)
+    cut = session.content.rfind(b"\r\n", 0, len(session.content) - 2) + 20  # mid-way through the last line
+    (drop / session.file_name).write_bytes(session.content[:cut])
+    early = collect(drop)  # settle 0: read at once, like a writer that paused too long
+    assert (early["valid"], early["quarantined"]) == (17, 1)
+    (drop / session.file_name).write_bytes(session.content)
+    final = collect(drop)
+    assert (final["exports_processed"], final["valid"], final["upserted"], final["unchanged"]) == (1, 18, 1, 17)
+    assert [e.status for e in quarantined()] == ["replayed"]  # the cut line's specimen loaded from the full file
+
+
+def test_unknown_batch_is_loaded_flagged_and_unflagged_when_the_batch_arrives(drop: Path, machine: LabSandbox) -> None:
+    add_batches(BATCHES[:1])
+    machine.test_session(batch_ids=BATCHES)
+    summary = collect(drop)
+    assert (summary["valid"], summary["quarantined"], summary["batch_unknown"]) == (18, 0, 9)
+    flags = {r["batch_id"]: r["batch_known"] for r in lab_rows().values()}
+    assert flags == {BATCHES[0]: True, BATCHES[1]: False}
+    add_batches(BATCHES[1:])  # the plant's record of the second batch arrives later
+    later = collect(drop)
+    assert later["batch_flags_set"] == 9
+    assert all(r["batch_known"] for r in lab_rows().values())
+
+
+def test_strength_not_matching_load_is_quarantined_with_its_line_and_an_error_row(drop: Path, machine: LabSandbox) -> None:
+    add_batches(BATCHES)
+    session = machine.test_session(batch_ids=BATCHES, variants=["strength_mismatch"])
+    collect(drop)
+    (entry,) = quarantined()
+    bad = session.records[len(session.records) // 3]
+    assert entry.record_key == bad["specimen_id"]
+    assert entry.raw_record["line"] == len(session.records) // 3 + 2
+    assert entry.raw_record["text"].startswith(bad["specimen_id"] + ",")
+    assert entry.failed_expectations[0]["expectation"] == "expect_column_pair_values_a_to_be_greater_than_b"
+    assert entry.mapped_record["strength_deviation_mpa"] > entry.mapped_record["strength_allowed_mpa"]
+    assert bad["specimen_id"] not in lab_rows()
+    (error,) = errors("DATA_VALIDATION_FAILED")
+    assert "1 of 18 lab_results rows failed validation" in error.error_message
+
+
+def test_rerun_and_replay_change_nothing(drop: Path, machine: LabSandbox) -> None:
+    add_batches(BATCHES)
+    session = machine.test_session(batch_ids=BATCHES)
+    collect(drop)
+    before = lab_rows()
+    assert collect(drop)["files_ready"] == 0  # nothing new: nothing read
+    export = forget_export(get_engine(), session.content and __import__("hashlib").sha256(session.content).hexdigest()[:10])
+    archived = find_archived(drop, export.sha256, export.file_name)
+    assert archived is not None
+    archived.replace(drop / export.file_name)
+    replay = collect(drop)
+    assert (replay["exports_processed"], replay["valid"], replay["upserted"], replay["unchanged"]) == (1, 18, 0, 18)
+    assert lab_rows() == before  # not even synced_at moved
+    assert count(LabExport) == 1
+
+
+def test_unreadable_file_is_rejected_quarantined_and_archived(drop: Path) -> None:
+    (drop / "results.xlsx").write_bytes(b"PK\x03\x04" + b"\x00" * 64)
+    summary = collect(drop)
+    assert (summary["exports_rejected"], summary["quarantined"]) == (1, 1)
+    (entry,) = quarantined()
+    assert "export the results as CSV" in entry.failed_expectations[0]["value"]
+    assert (drop / "rejected" / "results.xlsx").exists()
+    (drop / "results-again.xlsx").write_bytes(b"PK\x03\x04" + b"\x00" * 64)
+    assert collect(drop)["duplicates_skipped"] == 1
+
+
+def test_a_failed_export_leaves_nothing_behind_is_recorded_and_is_retried_next_run(
+    drop: Path, machine: LabSandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import hub.lab
+
+    session = machine.test_session(batch_ids=BATCHES, variants=["bad_number"])
+
+    def fail(*_: Any, **__: Any) -> int:
+        raise ConnectionError("database connection lost")
+
+    monkeypatch.setattr(hub.lab, "_close_replayed", fail)  # fails after the rows were written, before the commit
+    with pytest.raises(SyncFailed, match="1 lab export"):
+        collect(drop)
+    assert count(LabResult) == 0 and count(LabExport) == 0 and quarantined() == []  # rows, quarantine, ledger: all or nothing
+    (failure,) = [e for e in errors("SERVER_ERROR") + errors("SYNC_FAILED")]
+    assert failure.unit["file"] == session.file_name and failure.status == "pending"
+    assert (drop / session.file_name).exists()
+    monkeypatch.undo()
+    retried = collect(drop)
+    assert (retried["exports_processed"], retried["valid"], retried["quarantined"]) == (1, 17, 1)
+    with get_engine().connect() as conn:
+        assert conn.execute(select(IntegrationErrorRow.status).where(IntegrationErrorRow.id == failure.id)).scalar_one() == "resolved"
+
+
+def test_results_api_pages_load_once_with_their_cursor(drop: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from connectors.core.client import use_transport
+    from hub.loading import read_cursor
+    from hub.settings import reset_settings_cache
+    from sandbox.core import as_transport
+
+    sim = LabSandbox(seed=41)  # no drop folder: the machine is read over HTTP only
+    sim.test_session(batch_ids=BATCHES)
+    monkeypatch.setenv("LAB_API_URL", "http://lab.sandbox")
+    reset_settings_cache()
+    try:
+        with use_transport("lab", as_transport(sim)):
+            first = collect(drop)
+            assert (first["api_pages"], first["valid"], first["quarantined"]) == (1, 18, 0)
+            assert collect(drop)["api_pages"] == 0  # nothing new after the cursor
+            sim.test_session(batch_ids=["B-M1-000203"])
+            third = collect(drop)
+    finally:
+        monkeypatch.delenv("LAB_API_URL")
+        reset_settings_cache()
+    assert (third["api_pages"], third["valid"]) == (1, 9)
+    assert count(LabResult) == 27
+    with get_engine().connect() as conn:
+        assert read_cursor(conn, "lab", "lab_results") == {"after": 27}
