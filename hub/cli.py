@@ -22,6 +22,11 @@ app.add_typer(sandbox_app, name="sandbox")
 app.add_typer(sync_app, name="sync")
 app.add_typer(errors_app, name="errors")
 app.add_typer(webhooks_app, name="webhooks")
+from hub.cli_stack import deploy_app, smoke, stack_app  # noqa: E402 - production stack (docs/deployment.md)
+
+app.add_typer(stack_app, name="stack")
+app.add_typer(deploy_app, name="deploy")
+app.command("smoke")(smoke)
 
 console = Console()
 err_console = Console(stderr=True)
