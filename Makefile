@@ -1,4 +1,5 @@
 # Two commands do everything on a fresh machine: `make demo` and `make test`.
+# `make up` / `make down`: the whole stack in the background (Prefect server, worker, ingress, simulators).
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -6,7 +7,7 @@ STAMP  := $(VENV)/.installed
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export GX_ANALYTICS_ENABLED ?= false
 
-.PHONY: install demo test lint typecheck bench clean chromium
+.PHONY: install demo test lint typecheck bench clean chromium up down status smoke
 
 # The virtual environment, rebuilt when the dependencies or their pins change.
 $(STAMP): pyproject.toml constraints.txt
@@ -30,6 +31,22 @@ test: install chromium
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
+## The local production stack in the background: Prefect server (UI), process work pool + worker, webhook
+## ingress, every simulator; deployments, Secret blocks and rate limits registered. UP_ARGS=--no-sandbox for real systems.
+up: install
+	$(BIN)/drymix stack up $(UP_ARGS)
+
+## Stop everything `make up` started.
+down: install
+	$(BIN)/drymix stack down
+
+status: install
+	$(BIN)/drymix stack status
+
+## Post-deployment verification against the running stack (or PREFECT_API_URL).
+smoke: install
+	$(BIN)/drymix smoke
+
 lint: install
 	$(BIN)/ruff check .
 
@@ -42,4 +59,4 @@ bench: install
 	$(BIN)/python bench/metrics_overhead.py
 
 clean:
-	rm -rf var/drymix.db* var/data_docs var/prefect logs
+	rm -rf var/drymix.db* var/data_docs var/prefect var/stack logs

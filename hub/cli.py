@@ -51,6 +51,11 @@ from hub.cli_plant import plant_app, sandbox_plant  # noqa: E402 - light: typer 
 
 app.add_typer(plant_app, name="plant")
 sandbox_app.command("plant")(sandbox_plant)
+from hub.cli_stack import deploy_app, smoke, stack_app  # noqa: E402 - production stack (docs/deployment.md)
+
+app.add_typer(stack_app, name="stack")
+app.add_typer(deploy_app, name="deploy")
+app.command("smoke")(smoke)
 
 console = Console()
 err_console = Console(stderr=True)

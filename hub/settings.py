@@ -186,7 +186,8 @@ def reset_settings_cache() -> None:
 def _load_integrations(path: Path) -> dict[str, IntegrationConfig]:
     with path.open("rb") as fh:
         raw = tomllib.load(fh)
-    return {name: IntegrationConfig(name=name, **values) for name, values in raw.items()}
+    # [jobs] holds the schedules of hub jobs (hub/deploy.py), not an integration.
+    return {name: IntegrationConfig(name=name, **values) for name, values in raw.items() if name != "jobs"}
 
 
 def integration_config(name: str) -> IntegrationConfig:

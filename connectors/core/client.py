@@ -36,14 +36,39 @@ from hub.settings import IntegrationConfig, RetryPolicy, get_settings
 log = logging.getLogger(__name__)
 
 
+#: Takes one unit of an integration's budget shared by every process (blocks until it is free).
+SharedAcquire = Callable[[str], None]
+
+# The cross-process budget. Connectors know nothing of Prefect: the flow layer installs an acquire
+# function backed by a Prefect global rate limit (hub/rate_limits.py) when a Prefect server is there.
+_SHARED_ACQUIRE: SharedAcquire | None = None
+
+
+def set_shared_rate_limiter(acquire: SharedAcquire | None) -> SharedAcquire | None:
+    """Install (or with None remove) the shared budget every `RateBudget` also takes from; returns the previous one."""
+    global _SHARED_ACQUIRE
+    previous, _SHARED_ACQUIRE = _SHARED_ACQUIRE, acquire
+    return previous
+
+
 class RateBudget:
     """Token bucket: at most `rate_per_s` requests per second from this process.
 
-    Hand-written because it must sit inside the HTTP call path (a few microseconds per call); the
-    cross-worker budget is a Prefect global rate limit on top of this one.
+    Hand-written because it must sit inside the HTTP call path (a few microseconds per call). When
+    `name` is given and a shared limiter is installed (`set_shared_rate_limiter`), each call also takes a
+    unit of the budget shared by every worker (a Prefect global rate limit), so that several processes
+    together stay under the external system's limit.
     """
 
-    def __init__(self, rate_per_s: float, *, burst: float | None = None, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        rate_per_s: float,
+        *,
+        burst: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        name: str | None = None,
+    ):
+        self.name = name
         self.rate = rate_per_s
         self.capacity = burst if burst is not None else max(1.0, rate_per_s)
         self._tokens = self.capacity
@@ -52,7 +77,16 @@ class RateBudget:
         self._lock = threading.Lock()
 
     def acquire(self, sleep: Callable[[float], None] = time.sleep) -> float:
-        """Take one token, sleeping until one is free; returns the seconds waited."""
+        """Take one token (locally, then from the shared budget), sleeping until free; returns the seconds waited."""
+        waited = self._acquire_local(sleep)
+        shared = _SHARED_ACQUIRE
+        if shared is not None and self.name is not None:
+            started = time.monotonic()
+            shared(self.name)
+            waited += time.monotonic() - started
+        return waited
+
+    def _acquire_local(self, sleep: Callable[[float], None]) -> float:
         waited = 0.0
         while True:
             with self._lock:
@@ -130,7 +164,7 @@ class IntegrationClient:
         self.body_parser = body_parser
         self.metrics = metrics
         self._sleep = sleep
-        self.budget = RateBudget(config.rate_budget_per_s)
+        self.budget = RateBudget(config.rate_budget_per_s, name=config.name)
         cache = getattr(auth, "cache", None)
         if isinstance(cache, TTLCache) and cache.metrics_label is None:
             cache.metrics_label = (config.name, "token")  # token reuse shows as the cache hit rate
@@ -227,4 +261,4 @@ def retries_of(client: IntegrationClient) -> int:
     return client.metrics.total(client.name, "retries")
 
 
-__all__ = ["IntegrationClient", "IntegrationError", "RateBudget", "retries_of"]
+__all__ = ["IntegrationClient", "IntegrationError", "RateBudget", "SharedAcquire", "retries_of", "set_shared_rate_limiter"]
