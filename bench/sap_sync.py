@@ -73,7 +73,7 @@ def reset_tables() -> None:
 
     upgrade()
     with get_engine().begin() as conn:
-        conn.exec_driver_sql("TRUNCATE customers, quarantined_records, sync_state, integration_errors")
+        conn.exec_driver_sql("TRUNCATE customers, quarantined_records, sync_state, integration_errors CASCADE")
 
 
 def child(page_size: int, batch_pages: int) -> None:
