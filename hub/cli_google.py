@@ -68,13 +68,17 @@ def sandbox_google(
     port: Annotated[int, typer.Option(help="TCP port")] = 8405,
     host: Annotated[str, typer.Option(help="interface to bind")] = "127.0.0.1",
     key_file: Annotated[Path | None, typer.Option(help="write the sandbox service account's JSON key file here")] = None,
+    service_account_file: Annotated[
+        Path | None, typer.Option(help="use this JSON key file's service account instead of generating one (stable across restarts)")
+    ] = None,
     faults: Annotated[str | None, typer.Option(help='fault switches as JSON, e.g. \'{"rate_limit_every_n": 5}\'')] = None,
 ) -> None:
     """Serve the Google OAuth + Calendar v3 simulator over HTTP until Ctrl-C."""
     from sandbox.core import serve
-    from sandbox.google_calendar import GoogleCalendarSandbox
+    from sandbox.google_calendar import GoogleCalendarSandbox, load_service_account
 
-    sandbox = GoogleCalendarSandbox(faults=json.loads(faults) if faults else None)
+    account = load_service_account(service_account_file.read_text(encoding="utf-8")) if service_account_file else None
+    sandbox = GoogleCalendarSandbox(service_account=account, faults=json.loads(faults) if faults else None)
     if key_file is not None:
         key_file.write_text(sandbox.service_account.key_file_json(), encoding="utf-8")
     base = f"http://{host}:{port}"

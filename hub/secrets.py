@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any, cast
 
@@ -21,10 +22,12 @@ def resolve_secret(value: SecretStr, block_name: str) -> SecretStr:
         from prefect.blocks.system import Secret
 
         block = cast(Secret[Any], Secret.load(block_name, _sync=True))  # type: ignore[call-arg]
-        loaded = block.get()
+        # The stored value as saved: Secret.get() would json.loads a string, turning a JSON secret (a Google
+        # service-account key file) into a dict whose str() is no longer JSON.
+        loaded = block.value.get_secret_value()
     except Exception as exc:  # noqa: BLE001 - no block (or no API) means "not configured", said clearly by the caller
         log.debug("no Prefect Secret block %r: %s", block_name, type(exc).__name__)
         return value
-    secret = str(loaded)
+    secret = loaded if isinstance(loaded, str) else json.dumps(loaded)  # a block saved with a JSON object (UI)
     register_secret(secret)
     return SecretStr(secret)

@@ -70,9 +70,17 @@ def check_http(url: str) -> str:
 
 
 def connector_builders() -> dict[str, Callable[..., Any] | None]:
-    """integration -> `connectors.<name>.build_<name>_connector`, or None when it has no connector yet."""
+    """integration -> a builder of its (synchronous) connector, or None when it has none of that kind.
+
+    By convention `connectors.<name>.build_<name>_connector`; the integrations whose connector is built
+    otherwise are named here."""
     builders: dict[str, Callable[..., Any] | None] = {}
     for name in sorted(all_integrations()):
+        if name == "google_workspace":
+            from connectors.google_workspace.connector import GoogleCalendarConnector
+
+            builders[name] = GoogleCalendarConnector.from_settings
+            continue
         try:
             module = importlib.import_module(f"connectors.{name}")
         except ModuleNotFoundError:
@@ -91,6 +99,57 @@ def check_connection(builder: Callable[..., Any]) -> str:
     if not result.ok:
         raise RuntimeError(result.detail)
     return f"connected in {result.latency_ms:.0f} ms"
+
+
+def check_plant() -> str:
+    """Open an OPC UA session (endpoint, security, user) and browse the plant's tags."""
+    from connectors.plant import build_plant_connector
+    from hub.plant import run_async
+
+    async def browse() -> int:
+        async with build_plant_connector() as plant:
+            return len(await plant.discover())
+
+    started = time.perf_counter()
+    tags = run_async(browse())
+    if not tags:
+        raise RuntimeError("connected, but the plant folder has no tags")
+    return f"connected, {tags} tags browsed in {(time.perf_counter() - started) * 1000:.0f} ms"
+
+
+def check_lab() -> str:
+    """The drop folder exists and the worker may read it and move files into its archive (and the API answers, if set)."""
+    import os
+
+    from hub.settings import lab_config
+
+    config = lab_config()
+    folder = config.drop_dir
+    if not folder.is_dir():
+        raise RuntimeError(f"lab drop folder {folder} does not exist (LAB_DROP_DIR / [lab] base_url)")
+    if not os.access(folder, os.R_OK | os.X_OK) or (config.archive and not os.access(folder, os.W_OK)):
+        raise RuntimeError(f"lab drop folder {folder} is not readable{' and writable (archive = true)' if config.archive else ''}")
+    detail = f"drop folder {folder} readable{' and writable' if config.archive else ''}"
+    if config.api_url:
+        from connectors.lab.api import build_lab_api_connector
+
+        detail += f"; results API {check_connection(build_lab_api_connector)}"
+    return detail
+
+
+def connection_checks() -> dict[str, Callable[[], str] | None]:
+    """integration -> its connection check (test_connection of its connector), None when there is none."""
+    checks: dict[str, Callable[[], str] | None] = {}
+    for name, builder in connector_builders().items():
+        if name == "plant_opcua":
+            checks[name] = check_plant
+        elif name == "lab":
+            checks[name] = check_lab
+        elif builder is not None:
+            checks[name] = lambda b=builder: check_connection(b)  # type: ignore[misc]
+        else:
+            checks[name] = None
+    return checks
 
 
 def run_smoke(
@@ -146,12 +205,12 @@ def run_smoke(
 
                 checks.append(_timed("rate limit", spec.name, limit))
 
-        for name, builder in connector_builders().items():
+        for name, check in connection_checks().items():
             progress(f"test_connection {name}")
-            if builder is None:
+            if check is None:
                 checks.append(Check("connection", name, True, "no connector in this build", skipped=True))
                 continue
-            checks.append(_timed("connection", name, lambda b=builder: check_connection(b)))  # type: ignore[misc]
+            checks.append(_timed("connection", name, check))
 
         if run_deployments:
             from prefect.deployments import run_deployment

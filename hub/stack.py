@@ -82,12 +82,18 @@ def pick_port(preferred: int | None, taken: set[int]) -> int:
 
 @dataclass
 class SandboxWiring:
-    """How the hub reaches one simulator: worker environment ({url} = its base URL), Secret blocks, ingress."""
+    """How the hub reaches one simulator: worker environment ({url} = its address), Secret blocks, ingress.
+
+    `args` are appended to the simulator's command line (state files, folders, speed); `url` is its address
+    with {port} the port the plan picked (an OPC UA server is not reached over http://).
+    """
 
     env: dict[str, str] = field(default_factory=dict)
     secrets: dict[str, str] = field(default_factory=dict)
     ingress_env: dict[str, str] = field(default_factory=dict)
     webhook_path: str | None = None
+    args: list[str] = field(default_factory=list)
+    url: str = "http://127.0.0.1:{port}"
 
 
 def _defaults(cls: type) -> dict[str, Any]:
@@ -104,6 +110,7 @@ def sandbox_wiring(name: str) -> SandboxWiring | None:
     A simulator without an entry here still runs under the stack; its URL is given to the worker as
     DRYMIX_SANDBOX_<NAME>_URL and `drymix stack status` says it is not wired yet.
     """
+    state = stack_dir()
     if name == "sap":
         from sandbox.sap import SapSandbox
 
@@ -132,18 +139,85 @@ def sandbox_wiring(name: str) -> SandboxWiring | None:
             ingress_env={"WHATSAPP_APP_SECRETS": d["app_secret"], "WHATSAPP_VERIFY_TOKEN": "sandbox-verify-token"},
             webhook_path="/webhooks/whatsapp",
         )
+    if name == "microsoft365":
+        from sandbox.microsoft365 import Microsoft365Sandbox
+
+        d = _defaults(Microsoft365Sandbox)
+        return SandboxWiring(
+            env={
+                "MICROSOFT365_BASE_URL": "{url}/v1.0/",
+                "MICROSOFT365_TOKEN_URL": "{url}/{tenant}/oauth2/v2.0/token",  # {tenant}: filled in by the connector
+                "MICROSOFT365_TENANT_ID": d["tenant_id"],
+                "MICROSOFT365_CLIENT_ID": d["client_id"],
+                "MICROSOFT365_DRIVE_ID": d["drive_id"],
+                "MICROSOFT365_CALENDAR_USER": d["users"][0],
+            },
+            secrets={"microsoft365-client-secret": d["client_secret"]},
+        )
+    if name == "google":
+        from sandbox.google_calendar import GoogleCalendarSandbox
+
+        d = _defaults(GoogleCalendarSandbox)
+        # The simulator generates a fresh service-account key at each start unless given one: the stack makes
+        # the key once (var/stack/, kept across `make up`s), the simulator (also when restarted) verifies with it, and the
+        # flows read it from the Secret block.
+        key_json = _stack_service_account_key(state / "google-service-account.json")
+        return SandboxWiring(
+            env={
+                "GOOGLE_BASE_URL": "{url}/calendar/v3/",
+                "GOOGLE_TOKEN_URL": "{url}/token",
+                "GOOGLE_DELEGATED_SUBJECT": d["users"][0],
+                "GOOGLE_CALENDAR_ID": d["users"][0],
+            },
+            secrets={"google-service-account-json": key_json},
+            args=["--service-account-file", str(state / "google-service-account.json")],
+        )
+    if name == "plant":
+        from sandbox.plant import ENDPOINT_PATH
+
+        return SandboxWiring(
+            # Anonymous sessions (the simulator has no users unless configured), so no password block.
+            env={"PLANT_OPCUA_URL": "{url}", "PLANT_OPCUA_BUFFER_DIR": str(state / "plant_buffer")},
+            # Restart-safe batch ring in the stack directory; x5: a batch about every 20 s, a few per 1-minute run.
+            args=["--state-file", str(state / "plant-sandbox-state.json"), "--speed", "5"],
+            url="opc.tcp://127.0.0.1:{port}" + ENDPOINT_PATH,
+        )
+    if name == "lab":
+        drop = state / "lab_drop"
+        return SandboxWiring(
+            # The tester writes into the folder the worker collects from; a session a minute, a day's worth.
+            # The results API (--port) also serves them; the worker reads the folder only (one source, not two).
+            env={"LAB_DROP_DIR": str(drop)},
+            args=["--drop-dir", str(drop), "--interval-s", "60", "--sessions", "1440"],
+        )
     return None
 
 
+def _stack_service_account_key(path: Path) -> str:
+    """A service-account JSON key file for the Google simulator, generated once into `path` (owner-only)."""
+    from sandbox.google_calendar import generate_service_account
+
+    if path.exists():
+        return path.read_text(encoding="utf-8")
+    key_json = generate_service_account().key_file_json()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(key_json)
+    return key_json
+
+
 def sandbox_commands() -> dict[str, dict[str, Any]]:
-    """Every `drymix sandbox <name>` command registered at runtime -> its option defaults."""
+    """Every `drymix sandbox <name>` command registered at runtime -> its option defaults (aliases once)."""
     from hub.cli import sandbox_app
 
     commands = {}
+    seen: set[Any] = set()
     for command in sandbox_app.registered_commands:
         callback = command.callback
-        if callback is None:
-            continue
+        if callback is None or callback in seen:
+            continue  # an alias (`graph` of `microsoft365`): one simulator, under its first name
+        seen.add(callback)
         name = command.name or callback.__name__.removeprefix("sandbox_").replace("_", "-")
         params = inspect.signature(callback).parameters
         commands[name] = {p: params[p].default for p in params}
@@ -225,7 +299,7 @@ def plan_stack(
             if "port" in options:
                 port = pick_port(options["port"] if fixed_ports and isinstance(options["port"], int) else None, taken)
                 argv += ["--port", str(port)]
-                url = f"http://127.0.0.1:{port}"
+                url = (wiring.url if wiring else "http://127.0.0.1:{port}").replace("{port}", str(port))
             if "host" in options:
                 argv += ["--host", "127.0.0.1"]
             note = ""
@@ -236,6 +310,7 @@ def plan_stack(
             else:
                 if "webhook_url" in options and wiring.webhook_path:
                     argv += ["--webhook-url", ingress_url + wiring.webhook_path]
+                argv += wiring.args
                 worker_env.update({k: v.replace("{url}", url or "") for k, v in wiring.env.items()})
                 secrets.update(wiring.secrets)
                 ingress_env.update(wiring.ingress_env)

@@ -175,6 +175,14 @@ def generate_service_account(
     return ServiceAccount(info=info, public_key_pem=public_pem)
 
 
+def load_service_account(key_file_json: str) -> ServiceAccount:
+    """The service account of a JSON key file (its public key derived from the private one), e.g. one the stack made."""
+    info = json.loads(key_file_json)
+    key = serialization.load_pem_private_key(info["private_key"].encode(), password=None)
+    public_pem = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return ServiceAccount(info={k: str(v) for k, v in info.items()}, public_key_pem=public_pem)
+
+
 @lru_cache(maxsize=1)
 def default_service_account() -> ServiceAccount:
     """One generated account per process: RSA key generation costs ~0.1 s, tests build many sandboxes."""

@@ -7,8 +7,10 @@ Slow (a server, two workers, one flow-run process per run): select with `-m depl
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -23,6 +25,7 @@ import pytest
 from sqlalchemy import text
 
 from hub.deploy import bootstrap, declared_deployments, set_paused
+from hub.settings import all_integrations
 from hub.stack import (
     alive,
     plan_stack,
@@ -77,6 +80,8 @@ def stack(migrated_db: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
             {
                 "DRYMIX_STACK_DIR": str(directory),
                 "SAP_BASE_URL": sap_url + "/sap/opu/odata/sap/API_BUSINESS_PARTNER/",
+                # The lab tester's drop folder, as `drymix stack up` shares it between simulator and worker.
+                "LAB_DROP_DIR": str(directory / "lab_drop"),
                 "PREFECT_WORKER_QUERY_SECONDS": "1",
                 # No scheduled runs during the test: only the runs it triggers.
                 "PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED": "false",
@@ -176,6 +181,7 @@ def _customers(url: str) -> tuple[int, int, dict[str, str]]:
 
 
 SAP = "sync-sap-customers/sync-sap-customers"
+LAB = "collect-lab-results/collect-lab-results"
 
 
 def test_registered_deployments_carry_schedules_from_config_and_no_secrets(stack: Stack) -> None:
@@ -287,6 +293,26 @@ def _open_errors(flow_run_id: str) -> int:
         )
 
 
+def test_lab_exports_the_tester_drops_are_collected_by_a_deployment_run_on_a_worker(stack: Stack, db: str) -> None:
+    from sandbox.lab import LabSandbox
+
+    drop = stack.directory / "lab_drop"
+    session = LabSandbox(drop_dir=drop, seed=11).test_session()
+    run = _trigger(stack.api_url, LAB, {"settle_s": 0})
+    run = _wait_final(stack.api_url, run.id, stack.directory)
+    assert run.state.is_completed(), f"{run.state}\n{_logs(stack.directory)}"
+
+    from hub.db import get_engine
+
+    with get_engine().connect() as conn:
+        loaded = conn.execute(text("SELECT count(*) FROM lab_results")).scalar_one()
+        status = conn.execute(text("SELECT status, flow_run_id FROM lab_exports WHERE file_name = :f"), {"f": session.file_name}).one()
+    assert loaded == len(session.records)
+    assert tuple(status) == ("processed", str(run.id))
+    # The export left the drop folder for the archive: the next run does not read it again.
+    assert not (drop / session.file_name).exists() and (drop / "processed").is_dir()
+
+
 def test_pause_and_resume_all_declared_deployments(stack: Stack) -> None:
     with _client(stack.api_url) as client:
         paused = set_paused(client, True)
@@ -296,19 +322,56 @@ def test_pause_and_resume_all_declared_deployments(stack: Stack) -> None:
         assert not any(client.read_deployment_by_name(name).paused for name in paused)
 
 
-def test_smoke_is_green_on_a_healthy_deployment_and_names_what_fails(stack: Stack) -> None:
+def _plant_simulator(directory: Path) -> tuple[subprocess.Popen[bytes], int]:
+    """`drymix sandbox plant` on a free port, as the stack runs it (its own process, asyncua server)."""
+    from hub.stack import free_port
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hub.cli", "sandbox", "plant", "--port", str(port), "--state-file", str(directory / "plant-state.json")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+            return proc, port
+        time.sleep(0.2)
+    proc.kill()
+    raise AssertionError("the plant simulator did not listen in time")
+
+
+def test_smoke_is_green_on_a_healthy_deployment_and_names_what_fails(stack: Stack, tmp_path: Path) -> None:
+    from sandbox.google_calendar import GoogleCalendarSandbox, generate_service_account
+    from sandbox.microsoft365 import Microsoft365Sandbox
     from sandbox.razorpay import RazorpaySandbox
     from sandbox.whatsapp import WhatsAppSandbox
 
-    razorpay, whatsapp = RazorpaySandbox(), WhatsAppSandbox()
+    account = generate_service_account()
+    key_file = tmp_path / "google-key.json"
+    key_file.write_text(account.key_file_json(), encoding="utf-8")
+    (tmp_path / "lab_drop").mkdir()
+    razorpay, whatsapp, graph, google = RazorpaySandbox(), WhatsAppSandbox(), Microsoft365Sandbox(), GoogleCalendarSandbox(service_account=account)
+    plant, plant_port = _plant_simulator(tmp_path)
     try:
-        with running_server(razorpay) as razorpay_url, running_server(whatsapp) as whatsapp_url:
+        with (
+            running_server(razorpay) as razorpay_url,
+            running_server(whatsapp) as whatsapp_url,
+            running_server(graph) as graph_url,
+            running_server(google) as google_url,
+        ):
             env = {k: v for k, v in os.environ.items() if k not in SECRET_ENV}
             env.update(
                 {
                     "SAP_BASE_URL": stack.sap_url + "/sap/opu/odata/sap/API_BUSINESS_PARTNER/",
                     "RAZORPAY_BASE_URL": razorpay_url + "/v1/",
                     "WHATSAPP_BASE_URL": whatsapp_url + "/v21.0/",
+                    "MICROSOFT365_BASE_URL": graph_url + "/v1.0/",
+                    "MICROSOFT365_TOKEN_URL": graph_url + "/{tenant}/oauth2/v2.0/token",
+                    "GOOGLE_BASE_URL": google_url + "/calendar/v3/",
+                    "GOOGLE_TOKEN_URL": google_url + "/token",
+                    "GOOGLE_SERVICE_ACCOUNT_FILE": str(key_file),
+                    "PLANT_OPCUA_URL": f"opc.tcp://127.0.0.1:{plant_port}/drymix/plant/",
+                    "LAB_DROP_DIR": str(tmp_path / "lab_drop"),
                 }
             )
 
@@ -325,7 +388,7 @@ def test_smoke_is_green_on_a_healthy_deployment_and_names_what_fails(stack: Stac
             groups = {c["group"] for c in report["checks"]}
             assert {"database", "prefect", "deployment", "rate limit", "connection"} <= groups
             connected = {c["name"] for c in report["checks"] if c["group"] == "connection" and not c["skipped"]}
-            assert {"sap", "razorpay", "whatsapp"} <= connected
+            assert connected == set(all_integrations()), "smoke tests the connection of every integration"
 
             # Maintenance left on and a wrong credential: red, with the reasons.
             with _client(stack.api_url) as client:
@@ -342,5 +405,7 @@ def test_smoke_is_green_on_a_healthy_deployment_and_names_what_fails(stack: Stac
             assert "paused" in failed[("deployment", "reconcile-razorpay/reconcile-razorpay")]
             assert "not-the-key" not in json.dumps(report)
     finally:
-        razorpay.close()
+        plant.terminate()
+        plant.wait(timeout=30)
+        razorpay.close()  # their webhook delivery threads
         whatsapp.close()
