@@ -312,7 +312,7 @@ def _print_summary(summary: dict[str, Any]) -> None:
     if summary.get("quarantined"):
         console.print(
             f"[yellow]{summary['quarantined']} rows quarantined[/yellow] (kept in quarantined_records, not loaded): "
-            "`drymix errors list --integration sap`"
+            "`drymix quarantine list --integration sap` (why each row was refused)"
         )
 
 

@@ -32,7 +32,7 @@ def lab_collect(
         summary = run_flow_quietly(collect_lab_results, drop_dir=str(drop_dir) if drop_dir else None, settle_s=settle_s)
     except Exception as exc:  # noqa: BLE001 - the flow recorded the error rows; say so and exit non-zero
         err_console.print(f"[red]lab collection failed:[/red] {exc}")
-        err_console.print("See `drymix errors list --integration lab`.")
+        err_console.print("See `drymix quarantine list --integration lab`.")
         raise typer.Exit(EXIT_FAILED) from None
     if as_json:
         print(json.dumps(summary, default=str))
@@ -51,7 +51,7 @@ def _print_summary(summary: dict[str, Any]) -> None:
     if summary.get("report_path"):
         console.print(f"Validation report (HTML): [bold]{summary['report_path']}[/bold]")
     if summary.get("quarantined"):
-        console.print(f"[yellow]{summary['quarantined']} rows quarantined[/yellow] (quarantined_records, not loaded): `drymix errors list --integration lab`")
+        console.print(f"[yellow]{summary['quarantined']} rows quarantined[/yellow] (quarantined_records, not loaded): `drymix quarantine list --integration lab`")
 
 
 @lab_app.command("exports")

@@ -9,6 +9,7 @@ import asyncio
 import logging
 import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from hub.settings import ROOT
@@ -22,6 +23,9 @@ _DEFAULTS = {
 }
 for _key, _value in _DEFAULTS.items():
     os.environ.setdefault(_key, _value)
+# Prefect creates its home without parents: on a fresh clone (no var/ yet) its temporary server could
+# not open its database and timed out.
+Path(os.environ["PREFECT_HOME"]).expanduser().mkdir(parents=True, exist_ok=True)
 
 
 class _DropShutdownCancellation(logging.Filter):
