@@ -57,7 +57,7 @@ class ErrorStateConflict(Exception):
 
 
 class ErrorNotFound(LookupError):
-    pass
+    """No integration_errors row has that id."""
 
 
 def default_actor() -> str:
