@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from typing import Literal
 
 import httpx
@@ -26,14 +26,56 @@ def basic_auth(username: str, password: SecretStr) -> httpx.BasicAuth:
     return httpx.BasicAuth(username, secret)
 
 
-class OAuth2ClientCredentials(httpx.Auth):
+class CachedBearerAuth(httpx.Auth):
+    """A bearer token from a token endpoint, cached until shortly before expiry and shared by every call.
+
+    A 401 on an API call drops the cached token and retries the call once with a fresh one, which is
+    how an expired token (or one revoked early by the server) heals without failing the sync.
+    Subclasses say how the token is asked for (`_token_request`) and set `cache`, `early_expiry_s`
+    and `token_requests`.
+    """
+
+    requires_response_body = True
+    cache: TTLCache[str, str]
+    early_expiry_s: float
+    token_requests: int
+    _token_request: Callable[[], httpx.Request]
+
+    def _store(self, response: httpx.Response) -> str:
+        if response.status_code != 200:
+            error = classify_response(response, operation="token")
+            if error.transient:
+                # A throttled or unavailable token endpoint is retried like any other call, not a credentials error.
+                raise error
+            raise AuthenticationFailed(f"token request refused: {error.message}", code=error.code, status_code=response.status_code)
+        body = response.json()
+        token = str(body["access_token"])
+        register_secret(token)
+        ttl = max(1.0, float(body.get("expires_in", 3600)) - self.early_expiry_s)
+        self.cache.set("token", token, ttl)
+        self.token_requests += 1
+        return token
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        token = self.cache.get("token")
+        if token is None:
+            token = self._store((yield self._token_request()))
+        request.headers["Authorization"] = f"Bearer {token}"
+        response = yield request
+        if response.status_code == 401:
+            log.info("access token refused (expired or revoked); fetching a new one")
+            self.cache.invalidate("token")
+            token = self._store((yield self._token_request()))
+            request.headers["Authorization"] = f"Bearer {token}"
+            yield request
+
+
+class OAuth2ClientCredentials(CachedBearerAuth):
     """Client-credentials grant; the token is cached until shortly before expiry and shared by every call.
 
     A 401 on an API call drops the cached token and retries the call once with a fresh one, which is
     how an expired token (or one revoked early by the server) heals without failing the sync.
     """
-
-    requires_response_body = True
 
     def __init__(
         self,
@@ -70,31 +112,3 @@ class OAuth2ClientCredentials(httpx.Auth):
         else:
             headers["Authorization"] = httpx.BasicAuth(self.client_id, self._secret.get_secret_value())._auth_header
         return httpx.Request("POST", self.token_url, data=data, headers=headers)
-
-    def _store(self, response: httpx.Response) -> str:
-        if response.status_code != 200:
-            error = classify_response(response, operation="token")
-            if error.transient:
-                # A throttled or unavailable token endpoint is retried like any other call, not a credentials error.
-                raise error
-            raise AuthenticationFailed(f"token request refused: {error.message}", code=error.code, status_code=response.status_code)
-        body = response.json()
-        token = str(body["access_token"])
-        register_secret(token)
-        ttl = max(1.0, float(body.get("expires_in", 3600)) - self.early_expiry_s)
-        self.cache.set("token", token, ttl)
-        self.token_requests += 1
-        return token
-
-    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        token = self.cache.get("token")
-        if token is None:
-            token = self._store((yield self._token_request()))
-        request.headers["Authorization"] = f"Bearer {token}"
-        response = yield request
-        if response.status_code == 401:
-            log.info("access token refused (expired or revoked); fetching a new one")
-            self.cache.invalidate("token")
-            token = self._store((yield self._token_request()))
-            request.headers["Authorization"] = f"Bearer {token}"
-            yield request

@@ -11,7 +11,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Generator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +21,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from pydantic import SecretStr
 
+from connectors.core.auth import CachedBearerAuth
 from connectors.core.cache import TTLCache
-from connectors.core.errors import AuthenticationFailed, classify_response
+from connectors.core.errors import AuthenticationFailed
 from connectors.core.redact import register_secret
 
 log = logging.getLogger(__name__)
@@ -55,10 +56,8 @@ def load_service_account_info(key_json: SecretStr | None = None, key_file: Path 
     return {str(k): str(v) for k, v in info.items()}
 
 
-class JWTBearerGrant(httpx.Auth):
+class JWTBearerGrant(CachedBearerAuth):
     """Service-account access: a signed assertion (iss, scope, aud, iat, exp, optional sub) traded for a token."""
-
-    requires_response_body = True
 
     def __init__(
         self,
@@ -118,32 +117,3 @@ class JWTBearerGrant(httpx.Auth):
             data={"grant_type": JWT_BEARER_GRANT, "assertion": self.assertion()},
             headers={"Accept": "application/json"},
         )
-
-    def _store(self, response: httpx.Response) -> str:
-        if response.status_code != 200:
-            error = classify_response(response, operation="token")
-            if error.transient:
-                raise error  # 429 / 5xx from the token endpoint: retried like any call
-            raise AuthenticationFailed(
-                f"token request refused: {error.message}", code=error.code, status_code=response.status_code
-            )
-        body = response.json()
-        token = str(body["access_token"])
-        register_secret(token)
-        ttl = max(1.0, float(body.get("expires_in", 3600)) - self.early_expiry_s)
-        self.cache.set("token", token, ttl)
-        self.token_requests += 1
-        return token
-
-    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        token = self.cache.get("token")
-        if token is None:
-            token = self._store((yield self._token_request()))
-        request.headers["Authorization"] = f"Bearer {token}"
-        response = yield request
-        if response.status_code == 401:
-            log.info("access token refused (expired or revoked); fetching a new one")
-            self.cache.invalidate("token")
-            token = self._store((yield self._token_request()))
-            request.headers["Authorization"] = f"Bearer {token}"
-            yield request
