@@ -26,15 +26,24 @@ _TEXT_PATTERNS = [
     re.compile(r"(?i)(//[^/:@\s]+:)[^@/\s]+@"),
 ]
 
+# Every text pattern needs whitespace, "=", ":" or "@": text without any of them skips the three
+# substitutions after one C-level scan (most header values and ids: the webhook ingress redacts the
+# headers of every delivery).
+_MAY_MATCH_PATTERN = re.compile(r"[\s=:@]")
+
 _known_secrets: set[str] = set()
+_secrets_longest_first: tuple[str, ...] = ()
 _lock = threading.Lock()
 
 
 def register_secret(value: str | None) -> None:
     """Remember a secret value so that any text containing it is masked (ignores short values)."""
+    global _secrets_longest_first
     if value and len(value) >= 4:
         with _lock:
-            _known_secrets.add(value)
+            if value not in _known_secrets:
+                _known_secrets.add(value)
+                _secrets_longest_first = tuple(sorted(_known_secrets, key=len, reverse=True))
 
 
 def registered_secret_count() -> int:
@@ -49,7 +58,7 @@ def is_secret_name(name: str) -> bool:
 def mask_known_secrets(text: str) -> str:
     """Only the value net: mask registered secrets, leave token-looking text alone (resumable positions
     carry opaque `$skiptoken`s that the name and pattern nets would destroy)."""
-    for secret in sorted(_known_secrets, key=len, reverse=True):
+    for secret in _secrets_longest_first:
         if secret in text:
             text = text.replace(secret, MASK)
     return text
@@ -58,9 +67,11 @@ def mask_known_secrets(text: str) -> str:
 def redact_text(text: str) -> str:
     if not text:
         return text
-    for secret in sorted(_known_secrets, key=len, reverse=True):
+    for secret in _secrets_longest_first:
         if secret in text:
             text = text.replace(secret, MASK)
+    if _MAY_MATCH_PATTERN.search(text) is None:
+        return text
     text = _TEXT_PATTERNS[0].sub(lambda m: f"{m.group(1)} {MASK}", text)
     text = _TEXT_PATTERNS[1].sub(lambda m: f"{m.group(1)}{MASK}", text)
     text = _TEXT_PATTERNS[2].sub(lambda m: f"{m.group(1)}{MASK}@", text)

@@ -70,27 +70,36 @@ def _insert(conn: Connection, table: Table) -> Any:
     return (pg_insert if conn.dialect.name == "postgresql" else sqlite_insert)(table)
 
 
-_PG_INSERT_EVENT = (
+_PG_INSERT_EVENTS = (
     f"INSERT INTO {WebhookEvent.__tablename__} "
     "(provider, event_id, event_type, body, headers, remote_addr, received_at, status, attempts) "
-    "VALUES (%s, %s, %s, %s, %s::jsonb, %s, %s, %s, 0) ON CONFLICT (provider, event_id) DO NOTHING"
+    "SELECT provider, event_id, event_type, body, headers::jsonb, remote_addr, received_at, %s, 0 "
+    "FROM unnest(%s::varchar[], %s::varchar[], %s::varchar[], %s::bytea[], %s::text[], %s::varchar[], "
+    "%s::timestamptz[]) AS e(provider, event_id, event_type, body, headers, remote_addr, received_at) "
+    "ON CONFLICT (provider, event_id) DO NOTHING"
 )
 
 
 def _insert_events_psycopg(conn: Connection, events: Sequence[PendingEvent]) -> None:
-    """The ingress's hot insert on PostgreSQL: psycopg's `executemany` pipelines the rows in one round
-    trip and costs about half the client CPU of the Core insert, which matters on the event loop's host.
-    Same rows, same ON CONFLICT rule, inside the caller's transaction."""
-    rows = []
+    """The ingress's hot insert on PostgreSQL: the whole group commit as ONE statement over arrays
+    (`unnest`), so the server parses, plans and executes once per batch rather than once per event; on
+    a host whose cores the database shares with the ingress, that server CPU is ingress throughput. The
+    client builds seven lists instead of SQLAlchemy's per-row parameter dicts. Same rows, same
+    ON CONFLICT rule, inside the caller's transaction."""
+    columns: tuple[list[Any], ...] = ([], [], [], [], [], [], [])
+    provider, event_id, event_type, body, headers, remote_addr, received_at = columns
     for e in events:
         if e.received_at.tzinfo is None:
             raise ValueError("naive datetime refused: timestamps are timezone-aware UTC inside the hub")
-        rows.append((
-            e.provider, e.event_id, e.event_type, e.body, orjson.dumps(dict(e.headers)).decode(), e.remote_addr,
-            e.received_at.astimezone(UTC), WebhookStatus.RECEIVED.value,
-        ))
+        provider.append(e.provider)
+        event_id.append(e.event_id)
+        event_type.append(e.event_type)
+        body.append(e.body)
+        headers.append(orjson.dumps(dict(e.headers)).decode())
+        remote_addr.append(e.remote_addr)
+        received_at.append(e.received_at.astimezone(UTC))
     with conn.connection.driver_connection.cursor() as cursor:  # type: ignore[union-attr]
-        cursor.executemany(_PG_INSERT_EVENT, rows)
+        cursor.execute(_PG_INSERT_EVENTS, (WebhookStatus.RECEIVED.value, *columns))
 
 
 def write_batch(conn: Connection, events: Sequence[PendingEvent], rejections: Sequence[PendingRejection]) -> None:

@@ -11,6 +11,20 @@ def test_registered_secret_values_are_masked_anywhere() -> None:
     assert "s3cr3t-value-xyz" not in redact_text("failed with s3cr3t-value-xyz in body")
 
 
+def test_fast_path_keeps_plain_values_and_still_masks_secrets_inside_them() -> None:
+    # No whitespace, "=", ":" or "@": the text patterns cannot match, only the value net applies.
+    assert redact_text("pay_29QQoUBi66xm2f-evt-0001") == "pay_29QQoUBi66xm2f-evt-0001"
+    register_secret("Zk9shortsecret")
+    assert redact_text("prefixZk9shortsecretsuffix") == "prefix***suffix"
+    # A secret registered later is masked too: the ordered list is rebuilt on registration.
+    register_secret("Zk9shortsecret-longer")
+    assert redact_text("x-Zk9shortsecret-longer-y") == "x-***-y"
+    # Each separator still reaches its pattern.
+    assert redact_text("Bearer abcdefghijk") == "Bearer ***"
+    assert redact_text("token=abc123") == "token=***"
+    assert redact_text("https://user:pw123@host/x") == "https://user:***@host/x"
+
+
 def test_url_credentials_and_secret_params_are_masked() -> None:
     url = redact_url("https://user:pw@host/path?client_secret=abc&$top=10")
     assert "pw" not in url.split("@")[0].split(":", 2)[-1] and "abc" not in url
