@@ -576,13 +576,19 @@ async def _quiet_disconnect(client: Client) -> None:
 
 
 def build_plant_connector(config: PlantOpcuaConfig | None = None) -> PlantConnector:
-    """The connector with the configured URL, security and session credentials from the environment."""
+    """The connector with the configured URL and security; the session password and the client key's
+    passphrase come from the environment or, when unset there, from the Prefect Secret blocks
+    `plant-opcua-password` and `plant-opcua-key-password` (looked up only when they are needed: a
+    username is set, or the session is secured)."""
+    from hub.secrets import resolve_secret
     from hub.settings import get_settings, plant_opcua_config
 
     settings = get_settings()
-    return PlantConnector(
-        config or plant_opcua_config(),
-        username=settings.plant_opcua_username,
-        password=settings.plant_opcua_password,
-        key_password=settings.plant_opcua_key_password,
-    )
+    config = config or plant_opcua_config()
+    password = settings.plant_opcua_password
+    key_password = settings.plant_opcua_key_password
+    if settings.plant_opcua_username:
+        password = resolve_secret(password, "plant-opcua-password")
+    if config.security == "sign_and_encrypt":
+        key_password = resolve_secret(key_password, "plant-opcua-key-password")
+    return PlantConnector(config, username=settings.plant_opcua_username, password=password, key_password=key_password)

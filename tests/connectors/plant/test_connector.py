@@ -185,6 +185,34 @@ def test_username_and_password_session(plant_config: Callable[..., PlantOpcuaCon
     run(scenario())
 
 
+@pytest.mark.usefixtures("prefect_harness")
+def test_builder_takes_the_session_password_from_a_prefect_secret_block(
+    plant_config: Callable[..., PlantOpcuaConfig], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PLANT_OPCUA_USERNAME in the environment, the password only in the `plant-opcua-password` block."""
+    from prefect.blocks.system import Secret
+
+    from connectors.core.redact import redact_text
+    from connectors.plant import build_plant_connector
+    from hub.settings import reset_settings_cache
+
+    Secret(value="plant-block-pw-771").save("plant-opcua-password", overwrite=True)
+    monkeypatch.setenv("PLANT_OPCUA_USERNAME", "hub")
+    monkeypatch.delenv("PLANT_OPCUA_PASSWORD", raising=False)
+    reset_settings_cache()
+
+    async def scenario() -> None:
+        async with running_plant(ring_size=10, mixers=1, speed=1.0, users={"hub": "plant-block-pw-771"}) as sim:
+            async with build_plant_connector(plant_config(sim.url)) as plant:
+                assert await plant.read_snapshot()
+
+    try:
+        run(scenario())
+    finally:
+        reset_settings_cache()
+    assert "plant-block-pw-771" not in redact_text("session for hub with plant-block-pw-771")
+
+
 # ------------------------------------------------------------------------- taxonomy
 
 
