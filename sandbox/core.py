@@ -13,6 +13,7 @@ expose the same simulator in-process as an httpx transport and over real HTTP wi
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import json
@@ -22,7 +23,16 @@ import socket
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping, MutableMapping
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+    MutableMapping,
+    Sequence,
+)
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 from urllib.parse import parse_qsl
@@ -787,6 +797,38 @@ def serve(simulator: Simulator, host: str = "127.0.0.1", port: int = 8400, *, lo
     app = SandboxASGIApp(simulator)
     server = uvicorn.Server(_server_config(app, log_level, True, host=host, port=port))
     server.run()
+
+
+def server_parser(system: str, description: str, default_port: int) -> argparse.ArgumentParser:
+    """``python -m sandbox <system>``'s options every HTTP simulator shares: host, port, fault switches and
+    the log level; a simulator adds its own before calling `serve_main`."""
+    parser = argparse.ArgumentParser(prog=f"python -m sandbox {system}", description=description)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=default_port)
+    parser.add_argument("--fault", action="append", default=[], metavar="NAME=VALUE", help="fault switch, repeatable")
+    parser.add_argument("--log-level", default="info")
+    return parser
+
+
+def serve_main(
+    parser: argparse.ArgumentParser,
+    argv: Sequence[str] | None,
+    build: Callable[[argparse.Namespace, dict[str, Any]], Simulator],
+) -> int:
+    """Parse the options, build the simulator with its fault switches and serve it until interrupted;
+    a bad option or fault switch is a usage error (exit 2), and the simulator is closed on the way out."""
+    args = parser.parse_args(argv)
+    try:
+        simulator = build(args, parse_fault_assignments(args.fault))
+    except ValueError as exc:
+        parser.error(str(exc))
+    try:
+        serve(simulator, args.host, args.port, log_level=args.log_level)
+    finally:
+        close = getattr(simulator, "close", None)
+        if callable(close):
+            close()
+    return 0
 
 
 @contextlib.contextmanager

@@ -51,8 +51,8 @@ from sandbox.core import (
     SandboxResponse,
     Simulator,
     control_json_body,
-    parse_fault_assignments,
-    serve,
+    serve_main,
+    server_parser,
 )
 
 logger = logging.getLogger(__name__)
@@ -827,25 +827,18 @@ def _param_time(params: Mapping[str, str], name: str) -> datetime | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m sandbox google [options]``: serve the Google Calendar sandbox."""
-    parser = argparse.ArgumentParser(prog="python -m sandbox google", description="Serve the Google Calendar sandbox.")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8405)
+    parser = server_parser("google", "Serve the Google Calendar sandbox.", 8405)
     parser.add_argument("--key-file", default=None, help="write the service account's JSON key file here")
-    parser.add_argument("--fault", action="append", default=[], metavar="NAME=VALUE", help="fault switch, repeatable")
-    parser.add_argument("--log-level", default="info")
-    args = parser.parse_args(argv)
-    try:
-        faults = parse_fault_assignments(args.fault)
-    except ValueError as exc:
-        parser.error(str(exc))
-    sandbox = GoogleCalendarSandbox(faults=faults)
-    if args.key_file:
-        from pathlib import Path
 
-        Path(args.key_file).write_text(sandbox.service_account.key_file_json(), encoding="utf-8")
-    serve(sandbox, args.host, args.port, log_level=args.log_level)
-    return 0
+    def build(args: argparse.Namespace, faults: dict[str, Any]) -> GoogleCalendarSandbox:
+        sandbox = GoogleCalendarSandbox(faults=faults)
+        if args.key_file:
+            from pathlib import Path
 
+            Path(args.key_file).write_text(sandbox.service_account.key_file_json(), encoding="utf-8")
+        return sandbox
+
+    return serve_main(parser, argv, build)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -43,7 +43,6 @@ after N chunks (the chunk is stored but the answer is lost, or the request is lo
 
 from __future__ import annotations
 
-import argparse
 import base64
 import hashlib
 import json
@@ -68,8 +67,8 @@ from sandbox.core import (
     SandboxResponse,
     Simulator,
     control_json_body,
-    parse_fault_assignments,
-    serve,
+    serve_main,
+    server_parser,
 )
 
 logger = logging.getLogger(__name__)
@@ -1201,20 +1200,9 @@ class Microsoft365Sandbox(Simulator):
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m sandbox microsoft365 [options]``: serve the Microsoft 365 (Entra ID + Graph) sandbox."""
-    parser = argparse.ArgumentParser(prog="python -m sandbox microsoft365", description="Serve the Microsoft 365 Graph sandbox.")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8404)
+    parser = server_parser("microsoft365", "Serve the Microsoft 365 Graph sandbox.", 8404)
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--fault", action="append", default=[], metavar="NAME=VALUE", help="fault switch, repeatable")
-    parser.add_argument("--log-level", default="info")
-    args = parser.parse_args(argv)
-    try:
-        faults = parse_fault_assignments(args.fault)
-    except ValueError as exc:
-        parser.error(str(exc))
-    serve(Microsoft365Sandbox(seed=args.seed, faults=faults), args.host, args.port, log_level=args.log_level)
-    return 0
-
+    return serve_main(parser, argv, lambda args, faults: Microsoft365Sandbox(seed=args.seed, faults=faults))
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -26,7 +26,6 @@ next N events (so reconciliation has something to find).
 
 from __future__ import annotations
 
-import argparse
 import base64
 import binascii
 import hashlib
@@ -51,8 +50,8 @@ from sandbox.core import (
     Simulator,
     WebhookDeliveryWorker,
     control_json_body,
-    parse_fault_assignments,
-    serve,
+    serve_main,
+    server_parser,
 )
 
 logger = logging.getLogger(__name__)
@@ -679,24 +678,9 @@ class RazorpaySandbox(WebhookDeliveryWorker, Simulator):
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m sandbox razorpay [options]``: serve the Razorpay sandbox."""
-    parser = argparse.ArgumentParser(prog="python -m sandbox razorpay", description="Serve the Razorpay sandbox.")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8402)
+    parser = server_parser("razorpay", "Serve the Razorpay sandbox.", 8402)
     parser.add_argument("--webhook-url", default=None, help="where signed webhooks are delivered")
-    parser.add_argument("--fault", action="append", default=[], metavar="NAME=VALUE", help="fault switch, repeatable")
-    parser.add_argument("--log-level", default="info")
-    args = parser.parse_args(argv)
-    try:
-        faults = parse_fault_assignments(args.fault)
-    except ValueError as exc:
-        parser.error(str(exc))
-    sandbox = RazorpaySandbox(webhook_url=args.webhook_url, faults=faults)
-    try:
-        serve(sandbox, args.host, args.port, log_level=args.log_level)
-    finally:
-        sandbox.close()
-    return 0
-
+    return serve_main(parser, argv, lambda args, faults: RazorpaySandbox(webhook_url=args.webhook_url, faults=faults))
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -30,7 +30,6 @@ status (e.g. ``failed`` with an error) for a sent message.
 
 from __future__ import annotations
 
-import argparse
 import base64
 import hashlib
 import hmac
@@ -54,8 +53,8 @@ from sandbox.core import (
     Simulator,
     WebhookDeliveryWorker,
     control_json_body,
-    parse_fault_assignments,
-    serve,
+    serve_main,
+    server_parser,
 )
 
 logger = logging.getLogger(__name__)
@@ -510,24 +509,9 @@ class WhatsAppSandbox(WebhookDeliveryWorker, Simulator):
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m sandbox whatsapp [options]``: serve the WhatsApp sandbox."""
-    parser = argparse.ArgumentParser(prog="python -m sandbox whatsapp", description="Serve the WhatsApp Cloud API sandbox.")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8403)
+    parser = server_parser("whatsapp", "Serve the WhatsApp Cloud API sandbox.", 8403)
     parser.add_argument("--webhook-url", default=None, help="where signed status webhooks are delivered")
-    parser.add_argument("--fault", action="append", default=[], metavar="NAME=VALUE", help="fault switch, repeatable")
-    parser.add_argument("--log-level", default="info")
-    args = parser.parse_args(argv)
-    try:
-        faults = parse_fault_assignments(args.fault)
-    except ValueError as exc:
-        parser.error(str(exc))
-    sandbox = WhatsAppSandbox(webhook_url=args.webhook_url, faults=faults)
-    try:
-        serve(sandbox, args.host, args.port, log_level=args.log_level)
-    finally:
-        sandbox.close()
-    return 0
-
+    return serve_main(parser, argv, lambda args, faults: WhatsAppSandbox(webhook_url=args.webhook_url, faults=faults))
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -445,3 +445,54 @@ def test_control_route_errors_become_500_not_crashes() -> None:
     with _client(BrokenControl()) as client:
         assert client.get("/_sandbox/echo/anything").status_code == 500
         assert client.get("/_sandbox/faults").status_code == 200
+
+
+@pytest.mark.parametrize("system", ["razorpay", "whatsapp", "microsoft365", "google"])
+def test_each_http_simulator_serves_from_the_command_line_with_its_fault_switches(system: str) -> None:
+    """`python -m sandbox <system> --port N --fault name=value` serves over real HTTP with the switch on."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sandbox", system, "--port", str(port), "--fault", "latency_ms=5", "--log-level", "warning"],
+        cwd=root,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else "exited"
+            try:
+                answer = httpx.get(f"http://127.0.0.1:{port}/_sandbox/faults", timeout=1)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, f"{system} did not start"
+                time.sleep(0.1)
+        assert answer.status_code == 200
+        assert answer.json()["switches"]["latency_ms"] == 5
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_a_malformed_fault_switch_on_the_command_line_is_a_usage_error() -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    done = subprocess.run(
+        [sys.executable, "-m", "sandbox", "razorpay", "--fault", "no-equals-sign"],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "fault switch must look like name=value" in done.stderr
