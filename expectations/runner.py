@@ -404,8 +404,8 @@ def _write_run_report(site_dir: Path, run_name: str, record: _RunRecord, suite_n
             page = found[0].relative_to(site_dir) if found else page
         failed = []
         for exp in result.results:
-            if not exp.success:
-                cfg = exp.expectation_config
+            cfg = exp.expectation_config
+            if not exp.success and cfg is not None:
                 name = f"{cfg.type}({(cfg.kwargs or {}).get('column', '')})"
                 if _severity_of(cfg) != "critical":
                     name += f" [{_severity_of(cfg)}: reported, rows not quarantined]"

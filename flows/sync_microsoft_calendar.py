@@ -232,8 +232,9 @@ def sync_microsoft_calendar(full_resync: bool = False, push_batch_size: int | No
                 cursor = {"delta_link": page.delta_link, "window_start": window[0].isoformat(), "window_end": window[1].isoformat()}
             if not link:
                 seen.extend(str(item["id"]) for item in page.records if "@removed" not in item)
-            result = apply_outlook_page(quote(page.records), calendar_id, cursor=cursor, reset=reset and not link and summary.pages == 0,
-                                        run_id=run_id)
+            result = apply_outlook_page(  # type: ignore[call-overload]  # quote() of the records
+                quote(page.records), calendar_id, cursor=cursor, reset=reset and not link and summary.pages == 0, run_id=run_id
+            )
             pulled.add(result)
             summary.pages += 1
             page = following

@@ -8,7 +8,9 @@ Heavy modules (SQLAlchemy models, pandas, Prefect, Great Expectations) load insi
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -46,6 +48,27 @@ def _since(value: str | None) -> datetime | None:
     except ValueError as exc:
         err_console.print(f"[red]{exc}[/red]")
         raise typer.Exit(EXIT_USAGE) from None
+
+
+@contextlib.contextmanager
+def _exit_codes_for_lookups() -> Iterator[None]:
+    """No such error row: exit 3; its status does not allow the change: exit 4; the message either way."""
+    from hub.errors import ErrorNotFound, ErrorStateConflict
+
+    try:
+        yield
+    except ErrorNotFound as exc:
+        err_console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(EXIT_NOT_FOUND) from None
+    except ErrorStateConflict as exc:
+        err_console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(EXIT_CONFLICT) from None
+
+
+def _require_reason(reason: str) -> None:
+    if not reason.strip():
+        err_console.print("[red]--reason must say why[/red]")
+        raise typer.Exit(EXIT_USAGE)
 
 
 def _actor(by: str | None) -> str:
@@ -138,7 +161,6 @@ def errors_show(
 ) -> None:
     """One error in full: message, remedy, the failed unit, the audit trail, and what to run next."""
     from hub.errors import (
-        ErrorNotFound,
         error_as_dict,
         error_events,
         event_as_dict,
@@ -147,11 +169,8 @@ def errors_show(
     )
     from hub.retry_units import rerun_spec
 
-    try:
+    with _exit_codes_for_lookups():
         row = get_error(error_id)
-    except ErrorNotFound as exc:
-        err_console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(EXIT_NOT_FOUND) from None
     events = error_events(error_id)
     open_quarantine = open_quarantine_count(error_id) if row.error_type == "DATA_VALIDATION_FAILED" else 0
     spec = rerun_spec(row.unit)
@@ -204,18 +223,11 @@ def errors_retry(
 ) -> None:
     """Rerun only the failed unit of an error now (after fixing its cause); resolves it when the rerun succeeds."""
     import hub.prefect_runtime as runtime
-    from hub.errors import ErrorNotFound, ErrorStateConflict
     from hub.retry_units import rerun
 
     runtime.install_log_filters()
-    try:
+    with _exit_codes_for_lookups():
         outcome = rerun(error_id, by=_actor(by), manual=True)
-    except ErrorNotFound as exc:
-        err_console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(EXIT_NOT_FOUND) from None
-    except ErrorStateConflict as exc:
-        err_console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(EXIT_CONFLICT) from None
     if as_json:
         _dump(outcome.as_dict())
     elif outcome.status == "resolved":
@@ -237,19 +249,11 @@ def errors_resolve(
     as_json: JsonOption = False,
 ) -> None:
     """Mark an error resolved by hand (e.g. fixed at the source, or a duplicate of another)."""
-    from hub.errors import ErrorNotFound, ErrorStateConflict, error_as_dict, resolve_error
+    from hub.errors import error_as_dict, resolve_error
 
-    if not reason.strip():
-        err_console.print("[red]--reason must say why[/red]")
-        raise typer.Exit(EXIT_USAGE)
-    try:
+    _require_reason(reason)
+    with _exit_codes_for_lookups():
         row = resolve_error(error_id, by=_actor(by), reason=reason)
-    except ErrorNotFound as exc:
-        err_console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(EXIT_NOT_FOUND) from None
-    except ErrorStateConflict as exc:
-        err_console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(EXIT_CONFLICT) from None
     if as_json:
         _dump(error_as_dict(row))
     else:
@@ -265,19 +269,11 @@ def errors_escalate(
     as_json: JsonOption = False,
 ) -> None:
     """Escalate an error now: queued reruns stop and on-call is notified."""
-    from hub.errors import ErrorNotFound, ErrorStateConflict, error_as_dict, error_events, escalate_error
+    from hub.errors import error_as_dict, error_events, escalate_error
 
-    if not reason.strip():
-        err_console.print("[red]--reason must say why[/red]")
-        raise typer.Exit(EXIT_USAGE)
-    try:
+    _require_reason(reason)
+    with _exit_codes_for_lookups():
         row = escalate_error(error_id, by=_actor(by), reason=reason, notify=notify)
-    except ErrorNotFound as exc:
-        err_console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(EXIT_NOT_FOUND) from None
-    except ErrorStateConflict as exc:
-        err_console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(EXIT_CONFLICT) from None
     notified = [e for e in error_events(error_id) if e.action == "notified"]
     if as_json:
         _dump({"error": error_as_dict(row), "notification": notified[-1].reason if notified else None})

@@ -171,9 +171,8 @@ def create_app(
                 body = await _read_limited(receive, policy.max_body_bytes)
             except _Disconnected:
                 return
-            if body is None:
-                refused = Verdict.refuse(Reason.BODY_TOO_LARGE, client)
-        if refused is not None:
+        if refused is not None or body is None:  # body None: over the size limit
+            refused = refused or Verdict.refuse(Reason.BODY_TOO_LARGE, client)
             await (await refuse(provider, refused))(scope, receive, send)
             return
         raw_query = scope.get("query_string", b"")
@@ -238,6 +237,7 @@ def create_app(
         return JSONResponse({"status": "ok", "database": "ok"})
 
     if settings.webhook_bench_bare:
+        bare_max_body = settings.webhook_max_body_bytes
 
         class Bare:
             """The benchmark's floor: the same app, uvicorn and kind of endpoint (plain ASGI) as the
@@ -245,7 +245,7 @@ def create_app(
 
             async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
                 try:
-                    await _read_limited(receive, settings.webhook_max_body_bytes)
+                    await _read_limited(receive, bare_max_body)
                 except _Disconnected:
                     return
                 await _send_json(send, 200, _accepted(1))
