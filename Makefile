@@ -29,6 +29,7 @@ chromium:
 ## The whole test suite (SQLite by default; DATABASE_URL=postgresql+psycopg://... for PostgreSQL).
 test: install chromium
 	$(BIN)/ruff check .
+	$(BIN)/mypy hub connectors data_mappings expectations tasks flows sandbox
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 ## The local production stack in the background: Prefect server (UI), process work pool + worker, webhook
