@@ -9,6 +9,10 @@ the other files go on; the file stays in the drop folder, so the next run retrie
 With a results API configured (`LAB_API_URL`), its pages since the `after` cursor are read too, each
 page processed as an export of its own with the cursor in the same transaction (`collect_lab_api`).
 After that, results whose batch has since reached `production_batches` get `batch_known`.
+
+Failed units are queued for a rerun (hub/retry_units.py): a file (`lab.lab_results.file`) and the API read
+(`lab.lab_results.api`). `resume=` reruns exactly that unit: the one file from the drop folder, or the API
+from its committed cursor, and nothing else.
 """
 
 from __future__ import annotations
@@ -24,12 +28,13 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
-from connectors.core.errors import ErrorCategory, SyncFailed, classify_exception
+from connectors.core.errors import ErrorCategory, InvalidRequest, SyncFailed, classify_exception
 from connectors.lab.exports import DropFile, archive, read_settled, scan_drop_folder
 from hub.db import get_engine
 from hub.errors import record_error, record_validation_failure, resolve_open_errors
-from hub.lab import DATASET, INTEGRATION, process_export, refresh_batch_flags
+from hub.lab import DATASET, INTEGRATION, process_export, processed_under_name, refresh_batch_flags
 from hub.loading import read_cursor
+from hub.retry_units import LAB_EXPORT_FILE, LAB_RESULTS_API, UnitFailed
 from hub.settings import LabConfig, get_settings, lab_config
 from tasks.report import publish_sync_summary
 from tasks.retry import retry_transient_only
@@ -125,8 +130,11 @@ def collect_lab_api(config: LabConfig, run_id: str | None) -> list[dict[str, Any
 
 
 @flow(name="collect-lab-results", description="Lab testing-machine exports (drop folder) into the ERP lab_results table.")
-def collect_lab_results(drop_dir: str | None = None, settle_s: float | None = None, max_files: int | None = None) -> dict[str, Any]:
-    """Process every settled export in the drop folder once; quarantine what cannot be trusted."""
+def collect_lab_results(
+    drop_dir: str | None = None, settle_s: float | None = None, max_files: int | None = None, resume: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Process every settled export in the drop folder once; quarantine what cannot be trusted. With `resume`,
+    only the failed unit: one file, or the results API."""
     logger = get_run_logger()
     started = time.perf_counter()
     config = lab_config()
@@ -135,16 +143,29 @@ def collect_lab_results(drop_dir: str | None = None, settle_s: float | None = No
         updates["drop_dir"] = Path(drop_dir)
     if settle_s is not None:
         updates["settle_s"] = settle_s
+    if resume is not None and resume.get("drop_dir"):
+        updates["drop_dir"] = Path(resume["drop_dir"])  # the folder the failed run read
+    if resume is not None and resume.get("api"):
+        updates["api_url"] = resume["api"]
     config = config.model_copy(update=updates)
     run_id = str(flow_run.id) if flow_run.id else None
     summary = CollectSummary(flow_run_id=run_id, drop_dir=str(config.drop_dir))
+    kind = resume.get("kind") if resume is not None else None
+    if resume is not None:
+        summary.mode = f"rerun of integration_errors #{resume.get('error_id')}"
+        logger.info("lab: %s: %s", summary.mode, f"the export {resume.get('file')}" if kind == LAB_EXPORT_FILE else "the results API")
 
     # --- extract: which exports are complete --------------------------------------------------
-    ready, settling = scan_drop_folder(config.drop_dir, settle_s=config.settle_s)
+    ready: list[DropFile] = []
+    if kind in (None, LAB_EXPORT_FILE):
+        ready, settling = scan_drop_folder(config.drop_dir, settle_s=config.settle_s)
+        if resume is not None:
+            ready = _resumed_file(resume, ready, settling, config)
+            settling = []
+        summary.files_ready, summary.files_settling = len(ready), len(settling)
+        if settling:
+            logger.info("%d file(s) still being written (changed in the last %.0f s): next run", len(settling), config.settle_s)
     limit = max_files or config.max_files_per_run
-    summary.files_ready, summary.files_settling = len(ready), len(settling)
-    if settling:
-        logger.info("%d file(s) still being written (changed in the last %.0f s): next run", len(settling), config.settle_s)
 
     # --- per export: parse, map, validate, load (one transaction each) -----------------------
     failures: dict[str, int] = {}
@@ -154,15 +175,21 @@ def collect_lab_results(drop_dir: str | None = None, settle_s: float | None = No
             result = process_lab_export(found, config, run_id)
         except Exception as exc:  # noqa: BLE001 - one failed file must not stop the others
             error = classify_exception(exc, integration=INTEGRATION, operation="process_export")
+            unit = {"kind": LAB_EXPORT_FILE, "file": found.name, "size": found.size, "drop_dir": str(config.drop_dir)}
+            if resume is not None:
+                # A rerun of a recorded unit: the retry workflow updates that row; no new row.
+                raise UnitFailed(error, unit) from exc
             summary.files_failed += 1
-            summary.error_ids.append(
-                record_error(error, integration=INTEGRATION, dataset=DATASET, flow_run_id=run_id,
-                             unit={"file": found.name, "size": found.size}, max_retries=1)
-            )
-            logger.error("lab export %s failed: %s (recorded; the file stays and is retried next run)", found.name, error)
+            error_id = record_error(error, integration=INTEGRATION, dataset=DATASET, flow_run_id=run_id, unit=unit, max_retries=1)
+            summary.error_ids.append(error_id)
+            logger.error("lab export %s failed: %s (recorded as integration_errors #%d; the file stays and is retried next run, "
+                         "or just it: `drymix errors retry %d`)", found.name, error, error_id, error_id)
             continue
         status = result["status"]
         if status == "settling":
+            if resume is not None:
+                raise UnitFailed(SyncFailed(f"{found.name} changed while it was read: it is still being written", code="EXPORT_SETTLING",
+                                            integration=INTEGRATION, operation="process_export"))
             summary.files_settling += 1
             continue
         summary.exports.append({k: result.get(k) for k in ("name", "sha256", "status", "rows_total", "valid", "quarantined", "written", "reason")})
@@ -179,14 +206,18 @@ def collect_lab_results(drop_dir: str | None = None, settle_s: float | None = No
             f" ({result['reason']})" if result.get("reason") else "",
         )
 
-    if config.api_url:
+    if config.api_url and kind in (None, LAB_RESULTS_API):
         try:
             pages = collect_lab_api(config, run_id)
         except Exception as exc:  # noqa: BLE001 - recorded like a failed file; the cursor stays at the last committed page
             error = classify_exception(exc, integration=INTEGRATION, operation="read_results_api")
+            if resume is not None:
+                raise UnitFailed(error) from exc
             summary.files_failed += 1
-            summary.error_ids.append(record_error(error, integration=INTEGRATION, dataset=DATASET, flow_run_id=run_id, unit={"api": config.api_url}))
-            logger.error("lab results API failed: %s (recorded; the next run resumes from the cursor)", error)
+            error_id = record_error(error, integration=INTEGRATION, dataset=DATASET, flow_run_id=run_id,
+                                    unit={"kind": LAB_RESULTS_API, "api": config.api_url})
+            summary.error_ids.append(error_id)
+            logger.error("lab results API failed: %s (recorded as integration_errors #%d; the next run resumes from the cursor)", error, error_id)
             pages = []
         for result in pages:
             summary.api_pages += 1
@@ -206,7 +237,7 @@ def collect_lab_results(drop_dir: str | None = None, settle_s: float | None = No
                 rows_quarantined=summary.quarantined, failures_by_expectation=failures, sample=sample, report_path=summary.report_path,
             )
         )
-    if not summary.files_failed:
+    if not summary.files_failed and resume is None:
         resolve_open_errors(
             INTEGRATION, DATASET, note=f"a later run ({run_id}) processed the drop folder",
             categories=tuple(c.value for c in ErrorCategory if c is not ErrorCategory.DATA_VALIDATION_FAILED),
@@ -220,6 +251,26 @@ def collect_lab_results(drop_dir: str | None = None, settle_s: float | None = No
             operation="collect_lab_results",
         )
     return summary.as_dict()
+
+
+def _resumed_file(resume: dict[str, Any], ready: list[DropFile], settling: list[DropFile], config: LabConfig) -> list[DropFile]:
+    """The failed export, if it still waits in the drop folder; [] when a later run already processed it."""
+    name = str(resume["file"])
+    if any(f.name == name for f in settling):
+        raise UnitFailed(SyncFailed(f"{name} is being written again (changed in the last {config.settle_s:.0f} s): retried later",
+                                    code="EXPORT_SETTLING", integration=INTEGRATION, operation="process_export"))
+    found = [f for f in ready if f.name == name]
+    if found:
+        return found
+    with get_engine().connect() as conn:
+        done = processed_under_name(conn, name)
+    if not done:
+        raise UnitFailed(InvalidRequest(
+            f"{name} is no longer in {config.drop_dir} and no export of that name was processed: it was moved or deleted "
+            "by hand; drop it again (it is then processed once) or resolve this error",
+            code="EXPORT_GONE", integration=INTEGRATION, operation="process_export",
+        ))
+    return []  # a later run processed it (and archived it): nothing left to do
 
 
 def _count(summary: CollectSummary, result: dict[str, Any], failures: dict[str, int], sample: list[dict[str, Any]]) -> None:

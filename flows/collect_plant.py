@@ -8,12 +8,19 @@ cursor in one transaction) -> drop the chunk from the buffer.
 The buffer is what makes a database outage harmless: a run that cannot reach the database keeps what it
 read on disk and fails loudly; the next run loads it, in order, before anything newer. A run that cannot
 reach the plant still flushes what earlier runs buffered. See hub/plant.py for the guarantees.
+
+A failed flush is recorded as a unit (`plant_opcua.buffer.flush`: the buffer file and the seq range that was
+waiting). `resume=` reruns exactly that: it reads nothing from the plant and loads the buffered entries up to
+that seq, oldest first (hub/retry_units.py; `drymix errors retry <id>`); what later runs buffered waits for
+them. A failed read needs no rerun: past OPC UA values cannot be read again, and the next minute's run reads
+the batch records after the cursor anyway.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
@@ -22,7 +29,13 @@ from prefect.runtime import flow_run
 from prefect.utilities.annotations import quote
 from sqlalchemy import Engine
 
-from connectors.core.errors import ErrorCategory, IntegrationError, SyncFailed, classify_exception
+from connectors.core.errors import (
+    ErrorCategory,
+    IntegrationError,
+    InvalidRequest,
+    SyncFailed,
+    classify_exception,
+)
 from hub.buffer import BufferedEntry, DurableBuffer
 from hub.db import get_engine
 from hub.plant import (
@@ -40,6 +53,7 @@ from hub.plant import (
     read_plant,
     start_position,
 )
+from hub.retry_units import PLANT_BUFFER_FLUSH, UnitFailed
 from hub.settings import PlantOpcuaConfig, get_settings, plant_opcua_config
 from tasks.report import publish_sync_summary
 from tasks.retry import retry_transient_only
@@ -116,48 +130,73 @@ def _record(error: IntegrationError, dataset: str, run_id: str | None, unit: dic
         return None
 
 
+def flush_unit(buffer: DurableBuffer, through_seq: int | None = None) -> dict[str, Any]:
+    """The failed flush as a rerunnable unit: the buffer file and the entries that wait in it (up to `through_seq`)."""
+    span = buffer.span(through_seq)
+    first, last, entries = span if span is not None else (None, through_seq, 0)
+    return {"kind": PLANT_BUFFER_FLUSH, "buffer": str(buffer.path), "first_seq": first, "through_seq": last, "entries": entries}
+
+
+def _resumed_buffer(resume: dict[str, Any], config: PlantOpcuaConfig) -> DurableBuffer:
+    path = Path(resume["buffer"]) if resume.get("buffer") else config.buffer_dir / "plant_buffer.sqlite3"
+    if not path.is_file():
+        # The buffer is local to the worker that collects the plant; a rerun elsewhere cannot see it.
+        raise UnitFailed(InvalidRequest(
+            f"the plant buffer {path} is not on this machine: rerun integration_errors #{resume.get('error_id')} "
+            "on the worker that runs collect-plant",
+            code="BUFFER_NOT_FOUND", integration=INTEGRATION, operation="load_plant",
+        ))
+    return DurableBuffer(path)
+
+
 @flow(name="collect-plant", description="Plant OPC UA status and completed batches into plant_readings and production_batches.")
-def collect_plant(listen_seconds: float = 0.0) -> dict[str, Any]:
-    """Collect from the plant, buffer durably, flush the buffer in order into the ERP."""
+def collect_plant(listen_seconds: float = 0.0, resume: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Collect from the plant, buffer durably, flush the buffer in order into the ERP; with `resume`, only load
+    the buffered entries of a failed flush."""
     logger = get_run_logger()
     started = time.perf_counter()
     config = plant_opcua_config()
     engine = get_engine()
     run_id = str(flow_run.id) if flow_run.id else None
     summary = CollectSummary(flow_run_id=run_id)
-    buffer = open_buffer(config)
-
-    # --- extract: from the plant into the durable buffer -------------------------------------------
-    position = start_position(engine, buffer)
-    summary.since = position.after_seq
-    if not position.database_ok:
-        logger.warning("database unreachable (%s): collecting after buffered batch seq %s", position.database_error, position.after_seq)
+    buffer = open_buffer(config) if resume is None else _resumed_buffer(resume, config)
+    through_seq = int(resume["through_seq"]) if resume is not None and resume.get("through_seq") is not None else None
     read_error: IntegrationError | None = None
-    try:
-        collection = read_plant_task(quote(config), position.after_seq, listen_seconds)  # type: ignore[call-overload]
-        summary.readings_read = len(collection.readings)
-        summary.subscribed_changes = collection.subscribed_changes
-        summary.batches_read = len(collection.batches)
-        summary.batches_missed = collection.missed
-        summary.buffered = buffer_task(buffer, quote(collection))  # type: ignore[call-overload]
-        if collection.missed:
-            gap = SyncFailed(
-                f"{collection.missed} batch record(s) after seq {position.after_seq} were overwritten in the server's ring "
-                "before they were collected: raise the ring size on the PLC or collect more often",
-                code="BATCH_RECORDS_MISSED",
-                operation="read_batches",
-            )
-            summary.error_ids += [i for i in [_record(gap, BATCHES, run_id, {"after_seq": position.after_seq})] if i]
-        logger.info("plant: %d readings (%d from the subscription), %d new batch records (counter %d) buffered",
-                    summary.readings_read, summary.subscribed_changes, summary.batches_read, collection.counter)
-    except Exception as exc:  # noqa: BLE001 - classified; the buffer is flushed before the run fails
-        read_error = classify_exception(exc, integration=INTEGRATION, operation="collect_plant")
-        logger.error("reading the plant failed: %s. %s Buffered entries are still flushed.", read_error, read_error.remedy)
 
-    # --- map, validate, load: every buffered chunk, oldest first ------------------------------------
+    # --- extract: from the plant into the durable buffer (a rerun of a failed flush reads nothing) -----
+    if resume is not None:
+        logger.info("plant: rerun of integration_errors #%s: loading the buffered entries through seq %s; nothing is read from the plant",
+                    resume.get("error_id"), through_seq)
+    else:
+        position = start_position(engine, buffer)
+        summary.since = position.after_seq
+        if not position.database_ok:
+            logger.warning("database unreachable (%s): collecting after buffered batch seq %s", position.database_error, position.after_seq)
+        try:
+            collection = read_plant_task(quote(config), position.after_seq, listen_seconds)  # type: ignore[call-overload]
+            summary.readings_read = len(collection.readings)
+            summary.subscribed_changes = collection.subscribed_changes
+            summary.batches_read = len(collection.batches)
+            summary.batches_missed = collection.missed
+            summary.buffered = buffer_task(buffer, quote(collection))  # type: ignore[call-overload]
+            if collection.missed:
+                gap = SyncFailed(
+                    f"{collection.missed} batch record(s) after seq {position.after_seq} were overwritten in the server's ring "
+                    "before they were collected: raise the ring size on the PLC or collect more often",
+                    code="BATCH_RECORDS_MISSED",
+                    operation="read_batches",
+                )
+                summary.error_ids += [i for i in [_record(gap, BATCHES, run_id, {"after_seq": position.after_seq})] if i]
+            logger.info("plant: %d readings (%d from the subscription), %d new batch records (counter %d) buffered",
+                        summary.readings_read, summary.subscribed_changes, summary.batches_read, collection.counter)
+        except Exception as exc:  # noqa: BLE001 - classified; the buffer is flushed before the run fails
+            read_error = classify_exception(exc, integration=INTEGRATION, operation="collect_plant")
+            logger.error("reading the plant failed: %s. %s Buffered entries are still flushed.", read_error, read_error.remedy)
+
+    # --- map, validate, load: every buffered chunk (up to the failed flush's last entry), oldest first ----
     result = FlushResult()
     try:
-        while entries := buffer.pending(config.flush_chunk):
+        while entries := buffer.pending(config.flush_chunk, through_seq=through_seq):
             chunk = prepare_task(quote(entries), config.stale_after_s, run_id)  # type: ignore[call-overload]
             loaded = load_task(engine, quote(chunk), run_id)  # type: ignore[call-overload]
             buffer.remove_through(chunk.last_seq)  # only after the commit
@@ -165,9 +204,15 @@ def collect_plant(listen_seconds: float = 0.0) -> dict[str, Any]:
     except Exception as exc:
         error = classify_exception(exc, integration=INTEGRATION, operation="load_plant")
         summary.buffer_pending = buffer.count()
+        unit = flush_unit(buffer, through_seq)
+        if resume is not None:
+            # A rerun of a recorded unit: the retry workflow updates that row; no new row.
+            logger.error("rerun of integration_errors #%s failed after %d loaded chunk(s): %s", resume.get("error_id"), result.chunks, error)
+            raise UnitFailed(error, unit) from exc
         error.message = f"{error.message}; {summary.buffer_pending} entries stay in the local buffer and load on the next run"
-        _record(error, READINGS, run_id, {"buffer_pending": summary.buffer_pending})
-        logger.error("loading the plant buffer failed: %s. %s", error, error.remedy)
+        error_id = _record(error, READINGS, run_id, unit)
+        logger.error("loading the plant buffer failed: %s. %s%s", error, error.remedy,
+                     f" Recorded as integration_errors #{error_id}: `drymix errors retry {error_id}` loads just these entries." if error_id else "")
         if error is exc:
             raise
         raise error from exc
@@ -193,28 +238,32 @@ def collect_plant(listen_seconds: float = 0.0) -> dict[str, Any]:
     if summary.quarantined:
         from hub.errors import record_validation_failure
 
-        summary.error_ids.append(
-            record_validation_failure(
-                integration=INTEGRATION,
-                dataset=READINGS if any(s["dataset"] == READINGS for s in result.sample) else BATCHES,
-                flow_run_id=run_id,
-                rows_checked=summary.mapped,
-                rows_quarantined=summary.quarantined,
-                failures_by_expectation=result.failures_by_expectation,
-                sample=result.sample,
-                report_path=summary.report_path,
-            )
-        )
+        # One error per dataset: each links (and is resolved by a replay of) its own quarantined rows.
+        for dataset in (READINGS, BATCHES):
+            if result.quarantined_by_dataset.get(dataset):
+                summary.error_ids.append(
+                    record_validation_failure(
+                        integration=INTEGRATION,
+                        dataset=dataset,
+                        flow_run_id=run_id,
+                        rows_checked=result.checked_by_dataset[dataset],
+                        rows_quarantined=result.quarantined_by_dataset[dataset],
+                        failures_by_expectation={k: n for k, n in result.failures_by_expectation.items() if k.startswith(f"{dataset}.")},
+                        sample=[s for s in result.sample if s["dataset"] == dataset],
+                        report_path=summary.report_path,
+                    )
+                )
     summary.seconds = round(time.perf_counter() - started, 3)
     if read_error is not None:
         summary.error_ids += [i for i in [_record(read_error, READINGS, run_id)] if i]
         publish_sync_summary(summary.as_dict())
         raise read_error
-    from hub.errors import resolve_open_errors
+    if resume is None:
+        from hub.errors import resolve_open_errors
 
-    transient = tuple(c.value for c in ErrorCategory if c is not ErrorCategory.DATA_VALIDATION_FAILED)
-    for dataset in (READINGS, BATCHES):
-        resolve_open_errors(INTEGRATION, dataset, note=f"a later run ({run_id}) collected the plant", categories=transient)
+        transient = tuple(c.value for c in ErrorCategory if c is not ErrorCategory.DATA_VALIDATION_FAILED)
+        for dataset in (READINGS, BATCHES):
+            resolve_open_errors(INTEGRATION, dataset, note=f"a later run ({run_id}) collected the plant", categories=transient)
     logger.info("plant: %d entries loaded (%d upserted, %d unchanged, %d quarantined, %d flagged), batch cursor %s",
                 summary.extracted, summary.upserted, summary.unchanged, summary.quarantined, summary.flagged, summary.watermark)
     publish_sync_summary(summary.as_dict())

@@ -2,8 +2,10 @@
 
 Each due `integration_errors` row is claimed (status retrying, attempt counted, leased so that a
 concurrent run skips it), its unit goes to the rerun handler registered for its kind (hub/retry_units.py:
-an SAP customer batch resumes the read at that batch as a subflow; a webhook event is applied again), and
-the row is resolved, rescheduled with backoff, or escalated (notified) when its attempts are exhausted.
+an SAP customer batch resumes the read at that batch as a subflow; a webhook event is applied again; a lab
+file, a plant buffer flush, a document, an outbox page, a calendar pull or push, a Razorpay page: their
+flow reruns just that unit as a subflow), and the row is resolved, rescheduled with backoff, or escalated
+(notified) when its attempts are exhausted. docs/troubleshooting.md lists what each kind reruns.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ class RetrySummary:
         return asdict(self)
 
 
-@flow(name=FLOW_NAME, description="Rerun the failed units (batch, page, event) of integration_errors rows whose next_retry_at has come.")
+@flow(name=FLOW_NAME, description="Rerun the failed units (batch, page, event, file, push) of integration_errors rows whose next_retry_at has come.")
 def retry_failed_units(limit: int = 20) -> dict[str, Any]:
     """Rerun up to `limit` due units, oldest due first."""
     logger = get_run_logger()

@@ -7,6 +7,11 @@ Top to bottom:
    the LAST page's transaction also writes the new `nextSyncToken` to `sync_state`;
 4. push: ERP schedules changed since their last push (including ERP-won conflicts) to the calendar, with our
    deterministic event ids, one transaction per batch.
+
+Failed units are queued for a rerun (hub/retry_units.py): the pull (`google_workspace.calendar_events.pull`)
+and the push (`google_workspace.schedules.push`: the schedules whose push failed, or every pending one when the
+push stage itself failed). `resume=` reruns exactly that unit: a pull reruns from the saved sync token and
+pushes nothing; a push pushes just those schedules and reads nothing.
 """
 
 from __future__ import annotations
@@ -25,11 +30,19 @@ from connectors.core.metrics import METRICS
 from connectors.google_workspace.connector import INTEGRATION, GoogleCalendarConnector
 from data_mappings.google_events import PROVIDER, from_google_event, to_google_event
 from data_mappings.schedules import CalendarEvent
-from hub.calendar_sync import PullResult, PushResult, apply_remote_page, failed_push_error, push_pending
+from hub.calendar_sync import (
+    PullResult,
+    PushResult,
+    apply_remote_page,
+    failed_push_error,
+    failed_push_refs,
+    push_pending,
+)
 from hub.db import get_engine, session_factory
 from hub.errors import record_error, record_validation_failure
 from hub.loading import read_cursor, reset_cursor, write_cursor
 from hub.models import Schedule, ScheduleCalendarLink
+from hub.retry_units import GOOGLE_CALENDAR_PULL, GOOGLE_SCHEDULES_PUSH, UnitFailed
 from tasks.retry import retry_transient_only
 
 DATASET = "calendar_events"
@@ -113,10 +126,11 @@ def apply_calendar_page(
 
 
 @task(name="push_schedules", cache_policy=NO_CACHE, persist_result=False)
-def push_schedules(connector: GoogleCalendarConnector, run_id: str | None, batch_size: int) -> PushResult:
-    """ERP -> Google for every pending schedule (failures stay pending and are recorded, never lost)."""
+def push_schedules(connector: GoogleCalendarConnector, run_id: str | None, batch_size: int, only: list[str] | None = None) -> PushResult:
+    """ERP -> Google for every pending schedule (of `only`, when given; failures stay pending and are recorded,
+    never lost)."""
     return push_pending(
-        session_factory(), GoogleCalendarRemote(connector), integration=INTEGRATION, batch_size=batch_size, run_name=run_id
+        session_factory(), GoogleCalendarRemote(connector), integration=INTEGRATION, batch_size=batch_size, run_name=run_id, only=only
     )
 
 
@@ -126,52 +140,70 @@ def _cursor_dataset(calendar_id: str) -> str:
 
 
 @flow(name="sync-google-calendar", description="ERP schedules <-> Google Workspace calendar events, both ways.")
-def sync_google_calendar(full_resync: bool = False, calendar_id: str | None = None, push_batch_size: int = 200) -> dict[str, Any]:
-    """One two-way sync of the configured calendar: pull people's changes, then push the ERP's."""
+def sync_google_calendar(
+    full_resync: bool = False, calendar_id: str | None = None, push_batch_size: int = 200, resume: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """One two-way sync of the configured calendar: pull people's changes, then push the ERP's. With `resume`,
+    only the failed unit: the pull, or the push (of the schedules it names)."""
     logger = get_run_logger()
     started = time.perf_counter()
     run_id = str(flow_run.id) if flow_run.id else None
     retries_before = METRICS.total(INTEGRATION, "retries")
+    kind = resume.get("kind") if resume is not None else None
+    only: list[str] | None = list(resume["schedule_refs"]) if resume is not None and resume.get("schedule_refs") else None
+    if resume is not None:
+        calendar_id = resume.get("calendar_id") or calendar_id  # the calendar the failed run synced
+        logger.info("Google calendar: rerun of integration_errors #%s (%s)%s", resume.get("error_id"), kind,
+                    f" for {', '.join(only)}" if only else "")
     summary = CalendarSyncSummary(calendar_id=calendar_id or "", flow_run_id=run_id)
     pulled = PullResult()
+    pushed = PushResult()
     stage = "connect"
     connector: GoogleCalendarConnector | None = None
     try:
         connector = GoogleCalendarConnector.from_settings(calendar_id=calendar_id)
         summary.calendar_id = connector.calendar_id
-        stage = "pull"
-        with get_engine().connect() as conn:
-            saved = None if full_resync else read_cursor(conn, INTEGRATION, _cursor_dataset(connector.calendar_id))
-        token = (saved or {}).get("sync_token")
-        summary.mode = "incremental" if token else "full"
-        logger.info("Google calendar %s: %s sync", connector.calendar_id, summary.mode)
+        if kind in (None, GOOGLE_CALENDAR_PULL):
+            stage = "pull"
+            with get_engine().connect() as conn:
+                saved = None if full_resync else read_cursor(conn, INTEGRATION, _cursor_dataset(connector.calendar_id))
+            token = (saved or {}).get("sync_token")
+            summary.mode = "incremental" if token else "full"
+            logger.info("Google calendar %s: %s sync", connector.calendar_id, summary.mode)
 
-        # 1-3. extract, map, validate, load: page by page; the cursor rides with the last page.
-        reset_done = False
-        for page in connector.read_events(token):
-            if page.full_sync and token and not reset_done:
-                logger.warning("sync token expired (410): cursor cleared, running a full sync")
-                summary.mode = "full (sync token expired)"
-            cursor = {"sync_token": page.next_sync_token} if page.next_sync_token else None
-            result = apply_calendar_page(  # type: ignore[call-overload]
-                quote(page.items),
-                connector.calendar_id,
-                cursor=cursor,
-                reset=bool(page.full_sync and token and not reset_done),
-                run_id=run_id,
-            )
-            reset_done = reset_done or page.full_sync
-            pulled.add(result)
-            summary.pages += 1
-        summary.pull = asdict(pulled)
+            # 1-3. extract, map, validate, load: page by page; the cursor rides with the last page.
+            reset_done = False
+            for page in connector.read_events(token):
+                if page.full_sync and token and not reset_done:
+                    logger.warning("sync token expired (410): cursor cleared, running a full sync")
+                    summary.mode = "full (sync token expired)"
+                cursor = {"sync_token": page.next_sync_token} if page.next_sync_token else None
+                result = apply_calendar_page(  # type: ignore[call-overload]
+                    quote(page.items),
+                    connector.calendar_id,
+                    cursor=cursor,
+                    reset=bool(page.full_sync and token and not reset_done),
+                    run_id=run_id,
+                )
+                reset_done = reset_done or page.full_sync
+                pulled.add(result)
+                summary.pages += 1
+            summary.pull = asdict(pulled)
+        else:
+            summary.mode = "push rerun"
 
         # 4. push the ERP's changes.
-        stage = "push"
-        pushed = push_schedules(connector, run_id, push_batch_size)
-        summary.push = asdict(pushed)
-        push_error = failed_push_error(pushed, INTEGRATION)
-        if push_error is not None:
-            summary.error_ids.append(record_error(push_error, integration=INTEGRATION, dataset="schedules", flow_run_id=run_id))
+        if kind in (None, GOOGLE_SCHEDULES_PUSH):
+            stage = "push"
+            pushed = push_schedules(connector, run_id, push_batch_size, only)
+            summary.push = asdict(pushed)
+            push_error = failed_push_error(pushed, INTEGRATION)
+            if push_error is not None:
+                failed = {"kind": GOOGLE_SCHEDULES_PUSH, "calendar_id": connector.calendar_id, "stage": "push",
+                          "schedule_refs": failed_push_refs(pushed)}
+                if resume is not None:
+                    raise UnitFailed(push_error, failed)
+                summary.error_ids.append(record_error(push_error, integration=INTEGRATION, dataset="schedules", flow_run_id=run_id, unit=failed))
         quarantined = pulled.quarantined + pushed.quarantined
         if quarantined:
             summary.error_ids.append(
@@ -189,14 +221,21 @@ def sync_google_calendar(full_resync: bool = False, calendar_id: str | None = No
                     report_path=None,
                 )
             )
+    except UnitFailed:
+        raise
     except Exception as exc:
         error = classify_exception(exc, integration=INTEGRATION, operation=f"sync_calendar_{stage}")
-        unit = {"calendar_id": summary.calendar_id, "stage": stage, "pages_committed": summary.pages}
+        if resume is not None:
+            # A rerun of a recorded unit: the retry workflow updates that row; no new row.
+            logger.error("rerun of integration_errors #%s failed in the %s stage: %s", resume.get("error_id"), stage, error)
+            raise UnitFailed(error) from exc
+        unit = {"kind": GOOGLE_SCHEDULES_PUSH if stage == "push" else GOOGLE_CALENDAR_PULL, "calendar_id": summary.calendar_id,
+                "stage": stage, "pages_committed": summary.pages}
         error_id = record_error(error, integration=INTEGRATION, dataset=DATASET, flow_run_id=run_id, unit=unit)
         logger.error(
             "Google calendar sync failed in the %s stage after %d committed page(s): %s. integration_errors #%d. %s "
-            "Rerun `drymix google sync` (the cursor never passed what was committed).",
-            stage, summary.pages, error, error_id, error.remedy,
+            "`drymix errors retry %d` reruns just that stage (the cursor never passed what was committed).",
+            stage, summary.pages, error, error_id, error.remedy, error_id,
         )
         if isinstance(exc, ResyncRequired) or error is exc:
             raise
@@ -215,4 +254,3 @@ def sync_google_calendar(full_resync: bool = False, calendar_id: str | None = No
         len(summary.push.get("failed", [])), pulled.quarantined + summary.push.get("quarantined", 0),
     )
     return summary.as_dict()
-

@@ -12,6 +12,11 @@ Top to bottom:
 4. push: never-pushed schedules are created 20 per `$batch` round trip (each with its `transactionId`, so a
    retry creates nothing twice), then every other pending change (moves, cancellations, re-creations)
    goes through the shared push with one request each.
+
+Failed units are queued for a rerun (hub/retry_units.py): the pull (`microsoft365.calendar_events.pull`) and
+the push (`microsoft365.schedules.push`: the schedules whose push failed, or every pending one when the push
+stage itself failed). `resume=` reruns exactly that unit: a pull reruns from the saved delta link and pushes
+nothing; a push pushes just those schedules and reads nothing.
 """
 
 from __future__ import annotations
@@ -32,11 +37,19 @@ from connectors.core.metrics import METRICS
 from connectors.microsoft365 import Microsoft365Connector, build_microsoft365_connector
 from data_mappings.microsoft365_events import PROVIDER, from_graph_event, to_graph_event
 from data_mappings.schedules import CalendarEvent, schedule_row, schedules_frame
-from hub.calendar_sync import PullResult, PushResult, apply_remote_page, failed_push_error, push_pending
+from hub.calendar_sync import (
+    PullResult,
+    PushResult,
+    apply_remote_page,
+    failed_push_error,
+    failed_push_refs,
+    push_pending,
+)
 from hub.db import get_engine, session_factory
 from hub.errors import record_error, record_validation_failure
 from hub.loading import read_cursor, reset_cursor, write_cursor
 from hub.models import Schedule, ScheduleCalendarLink
+from hub.retry_units import OUTLOOK_CALENDAR_PULL, OUTLOOK_SCHEDULES_PUSH, UnitFailed
 from hub.schedules import record_push, schedules_to_push
 from tasks.retry import retry_transient_only
 
@@ -146,16 +159,16 @@ def check_vanished_events(connector: Microsoft365Connector, seen: list[str], win
 
 
 @task(name="create_events_batched", cache_policy=NO_CACHE, persist_result=False, task_run_name="create-events-batched")
-def create_events_batched(connector: Microsoft365Connector, run_id: str | None, limit: int) -> int:
-    """Never-pushed, valid schedules created 20 per $batch; what fails or is refused is left to the shared push
-    (which retries it once on its own and records or quarantines it)."""
+def create_events_batched(connector: Microsoft365Connector, run_id: str | None, limit: int, only: list[str] | None = None) -> int:
+    """Never-pushed, valid schedules (of `only`, when given) created 20 per $batch; what fails or is refused is
+    left to the shared push (which retries it once on its own and records or quarantines it)."""
     from expectations.runner import validate_frame
 
     calendar_id = connector.calendar_user
     created = 0
     with session_factory()() as session:
         since = datetime.now(UTC) - timedelta(days=7)
-        fresh = [(s, lk) for s, lk in schedules_to_push(session, PROVIDER, calendar_id, since=since, limit=limit)
+        fresh = [(s, lk) for s, lk in schedules_to_push(session, PROVIDER, calendar_id, since=since, limit=limit, refs=only)
                  if lk is None and s.status == "scheduled"]
         if not fresh:
             return 0
@@ -176,14 +189,17 @@ def create_events_batched(connector: Microsoft365Connector, run_id: str | None, 
 
 
 @task(name="push_outlook_schedules", cache_policy=NO_CACHE, persist_result=False, task_run_name="push-outlook-schedules")
-def push_outlook_schedules(connector: Microsoft365Connector, run_id: str | None, batch_size: int) -> PushResult:
-    """ERP -> Outlook for every other pending schedule (failures stay pending and are recorded, never lost)."""
-    return push_pending(session_factory(), GraphCalendarRemote(connector), integration=INTEGRATION, batch_size=batch_size, run_name=run_id)
+def push_outlook_schedules(connector: Microsoft365Connector, run_id: str | None, batch_size: int, only: list[str] | None = None) -> PushResult:
+    """ERP -> Outlook for every other pending schedule (of `only`, when given; failures stay pending and are
+    recorded, never lost)."""
+    return push_pending(session_factory(), GraphCalendarRemote(connector), integration=INTEGRATION, batch_size=batch_size,
+                        run_name=run_id, only=only)
 
 
 @flow(name="sync-microsoft-calendar", description="ERP schedules <-> Outlook calendar events (Microsoft Graph), both ways.")
-def sync_microsoft_calendar(full_resync: bool = False, push_batch_size: int | None = None) -> dict[str, Any]:
-    """One two-way sync of the configured mailbox's calendar: pull people's changes, then push the ERP's."""
+def sync_microsoft_calendar(full_resync: bool = False, push_batch_size: int | None = None, resume: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One two-way sync of the configured mailbox's calendar: pull people's changes, then push the ERP's. With
+    `resume`, only the failed unit: the pull, or the push (of the schedules it names)."""
     logger = get_run_logger()
     started = time.perf_counter()
     run_id = str(flow_run.id) if flow_run.id else None
@@ -192,66 +208,80 @@ def sync_microsoft_calendar(full_resync: bool = False, push_batch_size: int | No
     options = connector.calendar
     calendar_id = connector.calendar_user
     summary = CalendarSyncSummary(calendar_id=calendar_id, flow_run_id=run_id)
+    kind = resume.get("kind") if resume is not None else None
+    only: list[str] | None = list(resume["schedule_refs"]) if resume is not None and resume.get("schedule_refs") else None
+    if resume is not None:
+        summary.mode = "push rerun" if kind == OUTLOOK_SCHEDULES_PUSH else summary.mode
+        logger.info("Outlook calendar: rerun of integration_errors #%s (%s)%s", resume.get("error_id"), kind,
+                    f" for {', '.join(only)}" if only else "")
     pulled = PullResult()
+    pushed = PushResult()
     stage = "pull"
     try:
         if not calendar_id:
             raise InvalidRequest("MICROSOFT365_CALENDAR_USER is not set (see .env.example)", integration=INTEGRATION)
-        with get_engine().connect() as conn:
-            saved = None if full_resync else read_cursor(conn, INTEGRATION, _cursor_dataset(calendar_id))
-        now = datetime.now(UTC)
-        link = (saved or {}).get("delta_link")
-        window_end = datetime.fromisoformat(saved["window_end"]) if saved and saved.get("window_end") else None
-        if link and window_end is not None and window_end - now < timedelta(days=options.window_future_days / 2):
-            logger.info("delta window ends %s: re-reading a fresh window", window_end.isoformat())
-            link, summary.mode = None, "full (window rolled)"
-        if not link and summary.mode == "incremental":
-            summary.mode = "full"
+        if resume is not None and resume.get("calendar_id") not in (None, calendar_id):
+            raise InvalidRequest(f"the failed unit belongs to the calendar of {resume['calendar_id']}, not {calendar_id}: "
+                                 "rerun it with that MICROSOFT365_CALENDAR_USER", integration=INTEGRATION)
+        if kind in (None, OUTLOOK_CALENDAR_PULL):
+            with get_engine().connect() as conn:
+                saved = None if full_resync else read_cursor(conn, INTEGRATION, _cursor_dataset(calendar_id))
+            now = datetime.now(UTC)
+            link = (saved or {}).get("delta_link")
+            window_end = datetime.fromisoformat(saved["window_end"]) if saved and saved.get("window_end") else None
+            if link and window_end is not None and window_end - now < timedelta(days=options.window_future_days / 2):
+                logger.info("delta window ends %s: re-reading a fresh window", window_end.isoformat())
+                link, summary.mode = None, "full (window rolled)"
+            if not link and summary.mode == "incremental":
+                summary.mode = "full"
 
-        # 1-3. extract, map, validate, load: page by page; the cursor rides with the last page.
-        window = (now - timedelta(days=options.window_past_days), now + timedelta(days=options.window_future_days))
-        reset = bool(saved)
-        seen: list[str] = []
-        pages = connector.read_delta(delta_link=link) if link else connector.read_delta(start=window[0], end=window[1])
-        try:
-            first = next(pages, None)
-        except ResyncRequired as expired:
-            logger.warning("delta token expired (%s): cursor cleared, running a full sync", expired.code)
-            summary.mode = f"full ({expired.code})"
-            link = None
-            pages = connector.read_delta(start=window[0], end=window[1])
-            first = next(pages, None)
-        if link:
-            saved_window = (datetime.fromisoformat(saved["window_start"]), window_end) if saved and saved.get("window_start") and window_end else window
-            window = saved_window
-        page = first
-        while page is not None:
-            following = next(pages, None)
-            cursor = None
-            if following is None:
-                cursor = {"delta_link": page.delta_link, "window_start": window[0].isoformat(), "window_end": window[1].isoformat()}
+            # 1-3. extract, map, validate, load: page by page; the cursor rides with the last page.
+            window = (now - timedelta(days=options.window_past_days), now + timedelta(days=options.window_future_days))
+            reset = bool(saved)
+            seen: list[str] = []
+            pages = connector.read_delta(delta_link=link) if link else connector.read_delta(start=window[0], end=window[1])
+            try:
+                first = next(pages, None)
+            except ResyncRequired as expired:
+                logger.warning("delta token expired (%s): cursor cleared, running a full sync", expired.code)
+                summary.mode = f"full ({expired.code})"
+                link = None
+                pages = connector.read_delta(start=window[0], end=window[1])
+                first = next(pages, None)
+            if link:
+                saved_window = (datetime.fromisoformat(saved["window_start"]), window_end) if saved and saved.get("window_start") and window_end else window
+                window = saved_window
+            page = first
+            while page is not None:
+                following = next(pages, None)
+                cursor = None
+                if following is None:
+                    cursor = {"delta_link": page.delta_link, "window_start": window[0].isoformat(), "window_end": window[1].isoformat()}
+                if not link:
+                    seen.extend(str(item["id"]) for item in page.records if "@removed" not in item)
+                result = apply_outlook_page(quote(page.records), calendar_id, cursor=cursor,  # type: ignore[call-overload]
+                                            reset=reset and not link and summary.pages == 0, run_id=run_id)
+                pulled.add(result)
+                summary.pages += 1
+                page = following
             if not link:
-                seen.extend(str(item["id"]) for item in page.records if "@removed" not in item)
-            result = apply_outlook_page(  # type: ignore[call-overload]  # quote() of the records
-                quote(page.records), calendar_id, cursor=cursor, reset=reset and not link and summary.pages == 0, run_id=run_id
-            )
-            pulled.add(result)
-            summary.pages += 1
-            page = following
-        if not link:
-            checked, vanished = check_vanished_events(quote(connector), seen, window, run_id)  # type: ignore[call-overload]
-            summary.vanished_checked = checked
-            pulled.add(vanished)
-        summary.pull = asdict(pulled)
+                checked, vanished = check_vanished_events(quote(connector), seen, window, run_id)  # type: ignore[call-overload]
+                summary.vanished_checked = checked
+                pulled.add(vanished)
+            summary.pull = asdict(pulled)
 
         # 4. push the ERP's changes: creates batched, the rest one by one.
-        stage = "push"
-        summary.batch_created = create_events_batched(quote(connector), run_id, push_batch_size or options.push_page_size * 10)  # type: ignore[call-overload]
-        pushed = push_outlook_schedules(quote(connector), run_id, push_batch_size or options.push_page_size)  # type: ignore[call-overload]
-        summary.push = asdict(pushed)
-        push_error = failed_push_error(pushed, INTEGRATION)
-        if push_error is not None:
-            summary.error_ids.append(record_error(push_error, integration=INTEGRATION, dataset="schedules", flow_run_id=run_id))
+        if kind in (None, OUTLOOK_SCHEDULES_PUSH):
+            stage = "push"
+            summary.batch_created = create_events_batched(quote(connector), run_id, push_batch_size or options.push_page_size * 10, only)  # type: ignore[call-overload]
+            pushed = push_outlook_schedules(quote(connector), run_id, push_batch_size or options.push_page_size, only)  # type: ignore[call-overload]
+            summary.push = asdict(pushed)
+            push_error = failed_push_error(pushed, INTEGRATION)
+            if push_error is not None:
+                failed = {"kind": OUTLOOK_SCHEDULES_PUSH, "calendar_id": calendar_id, "stage": "push", "schedule_refs": failed_push_refs(pushed)}
+                if resume is not None:
+                    raise UnitFailed(push_error, failed)
+                summary.error_ids.append(record_error(push_error, integration=INTEGRATION, dataset="schedules", flow_run_id=run_id, unit=failed))
         quarantined = pulled.quarantined + pushed.quarantined
         if quarantined:
             summary.error_ids.append(record_validation_failure(
@@ -260,14 +290,21 @@ def sync_microsoft_calendar(full_resync: bool = False, push_batch_size: int | No
                 failures_by_expectation=_count_failures(pulled.quarantine_sample + pushed.quarantine_sample),
                 sample=pulled.quarantine_sample + pushed.quarantine_sample, report_path=None,
             ))
+    except UnitFailed:
+        raise
     except Exception as exc:
         error = classify_exception(exc, integration=INTEGRATION, operation=f"sync_calendar_{stage}")
-        unit = {"calendar_id": calendar_id, "stage": stage, "pages_committed": summary.pages}
+        if resume is not None:
+            # A rerun of a recorded unit: the retry workflow updates that row; no new row.
+            logger.error("rerun of integration_errors #%s failed in the %s stage: %s", resume.get("error_id"), stage, error)
+            raise UnitFailed(error) from exc
+        unit = {"kind": OUTLOOK_CALENDAR_PULL if stage == "pull" else OUTLOOK_SCHEDULES_PUSH, "calendar_id": calendar_id,
+                "stage": stage, "pages_committed": summary.pages}
         error_id = record_error(error, integration=INTEGRATION, dataset=DATASET, flow_run_id=run_id, unit=unit)
         logger.error(
             "Outlook calendar sync failed in the %s stage after %d committed page(s): %s. integration_errors #%d. %s "
-            "Rerun `drymix m365 sync-calendar` (the cursor never passed what was committed).",
-            stage, summary.pages, error, error_id, error.remedy,
+            "`drymix errors retry %d` reruns just that stage (the cursor never passed what was committed).",
+            stage, summary.pages, error, error_id, error.remedy, error_id,
         )
         if error is exc:
             raise

@@ -10,6 +10,11 @@ Reads top to bottom like the pipeline it runs, one page of outbox rows per task:
    after every fragment, so a crash resumes where it stopped; a failed file is recorded on its row and
    in `integration_errors` (unit = the document) and the run carries on with the next file. Transient
    failures are retried by later runs (backoff, `max_attempts`); others wait for `drymix m365 requeue`.
+
+Failed units are queued for a rerun (hub/retry_units.py): a document's upload
+(`microsoft365.documents.document`) and a page the run itself stopped in (`microsoft365.documents.page`: its
+outbox id range). `resume=` reruns exactly that unit: the one document (whatever its retry time), or the
+rows of that one page; nothing after them.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from data_mappings.documents import map_documents, normalise_folder
 from hub.db import get_engine
 from hub.documents import (
     claim_page,
+    read_document,
     record_failure,
     record_progress,
     record_quarantined,
@@ -48,6 +54,7 @@ from hub.documents import (
 )
 from hub.errors import record_error, record_validation_failure
 from hub.loading import QuarantineRow, upsert_quarantine
+from hub.retry_units import DOCUMENT_UPLOAD, DOCUMENTS_PAGE, UnitFailed
 from tasks.retry import retry_transient_only
 from tasks.transform import map_batch, validate_batch
 
@@ -64,6 +71,7 @@ class PageOutcome:
     error_ids: list[int] = field(default_factory=list)
     failures_by_rule: dict[str, int] = field(default_factory=dict)
     sample: list[dict[str, Any]] = field(default_factory=list)
+    unrecorded: list[IntegrationError] = field(default_factory=list)  # a document rerun's failure: its error row is updated
 
 
 @dataclass
@@ -87,9 +95,9 @@ class UploadSummary:
 
 @task(name="read_outbox_page", cache_policy=NO_CACHE, persist_result=False, retries=2, retry_delay_seconds=[1.0, 4.0],
       retry_condition_fn=retry_transient_only, task_run_name="read-outbox-page")
-def read_outbox_page(after_id: int, limit: int, max_attempts: int) -> list[dict[str, Any]]:
+def read_outbox_page(after_id: int, limit: int, max_attempts: int, through_id: int | None = None) -> list[dict[str, Any]]:
     """The next page of due outbox rows (files stat'ed: size and existence)."""
-    return claim_page(after_id, limit, max_attempts)
+    return claim_page(after_id, limit, max_attempts, through_id=through_id)
 
 
 def _raw_for_quarantine(row: dict[str, Any]) -> dict[str, Any]:
@@ -127,8 +135,12 @@ def quarantine_refused(rows: list[dict[str, Any]], frame: Any, outcome: Any, run
 
 
 def upload_row(connector: Microsoft365Connector, row: dict[str, Any], options: DocumentOptions, run_id: str | None,
-               result: PageOutcome) -> None:
-    """Upload one document and record what happened on its row; a failure stays with this document."""
+               result: PageOutcome, rerun_of: int | None = None) -> None:
+    """Upload one document and record what happened on its row; a failure stays with this document.
+
+    `rerun_of`: the integration_errors row this upload reruns; a failure is then left to the retry workflow
+    (`result.unrecorded`) instead of becoming a new row.
+    """
     document_id = int(row["id"])
     source: str | bytes = row["content"] if row.get("content") is not None else str(row["source_path"])
     # The file may have gone since the page was read: the connector then fails this document, clearly.
@@ -152,32 +164,36 @@ def upload_row(connector: Microsoft365Connector, row: dict[str, Any], options: D
         # A session the server no longer knows (expired, or ended by a name conflict) cannot be resumed.
         forget = error.code in ("uploadSessionNotFound", "nameAlreadyExists") or error.status_code in (404, 409)
         record_failure(document_id, error, retry_in=retry_in, forget_session=forget)
-        unit = {"document_id": document_id, "document_key": row["document_key"], "file_name": row["file_name"],
-                "attempt": attempts, "retry_scheduled": retry_in is not None}
+        result.failed += 1
+        if rerun_of is not None:
+            result.unrecorded.append(error)
+            return
+        unit = {"kind": DOCUMENT_UPLOAD, "document_id": document_id, "document_key": row["document_key"],
+                "file_name": row["file_name"], "attempt": attempts, "retry_scheduled": retry_in is not None}
         result.error_ids.append(record_error(error, integration=INTEGRATION, dataset=DATASET, flow_run_id=run_id, unit=unit,
                                              retry_count=attempts, max_retries=options.max_attempts, next_retry_in=retry_in))
-        result.failed += 1
         return
     record_uploaded(document_id, item_id=item.id, web_url=item.web_url, name=item.name, size=item.size)
-    resolve_document_errors(document_id, f"uploaded by run {run_id}")
+    resolve_document_errors(document_id, f"uploaded by run {run_id}", keep=rerun_of)
     result.uploaded += 1
     result.bytes_uploaded += item.size
 
 
 @task(name="upload_documents_page", cache_policy=NO_CACHE, persist_result=False, task_run_name="upload-documents-page")
 def upload_documents_page(connector: Microsoft365Connector, rows: list[dict[str, Any]], valid_ids: list[int],
-                          options: DocumentOptions, run_id: str | None) -> PageOutcome:
+                          options: DocumentOptions, run_id: str | None, rerun_of: int | None = None) -> PageOutcome:
     """Upload the valid rows of a page one by one (no task retry: each file's failure is recorded on its row)."""
     result = PageOutcome()
     by_id = {int(r["id"]): r for r in rows}
     for document_id in valid_ids:
-        upload_row(connector, by_id[document_id], options, run_id, result)
+        upload_row(connector, by_id[document_id], options, run_id, result, rerun_of)
     return result
 
 
 @flow(name="upload-documents", description="Upload ERP documents from document_outbox to SharePoint (Microsoft Graph).")
-def upload_documents(max_pages: int | None = None, rows_per_page: int | None = None) -> dict[str, Any]:
-    """Drain the document outbox: every due row, a page per task; returns the run's counts."""
+def upload_documents(max_pages: int | None = None, rows_per_page: int | None = None, resume: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Drain the document outbox: every due row, a page per task; returns the run's counts. With `resume`, only
+    the failed unit: one document, or one page."""
     logger = get_run_logger()
     started = time.perf_counter()
     run_id = str(flow_run.id) if flow_run.id else None
@@ -187,16 +203,30 @@ def upload_documents(max_pages: int | None = None, rows_per_page: int | None = N
     failures_by_rule: dict[str, int] = {}
     sample: list[dict[str, Any]] = []
     connector: Microsoft365Connector | None = None
-    after_id = 0
+    kind = resume.get("kind") if resume is not None else None
+    rerun_of = int(resume.get("error_id") or 0) if resume is not None and kind == DOCUMENT_UPLOAD else None
+    after_id, through_id = 0, None
+    if resume is not None and kind == DOCUMENTS_PAGE:
+        after_id, through_id = int(resume.get("after_document_id") or 0), resume.get("through_document_id")
+        limit = int(resume.get("rows") or limit)
+    if resume is not None:
+        logger.info("documents: rerun of integration_errors #%s: %s", resume.get("error_id"),
+                    f"document {resume.get('document_key')}" if kind == DOCUMENT_UPLOAD else f"the page after outbox id {after_id}")
+    page_start, page_end = after_id, None
+    unrecorded: list[IntegrationError] = []
     try:
         connector = build_microsoft365_connector()
         while max_pages is None or summary.pages < max_pages:
-            rows = read_outbox_page(after_id, limit, options.max_attempts)
+            page_start, page_end = after_id, None
+            if kind == DOCUMENT_UPLOAD and resume is not None:
+                rows = read_document(int(resume["document_id"])) if summary.pages == 0 else []
+            else:
+                rows = read_outbox_page(after_id, limit, options.max_attempts, through_id)
             if not rows:
                 break
             summary.pages += 1
             summary.claimed += len(rows)
-            after_id = max(int(r["id"]) for r in rows)
+            after_id = page_end = max(int(r["id"]) for r in rows)
             # map + validate: the frame is indexed by outbox id, so refused labels are row ids.
             frame = map_batch(DATASET, map_documents, quote(rows))  # type: ignore[call-overload]
             frame.index = [int(r["id"]) for r in rows]
@@ -206,9 +236,10 @@ def upload_documents(max_pages: int | None = None, rows_per_page: int | None = N
             valid_ids = [int(i) for i in outcome.valid.index]
             summary.valid += len(valid_ids)
             if valid_ids:
-                page_result = upload_documents_page(quote(connector), quote(rows), valid_ids, options, run_id)  # type: ignore[call-overload]
+                page_result = upload_documents_page(quote(connector), quote(rows), valid_ids, options, run_id, rerun_of)  # type: ignore[call-overload]
                 page.uploaded, page.failed = page_result.uploaded, page_result.failed
                 page.bytes_uploaded, page.error_ids = page_result.bytes_uploaded, page_result.error_ids
+                unrecorded.extend(page_result.unrecorded)
             summary.quarantined += page.quarantined
             summary.uploaded += page.uploaded
             summary.failed += page.failed
@@ -217,19 +248,27 @@ def upload_documents(max_pages: int | None = None, rows_per_page: int | None = N
             for rule, count in page.failures_by_rule.items():
                 failures_by_rule[rule] = failures_by_rule.get(rule, 0) + count
             sample.extend(page.sample)
+            if kind == DOCUMENTS_PAGE:
+                break  # exactly the failed page
     except Exception as exc:
         # Only the run's own machinery fails here (credentials, database): files record their own failures.
         error = classify_exception(exc, integration=INTEGRATION, operation="upload_documents")
-        error_id = record_error(error, integration=INTEGRATION, dataset=DATASET, flow_run_id=run_id,
-                                unit={"after_document_id": after_id, "pages_done": summary.pages})
-        logger.error("document upload stopped after %d page(s): %s. Recorded as integration_errors #%d. %s",
-                     summary.pages, error, error_id, error.remedy)
+        unit = {"kind": DOCUMENTS_PAGE, "after_document_id": page_start, "through_document_id": page_end, "rows": limit,
+                "pages_done": summary.pages}
+        if resume is not None:
+            # A rerun of a recorded unit: the retry workflow updates that row; no new row.
+            raise UnitFailed(error, unit if kind == DOCUMENTS_PAGE else None) from exc
+        error_id = record_error(error, integration=INTEGRATION, dataset=DATASET, flow_run_id=run_id, unit=unit)
+        logger.error("document upload stopped after %d page(s): %s. Recorded as integration_errors #%d. %s "
+                     "`drymix errors retry %d` reruns just that page.", summary.pages, error, error_id, error.remedy, error_id)
         if isinstance(exc, IntegrationError):
             raise
         raise error from exc
     finally:
         if connector is not None:
             connector.close()
+    if unrecorded:
+        raise UnitFailed(unrecorded[0])  # the rerun document failed again: its own error row is updated
     if summary.quarantined:
         summary.error_ids.append(record_validation_failure(
             integration=INTEGRATION, dataset=DATASET, flow_run_id=run_id, rows_checked=summary.claimed,

@@ -31,6 +31,7 @@ CREATE TABLE IF NOT EXISTS entries (
 );
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+_MAX_SEQ = 2**63 - 1  # SQLite's largest INTEGER: "no upper bound"
 
 
 @dataclass(frozen=True)
@@ -79,13 +80,23 @@ class DurableBuffer:
                 raise
         return len(rows)
 
-    def pending(self, limit: int, after_seq: int = 0) -> list[BufferedEntry]:
-        """The oldest entries (after ``after_seq``), in append order."""
+    def pending(self, limit: int, after_seq: int = 0, through_seq: int | None = None) -> list[BufferedEntry]:
+        """The oldest entries (after ``after_seq``, up to ``through_seq`` when given), in append order."""
         with self._connect() as conn:
             rows = conn.execute(
-                "SELECT seq, kind, payload FROM entries WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit)
+                "SELECT seq, kind, payload FROM entries WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?",
+                (after_seq, through_seq if through_seq is not None else _MAX_SEQ, limit),
             ).fetchall()
         return [BufferedEntry(seq=int(seq), kind=str(kind), payload=json.loads(payload)) for seq, kind, payload in rows]
+
+    def span(self, through_seq: int | None = None) -> tuple[int, int, int] | None:
+        """(oldest seq, newest seq, entries) of what waits (up to ``through_seq``); None when nothing does."""
+        with self._connect() as conn:
+            first, last, count = conn.execute(
+                "SELECT min(seq), max(seq), count(*) FROM entries WHERE seq <= ?",
+                (through_seq if through_seq is not None else _MAX_SEQ,),
+            ).fetchone()
+        return (int(first), int(last), int(count)) if count else None
 
     def remove_through(self, seq: int) -> int:
         """Forget every entry up to and including ``seq`` (call only after the database commit)."""

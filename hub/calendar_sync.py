@@ -13,7 +13,7 @@ Rule and reasons: docs/calendar-sync.md.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -221,8 +221,10 @@ def push_pending(
     lookback: timedelta = timedelta(days=7),
     run_name: str | None = None,
     now: datetime | None = None,
+    only: Collection[str] | None = None,
 ) -> PushResult:
-    """Push every pending ERP schedule to `remote`, batch by batch (each batch commits on its own)."""
+    """Push every pending ERP schedule to `remote` (only those named in `only` when given: the rerun of failed
+    pushes), batch by batch (each batch commits on its own)."""
     result = PushResult()
     since = (now or utcnow()) - lookback
     skip: set[int] = set()  # failed or quarantined in this run: not retried until the next run
@@ -230,7 +232,9 @@ def push_pending(
         with session_factory() as session:
             pending = [
                 (s, lk)
-                for s, lk in schedules_to_push(session, remote.provider, remote.calendar_id, since=since, limit=batch_size + len(skip))
+                for s, lk in schedules_to_push(
+                    session, remote.provider, remote.calendar_id, since=since, limit=batch_size + len(skip), refs=only
+                )
                 if s.id not in skip
             ][:batch_size]
             if not pending:
@@ -306,6 +310,11 @@ def _push_one(
         remote_updated_at=event.updated_at,
     )
     session.flush()
+
+
+def failed_push_refs(result: PushResult) -> list[str]:
+    """The schedules whose push failed in this run (they stay pending): the unit a rerun pushes again."""
+    return sorted({str(f["schedule_ref"]) for f in result.failed})
 
 
 def failed_push_error(result: PushResult, integration: str) -> IntegrationError | None:

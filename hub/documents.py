@@ -60,8 +60,11 @@ def enqueue_document(
         return int(row.id)
 
 
-def claim_page(after_id: int, limit: int, max_attempts: int, now: datetime | None = None) -> list[dict[str, Any]]:
-    """The next `limit` rows after `after_id` that are due: pending, mid-upload, or failed and due for a retry.
+def claim_page(
+    after_id: int, limit: int, max_attempts: int, now: datetime | None = None, *, through_id: int | None = None
+) -> list[dict[str, Any]]:
+    """The next `limit` rows after `after_id` (up to `through_id`) that are due: pending, mid-upload, or failed
+    and due for a retry.
 
     Source files are stat'ed here (the extract step), so the mapping stays pure.
     """
@@ -75,21 +78,32 @@ def claim_page(after_id: int, limit: int, max_attempts: int, now: datetime | Non
             DocumentOutbox.next_attempt_at <= now,
         ),
     )
+    query = select(DocumentOutbox).where(DocumentOutbox.id > after_id, due)
+    if through_id is not None:
+        query = query.where(DocumentOutbox.id <= through_id)
     with session_scope() as session:
-        rows = session.scalars(
-            select(DocumentOutbox).where(DocumentOutbox.id > after_id, due).order_by(DocumentOutbox.id).limit(limit)
-        ).all()
-        out = []
-        for row in rows:
-            record: dict[str, Any] = {c.key: getattr(row, c.key) for c in DocumentOutbox.__table__.columns}
-            if row.source_path:
-                try:
-                    stat = os.stat(row.source_path)
-                    record["source_exists"], record["source_size"] = Path(row.source_path).is_file(), stat.st_size
-                except OSError:
-                    record["source_exists"], record["source_size"] = False, None
-            out.append(record)
-        return out
+        return [_extracted(row) for row in session.scalars(query.order_by(DocumentOutbox.id).limit(limit)).all()]
+
+
+def read_document(document_id: int) -> list[dict[str, Any]]:
+    """One outbox row for a rerun of its failed upload, due or not; [] when it is uploaded or quarantined since."""
+    with session_scope() as session:
+        row = session.get(DocumentOutbox, document_id)
+        if row is None or row.status in (DocumentStatus.UPLOADED.value, DocumentStatus.QUARANTINED.value):
+            return []
+        return [_extracted(row)]
+
+
+def _extracted(row: DocumentOutbox) -> dict[str, Any]:
+    """The outbox row as the pipeline reads it, its source file stat'ed (existence and size)."""
+    record: dict[str, Any] = {c.key: getattr(row, c.key) for c in DocumentOutbox.__table__.columns}
+    if row.source_path:
+        try:
+            stat = os.stat(row.source_path)
+            record["source_exists"], record["source_size"] = Path(row.source_path).is_file(), stat.st_size
+        except OSError:
+            record["source_exists"], record["source_size"] = False, None
+    return record
 
 
 def record_progress(document_id: int, upload_url: str, confirmed: int, expires_at: datetime | None) -> None:
@@ -124,8 +138,9 @@ def record_uploaded(document_id: int, *, item_id: str, web_url: str, name: str, 
         )
 
 
-def resolve_document_errors(document_id: int, note: str) -> int:
-    """Resolve the open integration_errors of one document (its unit names it) once it is uploaded."""
+def resolve_document_errors(document_id: int, note: str, *, keep: int | None = None) -> int:
+    """Resolve the open integration_errors of one document (its unit names it) once it is uploaded; `keep` is
+    the row a rerun is resolving itself (with its audit trail)."""
     from hub.models import ErrorStatus, IntegrationErrorRow
 
     now = datetime.now(UTC)
@@ -139,7 +154,7 @@ def resolve_document_errors(document_id: int, note: str) -> int:
         ).all()
         count = 0
         for row in rows:
-            if isinstance(row.unit, dict) and row.unit.get("document_id") == document_id:
+            if isinstance(row.unit, dict) and row.unit.get("document_id") == document_id and row.id != keep:
                 row.status, row.resolved_at, row.resolution_note, row.updated_at = ErrorStatus.RESOLVED.value, now, note, now
                 count += 1
         return count

@@ -9,6 +9,10 @@ as the export's rows and quarantine entries. A crash before the commit leaves no
 is read again next run; after the commit the same content is skipped (counted as a duplicate),
 whatever its name. Two runs racing on one file: the second commit hits the unique checksum and
 rolls back, and is reported as a duplicate.
+
+Quarantined lines keep their parsed values and their export's number format, so that `drymix quarantine
+replay` maps them with the same code as a fresh export (`replay_frame`, registered in hub/quarantine.py).
+`drymix lab replay <sha>` is the other replay: the whole file again, through today's parser.
 """
 
 from __future__ import annotations
@@ -22,12 +26,12 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 import pandas as pd
-from sqlalchemy import Connection, Engine, Table, delete, insert, select, update
+from sqlalchemy import Connection, Engine, Table, delete, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from connectors.core.errors import SyncFailed
-from connectors.lab.exports import ExportRejected, ParsedExport, checksum, parse_export
+from connectors.lab.exports import ExportRejected, ParsedExport, checksum, parse_export, uses_decimal_comma
 from data_mappings.lab import LabMappingOptions, map_lab_results, records_frame
 from hub.loading import BatchLoad, QuarantineRow, load_batch
 from hub.models import (
@@ -38,7 +42,7 @@ from hub.models import (
     QuarantinedRecord,
     QuarantineStatus,
 )
-from hub.settings import LabConfig
+from hub.settings import LabConfig, lab_config
 
 INTEGRATION = "lab"
 DATASET = "lab_results"
@@ -83,6 +87,13 @@ def _validate(frame: pd.DataFrame, run_name: str | None) -> Any:
 def find_export(conn: Connection, sha256: str) -> bool:
     """Whether this content was processed (or rejected) already."""
     return conn.execute(select(LabExport.id).where(LabExport.sha256 == sha256)).first() is not None
+
+
+def processed_under_name(conn: Connection, name: str) -> bool:
+    """Whether an export arrived under this file name and was processed (or skipped as a duplicate)."""
+    name = name[:255]
+    query = select(LabExport.id).where(or_(LabExport.file_name == name, LabExport.last_duplicate_name == name)).limit(1)
+    return conn.execute(query).first() is not None
 
 
 def known_batch_ids(conn: Connection, batch_ids: Iterable[str]) -> set[str]:
@@ -139,14 +150,45 @@ def _key(base: str | None, sha256: str, line: int) -> str:
     return key if len(key) <= _KEY_MAX else f"{sha256[:12]}:L{line}"
 
 
+def mapping_options(config: LabConfig, *, decimal_comma: bool = False, load_unit: str = "kN") -> LabMappingOptions:
+    """How to read one export's values: its number format and load unit, and the configured tolerances."""
+    return LabMappingOptions(
+        decimal_comma=decimal_comma,
+        load_unit=load_unit,
+        timezone=config.timezone,
+        abs_tolerance_mpa=config.strength_abs_tolerance_mpa,
+        rel_tolerance=config.strength_rel_tolerance,
+    )
+
+
+def map_records(conn: Connection, records: list[dict[str, Any]], options: LabMappingOptions) -> pd.DataFrame:
+    """Parsed export rows -> the `lab_results` frame, `batch_known` from the batches the plant reported."""
+    raw = records_frame(records)
+    known = known_batch_ids(conn, raw["batch_id"].dropna().tolist() if "batch_id" in raw.columns else [])
+    return map_lab_results(raw, options, known)
+
+
+def result_rows(valid: pd.DataFrame, *, export_sha256: str | list[str], export_file: str | list[str], run_id: str | None) -> pd.DataFrame:
+    """Rows that passed, as `lab_results` holds them: which export (and line) each came from."""
+    return valid.assign(
+        age_days=valid["age_days"].astype("int64"),
+        source_line=valid["source_line"].astype("int64"),
+        export_sha256=export_sha256,
+        export_file=export_file if isinstance(export_file, list) else export_file[:255],
+        source_run_id=run_id,
+    )
+
+
 def _quarantine_rows(parsed: ParsedExport, frame: pd.DataFrame, outcome: Any) -> list[QuarantineRow]:
-    """Unreadable lines and refused rows, each with its export line, its text and the reasons."""
+    """Unreadable lines and refused rows, each with its export line, its text, its number format and the reasons."""
     rows: list[QuarantineRow] = []
+    dialect = {"decimal_comma": parsed.dialect.decimal_comma, "load_unit": parsed.dialect.load_unit}
     for bad in parsed.bad_lines:
         rows.append(
             QuarantineRow(
                 record_key=_key((bad.values.get("specimen_id") or "").strip() or None, parsed.sha256, bad.line),
-                raw_record={"file": parsed.name, "sha256": parsed.sha256, "line": bad.line, "text": bad.text, "values": bad.values},
+                raw_record={"file": parsed.name, "sha256": parsed.sha256, "line": bad.line, "text": bad.text, "values": bad.values,
+                            "dialect": dialect, "reason": bad.reason},
                 mapped_record=None,
                 failed_expectations=[{"expectation": "readable_line", "column": None, "kwargs": {}, "value": bad.reason}],
             )
@@ -166,7 +208,8 @@ def _quarantine_rows(parsed: ParsedExport, frame: pd.DataFrame, outcome: Any) ->
             rows.append(
                 QuarantineRow(
                     record_key=_key(str(specimen) if specimen else None, parsed.sha256, line),
-                    raw_record={"file": parsed.name, "sha256": parsed.sha256, "line": line, "text": parsed.line_text(line), "values": record},
+                    raw_record={"file": parsed.name, "sha256": parsed.sha256, "line": line, "text": parsed.line_text(line), "values": record,
+                                "dialect": dialect},
                     mapped_record=mapped_record,
                     failed_expectations=failures,
                 )
@@ -228,17 +271,9 @@ def process_export(
     clock = time.perf_counter()
 
     # --- map ----------------------------------------------------------------------------------
-    raw = records_frame(parsed.records)
+    options = mapping_options(config, decimal_comma=parsed.dialect.decimal_comma, load_unit=parsed.dialect.load_unit)
     with engine.connect() as conn:
-        known = known_batch_ids(conn, raw["batch_id"].dropna().tolist() if "batch_id" in raw.columns else [])
-    options = LabMappingOptions(
-        decimal_comma=parsed.dialect.decimal_comma,
-        load_unit=parsed.dialect.load_unit,
-        timezone=config.timezone,
-        abs_tolerance_mpa=config.strength_abs_tolerance_mpa,
-        rel_tolerance=config.strength_rel_tolerance,
-    )
-    frame = map_lab_results(raw, options, known)
+        frame = map_records(conn, parsed.records, options)
     stages["map"] = round(time.perf_counter() - clock, 4)
     clock = time.perf_counter()
 
@@ -250,13 +285,7 @@ def process_export(
     clock = time.perf_counter()
 
     # --- load: rows, quarantine and the ledger row in one transaction ------------------------
-    rows = valid.assign(
-        age_days=valid["age_days"].astype("int64"),
-        source_line=valid["source_line"].astype("int64"),
-        export_sha256=sha256,
-        export_file=name[:255],
-        source_run_id=run_id,
-    )
+    rows = result_rows(valid, export_sha256=sha256, export_file=name, run_id=run_id)
     if len(rows) + len(quarantine) != parsed.data_lines:
         raise SyncFailed(
             f"{name}: row counts do not balance: {parsed.data_lines} data lines, {len(rows)} valid + {len(quarantine)} quarantined",
@@ -343,6 +372,61 @@ def _reject(engine: Engine, content: bytes, name: str, sha256: str, reason: str,
         failures_by_expectation={"readable_export(None)": 1},
         sample=[{"record_key": entry.record_key, "file": name, "line": None, "failed": entry.failed_expectations}],
     )
+
+
+# --- replay of quarantined lines (drymix quarantine replay) -----------------------------------------
+
+
+def replay_frame(records: list[dict[str, Any]], conn: Connection) -> pd.DataFrame:
+    """Quarantined lab lines -> today's `lab_results` frame (one row each, positional index).
+
+    A refused row is mapped again from its parsed values with its export's number format and today's
+    mapping, tolerances and batches. An unreadable line (cut off, wrong field count) or a rejected export
+    cannot become a row by replaying it: it keeps its reason in `mapping_errors`, so the suite refuses it
+    again. A corrected export is a new file; a parser fix is replayed by `drymix lab replay <sha>`.
+    """
+    config = lab_config()
+    groups: dict[tuple[bool, str], list[int]] = {}
+    for position, raw in enumerate(records):
+        dialect = raw.get("dialect") or _dialect_of(raw.get("values") or {})
+        groups.setdefault((bool(dialect.get("decimal_comma")), str(dialect.get("load_unit") or "kN")), []).append(position)
+    frames = []
+    for (decimal_comma, load_unit), positions in groups.items():
+        values = [dict(records[p].get("values") or {}) for p in positions]
+        frame = map_records(conn, values, mapping_options(config, decimal_comma=decimal_comma, load_unit=load_unit))
+        frame.index = positions
+        unreadable = [(p, reason) for p in positions if (reason := _unreadable(records[p])) is not None]
+        for position, reason in unreadable:
+            frame.at[position, "mapping_errors"] = reason
+        frames.append(frame)
+    return pd.concat(frames).sort_index() if frames else map_records(conn, [], mapping_options(config))
+
+
+def replay_rows(loadable: pd.DataFrame, records: list[dict[str, Any]], run_id: str) -> pd.DataFrame:
+    """Replayed rows that pass, with the export (and line) each came from."""
+    positions = [int(p) for p in loadable.index]
+    return result_rows(
+        loadable,
+        export_sha256=[str(records[p].get("sha256") or "")[:64] for p in positions],
+        export_file=[str(records[p].get("file") or "")[:255] for p in positions],
+        run_id=run_id,
+    )
+
+
+def _dialect_of(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Entries quarantined before they carried their export's format: a decimal comma in a number says it."""
+    return {"decimal_comma": uses_decimal_comma(values), "load_unit": "kN"}
+
+
+def _unreadable(raw: Mapping[str, Any]) -> str | None:
+    """Why a quarantined entry is not a parsed row (None when it is one: its values carry their line)."""
+    values = raw.get("values")
+    if isinstance(values, Mapping) and values.get("source_line") is not None:
+        return None
+    if "line" in raw:
+        return f"unreadable line {raw['line']} of {raw.get('file')}: {raw.get('reason') or 'cut off or wrong field count'}; drop a corrected export"
+    sha = str(raw.get("sha256") or "")[:12]
+    return f"the export {raw.get('file')} was rejected as a whole; after a parser fix: drymix lab replay {sha}"
 
 
 def forget_export(engine: Engine, sha_prefix: str) -> LabExport:

@@ -190,11 +190,25 @@ def validate_plant(dataset: str, frame: pd.DataFrame, run_name: str | None) -> V
     return validate_frame(dataset, frame, suite=suite, run_name=run_name)
 
 
-def prepare_chunk(entries: Sequence[BufferedEntry], *, stale_after_s: float, run_name: str | None) -> PreparedChunk:
-    """Map and validate one chunk; refused rows become quarantine rows with their raw record."""
+def flagged_valid(dataset: str, outcome: ValidationOutcome) -> tuple[pd.DataFrame, int]:
+    """The rows that pass, with the warning rules they broke added to `quality_flags`; and how many got a flag.
+
+    A batch dosed off target is loaded and flagged, not refused: it happened and must stay traceable.
+    """
     from data_mappings.plant import add_quality_flags
     from expectations.plant import FLAG_FOR_RULE
 
+    flags: dict[Any, list[str]] = {}
+    for label, items in outcome.warnings.items():
+        if label in outcome.valid.index:
+            names = [FLAG_FOR_RULE[f.rule_id] for f in items if f.rule_id in FLAG_FOR_RULE]
+            if names:
+                flags[label] = names
+    return add_quality_flags(outcome.valid, flags, batches=dataset == BATCHES), len(flags)
+
+
+def prepare_chunk(entries: Sequence[BufferedEntry], *, stale_after_s: float, run_name: str | None) -> PreparedChunk:
+    """Map and validate one chunk; refused rows become quarantine rows with their raw record."""
     readings, batches, raw_readings, raw_batches = map_entries(entries, stale_after_s)
     before = len(readings) + len(batches)
     # The same reading or the same batch record collected twice (e.g. re-read while the database was away)
@@ -233,14 +247,8 @@ def prepare_chunk(entries: Sequence[BufferedEntry], *, stale_after_s: float, run
             quarantines[dataset].append(row)
             if len(sample) < 10:
                 sample.append({"dataset": dataset, "record_key": row.record_key, "failed": failures[:3]})
-        flags: dict[Any, list[str]] = {}
-        for label, items in outcome.warnings.items():
-            if label in outcome.valid.index:
-                names = [FLAG_FOR_RULE[f.rule_id] for f in items if f.rule_id in FLAG_FOR_RULE]
-                if names:
-                    flags[label] = names
-        flagged += len(flags)
-        valid = add_quality_flags(outcome.valid, flags, batches=dataset == BATCHES)
+        valid, flagged_rows = flagged_valid(dataset, outcome)
+        flagged += flagged_rows
         valid_frames[dataset] = valid
     seqs = [int(b.get("seq") or 0) for b in raw_batches]
     collected = [str(r.get("collected_at")) for r in raw_readings if r.get("collected_at")]
@@ -258,6 +266,22 @@ def prepare_chunk(entries: Sequence[BufferedEntry], *, stale_after_s: float, run
         max_batch_seq=max(seqs) if seqs else None,
         last_collected_at=max(collected) if collected else None,
     )
+
+
+def replay_frame(dataset: str, records: list[dict[str, Any]]) -> pd.DataFrame:
+    """Quarantined raw readings or batch records -> today's mapped frame (one row each, positional index)."""
+    from data_mappings.plant import map_plant_readings, map_production_batches
+    from hub.settings import plant_opcua_config
+
+    if dataset == READINGS:
+        return map_plant_readings(records, stale_after_s=plant_opcua_config().stale_after_s)
+    return map_production_batches(records)
+
+
+def replay_rows(dataset: str, loadable: pd.DataFrame, outcome: ValidationOutcome) -> pd.DataFrame:
+    """Replayed rows that pass, as `load_chunk` writes them: with their warning flags and `loaded_at`."""
+    valid, _ = flagged_valid(dataset, outcome)
+    return valid.loc[loadable.index].assign(loaded_at=datetime.now(UTC))
 
 
 @dataclass(frozen=True)
@@ -337,9 +361,14 @@ class FlushResult:
     batch_seq: int | None = None
     failures_by_expectation: dict[str, int] = field(default_factory=dict)
     sample: list[dict[str, Any]] = field(default_factory=list)
+    checked_by_dataset: dict[str, int] = field(default_factory=dict)
+    quarantined_by_dataset: dict[str, int] = field(default_factory=dict)
 
     def add(self, chunk: PreparedChunk, loaded: ChunkLoad) -> None:
         self.chunks += 1
+        for dataset, valid, refused in ((READINGS, chunk.readings, chunk.reading_quarantine), (BATCHES, chunk.batches, chunk.batch_quarantine)):
+            self.checked_by_dataset[dataset] = self.checked_by_dataset.get(dataset, 0) + len(valid) + len(refused)
+            self.quarantined_by_dataset[dataset] = self.quarantined_by_dataset.get(dataset, 0) + len(refused)
         self.entries += chunk.entries
         self.readings_upserted += loaded.readings_upserted
         self.readings_unchanged += loaded.readings_unchanged

@@ -1,13 +1,15 @@
 """Manual review of quarantined rows: list them with their failed expectations, replay them through the
 CURRENT mapping and suite after a fix, or discard them with a reason. Nothing is deleted.
 
-Replay is per dataset behind one registry (`@register_replay(integration, dataset)` below): a handler
-turns raw source records into the dataset's mapped frame and names the ERP table, its key and (optionally)
-the column that orders versions. Rows that now pass are upserted idempotently and their quarantine rows
-marked `replayed`; rows that still fail stay quarantined with today's reasons. A row whose ERP record is
-already newer (a later sync loaded a fixed version) is not overwritten: it is marked replayed as
-superseded. When no row of a DATA_VALIDATION_FAILED error is open any more, the error is resolved.
-Every replay and discard is written to the error's audit trail.
+Replay is per dataset behind one registry (`register_replay(ReplaySpec(...))` below): a spec turns raw
+source records into the dataset's mapped frame and names the ERP table, its key and (optionally) the column
+that orders versions. Rows that now pass are upserted idempotently and their quarantine rows marked
+`replayed`; rows that still fail stay quarantined with today's reasons. A row whose ERP record is already
+newer (a later sync loaded a fixed version) is not overwritten: it is marked replayed as superseded. When no
+row of a DATA_VALIDATION_FAILED error is open any more, the error is resolved. Every replay and discard is
+written to the error's audit trail.
+
+Registered: SAP customers, plant readings and production batches, lab results.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import Table, select, update
+from sqlalchemy import Connection, Table, select, update
 from sqlalchemy.orm import Session
 
 from hub.db import session_scope
@@ -28,6 +30,8 @@ from hub.models import ErrorEventAction, QuarantinedRecord, QuarantineStatus
 if TYPE_CHECKING:
     import pandas as pd
 
+    from expectations.runner import ValidationOutcome
+
 
 @dataclass(frozen=True)
 class ReplaySpec:
@@ -36,11 +40,16 @@ class ReplaySpec:
     integration: str
     dataset: str
     suite: str  # expectations/<suite>.py
-    to_frame: Callable[[list[dict[str, Any]]], pd.DataFrame]  # raw records -> mapped frame, positional index
+    to_frame: Callable[[list[dict[str, Any]], Connection], pd.DataFrame]  # raw records -> mapped frame, positional index
     table: Callable[[], Table]
     key: tuple[str, ...]
     drop_columns: tuple[str, ...] = ()
     changed_at_column: str | None = None  # a newer ERP row (by this column) is never overwritten
+    existing_wins: bool = False  # records that never change (a measurement): an ERP row with the key is never overwritten
+    # When the suite is not `expectations/<suite>.py`'s build_suite (several datasets in one module):
+    validate: Callable[[pd.DataFrame], ValidationOutcome] | None = None
+    # Rows that pass -> the rows the table holds (derived columns), given the raw records and the outcome:
+    to_rows: Callable[[pd.DataFrame, list[dict[str, Any]], ValidationOutcome, str], pd.DataFrame] | None = None
 
 
 _REPLAYS: dict[tuple[str, str], ReplaySpec] = {}
@@ -66,7 +75,7 @@ class NoReplayHandler(Exception):
 # --- the hub's datasets -------------------------------------------------------------------------------
 
 
-def _sap_customers_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
+def _sap_customers_frame(records: list[dict[str, Any]], conn: Connection) -> pd.DataFrame:
     from data_mappings.customers import flatten_business_partners, map_customers
 
     return map_customers(flatten_business_partners(records))
@@ -88,6 +97,79 @@ register_replay(
         key=("customer_id",),
         drop_columns=("mapping_errors",),
         changed_at_column="sap_changed_at",
+    )
+)
+
+
+def _plant_spec(dataset: str, table: Callable[[], Table], key: str) -> ReplaySpec:
+    """A plant dataset: its own suite in expectations/plant.py, warning rules become `quality_flags`."""
+
+    def to_frame(records: list[dict[str, Any]], conn: Connection) -> pd.DataFrame:
+        from hub.plant import replay_frame
+
+        return replay_frame(dataset, records)
+
+    def validate(frame: pd.DataFrame) -> ValidationOutcome:
+        from hub.plant import validate_plant
+
+        return validate_plant(dataset, frame, run_name=None)
+
+    def to_rows(loadable: pd.DataFrame, records: list[dict[str, Any]], outcome: ValidationOutcome, run_id: str) -> pd.DataFrame:
+        from hub.plant import replay_rows
+
+        return replay_rows(dataset, loadable, outcome)
+
+    return ReplaySpec(
+        integration="plant_opcua", dataset=dataset, suite=dataset, to_frame=to_frame, table=table, key=(key,),
+        existing_wins=True, validate=validate, to_rows=to_rows,
+    )
+
+
+def _plant_readings_table() -> Table:
+    from hub.models import PlantReading
+
+    return cast(Table, PlantReading.__table__)
+
+
+def _production_batches_table() -> Table:
+    from hub.models import ProductionBatch
+
+    return cast(Table, ProductionBatch.__table__)
+
+
+register_replay(_plant_spec("plant_readings", _plant_readings_table, "reading_key"))
+register_replay(_plant_spec("production_batches", _production_batches_table, "batch_id"))
+
+
+def _lab_frame(records: list[dict[str, Any]], conn: Connection) -> pd.DataFrame:
+    from hub.lab import replay_frame
+
+    return replay_frame(records, conn)
+
+
+def _lab_rows(loadable: pd.DataFrame, records: list[dict[str, Any]], outcome: ValidationOutcome, run_id: str) -> pd.DataFrame:
+    from hub.lab import replay_rows
+
+    return replay_rows(loadable, records, run_id)
+
+
+def _lab_results_table() -> Table:
+    from hub.models import LabResult
+
+    return cast(Table, LabResult.__table__)
+
+
+register_replay(
+    ReplaySpec(
+        integration="lab",
+        dataset="lab_results",
+        suite="lab",
+        to_frame=_lab_frame,
+        table=_lab_results_table,
+        key=("specimen_id",),
+        drop_columns=("mapping_errors",),
+        existing_wins=True,  # a specimen is tested once: one loaded since (a corrected export) is kept
+        to_rows=_lab_rows,
     )
 )
 
@@ -253,24 +335,29 @@ def _replay_group(
     from hub.loading import json_safe, upsert_rows
 
     conn = session.connection()
-    frame = spec.to_frame([dict(r.raw_record) for r in rows]).reset_index(drop=True)
+    records = [dict(r.raw_record) for r in rows]
+    frame = spec.to_frame(records, conn).reset_index(drop=True)
     if len(frame) != len(rows):
         raise ValueError(f"mapping of {spec.dataset} returned {len(frame)} rows for {len(rows)} records")
-    outcome = validate_frame(spec.suite, frame)
+    outcome = spec.validate(frame) if spec.validate is not None else validate_frame(spec.suite, frame)
     valid_positions = [int(label) for label in outcome.valid.index]
     table = spec.table()
     newer: set[int] = set()
-    if spec.changed_at_column and valid_positions:
+    if (spec.changed_at_column or spec.existing_wins) and valid_positions:
         newer = _positions_with_newer_erp_row(conn, table, spec, outcome.valid)
     loadable = outcome.valid.drop(index=[p for p in valid_positions if p in newer])
+    run_id = f"quarantine-replay:{by}"[:64]
+    if spec.to_rows is not None and not loadable.empty:
+        loadable = spec.to_rows(loadable, records, outcome, run_id)
     if spec.drop_columns:
         loadable = loadable.drop(columns=[c for c in spec.drop_columns if c in loadable.columns])
     if "source_run_id" in table.c:
-        loadable = loadable.assign(source_run_id=f"quarantine-replay:{by}"[:64])
+        loadable = loadable.assign(source_run_id=run_id)
     written = upsert_rows(conn, table, loadable, list(spec.key)) if not loadable.empty else 0
     result.loaded += written
     result.unchanged += len(loadable.drop_duplicates(subset=list(spec.key))) - written if not loadable.empty else 0
     note = f"replayed by {by}" + (f": {reason}" if reason else "")
+    kept = "the ERP already holds this record, loaded since" if spec.existing_wins else "the ERP already holds a newer version"
     for position in valid_positions:
         row = rows[position]
         superseded = position in newer
@@ -279,7 +366,7 @@ def _replay_group(
         row.resolved_by = by[:128]
         row.resolved_at = now
         row.updated_at = now
-        row.resolution_note = f"{note} (not written: the ERP already holds a newer version)" if superseded else note
+        row.resolution_note = f"{note} (not written: {kept})" if superseded else note
         result.replayed_ids.append(int(row.id))
         if row.error_id is not None:
             touched[int(row.error_id)]["superseded" if superseded else "loaded"] += 1
@@ -299,11 +386,19 @@ def _replay_group(
 
 
 def _positions_with_newer_erp_row(conn: Any, table: Table, spec: ReplaySpec, valid: pd.DataFrame) -> set[int]:
+    """Positions whose ERP row is newer (by `changed_at_column`), or exists at all when `existing_wins`."""
     import pandas as pd
 
-    assert spec.changed_at_column is not None and len(spec.key) == 1
-    key, col = spec.key[0], spec.changed_at_column
+    assert len(spec.key) == 1
+    key = spec.key[0]
     keys = [k for k in valid[key].tolist() if k is not None]
+    if spec.existing_wins:
+        found: set[Any] = set()
+        for start in range(0, len(keys), 1000):
+            found.update(conn.execute(select(table.c[key]).where(table.c[key].in_(keys[start : start + 1000]))).scalars())
+        return {int(label) for label, k in zip(valid.index, valid[key], strict=True) if k in found}
+    assert spec.changed_at_column is not None
+    col = spec.changed_at_column
     existing = dict(conn.execute(select(table.c[key], table.c[col]).where(table.c[key].in_(keys))).all()) if keys else {}
     newer = set()
     for label, k, changed in zip(valid.index, valid[key], valid[col], strict=True):

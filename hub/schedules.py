@@ -7,7 +7,7 @@ Functions take an open Session and never commit: the caller commits, with its sy
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from datetime import datetime
 from typing import Any
 
@@ -19,9 +19,16 @@ from hub.models import Schedule, ScheduleCalendarLink, utcnow
 
 
 def schedules_to_push(
-    session: Session, provider: str, calendar_id: str, *, since: datetime | None = None, limit: int | None = None
+    session: Session,
+    provider: str,
+    calendar_id: str,
+    *,
+    since: datetime | None = None,
+    limit: int | None = None,
+    refs: Collection[str] | None = None,
 ) -> list[tuple[Schedule, ScheduleCalendarLink | None]]:
-    """Schedules whose ERP side changed since their last push to this calendar (or never pushed).
+    """Schedules whose ERP side changed since their last push to this calendar (or never pushed); only the
+    schedules named in `refs` when given (the rerun of failed pushes).
 
     Never-pushed schedules already cancelled, or ended before `since`, are left out: nothing to show.
     """
@@ -43,6 +50,8 @@ def schedules_to_push(
     )
     if since is not None:
         stmt = stmt.where(or_(link.id.is_not(None), Schedule.ends_at >= since))
+    if refs is not None:
+        stmt = stmt.where(Schedule.schedule_ref.in_(list(refs)))
     if limit is not None:
         stmt = stmt.limit(limit)
     return [(s, lk) for s, lk in session.execute(stmt).all()]

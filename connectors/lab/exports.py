@@ -28,9 +28,10 @@ import os
 import re
 import time
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -293,9 +294,7 @@ def parse_export(content: bytes, name: str) -> ParsedExport:
         record: dict[str, str | int | None] = {f: (cells[i].strip() or None) for f, i in positions.items()}
         record["source_line"] = start_line
         records.append(record)
-    decimal_comma = delimiter != "," and any(
-        isinstance(r.get(f), str) and _DECIMAL_COMMA.match(str(r[f])) for r in records for f in _NUMERIC_FIELDS if f in positions
-    )
+    decimal_comma = delimiter != "," and any(uses_decimal_comma(r) for r in records)
     dialect = ExportDialect(
         encoding=encoding,
         delimiter=delimiter,
@@ -307,6 +306,11 @@ def parse_export(content: bytes, name: str) -> ParsedExport:
         preamble=tuple(line for line in lines[:header_index] if line.strip()),
     )
     return ParsedExport(name=name, sha256=checksum(content), size=len(content), dialect=dialect, records=records, bad_lines=bad, lines=lines)
+
+
+def uses_decimal_comma(record: Mapping[str, Any]) -> bool:
+    """Whether a parsed row writes one of its numbers with a decimal comma (`12,4`)."""
+    return any(isinstance(record.get(f), str) and _DECIMAL_COMMA.match(str(record[f])) for f in _NUMERIC_FIELDS)
 
 
 def _read_rows(reader: Iterable[list[str]]) -> Iterable[tuple[list[str], int]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from hub.db import get_engine
 from hub.lab import forget_export
 from hub.models import IntegrationErrorRow, LabExport, LabResult, ProductionBatch, QuarantinedRecord
 from sandbox.lab import LabSandbox, Session
+from tests.error_support import FailingRequests, make_due, refused_inserts
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -268,3 +270,141 @@ def test_results_api_pages_load_once_with_their_cursor(drop: Path, monkeypatch: 
     assert count(LabResult) == 27
     with get_engine().connect() as conn:
         assert read_cursor(conn, "lab", "lab_results") == {"after": 27}
+
+
+def test_a_failed_export_is_queued_and_its_rerun_processes_only_that_file(drop: Path, machine: LabSandbox) -> None:
+    from hub.errors import get_error
+    from hub.retry_units import rerun
+
+    add_batches(BATCHES)
+    broken = machine.test_session(batch_ids=BATCHES)
+    fine = machine.test_session(batch_ids=BATCHES, age_days=7)
+    with refused_inserts("lab_exports", "lab_exports: tablespace full", when=f"NEW.file_name = '{broken.file_name}'"):
+        with pytest.raises(SyncFailed, match="1 lab export"):
+            collect(drop)
+    (failure,) = errors("SYNC_FAILED")
+    assert failure.unit == {"kind": "lab.lab_results.file", "file": broken.file_name, "size": len(broken.content), "drop_dir": str(drop)}
+    assert failure.status == "pending" and failure.next_retry_at is not None and failure.max_attempts > 0
+    assert {r["export_file"] for r in lab_rows().values()} == {fine.file_name}
+    later = machine.test_session(batch_ids=BATCHES, age_days=1)  # dropped after the failure: another unit of work
+    for path in drop.glob("*.csv"):
+        _age(path, 30)  # settled: the rerun reads with the configured settle time
+
+    make_due(failure.id)
+    outcome = rerun(failure.id, by="flow:retry-failed-units")
+    assert outcome.status == "resolved" and outcome.summary is not None and outcome.summary["exports_processed"] == 1
+    assert {r["export_file"] for r in lab_rows().values()} == {fine.file_name, broken.file_name}
+    assert count(LabResult) == 36
+    with get_engine().connect() as conn:
+        assert set(conn.execute(select(LabExport.file_name)).scalars()) == {fine.file_name, broken.file_name}
+    assert (drop / later.file_name).exists() and (drop / "processed" / broken.file_name).exists()
+    assert get_error(failure.id).status == "resolved" and len(errors("SYNC_FAILED")) == 1
+    assert collect(drop)["exports_processed"] == 1  # the later file, on the next scheduled run
+
+
+def test_a_failed_results_api_read_is_queued_and_its_rerun_reads_only_the_api(drop: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from connectors.core.client import use_transport
+    from hub.errors import get_error
+    from hub.loading import read_cursor
+    from hub.retry_units import rerun
+    from hub.settings import reset_settings_cache
+
+    sim = LabSandbox(seed=43)
+    sim.test_session(batch_ids=BATCHES)
+    api = FailingRequests(sim, lambda request: request.url.path.endswith("/api/v1/results"))
+    monkeypatch.setenv("LAB_API_URL", "http://lab.sandbox")
+    reset_settings_cache()
+    try:
+        with use_transport("lab", api):
+            with pytest.raises(SyncFailed, match="1 lab export"):
+                collect(drop)
+            (failure,) = errors("SERVER_ERROR")
+            assert failure.unit == {"kind": "lab.lab_results.api", "api": "http://lab.sandbox"}
+            assert failure.status == "pending" and failure.next_retry_at is not None and api.failed > 1
+            dropped = LabSandbox(drop_dir=drop, seed=44).test_session(batch_ids=BATCHES)  # a file arrives meanwhile
+            _age(drop / dropped.file_name, 30)
+            api.failing = False
+            make_due(failure.id)
+            outcome = rerun(failure.id, by="flow:retry-failed-units")
+    finally:
+        monkeypatch.delenv("LAB_API_URL")
+        reset_settings_cache()
+    assert outcome.status == "resolved" and outcome.summary is not None and outcome.summary["api_pages"] == 1
+    assert count(LabResult) == 18 and all(r["export_file"].startswith("api-results-") for r in lab_rows().values())
+    assert (drop / dropped.file_name).exists() and count(LabExport) == 1  # the drop folder was not read
+    with get_engine().connect() as conn:
+        assert read_cursor(conn, "lab", "lab_results") == {"after": 18}
+    assert get_error(failure.id).status == "resolved"
+
+
+@pytest.fixture
+def fourteen_day_tests(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The 'fix': the lab plan now tests specimens at 14 days too."""
+    import expectations.lab as suite
+    from expectations import runner
+
+    monkeypatch.setattr(suite, "planned_ages", lambda: [1, 7, 14, 28])
+    runner.reset()  # the runner caches suites per process: drop it so the current code is used
+    yield
+    monkeypatch.undo()
+    runner.reset()
+
+
+def test_quarantined_lab_lines_replay_through_the_current_mapping_and_suite(
+    drop: Path, machine: LabSandbox, request: pytest.FixtureRequest
+) -> None:
+    import hashlib
+
+    from hub.errors import get_error
+    from hub.quarantine import discard, replay
+
+    add_batches(BATCHES)
+    session = machine.test_session(batch_ids=BATCHES, age_days=14, variants=["bad_number", "truncated"])
+    summary = collect(drop)
+    assert (summary["valid"], summary["quarantined"]) == (0, 18)  # 14 days is not in the plan yet
+    (error,) = errors("DATA_VALIDATION_FAILED")
+
+    request.getfixturevalue("fourteen_day_tests")
+    result = replay(error_id=error.id, by="lab.qa", reason="14-day tests added to the lab plan (QA-7)")
+    assert (result.selected, result.loaded, result.still_failing, result.superseded) == (18, 16, 2, 0)
+    rows = lab_rows()
+    assert len(rows) == 16
+    sha = hashlib.sha256(session.content).hexdigest()
+    assert all((r["age_days"], r["export_file"], r["export_sha256"], r["source_run_id"], r["batch_known"])
+               == (14, session.file_name, sha, "quarantine-replay:lab.qa", True) for r in rows.values())
+    for record in session.records:  # mapped again from the parsed values: they survive unchanged
+        stored = rows.get(record["specimen_id"])
+        if stored is not None:
+            assert stored["peak_load_kn"] == pytest.approx(record["peak_load_kn"]) and stored["tested_at"] == record["tested_at"]
+    still = [e for e in quarantined() if e.status == "quarantined"]
+    reasons = " ".join(str(e.failed_expectations) for e in still)
+    assert len(still) == 2 and "'12..4' is not a number" in reasons and "unreadable line" in reasons  # today's reasons
+    assert get_error(error.id).status == "pending"
+
+    outcome = discard(error_id=error.id, by="lab.qa", reason="specimens re-tested in session 9")
+    assert outcome.errors_resolved == [error.id] and get_error(error.id).status == "resolved"
+
+
+def test_a_queued_rerun_of_a_file_a_later_run_already_processed_does_nothing_twice(drop: Path, machine: LabSandbox) -> None:
+    from hub.errors import get_error
+    from hub.retry_units import rerun
+
+    add_batches(BATCHES)
+    first = machine.test_session(batch_ids=BATCHES)
+    with refused_inserts("lab_exports", "lab_exports: tablespace full", when=f"NEW.file_name = '{first.file_name}'"):
+        with pytest.raises(SyncFailed):
+            collect(drop)
+    (failure,) = errors("SYNC_FAILED")
+    # The next scheduled run loads the file, but another file fails in it: the first error stays open.
+    second = machine.test_session(batch_ids=BATCHES, age_days=7)
+    with refused_inserts("lab_exports", "lab_exports: tablespace full", when=f"NEW.file_name = '{second.file_name}'"):
+        with pytest.raises(SyncFailed):
+            collect(drop)
+    assert get_error(failure.id).status == "pending" and not (drop / first.file_name).exists()
+
+    make_due(failure.id)
+    outcome = rerun(failure.id, by="flow:retry-failed-units")
+    assert outcome.status == "resolved" and outcome.summary is not None
+    assert (outcome.summary["exports_processed"], outcome.summary["duplicates_skipped"]) == (0, 0)
+    assert count(LabResult) == 18 and count(LabExport) == 1  # nothing loaded twice, the other file untouched
+    assert (drop / second.file_name).exists()

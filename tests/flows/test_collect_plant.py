@@ -19,6 +19,7 @@ from hub.models import IntegrationErrorRow, PlantReading, ProductionBatch, Quara
 from hub.plant import BATCH, BATCH_SEQ_META, READING, open_buffer
 from hub.settings import plant_opcua_config, reset_settings_cache
 from sandbox.plant import BatchRecord, ThreadedPlant
+from tests.error_support import error_rows, make_due, refused_inserts, unit_of
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -188,3 +189,116 @@ def test_plant_unreachable_still_flushes_the_buffer_and_records_the_failure(
             select(func.count()).select_from(IntegrationErrorRow).where(IntegrationErrorRow.status == "pending")
         ).scalar_one()
     assert open_errors == 0  # the successful run resolved the outage
+
+
+def test_a_failed_flush_is_queued_and_its_rerun_loads_only_those_buffered_entries(plant: ThreadedPlant) -> None:
+    from data_mappings.plant import map_plant_readings
+    from hub.errors import get_error
+    from hub.retry_units import rerun
+
+    wait_for_batches(plant, 2)
+    buffer = open_buffer(plant_opcua_config())
+    with refused_inserts("production_batches", "production_batches is locked by a re-index"):
+        with pytest.raises(IntegrationError) as failed:
+            run()
+        assert failed.value.category == ErrorCategory.SYNC_FAILED
+        (first,) = error_rows("plant_opcua")
+        unit = unit_of(first)
+        assert unit["kind"] == "plant_opcua.buffer.flush" and unit["buffer"] == str(buffer.path)
+        assert (first.status, first.error_type) == ("pending", "SYNC_FAILED") and first.next_retry_at is not None
+        in_unit = buffer.pending(100_000, through_seq=unit["through_seq"])
+        assert len(in_unit) == unit["entries"] > 0 and in_unit[0].seq == unit["first_seq"]
+        unit_batches = sorted(int(e.payload["seq"]) for e in in_unit if e.kind == BATCH)
+        assert unit_batches
+        # A minute later the database still refuses: the next run buffers what is new and fails on its own row.
+        wait_for_batches(plant, max(unit_batches) + 2)
+        with pytest.raises(IntegrationError):
+            run()
+    second = error_rows("plant_opcua")[-1]
+    assert second.id != first.id and unit_of(second)["through_seq"] > unit["through_seq"]
+
+    # The database is back; the first flush's queued rerun loads its entries and nothing the later run buffered.
+    make_due(first.id)
+    outcome = rerun(first.id, by="flow:retry-failed-units")
+    assert outcome.status == "resolved" and outcome.summary is not None and outcome.summary["extracted"] == len(in_unit)
+    assert loaded_seqs() == unit_batches
+    with get_engine().connect() as conn:
+        keys = set(conn.execute(select(PlantReading.reading_key)).scalars())
+    expected = map_plant_readings([e.payload for e in in_unit if e.kind == READING], stale_after_s=plant_opcua_config().stale_after_s)
+    assert keys == set(expected["reading_key"])
+    waiting = buffer.pending(100_000)
+    assert waiting and waiting[0].seq == unit["through_seq"] + 1  # the later run's entries still wait, in order
+    assert get_error(first.id).status == "resolved" and get_error(second.id).status == "pending"
+    assert len(error_rows("plant_opcua")) == 2  # the rerun recorded no new row
+
+    back = run()  # the next collection loads the rest, after them
+    assert loaded_seqs() == list(range(1, back["watermark"] + 1)) and buffer.count() == 0
+    assert get_error(second.id).status == "resolved"
+
+
+@pytest.fixture
+def bigger_mixer_and_wetter_sand(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The 'fix': the plant now has an 8 t mixer, and the new dryer's moisture probe reads up to 30 %."""
+    import expectations.plant as suite
+
+    monkeypatch.setattr(suite, "MAX_BATCH_KG", 8000.0)
+    monkeypatch.setitem(suite.TAG_SPECS, "MoistureInPct", suite.TagSpec("%", 0.0, 30.0))
+    _rebuild_plant_suites()
+    yield
+    monkeypatch.undo()
+    _rebuild_plant_suites()
+
+
+def _rebuild_plant_suites() -> None:
+    """The suites are built once per process and cached by the runner: drop both so the current code is used."""
+    import expectations.plant as suite
+    from expectations import runner
+
+    suite.readings_suite.cache_clear()
+    suite.batches_suite.cache_clear()
+    runner.reset()
+
+
+def test_quarantined_batches_and_readings_replay_through_the_fixed_suite(plant: ThreadedPlant, request: pytest.FixtureRequest) -> None:
+    from hub.errors import get_error
+    from hub.quarantine import NothingSelected, list_quarantine, replay
+
+    wait_for_batches(plant, 1)
+    now = datetime.now(UTC)
+    heavy = BatchRecord(
+        seq=0, batch_id="M1-HEAVY-7T", product_code="TILE-ADH-C1", recipe_code="R-TA-C1", mixer="M1",
+        started_at=now, ended_at=now, mixing_time_s=120.0,
+        components=["Cement", "Sand"], target_kg=[2500.0, 4500.0], actual_kg=[2510.0, 4490.0],
+    )
+
+    async def publish() -> None:
+        heavy.seq = plant.sim.batch_counter + 1
+        await plant.sim.publish_batch(heavy)
+
+    plant.call(publish())
+    stamp = now.isoformat()
+    wet = {"tag": "Dryer/MoistureInPct", "node_id": "ns=2;s=Plant.Dryer.MoistureInPct", "unit": "%", "value": 23.5,
+           "status_code": 0, "status_name": "Good", "source_timestamp": stamp, "server_timestamp": stamp, "collected_at": stamp}
+    open_buffer(plant_opcua_config()).append([(READING, wet)])  # collected by an earlier run, waiting in the buffer
+    summary = run()
+    assert summary["quarantined"] == 2
+    refused = {r.dataset: r for r in list_quarantine(integration="plant_opcua", limit=100)}
+    assert refused["production_batches"].record_key == "M1-HEAVY-7T"
+    assert refused["plant_readings"].raw_record["value"] == 23.5
+    errors = {r.dataset: r for r in error_rows("plant_opcua") if r.error_type == "DATA_VALIDATION_FAILED"}
+    assert set(errors) == {"plant_readings", "production_batches"}  # one per dataset, each linked to its rows
+    assert {refused[d].error_id for d in refused} == {errors[d].id for d in errors}
+
+    request.getfixturevalue("bigger_mixer_and_wetter_sand")
+    result = replay(integration="plant_opcua", by="meena", reason="8 t mixer commissioned; new moisture probe (PLANT-12)")
+    assert (result.selected, result.loaded, result.still_failing, result.superseded) == (2, 2, 0, 0)
+    assert sorted(result.errors_resolved) == sorted(e.id for e in errors.values())
+    with get_engine().connect() as conn:
+        batch = conn.execute(select(ProductionBatch).where(ProductionBatch.batch_id == "M1-HEAVY-7T")).one()
+        reading = conn.execute(select(PlantReading).where(PlantReading.tag == "Dryer/MoistureInPct", PlantReading.value == 23.5)).one()
+    assert batch.total_actual_kg == pytest.approx(7000.0) and batch.source_run_id == "quarantine-replay:meena"
+    assert reading.quality == "good" and reading.loaded_at is not None
+    assert all(get_error(e.id).status == "resolved" for e in errors.values())
+    assert {r.status for r in list_quarantine(integration="plant_opcua", status=None, limit=100)} == {"replayed"}
+    with pytest.raises(NothingSelected):
+        replay(integration="plant_opcua", by="meena")  # nothing open: nothing loaded twice

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -13,11 +14,12 @@ from connectors.core.client import use_transport
 from connectors.razorpay import RazorpayConnector, build_razorpay_connector
 from data_mappings.payments import update_from_payment
 from hub.db import get_engine
-from hub.loading import read_cursor
+from hub.loading import read_cursor, write_cursor
 from hub.models import IntegrationErrorRow
 from hub.payments import apply_update, get_payment, record_order
 from sandbox.core import as_transport
 from sandbox.razorpay import RazorpaySandbox
+from tests.error_support import FailingRequests, error_rows, make_due, unit_of
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -118,3 +120,61 @@ def test_reconciliation_records_refunds_the_webhooks_missed_partial_then_full(ra
     with get_engine().begin() as db:
         assert apply_update(db, update_from_payment(stale, source="reconciliation")) == "stale"
     assert (row(order["id"])["payment_status"], row(order["id"])["amount_refunded"]) == ("refunded", 20_000)
+
+
+def test_a_failed_page_is_queued_and_its_rerun_reads_the_window_from_that_page_on(razorpay: RazorpaySandbox) -> None:
+    from hub.errors import get_error
+    from hub.retry_units import rerun
+
+    orders = [new_order(f"INV-Q-{i}", 2000 + i) for i in range(5)]
+    for order in orders:
+        razorpay.pay(order["id"], "captured")
+
+    def second_page(request: httpx.Request) -> bool:
+        return request.url.path.endswith("/payments") and request.url.params.get("skip") == "2"
+
+    api = FailingRequests(razorpay, second_page)
+    with use_transport("razorpay", api):
+        with pytest.raises(Exception, match="SERVER_ERROR"):
+            reconcile(page_size=2)
+        [error] = error_rows("razorpay", "payments")
+        unit = unit_of(error)
+        assert (unit["kind"], unit["page"]) == ("razorpay.payments.page", 2) and "skip=2" in unit["position"]["url"]
+        assert (error.error_type, error.status) == ("SERVER_ERROR", "pending") and error.next_retry_at is not None
+        assert sorted(row(o["id"])["payment_status"] for o in orders).count("captured") == 2  # page 1 committed
+        with get_engine().connect() as conn:
+            assert read_cursor(conn, "razorpay", "payments") is None  # the watermark did not move
+
+        api.failing = False
+        reads = len(api.seen("GET", "/payments"))
+        make_due(error.id)
+        outcome = rerun(error.id, by="flow:retry-failed-units")
+    assert outcome.status == "resolved" and outcome.summary is not None
+    assert (outcome.summary["pages"], outcome.summary["records"], outcome.summary["applied"]) == (2, 3, 3)
+    rerun_reads = api.seen("GET", "/payments")[reads:]
+    assert [httpx.URL(u).params.get("skip") for u in rerun_reads] == ["2", "4"]  # page 1 was not read again
+    assert {row(o["id"])["payment_status"] for o in orders} == {"captured"}
+    with get_engine().connect() as conn:
+        assert read_cursor(conn, "razorpay", "payments") == {"since": unit["until"]}  # the whole window is in now
+    assert get_error(error.id).status == "resolved" and len(error_rows("razorpay")) == 1
+
+
+def test_a_rerun_of_an_older_window_never_moves_the_watermark_back(razorpay: RazorpaySandbox) -> None:
+    from hub.retry_units import rerun
+
+    order = new_order("INV-Q-OLD")
+    razorpay.pay(order["id"], "captured")
+    api = FailingRequests(razorpay, lambda request: request.url.path.endswith("/payments"))
+    with use_transport("razorpay", api):
+        with pytest.raises(Exception, match="SERVER_ERROR"):
+            reconcile()
+        [error] = error_rows("razorpay", "payments")
+        later = unit_of(error)["until"] + 600
+        with get_engine().begin() as conn:  # a later run, reading a later window, moved the watermark meanwhile
+            write_cursor(conn, "razorpay", "payments", {"since": later}, flow_run_id="later-run")
+        api.failing = False
+        make_due(error.id)
+        assert rerun(error.id, by="flow:retry-failed-units").status == "resolved"
+    with get_engine().connect() as conn:
+        assert read_cursor(conn, "razorpay", "payments") == {"since": later}
+    assert row(order["id"])["payment_status"] == "captured"

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,6 +21,7 @@ from hub.loading import read_cursor
 from hub.models import Customer, IntegrationErrorRow, QuarantinedRecord, WebhookEvent
 from sandbox.core import as_transport
 from sandbox.sap import SapSandbox
+from tests.error_support import error_rows, refused_inserts
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -241,3 +245,50 @@ def test_a_replayed_event_that_now_applies_resolves_its_error_row(db: str, monke
     assert pw.process_webhooks()["applied"] == 1
     row = get_error(error_id)
     assert row.status == "resolved" and row.resolved_by == "flow:process-webhooks"
+
+
+@pytest.fixture
+def two_attempts(db: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    from hub.settings import reset_settings_cache
+
+    monkeypatch.setenv("ERROR_RETRY_MAX_ATTEMPTS", "2")
+    reset_settings_cache()
+    yield
+    monkeypatch.undo()
+    reset_settings_cache()
+
+
+def test_a_unit_that_keeps_failing_is_escalated_when_its_reruns_are_exhausted(two_attempts: None, tmp_path: Path) -> None:
+    """Shared by every kind: the rerun's failure updates the one row, backs off, then escalates and notifies."""
+    from flows.collect_lab_results import collect_lab_results
+    from flows.retry_failed_units import retry_failed_units
+    from hub.errors import due_error_ids
+    from hub.retry_units import rerun
+    from sandbox.lab import LabSandbox
+
+    drop = tmp_path / "lab_drop"
+    drop.mkdir()
+    session = LabSandbox(drop_dir=drop, seed=51).test_session()
+    past = time.time() - 30
+    os.utime(drop / session.file_name, (past, past))  # settled
+    with refused_inserts("lab_exports", "lab_exports: tablespace full"):
+        with pytest.raises(Exception, match="1 lab export"):
+            collect_lab_results(drop_dir=str(drop))
+        (row,) = error_rows("lab")
+        assert (row.unit or {}).get("kind") == "lab.lab_results.file" and row.max_attempts == 2
+        for attempt, status in ((1, "retrying"), (2, "escalated")):
+            make_due(row.id)
+            summary = retry_failed_units()
+            [outcome] = summary["outcomes"]
+            assert (outcome["attempt"], outcome["status"]) == (attempt, status) and "tablespace full" in outcome["error"]
+    escalated = get_error(row.id)
+    assert escalated.status == "escalated" and escalated.next_retry_at is None and escalated.attempts == 2
+    assert len(error_rows("lab")) == 1  # each failed rerun updated the row; none added one
+    reasons = [(e.action, e.reason or "") for e in error_events(row.id)]
+    assert [a for a, _ in reasons][-3:] == ["retry_failed", "escalated", "notified"]
+    assert "retries exhausted (2 of 2)" in reasons[-2][1]
+    assert due_error_ids() == []  # the queue leaves an escalated unit to a person
+
+    # On-call fixed the database: a manual rerun of the same unit loads the file and closes the error.
+    assert rerun(row.id, by="asha", manual=True).status == "resolved"
+    assert (drop / "processed" / session.file_name).exists() and get_error(row.id).resolved_by == "asha"

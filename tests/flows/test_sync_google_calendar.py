@@ -15,7 +15,8 @@ from hub.loading import read_cursor
 from hub.models import IntegrationErrorRow, QuarantinedRecord, Schedule, ScheduleCalendarLink
 from hub.schedules import save_schedule
 from sandbox.google_calendar import GoogleCalendarSandbox
-from tests.google_support import CALENDAR, served
+from tests.error_support import FailingRequests, error_rows, make_due, unit_of
+from tests.google_support import CALENDAR, served, write_key_file
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -207,3 +208,81 @@ def test_missing_service_account_key_fails_clearly_and_is_recorded(
         assert [(r.integration, r.error_type, r.unit["stage"]) for r in rows] == [
             ("google_workspace", "AUTHENTICATION_FAILED", "connect")
         ]
+
+
+@pytest.fixture
+def in_process(db: str) -> Iterator[tuple[GoogleCalendarSandbox, FailingRequests]]:
+    """The sandbox in-process under Google's real URLs, behind a transport that can fail chosen requests."""
+    from connectors.core.client import use_transport
+    from hub.settings import reset_settings_cache
+
+    sim = GoogleCalendarSandbox()
+    write_key_file(sim)
+    reset_settings_cache()
+    google = FailingRequests(sim, lambda request: False, failing=False)
+    with use_transport("google_workspace", google):
+        yield sim, google
+    reset_settings_cache()
+
+
+def test_a_failed_pull_is_queued_and_its_rerun_applies_the_changes_without_pushing(
+    in_process: tuple[GoogleCalendarSandbox, FailingRequests],
+) -> None:
+    from hub.errors import get_error
+    from hub.retry_units import rerun
+
+    sim, google = in_process
+    for n, ref in enumerate(("DLV-1", "DLV-2", "DLV-3")):
+        plan(ref, hours=n * 3)
+    run()
+    sim.person_edits(CALENDAR, event_id_for("DLV-1"), action="move", minutes=60)
+    plan("DLV-3", hours=6, title="Deliver DLV-3 (2 trucks)")
+    google.when = lambda request: request.method == "GET" and request.url.path.endswith("/events")
+    google.failing = True
+    with pytest.raises(Exception, match="SERVER_ERROR"):
+        run()
+    (error,) = [r for r in error_rows("google_workspace") if r.error_type != "DATA_VALIDATION_FAILED"]
+    assert unit_of(error) == {"kind": "google_workspace.calendar_events.pull", "calendar_id": CALENDAR, "stage": "pull", "pages_committed": 0}
+    assert (error.error_type, error.status) == ("SERVER_ERROR", "pending") and error.next_retry_at is not None
+    assert schedule("DLV-1").starts_at == START
+
+    google.failing = False
+    make_due(error.id)
+    outcome = rerun(error.id, by="flow:retry-failed-units")
+    assert outcome.status == "resolved" and outcome.summary is not None and outcome.summary["pull"]["pulled"] == 1
+    assert schedule("DLV-1").starts_at == START + timedelta(hours=1)
+    assert remote(sim, "DLV-3")["summary"] == "Deliver DLV-3"  # the push is not the failed unit
+    assert get_error(error.id).status == "resolved" and len(error_rows("google_workspace")) == 1
+    assert run()["push"]["updated"] == 1 and remote(sim, "DLV-3")["summary"] == "Deliver DLV-3 (2 trucks)"
+
+
+def test_failed_pushes_are_queued_and_their_rerun_pushes_only_those_schedules(
+    in_process: tuple[GoogleCalendarSandbox, FailingRequests],
+) -> None:
+    from hub.errors import get_error
+    from hub.retry_units import rerun
+
+    sim, google = in_process
+    for n, ref in enumerate(("DLV-1", "DLV-2", "DLV-3")):
+        plan(ref, hours=n * 3)
+    run()
+    plan("DLV-1", title="Deliver DLV-1 (second shift)")
+    plan("DLV-2", hours=3, title="Deliver DLV-2 (second shift)")
+    google.when = lambda request: request.method == "PATCH" and event_id_for("DLV-1") in request.url.path
+    google.failing = True
+    summary = run()
+    assert summary["push"]["updated"] == 1 and [f["schedule_ref"] for f in summary["push"]["failed"]] == ["DLV-1"]
+    (error,) = error_rows("google_workspace", "schedules")
+    assert unit_of(error) == {"kind": "google_workspace.schedules.push", "calendar_id": CALENDAR, "stage": "push", "schedule_refs": ["DLV-1"]}
+    assert (error.error_type, error.status) == ("SERVER_ERROR", "pending") and error.next_retry_at is not None
+    plan("DLV-3", hours=6, title="Deliver DLV-3 (changed later)")  # the ERP changes another schedule meanwhile
+
+    google.failing = False
+    lists = len(google.seen("GET", "/events"))
+    make_due(error.id)
+    outcome = rerun(error.id, by="flow:retry-failed-units")
+    assert outcome.status == "resolved" and outcome.summary is not None and outcome.summary["push"]["updated"] == 1
+    assert len(google.seen("GET", "/events")) == lists  # the rerun read nothing
+    assert remote(sim, "DLV-1")["summary"] == "Deliver DLV-1 (second shift)"
+    assert remote(sim, "DLV-3")["summary"] == "Deliver DLV-3"
+    assert get_error(error.id).status == "resolved" and len(error_rows("google_workspace")) == 1

@@ -17,6 +17,7 @@ from hub.schedules import save_schedule
 from hub.settings import reset_settings_cache
 from sandbox.core import as_transport, running_server
 from sandbox.microsoft365 import Microsoft365Sandbox
+from tests.error_support import FailingRequests, error_rows, make_due, unit_of
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 USER = "planning@drymix.example"
@@ -152,3 +153,74 @@ def test_calendar_sync_end_to_end_over_real_http_with_throttling(db: str, monkey
             assert schedule.status == "cancelled"
         else:
             assert schedule.updated_by == "microsoft365"
+
+
+def test_a_failed_pull_is_queued_and_its_rerun_applies_peoples_changes_without_pushing(graph: Microsoft365Sandbox) -> None:
+    from connectors.core.errors import IntegrationError
+    from flows.sync_microsoft_calendar import sync_microsoft_calendar
+    from hub.errors import get_error
+    from hub.retry_units import rerun
+
+    _plan(3)
+    sync_microsoft_calendar()
+    schedules, links = _schedules(), _links()
+    moved = schedules["DLV-2026-000000"]
+    graph.person_edits(links[moved.id].event_id, "move", minutes=90)  # in Outlook
+    with session_factory()() as session:  # in the ERP
+        save_schedule(session, "DLV-2026-000002", by="erp:planner.ravi", title="Delivery DLV-2026-000002: 24 t (revised)")
+        session.commit()
+    outlook = FailingRequests(graph, lambda request: request.method == "GET" and "/calendarView/delta" in request.url.path)
+    with use_transport("microsoft365", outlook):
+        with pytest.raises(IntegrationError):
+            sync_microsoft_calendar()
+        (error,) = error_rows("microsoft365", "calendar_events")
+        assert unit_of(error) == {"kind": "microsoft365.calendar_events.pull", "calendar_id": USER, "stage": "pull", "pages_committed": 0}
+        assert (error.error_type, error.status) == ("SERVER_ERROR", "pending") and error.next_retry_at is not None
+        assert _schedules()["DLV-2026-000000"].starts_at == moved.starts_at
+
+        outlook.failing = False
+        make_due(error.id)
+        outcome = rerun(error.id, by="flow:retry-failed-units")
+    assert outcome.status == "resolved" and outcome.summary is not None and outcome.summary["pull"]["pulled"] == 1
+    assert _schedules()["DLV-2026-000000"].starts_at == moved.starts_at + timedelta(minutes=90)
+    revised = graph.events[links[schedules["DLV-2026-000002"].id].event_id]
+    assert revised.subject != "Delivery DLV-2026-000002: 24 t (revised)"  # the push is not the failed unit
+    assert outlook.seen("PATCH", "/events/") == [] and outlook.seen("POST", "$batch") == []
+    assert get_error(error.id).status == "resolved" and len(error_rows("microsoft365")) == 1
+    assert sync_microsoft_calendar()["push"]["updated"] == 1  # the next scheduled sync pushes it
+
+
+def test_failed_pushes_are_queued_and_their_rerun_pushes_only_those_schedules(graph: Microsoft365Sandbox) -> None:
+    from flows.sync_microsoft_calendar import sync_microsoft_calendar
+    from hub.errors import get_error
+    from hub.retry_units import rerun
+
+    _plan(3)
+    sync_microsoft_calendar()
+    schedules, links = _schedules(), _links()
+    stuck = links[schedules["DLV-2026-000000"].id].event_id
+    with session_factory()() as session:
+        for ref in ("DLV-2026-000000", "DLV-2026-000001"):
+            save_schedule(session, ref, by="erp:planner.ravi", title=f"Delivery {ref}: moved to the second shift")
+        session.commit()
+    outlook = FailingRequests(graph, lambda request: request.method == "PATCH" and stuck in request.url.path)
+    with use_transport("microsoft365", outlook):
+        summary = sync_microsoft_calendar()
+        assert summary["push"]["updated"] == 1 and [f["schedule_ref"] for f in summary["push"]["failed"]] == ["DLV-2026-000000"]
+        (error,) = error_rows("microsoft365", "schedules")
+        assert unit_of(error) == {"kind": "microsoft365.schedules.push", "calendar_id": USER, "stage": "push",
+                                  "schedule_refs": ["DLV-2026-000000"]}
+        assert (error.error_type, error.status) == ("SERVER_ERROR", "pending") and error.next_retry_at is not None
+        with session_factory()() as session:  # the ERP changes another schedule meanwhile
+            save_schedule(session, "DLV-2026-000002", by="erp:planner.ravi", title="Delivery DLV-2026-000002: changed later")
+            session.commit()
+
+        outlook.failing = False
+        reads = len(outlook.seen("GET", "/calendarView/delta"))
+        make_due(error.id)
+        outcome = rerun(error.id, by="flow:retry-failed-units")
+    assert outcome.status == "resolved" and outcome.summary is not None and outcome.summary["push"]["updated"] == 1
+    assert len(outlook.seen("GET", "/calendarView/delta")) == reads  # the rerun read nothing
+    assert graph.events[stuck].subject == "Delivery DLV-2026-000000: moved to the second shift"
+    assert graph.events[links[schedules["DLV-2026-000002"].id].event_id].subject != "Delivery DLV-2026-000002: changed later"
+    assert get_error(error.id).status == "resolved" and len(error_rows("microsoft365")) == 1

@@ -19,6 +19,7 @@ from hub.models import DocumentOutbox, IntegrationErrorRow, QuarantinedRecord
 from hub.settings import reset_settings_cache
 from sandbox.core import as_transport, running_server
 from sandbox.microsoft365 import Microsoft365Sandbox, UploadInterrupt
+from tests.error_support import FailingRequests, error_rows, make_due, refused_inserts, unit_of
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 MB = 1024 * 1024
@@ -157,3 +158,61 @@ def test_documents_upload_end_to_end_over_real_http(db: str, tmp_path: Path, mon
     assert sim.items[rows["INV-2026-009999"].drive_item_id].content == path.read_bytes()
     assert sim.stats["uploads_with_authorization"] == 0 and sim.stats["duplicate_ranges"] == 0
     assert sim.token_requests == 1
+
+
+def test_a_failed_upload_is_queued_and_its_rerun_uploads_only_that_document(graph: Microsoft365Sandbox) -> None:
+    from flows.upload_documents import upload_documents
+    from hub.errors import get_error
+    from hub.retry_units import rerun
+
+    enqueue_document("INV-FAIL", "ERP/Invoices", "INV-FAIL.pdf", content=b"%PDF-1.7 the one that fails")
+    enqueue_document("INV-OK", "ERP/Invoices", "INV-OK.pdf", content=b"%PDF-1.7 fine")
+    sharepoint = FailingRequests(graph, lambda request: request.method == "PUT" and "INV-FAIL.pdf" in request.url.path)
+    with use_transport("microsoft365", sharepoint):
+        summary = upload_documents()
+        assert (summary["uploaded"], summary["failed"]) == (1, 1)
+        (error,) = error_rows("microsoft365", "documents")
+        unit = unit_of(error)
+        assert (unit["kind"], unit["document_key"], unit["attempt"]) == ("microsoft365.documents.document", "INV-FAIL", 1)
+        assert (error.error_type, error.status) == ("SERVER_ERROR", "pending") and error.next_retry_at is not None
+        enqueue_document("INV-LATER", "ERP/Invoices", "INV-LATER.pdf", content=b"%PDF-1.7 queued after the failure")
+
+        sharepoint.failing = False  # SharePoint is back
+        make_due(error.id)
+        outcome = rerun(error.id, by="flow:retry-failed-units")
+    assert outcome.status == "resolved" and outcome.summary is not None
+    assert (outcome.summary["claimed"], outcome.summary["uploaded"]) == (1, 1)
+    rows = _rows()
+    assert rows["INV-FAIL"].status == "uploaded" and graph.items[rows["INV-FAIL"].drive_item_id].content == b"%PDF-1.7 the one that fails"
+    assert rows["INV-LATER"].status == "pending"  # not the failed unit: the next scheduled run uploads it
+    resolved = get_error(error.id)
+    assert (resolved.status, resolved.resolved_by) == ("resolved", "flow:retry-failed-units")
+    assert len(error_rows("microsoft365", "documents")) == 1  # the rerun recorded no row of its own
+    assert upload_documents()["uploaded"] == 1 and graph.stats["simple_uploads"] == 3
+
+
+def test_a_page_that_stopped_the_run_is_queued_and_its_rerun_handles_only_that_page(graph: Microsoft365Sandbox) -> None:
+    from connectors.core.errors import IntegrationError
+    from flows.upload_documents import upload_documents
+    from hub.errors import get_error
+    from hub.retry_units import rerun
+
+    first = enqueue_document("INV-PAGE-1", "ERP/Invoices", "INV-PAGE-1.pdf", content=b"%PDF-1.7 one")
+    bad = enqueue_document("DC-PAGE-BAD", "ERP/Delivery Challans", "DC:17?.pdf", content=b"%PDF")  # refused name
+    with refused_inserts("quarantined_records", "quarantined_records: lock timeout"), pytest.raises(IntegrationError):
+        upload_documents(rows_per_page=5)
+    (error,) = error_rows("microsoft365", "documents")
+    assert unit_of(error) == {"kind": "microsoft365.documents.page", "after_document_id": 0, "through_document_id": bad,
+                              "rows": 5, "pages_done": 1}
+    assert (error.error_type, error.status) == ("SYNC_FAILED", "pending") and error.next_retry_at is not None
+    assert {k: r.status for k, r in _rows().items()} == {"INV-PAGE-1": "pending", "DC-PAGE-BAD": "pending"}
+    later = enqueue_document("INV-PAGE-2", "ERP/Invoices", "INV-PAGE-2.pdf", content=b"%PDF-1.7 two")
+    assert later > bad > first
+
+    make_due(error.id)
+    outcome = rerun(error.id, by="flow:retry-failed-units")
+    assert outcome.status == "resolved" and outcome.summary is not None
+    assert (outcome.summary["claimed"], outcome.summary["uploaded"], outcome.summary["quarantined"]) == (2, 1, 1)
+    assert {k: r.status for k, r in _rows().items()} == {"INV-PAGE-1": "uploaded", "DC-PAGE-BAD": "quarantined", "INV-PAGE-2": "pending"}
+    assert get_error(error.id).status == "resolved"
+    assert [e.error_type for e in error_rows("microsoft365", "documents")] == ["SYNC_FAILED", "DATA_VALIDATION_FAILED"]
