@@ -39,7 +39,7 @@ from hub.webhooks.security import (
     verify_body,
     verify_subscription,
 )
-from hub.webhooks.writer import GroupCommitWriter
+from hub.webhooks.writer import GroupCommitWriter, default_async_write
 
 logger = logging.getLogger(__name__)
 
@@ -133,7 +133,9 @@ def create_app(
     policies = dict(policies) if policies is not None else policies_from_settings(settings)
     tokens = tokens or DbTokenStore()
     writer = writer or GroupCommitWriter(
-        max_batch=settings.webhook_commit_batch_max, max_wait_s=settings.webhook_commit_wait_ms / 1000
+        max_batch=settings.webhook_commit_batch_max,
+        max_wait_s=settings.webhook_commit_wait_ms / 1000,
+        postgres=default_async_write(),
     )
     verify_token = settings.whatsapp_verify_token.get_secret_value()
 

@@ -12,7 +12,7 @@ import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import orjson
 from sqlalchemy import Connection, Table, func, select, update
@@ -23,6 +23,9 @@ from connectors.core.redact import redact_text
 from hub.db import get_engine
 from hub.models import WebhookEvent, WebhookRejection, WebhookStatus, WebhookToken
 from hub.webhooks.security import Reason
+
+if TYPE_CHECKING:
+    import psycopg
 
 MAX_ERROR = 4000
 
@@ -74,18 +77,14 @@ _PG_INSERT_EVENTS = (
     f"INSERT INTO {WebhookEvent.__tablename__} "
     "(provider, event_id, event_type, body, headers, remote_addr, received_at, status, attempts) "
     "SELECT provider, event_id, event_type, body, headers::jsonb, remote_addr, received_at, %s, 0 "
-    "FROM unnest(%s::varchar[], %s::varchar[], %s::varchar[], %s::bytea[], %s::text[], %s::varchar[], "
-    "%s::timestamptz[]) AS e(provider, event_id, event_type, body, headers, remote_addr, received_at) "
+    "FROM unnest(%b::varchar[], %b::varchar[], %b::varchar[], %b::bytea[], %b::text[], %b::varchar[], "
+    "%b::timestamptz[]) AS e(provider, event_id, event_type, body, headers, remote_addr, received_at) "
     "ON CONFLICT (provider, event_id) DO NOTHING"
 )
 
 
-def _insert_events_psycopg(conn: Connection, events: Sequence[PendingEvent]) -> None:
-    """The ingress's hot insert on PostgreSQL: the whole group commit as ONE statement over arrays
-    (`unnest`), so the server parses, plans and executes once per batch rather than once per event; on
-    a host whose cores the database shares with the ingress, that server CPU is ingress throughput. The
-    client builds seven lists instead of SQLAlchemy's per-row parameter dicts. Same rows, same
-    ON CONFLICT rule, inside the caller's transaction."""
+def _event_columns(events: Sequence[PendingEvent]) -> tuple[list[Any], ...]:
+    """The seven arrays `_PG_INSERT_EVENTS` unnests, one element per event."""
     columns: tuple[list[Any], ...] = ([], [], [], [], [], [], [])
     provider, event_id, event_type, body, headers, remote_addr, received_at = columns
     for e in events:
@@ -98,19 +97,68 @@ def _insert_events_psycopg(conn: Connection, events: Sequence[PendingEvent]) -> 
         headers.append(orjson.dumps(dict(e.headers)).decode())
         remote_addr.append(e.remote_addr)
         received_at.append(e.received_at.astimezone(UTC))
+    return columns
+
+
+def _insert_events_psycopg(conn: Connection, events: Sequence[PendingEvent]) -> None:
+    """The ingress's hot insert on PostgreSQL: the whole group commit as ONE statement over arrays
+    (`unnest`), so the server parses, plans and executes once per batch rather than once per event; on
+    a host whose cores the database shares with the ingress, that server CPU is ingress throughput. The
+    arrays go in binary (`%b`): psycopg's text format escapes every element with a regex. Same rows,
+    same ON CONFLICT rule, inside the caller's transaction."""
     with conn.connection.driver_connection.cursor() as cursor:  # type: ignore[union-attr]
-        cursor.execute(_PG_INSERT_EVENTS, (WebhookStatus.RECEIVED.value, *columns))
+        cursor.execute(_PG_INSERT_EVENTS, (WebhookStatus.RECEIVED.value, *_event_columns(events)))
+
+
+def _unique_events(events: Sequence[PendingEvent]) -> list[PendingEvent]:
+    unique: dict[tuple[str, str], PendingEvent] = {}
+    for event in events:
+        unique.setdefault((event.provider, event.event_id), event)
+    return list(unique.values())
+
+
+def _rejection_counts(rejections: Sequence[PendingRejection]) -> list[dict[str, Any]]:
+    """Refusals summed per provider, reason and minute (the rows of `webhook_rejections`)."""
+    counts: dict[tuple[str, str, datetime], list[Any]] = {}
+    for r in rejections:
+        window = r.at.astimezone(UTC).replace(second=0, microsecond=0)
+        entry = counts.setdefault((r.provider, r.reason, window), [0, None, r.at])
+        entry[0] += 1
+        entry[1] = r.remote_addr
+        entry[2] = max(entry[2], r.at)
+    return [
+        {"provider": p, "reason": reason, "window_start": w, "count": c, "last_remote_addr": addr, "last_seen_at": seen}
+        for (p, reason, w), (c, addr, seen) in counts.items()
+    ]
+
+
+_PG_UPSERT_REJECTIONS = (
+    f"INSERT INTO {WebhookRejection.__tablename__} "
+    "(provider, reason, window_start, count, last_remote_addr, last_seen_at) "
+    "VALUES (%(provider)s, %(reason)s, %(window_start)s, %(count)s, %(last_remote_addr)s, %(last_seen_at)s) "
+    "ON CONFLICT (provider, reason, window_start) DO UPDATE SET "
+    f"count = {WebhookRejection.__tablename__}.count + EXCLUDED.count, "
+    "last_remote_addr = EXCLUDED.last_remote_addr, last_seen_at = EXCLUDED.last_seen_at"
+)
+
+
+async def write_batch_async(conn: psycopg.AsyncConnection[Any], events: Sequence[PendingEvent], rejections: Sequence[PendingRejection]) -> None:
+    """`write_batch` for the ingress's own PostgreSQL connection on the event loop, in ONE transaction:
+    the same statements and rules, without a thread (see `hub.webhooks.writer.PostgresInboxWriter`)."""
+    async with conn.transaction(), conn.cursor() as cursor:
+        if events:
+            await cursor.execute(_PG_INSERT_EVENTS, (WebhookStatus.RECEIVED.value, *_event_columns(_unique_events(events))))
+        if rejections:
+            await cursor.executemany(_PG_UPSERT_REJECTIONS, _rejection_counts(rejections))
 
 
 def write_batch(conn: Connection, events: Sequence[PendingEvent], rejections: Sequence[PendingRejection]) -> None:
     """Store events (a known provider event id is skipped, not an error) and add rejection counts."""
     if events:
         table = cast(Table, WebhookEvent.__table__)
-        unique: dict[tuple[str, str], PendingEvent] = {}
-        for event in events:
-            unique.setdefault((event.provider, event.event_id), event)
+        unique = _unique_events(events)
         if conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg":
-            _insert_events_psycopg(conn, list(unique.values()))
+            _insert_events_psycopg(conn, unique)
         else:
             rows = [
                 {
@@ -124,22 +172,12 @@ def write_batch(conn: Connection, events: Sequence[PendingEvent], rejections: Se
                     "status": WebhookStatus.RECEIVED.value,
                     "attempts": 0,
                 }
-                for e in unique.values()
+                for e in unique
             ]
             conn.execute(_insert(conn, table).on_conflict_do_nothing(index_elements=["provider", "event_id"]), rows)
     if rejections:
         table = cast(Table, WebhookRejection.__table__)
-        counts: dict[tuple[str, str, datetime], list[Any]] = {}
-        for r in rejections:
-            window = r.at.astimezone(UTC).replace(second=0, microsecond=0)
-            entry = counts.setdefault((r.provider, r.reason, window), [0, None, r.at])
-            entry[0] += 1
-            entry[1] = r.remote_addr
-            entry[2] = max(entry[2], r.at)
-        values = [
-            {"provider": p, "reason": reason, "window_start": w, "count": c, "last_remote_addr": addr, "last_seen_at": seen}
-            for (p, reason, w), (c, addr, seen) in counts.items()
-        ]
+        values = _rejection_counts(rejections)
         stmt = _insert(conn, table)
         stmt = stmt.on_conflict_do_update(
             index_elements=["provider", "reason", "window_start"],

@@ -317,3 +317,31 @@ def test_bench_route_exists_only_when_enabled(db: str) -> None:
         assert httpx.post(f"{base}/bench/bare", content=b"{}").status_code == 404
     with serving(create_app(hub_settings(webhook_bench_bare=True))) as base:
         assert httpx.post(f"{base}/bench/bare", content=b"{}").status_code == 200
+
+
+def test_postgres_inbox_connection_lost_is_not_acknowledged_and_the_next_delivery_reconnects(db: str) -> None:
+    """On PostgreSQL the group commit has its own connection: when the server drops it, the delivery in
+    flight is answered 503 (not durable, so not acknowledged: the provider retries it), and the next
+    delivery opens a new connection and is stored."""
+    if not db.startswith("postgresql"):
+        pytest.skip("the event-loop inbox connection is the PostgreSQL path")
+    from sqlalchemy import text
+
+    from hub.db import get_engine
+    from hub.webhooks.writer import APPLICATION_NAME
+
+    with serving(create_app(hub_settings())) as base:
+        first = razorpay_body()
+        assert post(base, "/webhooks/razorpay", first, razorpay_headers(first, event_id="evt_before_drop")).status_code == 200
+        with get_engine().begin() as conn:
+            dropped = conn.execute(
+                text("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = :name"),
+                {"name": APPLICATION_NAME},
+            ).scalar_one()
+        assert dropped == 1
+        lost = razorpay_body(payment_id="pay_lost")
+        answer = post(base, "/webhooks/razorpay", lost, razorpay_headers(lost, event_id="evt_during_drop"))
+        assert answer.status_code == 503 and answer.json() == {"error": "inbox_unavailable"}
+        again = post(base, "/webhooks/razorpay", lost, razorpay_headers(lost, event_id="evt_during_drop"))  # the retry
+        assert again.status_code == 200
+    assert sorted(e.event_id for e in list_events()) == ["evt_before_drop", "evt_during_drop"]
