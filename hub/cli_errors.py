@@ -65,6 +65,25 @@ def _exit_codes_for_lookups() -> Iterator[None]:
         raise typer.Exit(EXIT_CONFLICT) from None
 
 
+@contextlib.contextmanager
+def _exit_codes_for_selections() -> Iterator[None]:
+    """A bad selection of quarantined rows: exit 2; nothing open matched: exit 3; no replay for that
+    dataset: exit 4; the message either way."""
+    from hub.quarantine import NoReplayHandler, NothingSelected
+
+    try:
+        yield
+    except ValueError as exc:
+        err_console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(EXIT_USAGE) from None
+    except NothingSelected as exc:
+        err_console.print(f"[yellow]{exc}[/yellow]")
+        raise typer.Exit(EXIT_NOT_FOUND) from None
+    except NoReplayHandler as exc:
+        err_console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(EXIT_CONFLICT) from None
+
+
 def _require_reason(reason: str) -> None:
     if not reason.strip():
         err_console.print("[red]--reason must say why[/red]")
@@ -377,21 +396,12 @@ def quarantine_replay(
 
     Exit code 1 when some rows still fail (they stay quarantined with today's reasons).
     """
-    from hub.quarantine import NoReplayHandler, NothingSelected, replay
+    from hub.quarantine import replay
 
-    try:
+    with _exit_codes_for_selections():
         result = replay(
             by=_actor(by), reason=reason, ids=record_ids or None, error_id=error, integration=integration, dataset=dataset, everything=everything
         )
-    except ValueError as exc:
-        err_console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(EXIT_USAGE) from None
-    except NothingSelected as exc:
-        err_console.print(f"[yellow]{exc}[/yellow]")
-        raise typer.Exit(EXIT_NOT_FOUND) from None
-    except NoReplayHandler as exc:
-        err_console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(EXIT_CONFLICT) from None
     if as_json:
         _dump(result.as_dict())
     else:
@@ -418,16 +428,10 @@ def quarantine_discard(
     as_json: JsonOption = False,
 ) -> None:
     """Discard open quarantined rows with a reason: they are kept, marked discarded, and audited."""
-    from hub.quarantine import NothingSelected, discard
+    from hub.quarantine import discard
 
-    try:
+    with _exit_codes_for_selections():
         result = discard(by=_actor(by), reason=reason, ids=record_ids or None, error_id=error)
-    except ValueError as exc:
-        err_console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(EXIT_USAGE) from None
-    except NothingSelected as exc:
-        err_console.print(f"[yellow]{exc}[/yellow]")
-        raise typer.Exit(EXIT_NOT_FOUND) from None
     if as_json:
         _dump(result.as_dict())
         return

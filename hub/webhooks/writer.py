@@ -108,7 +108,8 @@ class GroupCommitWriter:
         # Started on first use in the running loop: ASGI test transports do not run lifespan events.
         if self._queue is None or self._task is None or self._task.done():
             self._queue = asyncio.Queue()
-            self._executor = self._executor or ThreadPoolExecutor(max_workers=1, thread_name_prefix="webhook-inbox")
+            if self._postgres is None:  # the thread that commits when the event loop cannot
+                self._executor = self._executor or ThreadPoolExecutor(max_workers=1, thread_name_prefix="webhook-inbox")
             self._task = asyncio.get_running_loop().create_task(self._run(self._queue), name="webhook-inbox-writer")
         return self._queue
 
