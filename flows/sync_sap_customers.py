@@ -7,16 +7,22 @@ the rerun re-reads from there (upserts make that harmless).
 
 A failed batch is recorded as a unit (`sap.customers.batch`: its start position, the filter the run read
 with, the batch geometry). `resume=` reruns from that unit: the failed batch and the batches the run never
-reached, not the batches that committed (hub/retry_units.py; `drymix errors retry <id>`). Reads are
-ordered by LastChangeDate, so the resumed read's high-water mark covers the whole original read; it is
-written only if the watermark has not moved since the failed run read it.
+reached, not the batches that committed (hub/retry_units.py; `drymix errors retry <id>`). The new
+watermark is written only if the watermark has not moved since the failed run read it.
+
+A read must survive change: pages are keyset-paged on the partner key (a partner changed mid-read stays
+where it was, so nothing is skipped), and before reading the run asks SAP how many partners its filter
+covers (`$count`). Fewer distinct partners read than counted is a shortfall: the rows that were read
+still load, but the watermark does not move and the run fails with a rerunnable unit. The watermark
+comes only from rows that loaded (a quarantined partner dated 2100 cannot freeze later runs) and never
+stands after the day the read started; the next read re-reads `overlap_days` before it.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Any, cast
 
 import pandas as pd
@@ -38,7 +44,7 @@ from hub.models import Customer
 from hub.monitoring import ensure_flusher
 from hub.retry_units import SAP_CUSTOMERS_BATCH, UnitFailed
 from hub.settings import get_settings, integration_config
-from tasks.extract import ExtractedBatch, extract_batch
+from tasks.extract import ExtractedBatch, drop_exact_duplicates, extract_batch
 from tasks.load import load_batch_task
 from tasks.report import publish_error_row, publish_sync_summary
 from tasks.transform import map_batch, validate_batch
@@ -60,10 +66,14 @@ class SyncSummary:
     watermark: str | None = None
     batches: int = 0
     pages: int = 0
+    source_count: int | None = None
     extracted: int = 0
+    distinct_read: int = 0
+    duplicates: int = 0
     mapped: int = 0
     valid: int = 0
     quarantined: int = 0
+    refused: int = 0  # valid rows the database refused at load: counted in quarantined, not in valid
     upserted: int = 0
     unchanged: int = 0
     retries: int = 0
@@ -140,16 +150,24 @@ def sync_sap_customers(
     pending: Any = None
     high_water: date | None = None
     position: PagePosition | None = None
+    read_from: PagePosition | None = None
+    read_started = datetime.now(UTC)
+    read_keys: set[str] = set()
+    rerun_batch: int | None = None  # where a rerun starts when it is not the batch that failed
     validation_counts: dict[str, int] = {}
     retries_before = METRICS.total(INTEGRATION, "retries")
     sample: list[dict[str, Any]] = []
     try:
         connector = build_sap_connector(page_size=page_size)
-        if resume is not None and resume.get("position"):
+        if resume is not None and resume.get("position") and "filter" in (resume["position"].get("state") or {}):
             position = PagePosition.from_dict(resume["position"])
             logger.info("SAP customers: resuming integration_errors #%s at batch %d (%s)", resume.get("error_id"), first_batch, position.url)
         else:
+            # A fresh read; or the rerun of a unit recorded before keyset paging (its offset position
+            # cannot be trusted), which reads again with the failed run's cursor.
             position = connector.start(BUSINESS_PARTNERS, cursor)
+        read_from = position
+        summary.source_count = connector.count(BUSINESS_PARTNERS, position)
         logger.info("SAP customers: %s sync%s", summary.mode, f" since {summary.since}" if summary.since else "")
         fetching: PagePosition | None = position
         pending = extract_batch.submit(connector, BUSINESS_PARTNERS, position, batch_pages)
@@ -164,12 +182,15 @@ def sync_sap_customers(
             pending = (
                 extract_batch.submit(connector, BUSINESS_PARTNERS, batch.next, batch_pages) if batch.next else None
             )
-            if batch.records:
-                frame = map_batch(DATASET, to_records, quote(batch.records))  # type: ignore[call-overload]
+            records, duplicates = drop_exact_duplicates(batch.records, BUSINESS_PARTNERS.primary_key)
+            summary.duplicates += duplicates
+            read_keys.update(k for r in records if isinstance(k := r.get(BUSINESS_PARTNERS.primary_key), str))
+            if records:
+                frame = map_batch(DATASET, to_records, quote(records))  # type: ignore[call-overload]
                 clock = summary.timed("map", clock)
                 outcome = validate_batch(DATASET, frame, run_name=run_id)
                 valid, invalid = outcome.valid, outcome.invalid
-                quarantine = _quarantine_rows(batch.records, frame, outcome)
+                quarantine = _quarantine_rows(records, frame, outcome)
                 clock = summary.timed("validate", clock)
             else:  # the empty page that ends $top/$skip paging: nothing to map or validate
                 frame = valid = invalid = to_records([])
@@ -180,14 +201,16 @@ def sync_sap_customers(
                     validation_counts[name] = validation_counts.get(name, 0) + 1
                 if len(sample) < 10:
                     sample.append({"record_key": row.record_key, "failed": row.failed_expectations[:3]})
-            dates = change_dates(frame).dropna()
+            # Only rows that load move the watermark: a quarantined row's date (2100, say) never does.
+            dates = change_dates(valid).dropna()
             if not dates.empty:
                 high_water = max(high_water or dates.max(), dates.max())
             last = pending is None
             new_cursor = None
-            if last:
-                mark = high_water.isoformat() if high_water else summary.since
-                new_cursor = {"last_change_date": mark} if mark else {}
+            summary.distinct_read = len(read_keys)
+            shortfall = last and summary.source_count is not None and summary.distinct_read < summary.source_count
+            if last and not shortfall:
+                new_cursor = next_cursor(high_water, summary.since, read_started)
                 if resume is not None and not _watermark_unchanged(cursor):
                     new_cursor = None  # another run moved the watermark meanwhile: leave it to that run
             # quote(): Prefect would otherwise walk every record looking for futures (~5 s per 20k rows).
@@ -202,6 +225,7 @@ def sync_sap_customers(
                     cursor=new_cursor,
                     flow_run_id=run_id,
                     run_upserted_before=summary.upserted,
+                    raw_of=records.__getitem__,  # a row the database refuses is quarantined with its SAP record
                 ))
             )
             summary.timed("load", clock)
@@ -209,15 +233,28 @@ def sync_sap_customers(
             summary.pages += batch.pages
             summary.extracted += len(batch.records)
             summary.mapped += len(frame)
-            summary.valid += len(valid)
-            summary.quarantined += len(invalid)
+            summary.valid += len(valid) - result.refused
+            summary.quarantined += len(invalid) + result.refused
+            summary.refused += result.refused
             summary.upserted += result.upserted
             summary.unchanged += result.unchanged
-            if summary.mapped != summary.valid + summary.quarantined or summary.extracted != summary.mapped:
+            for row in result.refused_rows:
+                name = f"database_refused({row.failed_expectations[0]['column']})"
+                validation_counts[name] = validation_counts.get(name, 0) + 1
+                if len(sample) < 10:
+                    sample.append({"record_key": row.record_key, "failed": row.failed_expectations[:3]})
+            if summary.mapped != summary.valid + summary.quarantined or summary.extracted != summary.mapped + summary.duplicates:
                 raise SyncFailed(
-                    f"row counts do not balance: extracted {summary.extracted}, mapped {summary.mapped}, "
-                    f"valid {summary.valid} + quarantined {summary.quarantined}",
+                    f"row counts do not balance: extracted {summary.extracted} (of which {summary.duplicates} exact "
+                    f"duplicates), mapped {summary.mapped}, valid {summary.valid} + quarantined {summary.quarantined}",
                     code="COUNT_IMBALANCE",
+                )
+            if shortfall:
+                position, rerun_batch = read_from, first_batch  # the whole read is the unit to rerun
+                raise SyncFailed(
+                    f"SAP counted {summary.source_count} business partners for this read but only {summary.distinct_read} "
+                    "distinct ones were read: the rows read were loaded, the watermark was not moved",
+                    code="READ_SHORTFALL",
                 )
             if last:
                 summary.watermark = (new_cursor or {}).get("last_change_date")
@@ -241,7 +278,7 @@ def sync_sap_customers(
         summary.retries = METRICS.total(INTEGRATION, "retries") - retries_before
         unit = {
             "kind": SAP_CUSTOMERS_BATCH,
-            "batch": first_batch + summary.batches,
+            "batch": rerun_batch or first_batch + summary.batches,
             "position": position.to_dict() if position else None,
             "mode": summary.mode,
             "cursor": cursor,
@@ -322,6 +359,20 @@ def sync_sap_customers(
         logger.info("resolved %d earlier error(s) of this sync", resolved)
     publish_sync_summary(summary.as_dict())
     return summary.as_dict()
+
+
+def next_cursor(high_water: date | None, since: str | None, read_started: datetime) -> dict[str, Any]:
+    """The watermark after a complete read: the latest change date that loaded, never after the read's start.
+
+    SAP's clock, a future-dated record that passed validation or a partner changed while it was read can
+    put a date beyond the read's start; a watermark there would make later incremental reads skip what
+    changes until then. The next read starts `overlap_days` before the watermark.
+    """
+    started = read_started.astimezone(UTC).date()
+    mark = min(high_water, started) if high_water else None
+    if mark is None and since:
+        mark = min(date.fromisoformat(since), started)
+    return {"last_change_date": mark.isoformat()} if mark else {}
 
 
 def _watermark_unchanged(read_with: dict[str, Any] | None) -> bool:

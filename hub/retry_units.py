@@ -108,7 +108,7 @@ def rerun_sap_customers_batch(claim: ClaimedUnit) -> Mapping[str, Any]:
     from flows.sync_sap_customers import sync_sap_customers
 
     summary: dict[str, Any] = sync_sap_customers(resume={**claim.unit, "error_id": claim.error_id})
-    return _pick(summary, "batches", "extracted", "valid", "quarantined", "upserted", "unchanged", "watermark", "flow_run_id")
+    return _pick(summary, "batches", "source_count", "extracted", "distinct_read", "duplicates", "valid", "quarantined", "upserted", "unchanged", "watermark", "flow_run_id")
 
 
 @register_rerun(WEBHOOK_EVENT, description="Webhooks: apply the one stored event again (idempotent, forward-only)")

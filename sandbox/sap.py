@@ -2397,6 +2397,7 @@ def _negotiate(req: SandboxRequest) -> None:
         )
 
 
+_KEY_SEEK_RE = re.compile(r"(?:(?P<rest>.+) and )?(?P<key>[A-Za-z_]\w*) gt '(?P<value>(?:[^']|'')*)'")
 _RESOURCE_RE = re.compile(
     r"(?P<set>[A-Za-z_]\w*)(?:\((?P<key>(?:'(?:[^']|'')*'|[^()'])*)\))?(?:/(?P<nav>[A-Za-z_]\w*))?(?:/(?P<count>\$count))?/?"
 )
@@ -2974,7 +2975,8 @@ class SapSandbox(Simulator):
                 )
             return self._update(req, _parse_key(table.etype, key_text), user)
         self._only_reads(method)
-        _negotiate(req)
+        if not count:  # SAP Gateway answers $count as text/plain whatever the Accept header says
+            _negotiate(req)
         query = _parse_query(req)
         if key_text is None:
             if nav_name is not None:
@@ -3069,6 +3071,10 @@ class SapSandbox(Simulator):
         """Row indices matching ``$filter`` in ``$orderby`` order (cached per data version)."""
         if base is None and not filter_text and not orderby:
             return range(len(table.rows))
+        if base is None and filter_text:
+            seek = self._key_seek(table, filter_text, orderby)
+            if seek is not None:
+                return seek
         key = (table.etype.set_name, filter_text, orderby, self._version, len(table.rows))
         if base is None:
             cached = self._results.get(key)
@@ -3087,6 +3093,30 @@ class SapSandbox(Simulator):
             while len(self._results) > _RESULT_CACHE_SIZE:
                 self._results.popitem(last=False)
         return ids
+
+    def _key_seek(self, table: _Table, filter_text: str, orderby: str | None) -> list[int] | None:
+        """`[(<filter>) and ]<Key> gt '<k>'` ordered by the key: seek in the cached result, as an index would.
+
+        Keyset paging sends a new `$filter` for every page; evaluating it row by row would cost the
+        simulator a full scan per page, which a real SAP's database does not pay.
+        """
+        keys = table.etype.keys
+        if len(keys) != 1 or (orderby or "").replace(" asc", "").strip() != keys[0]:
+            return None
+        match = _KEY_SEEK_RE.fullmatch(filter_text)
+        if match is None or match.group("key") != keys[0]:
+            return None
+        rest = match.group("rest")
+        if rest is not None:
+            root = _FilterParser(filter_text).parse()
+            right = root.args[1] if root.kind == "bin" and root.name == "and" else None
+            if right is None or right.kind != "bin" or right.name != "gt" or right.args[0].kind != "member":
+                return None  # `a or b and K gt 'x'` does not split at its last `and`
+        ids = self._resolve(table, None, rest, orderby)
+        after = match.group("value").replace("''", "'")
+        key_of = table._key_of
+        rows = table.rows
+        return list(ids[bisect_right(ids, after, key=lambda i: key_of(rows[i])) :])
 
     @staticmethod
     def _sort(compiler: _FilterCompiler, ids: list[int], orderby: str) -> None:

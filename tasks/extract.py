@@ -35,6 +35,35 @@ def read_batch(connector: Connector, stream: Stream, start: PagePosition, max_pa
     return batch
 
 
+def drop_exact_duplicates(records: list[dict[str, Any]], key: str) -> tuple[list[dict[str, Any]], int]:
+    """The batch without records served twice to the letter (first copy kept), and how many were dropped.
+
+    A source that serves the same record twice (a page repeated by a retried request, a join fan-out)
+    must not make the suite's uniqueness rule refuse both copies. Records that share a key but differ
+    are kept: which one is right is for a person to decide, so validation refuses both.
+    """
+    seen: dict[Any, dict[str, Any]] = {}
+    repeated: set[Any] = set()
+    for record in records:
+        k = record.get(key)
+        if k in seen:
+            repeated.add(k)
+        else:
+            seen[k] = record
+    if not repeated:
+        return records, 0
+    kept: list[dict[str, Any]] = []
+    copies: dict[Any, list[dict[str, Any]]] = {}
+    for record in records:
+        k = record.get(key)
+        if k in repeated:
+            if any(record == other for other in copies.setdefault(k, [])):
+                continue
+            copies[k].append(record)
+        kept.append(record)
+    return kept, len(records) - len(kept)
+
+
 @task(
     name="extract_batch",
     cache_policy=NO_CACHE,

@@ -87,6 +87,51 @@ class ODataV2Paginator:
         return PagePosition(following, {"window": following, "seen": 0})
 
 
+def odata_string(value: str) -> str:
+    """An OData string literal: single quotes around, inner quotes doubled."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+@dataclass(frozen=True)
+class ODataKeysetPaginator:
+    """OData keyset paging on the primary key: each page asks for `key gt '<last key read>'`.
+
+    Offsets over data that changes while it is read skip rows: a row read early whose sort position
+    moves (a changed `LastChangeDate`) shifts every later row by one, and a `$skip` window then steps
+    over one of them (issue 12: 80 partners never read while the run reported success). Ordered by the
+    key alone and filtered by the last key read, a read cannot skip a row that matched when it started:
+    keys do not change, and a changed row stays where it was. A row created meanwhile with a lower key
+    is left to the next incremental run, whose watermark never stands after this read's start.
+
+    The server's own `__next` is not followed (SAP Gateway's skip tokens are offsets too); it only says
+    that the server cut the page short, so the next page is asked for from the last key instead.
+    """
+
+    key: str
+    next_link_path: tuple[str, ...] = ("d", "__next")
+
+    def start(self, url: str) -> PagePosition:
+        query = query_of(url)
+        return PagePosition(url, {"filter": query.get("$filter", ""), "after": None})
+
+    def next_position(self, position: PagePosition, body: Any, records: list[dict[str, Any]]) -> PagePosition | None:
+        query = query_of(position.url)
+        top = int(query.get("$top", "0") or 0)
+        more = isinstance(dig(body, self.next_link_path), str) and bool(dig(body, self.next_link_path))
+        if not records or (not more and (top <= 0 or len(records) < top)):
+            return None
+        last = records[-1].get(self.key) if isinstance(records[-1], dict) else None
+        if not isinstance(last, str) or not last:
+            raise ValueError(f"keyset paging needs a {self.key} on every record; the last record of the page has none")
+        base = str(position.state.get("filter", ""))
+        after = f"{self.key} gt {odata_string(last)}"
+        url = with_query(position.url, **{"$filter": f"({base}) and {after}" if base else after})
+        parts = urlsplit(url)
+        query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k not in ("$skip", "$skiptoken")]
+        url = urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query, safe="$'(),/:*", quote_via=quote), parts.fragment))
+        return PagePosition(url, {"filter": base, "after": last})
+
+
 @dataclass(frozen=True)
 class NextLinkPaginator:
     """Follow a next link found at `path` in the body until it is absent (Graph `@odata.nextLink` style)."""

@@ -13,8 +13,8 @@ import httpx
 from connectors.core.auth import OAuth2ClientCredentials, basic_auth
 from connectors.core.base import Connector, Stream
 from connectors.core.client import IntegrationClient
-from connectors.core.errors import AuthenticationFailed, IntegrationError
-from connectors.core.paging import with_query
+from connectors.core.errors import AuthenticationFailed, IntegrationError, classify_exception
+from connectors.core.paging import ODataKeysetPaginator, PagePosition, query_of, with_query
 from connectors.sap.odata import datetime_literal, parse_sap_error
 from hub.settings import IntegrationConfig, RetryPolicy, get_settings, integration_config
 
@@ -71,7 +71,9 @@ BUSINESS_PARTNERS = Stream(
         "to_BusinessPartnerAddress/to_PhoneNumber",
         "to_BusinessPartnerAddress/to_MobilePhoneNumber",
     ),
-    order_by=("LastChangeDate asc", "BusinessPartner asc"),
+    # Keyset paging on the key (connectors/core/paging.py says why offsets over changing data skip rows).
+    order_by=("BusinessPartner asc",),
+    paginator=ODataKeysetPaginator("BusinessPartner"),
 )
 
 
@@ -108,7 +110,7 @@ class SapConnector(Connector):
         return f"(LastChangeDate ge {literal} or CreationDate ge {literal})"
 
     def first_url(self, stream: Stream, cursor: Mapping[str, Any] | None) -> str:
-        params: dict[str, Any] = {"$format": "json", "$top": self.page_size, "$skip": 0}
+        params: dict[str, Any] = {"$format": "json", "$top": self.page_size}
         if stream.select:
             params["$select"] = ",".join(stream.select)
         if stream.expand:
@@ -119,6 +121,22 @@ class SapConnector(Connector):
         if flt:
             params["$filter"] = flt
         return with_query(stream.path, **params)
+
+    def count(self, stream: Stream, position: PagePosition) -> int:
+        """How many records the read starting at `position` covers now (`$count` with the same `$filter`).
+
+        A run compares this with the distinct keys it read: fewer keys read than the source counted
+        means the read missed rows, and the watermark must not move past them.
+        """
+        flt = query_of(position.url).get("$filter")
+        params = {"$filter": flt} if flt else {}
+        response = self.client.request("GET", f"{stream.path}/$count", params=params, headers={"Accept": "text/plain"}, operation=f"count_{stream.name}")
+        text = response.text.strip()
+        if not text.isdigit():
+            raise classify_exception(
+                ValueError(f"$count answered {text[:80]!r}, not a number"), integration=self.integration, operation=f"count_{stream.name}"
+            )
+        return int(text)
 
     # -- writes (CSRF) ----------------------------------------------------------------------
     def fetch_csrf_token(self) -> str:

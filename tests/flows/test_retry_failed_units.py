@@ -69,7 +69,8 @@ def test_retry_flow_reruns_only_the_failed_sap_batch_and_duplicates_nothing(sap:
     from flows.retry_failed_units import retry_failed_units
     from flows.sync_sap_customers import sync_sap_customers
 
-    failing = CountingTransport(sap, fail_from=5)  # requests 1-4 are batches 1 and 2; batch 3 starts at request 5
+    # Request 1 is the $count, requests 2-5 are batches 1 and 2; batch 3 starts at request 6.
+    failing = CountingTransport(sap, fail_from=6)
     with use_transport("sap", failing), pytest.raises(Exception, match="SERVER_ERROR") as raised:
         sync_sap_customers(batch_pages=2)
     with Session(get_engine()) as session:
@@ -92,10 +93,11 @@ def test_retry_flow_reruns_only_the_failed_sap_batch_and_duplicates_nothing(sap:
         summary = retry_failed_units()
     assert (summary["due"], summary["resolved"]) == (1, 1)
     [outcome] = summary["outcomes"]
-    # Only batch 3 was read again: its two pages, nothing of batches 1 and 2.
-    assert len(recovered.urls) == 2
+    # Only batch 3 was read again (after the $count of what remains): its two pages, nothing of batches 1 and 2.
+    assert len(recovered.urls) == 3 and "/$count" in recovered.urls[0]
     assert outcome["summary"]["extracted"] == 400 and outcome["summary"]["batches"] == 1
-    assert recovered.urls[0] == failing.urls[4]  # the rerun starts where batch 3 started
+    assert outcome["summary"]["source_count"] == 400 == outcome["summary"]["distinct_read"]
+    assert recovered.urls[1] == failing.urls[5]  # the rerun starts where batch 3 started
 
     # Everything is loaded once: each partner is either a customer or one open quarantine row.
     after_keys = quarantine_keys()

@@ -29,19 +29,46 @@ def sap(sandbox: SapSandbox) -> Iterator[SapConnector]:
     connector.close()
 
 
-def test_reads_every_partner_once_following_next_links_and_skip_windows(sap: SapConnector) -> None:
+def test_reads_every_partner_once_by_key_even_when_the_server_pages_shorter(sap: SapConnector) -> None:
     pages = list(sap.sync(BUSINESS_PARTNERS, None))
     ids = [r["BusinessPartner"] for p in pages for r in p.records]
     assert len(ids) == 1500 == len(set(ids))
-    # $top=1000 windows paged by the server at 400: __next inside a window, $skip between windows.
-    assert any("$skiptoken" in p.position.url for p in pages)
-    assert any(query_of(p.position.url).get("$skip") == "1000" for p in pages)
+    assert ids == sorted(ids)
+    # $top=1000 asked, the server pages at 400 (with __next): each next page is asked for by key, never by offset.
+    assert [len(p.records) for p in pages] == [400, 400, 400, 300]
+    for previous, page in zip(pages, pages[1:], strict=False):
+        query = query_of(page.position.url)
+        assert "$skip" not in query and "$skiptoken" not in query
+        assert query["$filter"] == f"BusinessPartner gt '{previous.records[-1]['BusinessPartner']}'"
+
+
+def test_a_partner_changed_mid_read_skips_nothing() -> None:
+    """Offset paging over (LastChangeDate, key) skipped partners that moved; keyset paging on the key cannot."""
+    sandbox = SapSandbox(partners=1500, seed=4, max_page_size=400)
+    ids: list[str] = []
+    with build_sap_connector(transport=as_transport(sandbox)) as sap:
+        for number, page in enumerate(sap.sync(BUSINESS_PARTNERS, None), start=1):
+            ids += [r["BusinessPartner"] for r in page.records]
+            if number == 1:
+                sandbox.mutate(200, rng_seed=5)
+    assert len(ids) == len(set(ids)) == sandbox.partner_count
+
+
+def test_count_answers_for_the_same_filter_as_the_read() -> None:
+    sandbox = SapSandbox(partners=1500, seed=4, max_page_size=400)
+    sap = build_sap_connector(transport=as_transport(sandbox))
+    today = sandbox.now().date()
+    sandbox.mutate(9, rng_seed=11)
+    position = sap.start(BUSINESS_PARTNERS, {"last_change_date": today.isoformat()})
+    read = {r["BusinessPartner"] for p in sap.sync(BUSINESS_PARTNERS, start=position) for r in p.records}
+    assert sap.count(BUSINESS_PARTNERS, position) == len(read) >= 9
+    assert sap.count(BUSINESS_PARTNERS, sap.start(BUSINESS_PARTNERS, None)) == sandbox.partner_count
 
 
 def test_first_url_selects_expands_orders_and_filters_incrementally(sap: SapConnector) -> None:
     query = query_of(sap.first_url(BUSINESS_PARTNERS, {"last_change_date": "2026-05-10"}))
     assert query["$filter"] == "(LastChangeDate ge datetime'2026-05-09T00:00:00' or CreationDate ge datetime'2026-05-09T00:00:00')"
-    assert query["$orderby"] == "LastChangeDate asc,BusinessPartner asc"
+    assert query["$orderby"] == "BusinessPartner asc"
     assert "to_Customer/CustomerAccountGroup" in query["$select"]
     assert "to_BusinessPartnerAddress/to_EmailAddress" in query["$expand"]
     assert "$filter" not in query_of(sap.first_url(BUSINESS_PARTNERS, None))
@@ -150,11 +177,13 @@ def test_connector_speaks_real_http(sandbox: SapSandbox) -> None:
         config = integration_config("sap").model_copy(update={"base_url": f"{base}/sap/opu/odata/sap/API_BUSINESS_PARTNER/"})
         sap = build_sap_connector(config=config)
         try:
-            first = next(iter(sap.sync(BUSINESS_PARTNERS, None)))
+            pages = iter(sap.sync(BUSINESS_PARTNERS, None))
+            first, second = next(pages), next(pages)
         finally:
             sap.close()
-    assert len(first.records) == 400
-    assert first.next is not None and first.next.url.startswith(base)
+    assert len(first.records) == 400 == len(second.records)
+    assert first.next is not None and "BusinessPartner%20gt%20'1000000400'" in first.next.url
+    assert second.records[0]["BusinessPartner"] > first.records[-1]["BusinessPartner"]
 
 
 def test_date_literal_helper_matches_contract() -> None:
