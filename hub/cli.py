@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from hub.cli_errors import errors_app, quarantine_app
+from hub.cli_errors import errors_app, quarantine_app, where_the_failure_is
 from hub.cli_monitor import health as health_command
 from hub.cli_monitor import monitor_app
 from hub.cli_whatsapp import whatsapp_app
@@ -190,6 +190,7 @@ def webhooks_process(
         table.add_column(col, justify="right")
     table.add_row(*(str(summary[c]) for c in ("claimed", "applied", "stale", "unchanged", "duplicate", "ignored", "failed")))
     console.print(table)
+        err_console.print(where_the_failure_is(exc, "See `drymix errors list --open --integration webhooks` for the recorded error."))
     if summary["failed"]:
         err_console.print(
             "Failed events are in `drymix errors list --open` (one row each); after a fix rerun one with "
@@ -289,11 +290,15 @@ def _run_sap_sync(*, full_refresh: bool, page_size: int | None, quiet: bool, tas
         if status:
             status.start()
         return run_flow_quietly(sync_sap_customers, full_refresh=full_refresh, page_size=page_size)
-    except Exception as exc:  # noqa: BLE001 - the flow already recorded the error row; say so and exit non-zero
+    except Exception as exc:  # noqa: BLE001 - the flow recorded the error row (or spooled it); say where and exit non-zero
         if status:
             status.stop()
         err_console.print(f"[red]sync failed:[/red] {exc}")
-        err_console.print("See `drymix errors list --open` for the recorded error; rerun the failed batch with `drymix errors retry <id>`.")
+        err_console.print(
+            where_the_failure_is(
+                exc, "See `drymix errors list --open` for the recorded error; rerun the failed batch with `drymix errors retry <id>`."
+            )
+        )
         raise typer.Exit(EXIT_FAILED) from None
     finally:
         if status:

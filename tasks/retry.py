@@ -19,7 +19,9 @@ def retry_transient_only(task: Any, task_run: Any, state: Any) -> bool:
             exc = raised
     if not isinstance(exc, BaseException):
         return False
-    return classify_exception(exc).transient
+    error = classify_exception(exc)
+    # A deferred error (Retry-After beyond the policy) waits for its queued rerun, not for a task retry.
+    return error.transient and error.defer_s is None
 
 
 def task_retry_delays(policy: RetryPolicy, retries: int) -> list[float]:

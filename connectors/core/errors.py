@@ -450,6 +450,27 @@ def _has_request(response: httpx.Response) -> bool:
 def classify_exception(
     exc: BaseException, *, integration: str | None = None, operation: str | None = None
 ) -> IntegrationError:
+# Database errors that mean "the database did not do it" (gone, refused, silent, timed out, cancelled our
+# statement, locked), as opposed to "it refused what we sent" (IntegrityError, ProgrammingError, DataError).
+# Matched by module and class name through the class hierarchy, so that connectors need not import
+# SQLAlchemy or a driver: psycopg's QueryCanceled (statement_timeout) and ConnectionTimeout are
+# OperationalErrors; SQLAlchemy wraps them in its own OperationalError; its pool raises TimeoutError.
+_DATABASE_UNAVAILABLE = {
+    "sqlalchemy": frozenset({"OperationalError", "InterfaceError", "DisconnectionError", "TimeoutError"}),
+    "psycopg": frozenset({"OperationalError", "InterfaceError"}),
+    "sqlite3": frozenset({"OperationalError"}),
+}
+
+
+def is_database_unavailable(exc: BaseException) -> bool:
+    """The database went away, did not answer in time, or cancelled our statement (DATABASE_UNAVAILABLE)."""
+    for cls in type(exc).__mro__:
+        names = _DATABASE_UNAVAILABLE.get(cls.__module__.split(".", 1)[0])
+        if names is not None and cls.__name__ in names:
+            return True
+    return False
+
+
     """Any exception -> a classified IntegrationError (an IntegrationError passes through)."""
     if isinstance(exc, IntegrationError):
         if integration and not exc.integration:
@@ -491,8 +512,7 @@ def classify_exception(
     if type(exc).__module__.startswith("asyncua"):
         # Checked by module so that this core need not import asyncua (only the plant connector does).
         return _classify_opcua(exc, what, integration, operation)
-    if type(exc).__module__.startswith("sqlalchemy") and type(exc).__name__ in ("OperationalError", "InterfaceError", "DisconnectionError"):
-        # Checked by name so that connectors need not import SQLAlchemy: the database went away.
+    if is_database_unavailable(exc):
         return ServerError(
             f"{what}: the database is unavailable ({describe_exception(exc)})",
             code="DATABASE_UNAVAILABLE",

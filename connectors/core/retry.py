@@ -32,8 +32,10 @@ def backoff_delay(
     """Seconds to wait before retry number `attempt` (1-based).
 
     delay = base * 2^(attempt-1), plus a random jitter of up to `jitter_ratio` of it, capped at
-    max_delay. A positive Retry-After wins when it is longer; `Retry-After: 0` means "retry with the
-    normal schedule" rather than "retry at once", so a server that says 0 cannot make us spin.
+    max_delay. A positive Retry-After wins when it is longer, up to the same cap (a server that says
+    `Retry-After: 86400` must not put a worker to sleep for a day: `call_with_retry` turns such an
+    answer into a deferred error instead); `Retry-After: 0` means "retry with the normal schedule"
+    rather than "retry at once", so a server that says 0 cannot make us spin.
     """
     if attempt < 1:
         raise ValueError("attempt is 1-based")
@@ -43,9 +45,27 @@ def backoff_delay(
     jitter = (rng or _system_random).uniform(0.0, exp * policy.jitter_ratio)
     delay = min(cap, exp + jitter)
     if retry_after_s is not None and retry_after_s > 0:
-        # The server knows its own recovery time: honour it even beyond our cap.
-        delay = max(delay, retry_after_s)
+        # The server knows its own recovery time: honour it, within the policy's cap.
+        delay = max(delay, min(retry_after_s, cap))
     return delay
+
+
+def deferred(error: IntegrationError, policy: RetryPolicy) -> IntegrationError | None:
+    """A transient error whose Retry-After is longer than the policy's maximum delay, as a deferral.
+
+    Sleeping that long would hold a worker (and its concurrency slot) hostage; the caller records the
+    failed unit instead, with `next_retry_at` no earlier than the server asked (`defer_s`), and the
+    retry-failed-units flow reruns it then. None when the wait fits the policy.
+    """
+    wait = error.retry_after_s
+    if not error.transient or wait is None or wait <= policy.max_delay_ms / 1000.0:
+        return None
+    error.defer_s = float(wait)
+    error.message = (
+        f"{error.message} (the server asked to wait {wait:g} s, longer than the policy's maximum delay of "
+        f"{policy.max_delay_ms / 1000.0:g} s: deferred to a queued rerun, not slept on)"
+    )
+    return error
 
 
 def call_with_retry(
@@ -66,7 +86,7 @@ def call_with_retry(
         except Exception as exc:  # noqa: BLE001 - every failure is classified, then re-raised or retried
             error = classify_exception(exc, integration=integration, operation=operation)
             attempt += 1
-            if not error.transient or attempt > policy.max_retries:
+            if not error.transient or attempt > policy.max_retries or deferred(error, policy) is not None:
                 if error is not exc:
                     raise error from exc
                 raise

@@ -36,6 +36,34 @@ def test_retry_after_wins_when_longer_and_zero_uses_normal_schedule() -> None:
     assert 1.0 <= zero <= 1.5  # Retry-After: 0 must not become a tight loop
 
 
+def test_retry_after_is_honoured_only_up_to_the_policy_cap() -> None:
+    assert backoff_delay(1, POLICY, retry_after_s=86_400, rng=random.Random(1)) == 60.0
+
+
+def test_a_retry_after_longer_than_the_policy_allows_is_deferred_not_slept_on() -> None:
+    sleeps: list[float] = []
+    attempts = []
+
+    def fn() -> None:
+        attempts.append(1)
+        raise RateLimitExceeded("429 Too Many Requests", retry_after_s=86_400)
+
+    with pytest.raises(RateLimitExceeded) as raised:
+        call_with_retry(fn, POLICY, sleep=sleeps.append)
+    assert attempts == [1] and sleeps == []  # no worker sleeps for a day
+    assert raised.value.defer_s == 86_400 and "deferred" in raised.value.message
+
+    # Prefect's outer net does not retry it either: the recorded unit waits for its queued rerun.
+    from tasks.retry import retry_transient_only
+
+    class State:
+        data = raised.value
+
+    assert retry_transient_only(None, None, State()) is False
+    State.data = RateLimitExceeded("429", retry_after_s=2)
+    assert retry_transient_only(None, None, State()) is True
+
+
 def test_transient_failures_are_retried_until_success() -> None:
     sleeps: list[float] = []
     calls = iter([ServerError("503"), RateLimitExceeded("429", retry_after_s=2), "ok"])
