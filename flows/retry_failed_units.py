@@ -17,6 +17,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 
+from hub.error_spool import drain_spool_quietly
 from hub.errors import due_error_ids, flow_actor
 from hub.retry_units import rerun
 
@@ -44,6 +45,12 @@ def retry_failed_units(limit: int = 20) -> dict[str, Any]:
     started = time.perf_counter()
     summary = RetrySummary()
     actor = flow_actor(FLOW_NAME)
+    # Failures kept in this machine's error spool while the database was down become rows first (and are
+    # then due like any other).
+    drained = drain_spool_quietly()
+    if drained.written:
+        logger.warning("wrote %d failure(s) spooled while the database was unavailable: integration_errors #%s",
+                       len(drained.written), ", #".join(map(str, drained.written)))
     due = due_error_ids(limit=limit)
     summary.due = len(due)
     for error_id in due:

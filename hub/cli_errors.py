@@ -119,6 +119,45 @@ def _dump(data: Any) -> None:
     print(json.dumps(data, default=str, sort_keys=True))
 
 
+def where_the_failure_is(exc: BaseException, recorded: str) -> str:
+    """What to tell a person after a failed run: `recorded` (where to find its integration_errors row) when
+    the flow could record it, the error spool when the database was down, the plain truth otherwise."""
+    from connectors.core.errors import is_database_unavailable
+    from hub.errors import ErrorSpooled
+
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ErrorSpooled):
+            return seen.explain()
+        seen = seen.__cause__ or seen.__context__
+    seen = exc
+    while seen is not None:
+        if is_database_unavailable(seen) or getattr(seen, "code", None) == "DATABASE_UNAVAILABLE":
+            return (
+                "The database is unavailable: nothing could be recorded in integration_errors for this run. "
+                "Rerun it when the database answers again (`drymix health`, docs/troubleshooting.md)."
+            )
+        seen = seen.__cause__ or seen.__context__
+    return recorded
+
+
+def _drain_spool_notice() -> None:
+    """Write failures spooled while the database was down (it answers now), and say what still waits."""
+    from hub.error_spool import drain_spool_quietly
+
+    result = drain_spool_quietly()
+    if result.written:
+        err_console.print(
+            f"[yellow]{len(result.written)} failure(s) recorded while the database was unavailable were written from the "
+            f"error spool: integration_errors #{', #'.join(map(str, result.written))}[/yellow]"
+        )
+    if result.waiting:
+        err_console.print(
+            f"[yellow]{result.waiting} failure(s) still wait in the error spool {result.path}"
+            f" ({result.error or 'another process is writing them'})[/yellow]"
+        )
+
+
 _STATUS_STYLE = {"pending": "yellow", "retrying": "cyan", "resolved": "green", "escalated": "bold red",
                  "quarantined": "yellow", "replayed": "green", "discarded": "dim"}
 
@@ -147,6 +186,7 @@ def errors_list(
     statuses: list[str] | None = [s.strip() for s in status.split(",") if s.strip()] if status else None
     if open_only:
         statuses = list(OPEN_STATUSES)
+    _drain_spool_notice()
     rows = list_errors(status=statuses, integration=integration, dataset=dataset, category=category, since=_since(since), limit=limit)
     if as_json:
         for r in rows:

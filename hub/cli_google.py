@@ -14,6 +14,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from hub.cli_errors import where_the_failure_is
+
 google_app = typer.Typer(help="Google Workspace: two-way sync of ERP schedules with a Google calendar.", no_args_is_help=True)
 console = Console()
 err_console = Console(stderr=True)
@@ -34,7 +36,7 @@ def google_sync(
             summary: dict[str, Any] = run_flow_quietly(sync_google_calendar, full_resync=full_resync, calendar_id=calendar_id)
     except Exception as exc:  # noqa: BLE001 - the flow recorded the error row; say so and exit non-zero
         err_console.print(f"[red]Google calendar sync failed:[/red] {exc}")
-        err_console.print("See `drymix errors list --integration google_workspace` for the recorded error and what to do.")
+        err_console.print(where_the_failure_is(exc, "See `drymix errors list --integration google_workspace` for the recorded error and what to do."))
         raise typer.Exit(1) from None
     if as_json:
         print(json.dumps(summary, default=str))

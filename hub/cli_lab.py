@@ -12,6 +12,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from hub.cli_errors import where_the_failure_is
+
 lab_app = typer.Typer(help="Lab testing-machine results: collect exports from the drop folder, list them, replay one.", no_args_is_help=True)
 console = Console()
 err_console = Console(stderr=True)
@@ -32,7 +34,7 @@ def lab_collect(
         summary = run_flow_quietly(collect_lab_results, drop_dir=str(drop_dir) if drop_dir else None, settle_s=settle_s)
     except Exception as exc:  # noqa: BLE001 - the flow recorded the error rows; say so and exit non-zero
         err_console.print(f"[red]lab collection failed:[/red] {exc}")
-        err_console.print("See `drymix quarantine list --integration lab`.")
+        err_console.print(where_the_failure_is(exc, "See `drymix errors list --open --integration lab` and `drymix quarantine list --integration lab`."))
         raise typer.Exit(EXIT_FAILED) from None
     if as_json:
         print(json.dumps(summary, default=str))

@@ -13,6 +13,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from hub.cli_errors import where_the_failure_is
+
 m365_app = typer.Typer(help="Microsoft 365: upload ERP documents to SharePoint, sync schedules with Outlook.", no_args_is_help=True)
 console = Console()
 err_console = Console(stderr=True)
@@ -151,7 +153,7 @@ def _run(flow: Any, **parameters: Any) -> dict[str, Any]:
         return dict(run_flow_quietly(flow, **parameters))
     except Exception as exc:  # noqa: BLE001 - the flow recorded the error row; say so and exit non-zero
         err_console.print(f"[red]run failed:[/red] {exc}")
-        err_console.print("See `drymix errors list --integration microsoft365` for the recorded error and what to do.")
+        err_console.print(where_the_failure_is(exc, "See `drymix errors list --integration microsoft365` for the recorded error and what to do."))
         raise typer.Exit(EXIT_FAILED) from None
 
 

@@ -12,6 +12,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from hub.cli_errors import where_the_failure_is
+
 plant_app = typer.Typer(help="Plant automation over OPC UA: browse tags, read a snapshot, collect, inspect the buffer.", no_args_is_help=True)
 
 console = Console()
@@ -111,6 +113,7 @@ def plant_collect(
         summary = run_flow_quietly(collect_plant, listen_seconds=listen_seconds)
     except Exception as exc:  # noqa: BLE001 - say what failed and exit non-zero
         err_console.print(f"[red]plant collection failed:[/red] {exc}")
+        err_console.print(where_the_failure_is(exc, "See `drymix errors list --open --integration plant_opcua` for the recorded error."))
         raise typer.Exit(EXIT_FAILED) from None
     if as_json:
         print(json.dumps(summary, default=str))

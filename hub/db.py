@@ -6,11 +6,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
-from hub.settings import ROOT, get_settings
+from hub.settings import ROOT, HubSettings, get_settings
 
 
 def ensure_sqlite_dir(url: str) -> None:
@@ -21,11 +22,67 @@ def ensure_sqlite_dir(url: str) -> None:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
 
 
+def postgres_connect_args(settings: HubSettings) -> dict[str, Any]:
+    """libpq parameters that bound every wait on the network: a dead or silent database fails, never hangs.
+
+    connect_timeout bounds opening a connection; keepalives notice a peer that vanished while we wait for
+    it; tcp_user_timeout drops a connection whose sent data is never acknowledged; statement_timeout makes
+    the server cancel a statement that runs too long. A database that acknowledges but never answers is
+    caught by the client-side deadline of `DeadlineConnection`.
+    """
+    args: dict[str, Any] = {
+        "connect_timeout": max(1, round(settings.database_connect_timeout_s)),
+        "keepalives": 1,
+        "keepalives_idle": settings.database_keepalives_idle_s,
+        "keepalives_interval": settings.database_keepalives_interval_s,
+        "keepalives_count": settings.database_keepalives_count,
+    }
+    if settings.database_tcp_user_timeout_s > 0:
+        args["tcp_user_timeout"] = int(settings.database_tcp_user_timeout_s * 1000)
+    if settings.database_statement_timeout_s > 0:
+        args["options"] = f"-c statement_timeout={int(settings.database_statement_timeout_s * 1000)}"
+    return args
+
+
+def answer_deadline_s(settings: HubSettings) -> float | None:
+    """How long the client waits for any one answer of the server: the server's own statement timeout
+    (which cancels a slow statement cleanly) plus the connect timeout as grace; None without a statement timeout."""
+    if settings.database_statement_timeout_s <= 0:
+        return None
+    return settings.database_statement_timeout_s + settings.database_connect_timeout_s
+
+
+def _deadline_connection_class(deadline_s: float) -> type[Any]:
+    import psycopg
+    from psycopg import errors
+
+    class DeadlineConnection(psycopg.Connection[Any]):
+        """A psycopg connection that stops waiting for the server after `deadline_s` and closes itself.
+
+        Every exchange with the server (execute, fetch, commit, rollback, the pool's ping) goes through
+        `wait`; a server that accepts our packets but never answers (a hung host, a proxy that stopped
+        forwarding) would otherwise block the run forever, since TCP keepalives see a healthy peer.
+        """
+
+        def wait(self, gen: Any, interval: float = 0.1, timeout: float | None = None) -> Any:
+            try:
+                return super().wait(gen, interval=interval, timeout=deadline_s if timeout is None else timeout)
+            except errors._WaitTimeout:
+                self.pgconn.finish()  # the protocol state is unknown: this connection is finished, the pool replaces it
+                raise psycopg.OperationalError(
+                    f"no answer from the database within {deadline_s:g} s "
+                    "(DATABASE_STATEMENT_TIMEOUT_S + DATABASE_CONNECT_TIMEOUT_S): connection closed"
+                ) from None
+
+    return DeadlineConnection
+
+
 @lru_cache(maxsize=8)
 def engine_for(url: str) -> Engine:
     ensure_sqlite_dir(url)
+    settings = get_settings()
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": 30})
+        engine = create_engine(url, connect_args={"timeout": settings.database_sqlite_busy_timeout_s})
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection, _record):  # type: ignore[no-untyped-def]
@@ -37,7 +94,25 @@ def engine_for(url: str) -> Engine:
             cursor.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+    if not url.startswith("postgresql+psycopg"):
+        return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+    engine = create_engine(
+        url,
+        pool_pre_ping=True,
+        pool_size=5,
+        max_overflow=5,
+        pool_timeout=settings.database_connect_timeout_s,
+        connect_args=postgres_connect_args(settings),
+    )
+    deadline = answer_deadline_s(settings)
+    if deadline is not None:
+        connection_class = _deadline_connection_class(deadline)
+
+        @event.listens_for(engine, "do_connect")
+        def _connect_with_deadline(_dialect, _record, cargs, cparams):  # type: ignore[no-untyped-def]
+            return connection_class.connect(*cargs, **cparams)
+
+    return engine
 
 
 def get_engine() -> Engine:

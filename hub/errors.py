@@ -150,6 +150,9 @@ def record_error(
     max_attempts = get_settings().error_retry_max_attempts if queue else 0
     if queue and next_retry_in is None and max_attempts > 0:
         next_retry_in = next_retry_delay(1)
+    if queue and error.defer_s is not None:
+        # The server asked for a longer wait than the in-process retries allow: rerun no earlier.
+        next_retry_in = max(next_retry_in or timedelta(0), timedelta(seconds=error.defer_s))
     row = IntegrationErrorRow(
         org_id=get_settings().org_id,
         integration=integration,

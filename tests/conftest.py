@@ -19,6 +19,9 @@ os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ["GX_ANALYTICS_ENABLED"] = "false"
 os.environ["DATA_DOCS_DIR"] = str(_TMP / "data_docs")
 os.environ["LOG_DIR"] = str(_TMP / "logs")
+os.environ["ERROR_SPOOL_DIR"] = str(_TMP / "error_spool")
+# Load retries ride out a database outage for a minute in production; two seconds keep failing tests quick.
+os.environ["DATABASE_RETRY_WINDOW_S"] = "2"
 os.environ["SAP_USERNAME"] = "DRYMIX_INT"
 os.environ["SAP_PASSWORD"] = "sandbox-secret"
 os.environ["SAP_CLIENT_ID"] = "drymix-hub"

@@ -125,6 +125,9 @@ class IntegrationError(Exception):
     response_data: dict[str, Any] = field(default_factory=dict)
     integration: str | None = None
     operation: str | None = None
+    #: Set when the wait the server asked for is longer than the retry policy allows: do not retry in
+    #: this process; rerun the recorded unit no earlier than this many seconds from now.
+    defer_s: float | None = None
 
     def __post_init__(self) -> None:
         super().__init__(self.message)

@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from connectors.core.client import use_transport
@@ -121,8 +121,8 @@ def test_offset_paging_under_change_is_caught_as_a_shortfall_and_keeps_the_water
 
     # The queued rerun reads the whole window again with today's reader and loses nothing.
     monkeypatch.undo()
-    from hub.retry_units import rerun_sap_customers_batch  # noqa: F401 - the registered handler
     from flows.sync_sap_customers import sync_sap_customers
+    from hub.retry_units import rerun_sap_customers_batch  # noqa: F401 - the registered handler
 
     with use_transport("sap", as_transport(sap)):
         summary = sync_sap_customers(resume={**row.unit, "error_id": row.id})
