@@ -181,6 +181,7 @@ def webhooks_process(
         summary = run_flow_quietly(process_webhooks, batch_size=batch_size)
     except Exception as exc:  # noqa: BLE001 - say what failed and exit non-zero
         err_console.print(f"[red]processing failed:[/red] {exc}")
+        err_console.print(where_the_failure_is(exc, "See `drymix errors list --open --integration webhooks` for the recorded error."))
         raise typer.Exit(EXIT_FAILED) from None
     if as_json:
         print(json.dumps(summary, default=str))
@@ -190,7 +191,6 @@ def webhooks_process(
         table.add_column(col, justify="right")
     table.add_row(*(str(summary[c]) for c in ("claimed", "applied", "stale", "unchanged", "duplicate", "ignored", "failed")))
     console.print(table)
-        err_console.print(where_the_failure_is(exc, "See `drymix errors list --open --integration webhooks` for the recorded error."))
     if summary["failed"]:
         err_console.print(
             "Failed events are in `drymix errors list --open` (one row each); after a fix rerun one with "

@@ -27,7 +27,14 @@ from typing import Any, cast
 from sqlalchemy import CursorResult, Table, func, select, update
 from sqlalchemy.orm import Session
 
-from connectors.core.errors import DataValidationFailed, ErrorCategory, IntegrationError
+from connectors.core.errors import (
+    MAX_MESSAGE,
+    DataValidationFailed,
+    ErrorCategory,
+    IntegrationError,
+    describe_exception,
+    is_database_unavailable,
+)
 from connectors.core.redact import mask_known_secrets, redact_mapping, redact_text
 from hub.db import get_engine, session_scope
 from hub.loading import json_safe
@@ -153,36 +160,101 @@ def record_error(
     if queue and error.defer_s is not None:
         # The server asked for a longer wait than the in-process retries allow: rerun no earlier.
         next_retry_in = max(next_retry_in or timedelta(0), timedelta(seconds=error.defer_s))
-    row = IntegrationErrorRow(
-        org_id=get_settings().org_id,
-        integration=integration,
-        dataset=dataset,
-        operation=error.operation,
-        error_code=error.code,
-        error_message=redact_text(str(error.message))[:4000],
-        error_type=category.value,
-        severity=(error.severity.value if error.severity else "high"),
-        transient=error.transient,
-        http_status=error.status_code,
-        request_data=json_safe(redact_mapping(error.request_data)) or None,
-        response_data=json_safe(redact_mapping(error.response_data)) or None,
-        unit=safe_unit(unit) if unit else None,
-        remedy=error.remedy,
-        retry_count=retry_count,
-        max_retries=max_retries,
-        attempts=0,
-        max_attempts=max_attempts,
-        status=ErrorStatus.PENDING.value,
-        flow_run_id=flow_run_id,
-        next_retry_at=(now + next_retry_in) if next_retry_in is not None else None,
-        created_at=now,
-        updated_at=now,
-    )
-    escalate = category in ESCALATE_AT_ONCE
+    next_retry_at = (now + next_retry_in) if next_retry_in is not None else None
+    # Everything the row and its audit entries need, redacted and JSON-safe: written now, or spooled on
+    # local disk when the database is unavailable and written by the same code when it is back.
+    recorded: dict[str, Any] = {
+        "row": {
+            "org_id": get_settings().org_id,
+            "integration": integration,
+            "dataset": dataset,
+            "operation": error.operation,
+            "error_code": error.code,
+            "error_message": redact_text(str(error.message))[:4000],
+            "error_type": category.value,
+            "severity": (error.severity.value if error.severity else "high"),
+            "transient": error.transient,
+            "http_status": error.status_code,
+            "request_data": json_safe(redact_mapping(error.request_data)) or None,
+            "response_data": json_safe(redact_mapping(error.response_data)) or None,
+            "unit": safe_unit(unit) if unit else None,
+            "remedy": error.remedy,
+            "retry_count": retry_count,
+            "max_retries": max_retries,
+            "max_attempts": max_attempts,
+            "flow_run_id": flow_run_id,
+            "next_retry_at": next_retry_at.isoformat() if next_retry_at is not None else None,
+            "created_at": now.isoformat(),
+        },
+        "actor": who,
+        "reason": redact_text(str(error)),
+        "escalate": category in ESCALATE_AT_ONCE,
+    }
+    try:
+        error_id = _write_recorded(recorded)
+    except Exception as exc:
+        if not is_database_unavailable(exc):
+            raise
+        from hub.error_spool import spool_error
+
+        cause = describe_exception(exc)
+        receipt = spool_error(recorded, cause=cause)
+        raise ErrorSpooled(error, spool_path=str(receipt.path), spool_seq=receipt.seq, cause=cause) from exc
+    _drain_after_write()
+    return error_id
+
+
+class ErrorSpooled(IntegrationError):
+    """The failure could not be written to integration_errors (the database is unavailable): it waits in the
+    local error spool (hub/error_spool.py) and is written when the database is back. It keeps the failure's
+    own category and code, so a run that raises it is still classified by what went wrong."""
+
+    def __init__(self, error: IntegrationError, *, spool_path: str, spool_seq: int, cause: str) -> None:
+        note = f" [not in integration_errors yet: kept in the error spool, entry {spool_seq}]"
+        super().__init__(
+            error.message[: MAX_MESSAGE - len(note) - 20] + note,
+            error.category,
+            code=error.code,
+            status_code=error.status_code,
+            retry_after_s=error.retry_after_s,
+            severity=error.severity,
+            request_data=error.request_data,
+            response_data=error.response_data,
+            integration=error.integration,
+            operation=error.operation,
+        )
+        self.spool_path = spool_path
+        self.spool_seq = spool_seq
+        self.cause = cause
+
+    def explain(self) -> str:
+        """What a person should know: where the failure is, and when it reaches integration_errors."""
+        return (
+            f"The database is unavailable ({self.cause}), so this failure is not in integration_errors yet: it is kept "
+            f"in the local error spool {self.spool_path} (entry {self.spool_seq}) and written to integration_errors when "
+            "the database is back (the next CLI flow run, retry-failed-units run or `drymix errors list` writes it)."
+        )
+
+
+def _write_recorded(recorded: Mapping[str, Any], *, spooled: Mapping[str, Any] | None = None) -> int:
+    """Write the error row and its audit entries in one transaction, then notify an escalation."""
+    values = dict(recorded["row"])
+    for name in ("next_retry_at", "created_at"):
+        if values.get(name) is not None:
+            values[name] = datetime.fromisoformat(values[name])
+    now: datetime = values["created_at"]
+    who = str(recorded["actor"])
+    row = IntegrationErrorRow(**values, attempts=0, status=ErrorStatus.PENDING.value, updated_at=now)
+    details: dict[str, Any] = {}
+    if values.get("unit"):
+        details["unit"] = values["unit"]
+    if spooled:
+        details["spooled"] = dict(spooled)
+    escalate = bool(recorded.get("escalate"))
     with session_scope() as session:
         session.add(row)
         session.flush()
-        _event(session, row, ErrorEventAction.RECORDED, actor=who, reason=str(error), details={"unit": unit} if unit else None, at=now)
+        _event(session, row, ErrorEventAction.RECORDED, actor=who, reason=str(recorded["reason"]), details=details or None, at=now)
         if row.next_retry_at is not None:
             _event(
                 session,
@@ -190,15 +262,52 @@ def record_error(
                 ErrorEventAction.RETRY_SCHEDULED,
                 actor=who,
                 from_status=row.status,
-                reason=f"queued rerun 1 of {max_attempts} at {row.next_retry_at.isoformat(timespec='seconds')}",
+                reason=f"queued rerun 1 of {row.max_attempts} at {row.next_retry_at.isoformat(timespec='seconds')}",
                 at=now,
             )
         if escalate:
-            _escalate(session, row, actor=who, reason=f"{category.value} is escalated at once: {row.remedy}", now=now)
+            _escalate(session, row, actor=who, reason=f"{row.error_type} is escalated at once: {row.remedy}", now=now)
         error_id = int(row.id)
     if escalate:
         notify_escalation(error_id, actor=who)
     return error_id
+
+
+def write_spooled_error(entry: Mapping[str, Any]) -> int:
+    """Write a spooled failure (hub/error_spool.py) as it would have been written at the time it happened."""
+    spooled = {
+        "spool_id": entry["spool_id"],
+        "cause": entry.get("spool_cause"),
+        "written_at": datetime.now(UTC).isoformat(),
+    }
+    return _write_recorded(entry, spooled=spooled)
+
+
+def spooled_error_id(entry: Mapping[str, Any]) -> int | None:
+    """The integration_errors row already written for a spooled entry (a drainer died before removing it)."""
+    created_at = datetime.fromisoformat(entry["row"]["created_at"])
+    with session_scope() as session:
+        candidates = session.execute(
+            select(IntegrationErrorEvent.error_id, IntegrationErrorEvent.details)
+            .join(IntegrationErrorRow, IntegrationErrorRow.id == IntegrationErrorEvent.error_id)
+            .where(
+                IntegrationErrorRow.created_at == created_at,
+                IntegrationErrorRow.integration == entry["row"]["integration"],
+                IntegrationErrorEvent.action == ErrorEventAction.RECORDED.value,
+            )
+        ).all()
+    for error_id, details in candidates:
+        if isinstance(details, dict) and (details.get("spooled") or {}).get("spool_id") == entry["spool_id"]:
+            return int(error_id)
+    return None
+
+
+def _drain_after_write() -> None:
+    """The database took a row: failures spooled while it was away go in now too (a stat when there are none)."""
+    from hub.error_spool import drain_spool_quietly, waiting
+
+    if waiting():
+        drain_spool_quietly()
 
 
 def record_validation_failure(

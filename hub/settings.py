@@ -137,6 +137,23 @@ class HubSettings(BaseSettings):
     error_retry_max_delay_s: float = Field(3600.0, ge=0, description="cap of the delay between queued reruns")
     error_retry_jitter_ratio: float = Field(0.5, ge=0.0, le=1.0)
     error_retry_lease_s: float = Field(900.0, gt=0, description="a rerun in progress is not claimed again for this long")
+    error_spool_dir: Path = Field(
+        ROOT / "var" / "error_spool",
+        description="where failures wait on local disk while the database is unavailable (one file per database)",
+    )
+
+    # Database outages (docs/troubleshooting.md): a dead or silent database fails a run within these bounds
+    # (classified DATABASE_UNAVAILABLE) instead of hanging it; loads retry across a window before giving up.
+    database_connect_timeout_s: float = Field(10.0, gt=0, description="PostgreSQL: give up opening a connection after this long")
+    database_statement_timeout_s: float = Field(
+        300.0, ge=0, description="PostgreSQL statement_timeout; the client also stops waiting for any answer after this plus the connect timeout; 0 = none"
+    )
+    database_tcp_user_timeout_s: float = Field(30.0, ge=0, description="PostgreSQL: drop a connection whose sent data stays unacknowledged this long; 0 = OS default")
+    database_keepalives_idle_s: int = Field(30, ge=1, description="PostgreSQL: TCP keepalive probes start after this idle time")
+    database_keepalives_interval_s: int = Field(10, ge=1, description="PostgreSQL: seconds between unanswered keepalive probes")
+    database_keepalives_count: int = Field(3, ge=1, description="PostgreSQL: unanswered keepalive probes before the connection is dropped")
+    database_sqlite_busy_timeout_s: float = Field(30.0, ge=0, description="SQLite: wait this long for another writer's lock")
+    database_retry_window_s: float = Field(60.0, ge=0, description="load retries (jittered exponential backoff) span about this long")
 
     # Lab testing machines: the folder they drop their exports into (overrides lab.base_url).
     lab_drop_dir: Path | None = None
@@ -156,23 +173,6 @@ class HubSettings(BaseSettings):
         if value.startswith("postgresql://") or value.startswith("postgres://"):
             return "postgresql+psycopg://" + value.split("://", 1)[1]
         return value
-    error_spool_dir: Path = Field(
-        ROOT / "var" / "error_spool",
-        description="where failures wait on local disk while the database is unavailable (one file per database)",
-    )
-
-    # Database outages (docs/troubleshooting.md): a dead or silent database fails a run within these bounds
-    # (classified DATABASE_UNAVAILABLE) instead of hanging it; loads retry across a window before giving up.
-    database_connect_timeout_s: float = Field(10.0, gt=0, description="PostgreSQL: give up opening a connection after this long")
-    database_statement_timeout_s: float = Field(
-        300.0, ge=0, description="PostgreSQL statement_timeout; the client also stops waiting for any answer after this plus the connect timeout; 0 = none"
-    )
-    database_tcp_user_timeout_s: float = Field(30.0, ge=0, description="PostgreSQL: drop a connection whose sent data stays unacknowledged this long; 0 = OS default")
-    database_keepalives_idle_s: int = Field(30, ge=1, description="PostgreSQL: TCP keepalive probes start after this idle time")
-    database_keepalives_interval_s: int = Field(10, ge=1, description="PostgreSQL: seconds between unanswered keepalive probes")
-    database_keepalives_count: int = Field(3, ge=1, description="PostgreSQL: unanswered keepalive probes before the connection is dropped")
-    database_sqlite_busy_timeout_s: float = Field(30.0, ge=0, description="SQLite: wait this long for another writer's lock")
-    database_retry_window_s: float = Field(60.0, ge=0, description="load retries (jittered exponential backoff) span about this long")
 
     @property
     def is_postgres(self) -> bool:

@@ -450,9 +450,6 @@ def _has_request(response: httpx.Response) -> bool:
     return True
 
 
-def classify_exception(
-    exc: BaseException, *, integration: str | None = None, operation: str | None = None
-) -> IntegrationError:
 # Database errors that mean "the database did not do it" (gone, refused, silent, timed out, cancelled our
 # statement, locked), as opposed to "it refused what we sent" (IntegrityError, ProgrammingError, DataError).
 # Matched by module and class name through the class hierarchy, so that connectors need not import
@@ -474,6 +471,9 @@ def is_database_unavailable(exc: BaseException) -> bool:
     return False
 
 
+def classify_exception(
+    exc: BaseException, *, integration: str | None = None, operation: str | None = None
+) -> IntegrationError:
     """Any exception -> a classified IntegrationError (an IntegrationError passes through)."""
     if isinstance(exc, IntegrationError):
         if integration and not exc.integration:
