@@ -37,6 +37,7 @@ class DeclaredDeployment:
     parameters: dict[str, Any]
     schedules: list[dict[str, Any]]
     integrations: list[str]
+    concurrency_limit: int | None = None
 
     @property
     def full_name(self) -> str:
@@ -72,9 +73,17 @@ def declared_deployments(path: Path = PREFECT_YAML) -> list[DeclaredDeployment]:
                 parameters=dict(item.get("parameters") or {}),
                 schedules=schedules,
                 integrations=integrations,
+                concurrency_limit=item.get("concurrency_limit"),
             )
         )
     return result
+
+
+def keeps_a_watermark(deployment: DeclaredDeployment, root: Path = ROOT) -> bool:
+    """The deployment's flow reads a cursor from sync_state: two overlapping runs would read the same
+    watermark and race to move it, so it must run with `concurrency_limit: 1`."""
+    file = deployment.entrypoint.partition(":")[0]
+    return "read_cursor(" in (root / file).read_text(encoding="utf-8")
 
 
 def flow_name_of(entrypoint: str, root: Path = ROOT) -> str:

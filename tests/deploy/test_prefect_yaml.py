@@ -113,3 +113,15 @@ def test_rate_limits_follow_the_config_budgets() -> None:
 def test_deploy_schedules_command_passes_on_the_shipped_files() -> None:
     done = subprocess.run([sys.executable, "-m", "hub.cli", "deploy", "schedules"], cwd=ROOT, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_deployments_that_must_not_overlap_run_one_at_a_time() -> None:
+    """A flow that keeps a watermark in sync_state (and the SAP customer sync by name) has concurrency_limit 1."""
+    from hub.deploy import keeps_a_watermark
+
+    deployments = {d.name: d for d in declared_deployments()}
+    assert deployments["sync-sap-customers"].concurrency_limit == 1
+    watermarked = [d.name for d in deployments.values() if keeps_a_watermark(d)]
+    assert {"sync-sap-customers", "reconcile-razorpay", "sync-microsoft-calendar", "sync-google-calendar"} <= set(watermarked)
+    overlapping = [name for name in watermarked if deployments[name].concurrency_limit != 1]
+    assert not overlapping, f"deployments that keep a watermark but may overlap: {overlapping}"
