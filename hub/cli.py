@@ -160,12 +160,21 @@ def webhooks_serve(
     host: Annotated[str, typer.Option(help="interface to bind")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port")] = 8480,
     log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "info",
+    monitor_host: Annotated[str | None, typer.Option(help="bind address of /metrics and /dashboard (default MONITOR_HOST)")] = None,
+    monitor_port: Annotated[int | None, typer.Option(help="port of /metrics and /dashboard, never the webhook port; 0 = off (default MONITOR_PORT)")] = None,
 ) -> None:
-    """Serve the webhook ingress over HTTP until Ctrl-C (apply `drymix db upgrade` first)."""
+    """Serve the webhook ingress over HTTP until Ctrl-C (apply `drymix db upgrade` first), and the private
+    monitoring listener (/metrics, /dashboard, /api/monitor/status) on its own address."""
+    from hub.settings import get_settings
     from hub.webhooks.app import serve
 
+    settings = get_settings()
+    mhost = settings.monitor_host if monitor_host is None else monitor_host
+    mport = settings.monitor_port if monitor_port is None else monitor_port
     console.print(f"webhook ingress on http://{host}:{port}/webhooks/razorpay and /webhooks/whatsapp")
-    serve(host=host, port=port, log_level=log_level)
+    if mport:
+        console.print(f"monitoring on http://{mhost}:{mport}/dashboard and /metrics" + (" (token required)" if settings.monitor_token.get_secret_value() else ""))
+    serve(host=host, port=port, log_level=log_level, monitor_host=mhost, monitor_port=mport)
 
 
 @webhooks_app.command("process")

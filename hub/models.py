@@ -240,7 +240,8 @@ class WebhookEvent(Base):
     id: Mapped[int] = mapped_column(IdType, primary_key=True, autoincrement=True)
     provider: Mapped[str] = mapped_column(String(32))
     event_id: Mapped[str] = mapped_column(
-        String(255), comment="razorpay: x-razorpay-event-id; whatsapp: message:<wamid> or status:<wamid>:<status>"
+        String(255),
+        comment="from the signed body only: razorpay <event>:<entity id>:<created_at>; whatsapp message:<wamid> or status:<wamid>:<status>",
     )
     event_type: Mapped[str] = mapped_column(String(64))
     body: Mapped[bytes] = mapped_column(LargeBinary, comment="the raw request body, byte for byte as signed")
@@ -251,9 +252,16 @@ class WebhookEvent(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     last_error: Mapped[str | None] = mapped_column(Text)
+    body_sha256: Mapped[str | None] = mapped_column(String(64), comment="sha256 hex of the signed raw body")
+    provider_event_id: Mapped[str | None] = mapped_column(
+        String(255), comment="an id the provider sent outside the signature (x-razorpay-event-id): information, never the key"
+    )
+    event_at: Mapped[datetime | None] = mapped_column(
+        UTCDateTime(), comment="the payload's own time (Razorpay created_at, WhatsApp timestamp), inside the signed body"
+    )
 
     __table_args__ = (
-        # The provider's own id is the idempotency key: a redelivery is acknowledged and stored once.
+        # The key is built from the signed body only: a redelivery, or a resend with other unsigned headers, is stored once.
         UniqueConstraint("provider", "event_id", name="uq_webhook_events_provider_event_id"),
         Index("ix_webhook_events_status", "status", "provider", "id"),
     )
@@ -282,6 +290,9 @@ class WebhookToken(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
     used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    body_sha256: Mapped[str | None] = mapped_column(
+        String(64), comment="sha256 of the delivery stored under this token: its retry is acknowledged, anything else refused"
+    )
 
 
 class Payment(Base):
@@ -303,7 +314,9 @@ class Payment(Base):
     amount_refunded: Mapped[int | None] = mapped_column(
         BigInteger, comment="paise refunded so far (Razorpay payment.amount_refunded, from refund.processed or a poll); null before any refund"
     )
-    last_event_id: Mapped[str | None] = mapped_column(String(64), comment="x-razorpay-event-id of the last applied webhook")
+    last_event_id: Mapped[str | None] = mapped_column(
+        String(64), comment="inbox key of the last applied webhook, from the signed body: <event>:<entity id>:<created_at>"
+    )
     last_event_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), comment="provider time of the state in the row (event or payment created_at)")
     source: Mapped[str] = mapped_column(String(16), comment="api (order created by the hub) | webhook | reconciliation: what last moved the row")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
@@ -449,6 +462,7 @@ class ErrorEventAction(enum.StrEnum):
     REOPENED = "reopened"
     QUARANTINE_REPLAYED = "quarantine_replayed"
     QUARANTINE_DISCARDED = "quarantine_discarded"
+    RECURRED = "recurred"  # a later run failed the same way: the open row took its counts (DATA_VALIDATION_FAILED)
 
 
 class IntegrationErrorEvent(Base):

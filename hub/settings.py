@@ -113,12 +113,31 @@ class HubSettings(BaseSettings):
     webhook_trusted_proxies: str = Field("", description="comma-separated proxy CIDRs whose X-Forwarded-For is believed")
     webhook_one_time_token_providers: str = Field("", description="providers whose deliveries must carry a one-time token")
     webhook_max_body_bytes: int = Field(1_048_576, ge=1)
-    webhook_max_age_s: int = Field(300, ge=1)
+    webhook_max_age_s: int = Field(
+        300, ge=1, description="window, both ways, for a provider that signs a delivery timestamp (neither Razorpay nor Meta does)"
+    )
+    webhook_max_future_skew_s: int = Field(
+        300, ge=0, description="a payload time further ahead of our clock than this is refused (future_event)"
+    )
+    razorpay_webhook_max_event_age_s: int = Field(
+        86_400, ge=60, description="a Razorpay payload created_at older than this is refused (stale_event): Razorpay retries for 24 h"
+    )
+    whatsapp_webhook_max_event_age_s: int = Field(
+        604_800, ge=60, description="a WhatsApp message/status timestamp older than this is refused (stale_event): Meta retries for about 7 days"
+    )
+    webhook_max_stored_headers: int = Field(48, ge=1, description="request headers kept with a stored event (the rest are dropped)")
+    webhook_max_stored_header_chars: int = Field(512, ge=16, description="characters kept of each stored header name and value")
     webhook_commit_batch_max: int = Field(500, ge=1, description="most events written in one group-commit transaction")
     webhook_commit_wait_ms: float = Field(
         0.0, ge=0, description="extra wait for more events before a commit; 0 = batch what queued while the last commit ran"
     )
     webhook_bench_bare: bool = Field(False, description="benchmark only: also serve POST /bench/bare, which does nothing")
+
+    # Monitoring endpoints (/metrics, /dashboard, /api/monitor/status) are served by their own listener, never
+    # on the public webhook port (docs/monitoring.md). A token is required when set, and always off loopback.
+    monitor_host: str = Field("127.0.0.1", description="bind address of the monitoring listener (not the webhook port)")
+    monitor_port: int = Field(8481, ge=0, le=65535, description="port of the monitoring listener; 0 = do not serve it")
+    monitor_token: SecretStr = Field(SecretStr(""), description="Bearer token (or Basic password) the monitoring listener requires")
 
     # Monitoring and alerting (docs/monitoring.md). Non-secret knobs in MONITORING_FILE; channel secrets here.
     monitoring_file: Path = ROOT / "config" / "monitoring.toml"

@@ -2,12 +2,17 @@
 
 Endpoints: `POST /webhooks/razorpay`, `GET`/`POST /webhooks/whatsapp`, `GET /health`. Every POST goes
 through the same steps: `precheck` on headers and peer (before any of the body is read), a bounded
-read of the body, `verify`, then a group commit of the verified items. A refusal is counted in
-`webhook_rejections` and logged with its reason; it is never stored as an event.
+read of the body, `verify`, then a group commit of the verified items (or, for a provider that must
+carry a one-time token, one transaction that spends the token and stores the items). A refusal is
+counted in `webhook_rejections` and logged with its reason; it is never stored as an event.
+
+Nothing else is served on this public port: /metrics, /dashboard and /api/monitor/status live on the
+monitoring listener (`hub.webhooks.observability.create_monitor_app`, its own bind address).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -31,8 +36,8 @@ from hub.webhooks.security import (
     InboundRequest,
     ProviderPolicy,
     Reason,
-    TokenStore,
     Verdict,
+    check_address,
     client_address,
     policies_from_settings,
     precheck_client,
@@ -95,12 +100,16 @@ async def _read_limited(receive: Receive, limit: int) -> bytes | None:
 class _HeaderRedactor:
     """`redact_headers` with a bounded memo: most header lines repeat from one delivery to the next.
 
-    The memo is dropped whenever another secret is registered, so it never hides a newer secret."""
+    What is stored is bounded too: at most `max_headers` headers, each name and value cut to
+    `max_chars` (a sender cannot grow the inbox with headers). The memo is dropped whenever another
+    secret is registered, so it never hides a newer secret."""
 
-    def __init__(self, max_entries: int = 4096, max_value_chars: int = 256) -> None:
+    def __init__(self, max_entries: int = 4096, max_value_chars: int = 256, *, max_headers: int = 48, max_chars: int = 512) -> None:
         self._memo: dict[tuple[str, str], str] = {}
         self._max = max_entries
         self._max_value = max_value_chars
+        self._max_headers = max_headers
+        self._max_chars = max_chars
         self._secrets = -1
 
     def __call__(self, headers: Mapping[str, str]) -> dict[str, str]:
@@ -111,13 +120,16 @@ class _HeaderRedactor:
         memo = self._memo
         out: dict[str, str] = {}
         for name, value in headers.items():
-            key = (name, value)
+            if len(out) >= self._max_headers:
+                break
+            # Cut before redaction would let a secret straddle the cut; redact whole, then cut.
+            key = (name[: self._max_chars], value)
             stored = memo.get(key)
             if stored is None:
-                stored = redact_headers({name: value})[name]
+                stored = redact_headers({name: value})[name][: self._max_chars]
                 if len(value) <= self._max_value:
                     memo[key] = stored
-            out[name] = stored
+            out[key[0]] = stored
         return out
 
 
@@ -125,10 +137,10 @@ def create_app(
     settings: HubSettings | None = None,
     *,
     policies: Mapping[str, ProviderPolicy] | None = None,
-    tokens: TokenStore | None = None,
+    tokens: DbTokenStore | None = None,
     writer: GroupCommitWriter | None = None,
 ) -> FastAPI:
-    """The ingress app; tests pass their own policies (a provider with a timestamp, say)."""
+    """The public ingress app (webhooks and /health only); tests pass their own policies (a provider with a timestamp, say)."""
     settings = settings or get_settings()
     policies = dict(policies) if policies is not None else policies_from_settings(settings)
     tokens = tokens or DbTokenStore()
@@ -149,7 +161,7 @@ def create_app(
 
     app = FastAPI(title="DryMix webhook ingress", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.writer = writer
-    observability.install(app, providers=policies)  # webhook measurement, /metrics, /dashboard (docs/monitoring.md)
+    observability.install(app, providers=policies)  # webhook measurement only: monitoring has its own listener
 
     async def refuse(provider: str, verdict: Verdict) -> Response:
         logger.warning("webhook refused: provider=%s reason=%s remote=%s", provider, verdict.reason.value, verdict.client_addr)
@@ -159,7 +171,7 @@ def create_app(
             logger.error("could not count webhook rejection: %s", exc)
         return JSONResponse({"error": verdict.reason.value}, status_code=verdict.status)
 
-    redact = _HeaderRedactor()
+    redact = _HeaderRedactor(max_headers=settings.webhook_max_stored_headers, max_chars=settings.webhook_max_stored_header_chars)
 
     async def ingest(scope: Scope, receive: Receive, send: Send, provider: str) -> None:
         """Precheck headers and peer, read the body within the limit, verify, group-commit, then 200."""
@@ -180,22 +192,31 @@ def create_app(
         raw_query = scope.get("query_string", b"")
         query = dict(parse_qsl(raw_query.decode("latin-1"), keep_blank_values=True)) if raw_query else {}
         inbound = InboundRequest(body=body, headers=headers, peer=peer, query=query)
-        if policy.token_required:
-            # Consuming a token is a database write: off the event loop.
-            verdict = await run_in_threadpool(verify_body, policy, inbound, client, tokens=tokens)
-        else:
-            verdict = verify_body(policy, inbound, client)
+        verdict = verify_body(policy, inbound, client)
         if not verdict.ok:
             await (await refuse(provider, verdict))(scope, receive, send)
             return
         now = datetime.now(UTC)
         stored_headers = redact(headers)
+        unsigned_id = headers.get(policy.provider_event_id_header) if policy.provider_event_id_header else None
         events = [
-            PendingEvent(provider, item.event_id, item.event_type, body, stored_headers, client, now)
+            PendingEvent(
+                provider, item.event_id, item.event_type, body, stored_headers, client, now,
+                body_sha256=verdict.body_sha256,
+                provider_event_id=unsigned_id[:255] if unsigned_id else None,
+                event_at=datetime.fromtimestamp(item.event_at, UTC) if item.event_at is not None else None,
+            )
             for item in verdict.items
         ]
         try:
-            await writer.submit(events=events)
+            if verdict.token is not None:
+                # The token is spent in the transaction that stores the delivery (a database write: off the loop).
+                token_refusal = await run_in_threadpool(tokens.spend_and_store, provider, verdict.token, verdict.body_sha256, events, now)
+                if token_refusal is not None:
+                    await (await refuse(provider, Verdict.refuse(token_refusal, client)))(scope, receive, send)
+                    return
+            else:
+                await writer.submit(events=events)
         except Exception as exc:  # noqa: BLE001 - not durable, so not acknowledged: the provider retries
             logger.error("webhook not stored: provider=%s error=%s", provider, exc)
             await _send_json(send, 503, b'{"error":"inbox_unavailable"}')
@@ -220,11 +241,16 @@ def create_app(
 
     @app.get("/webhooks/whatsapp")
     async def whatsapp_subscribe(request: Request) -> Response:
-        """Meta's subscription handshake: echo hub.challenge when hub.verify_token is ours."""
+        """Meta's subscription handshake: echo hub.challenge when hub.verify_token is ours and the caller is
+        allowed to deliver WhatsApp webhooks (the same IP allowlist as the POSTs)."""
+        policy = policies["whatsapp"]
+        peer = request.client.host if request.client else None
+        client = client_address(peer, request.headers.get("x-forwarded-for"), policy.trusted_proxies)
+        outside = check_address(policy, client)
+        if outside is not None:
+            return await refuse("whatsapp", outside)
         verdict = verify_subscription(verify_token, request.query_params)
         if not verdict.ok:
-            peer = request.client.host if request.client else None
-            client = client_address(peer, request.headers.get("x-forwarded-for"), policies["whatsapp"].trusted_proxies)
             return await refuse("whatsapp", Verdict.refuse(verdict.reason, client))
         return PlainTextResponse(request.query_params["hub.challenge"])
 
@@ -280,6 +306,27 @@ def server_config(app: FastAPI, host: str, port: int, *, log_level: str = "info"
     )
 
 
-def serve(host: str = "127.0.0.1", port: int = 8480, *, log_level: str = "info") -> None:
-    """Serve the ingress until interrupted (one process, one event loop, one inbox writer)."""
-    uvicorn.Server(server_config(create_app(), host, port, log_level=log_level)).run()
+def serve(
+    host: str = "127.0.0.1",
+    port: int = 8480,
+    *,
+    log_level: str = "info",
+    monitor_host: str | None = None,
+    monitor_port: int | None = None,
+) -> None:
+    """Serve the ingress until interrupted (one process, one event loop, one inbox writer), and beside it,
+    on its own bind address, the monitoring listener (unless its port is 0)."""
+    settings = get_settings()
+    servers = [uvicorn.Server(server_config(create_app(settings), host, port, log_level=log_level))]
+    monitor_host = settings.monitor_host if monitor_host is None else monitor_host
+    monitor_port = settings.monitor_port if monitor_port is None else monitor_port
+    if monitor_port:
+        if (monitor_host, monitor_port) == (host, port):
+            raise ValueError("the monitoring listener needs its own address: MONITOR_PORT equals the webhook port")
+        monitor = observability.create_monitor_app(settings, host=monitor_host)
+        servers.append(uvicorn.Server(server_config(monitor, monitor_host, monitor_port, log_level=log_level)))
+
+    async def run_all() -> None:
+        await asyncio.gather(*(server.serve() for server in servers))
+
+    asyncio.run(run_all())

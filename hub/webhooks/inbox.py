@@ -8,6 +8,7 @@ workers never take the same event) and marks each one processed or failed in tha
 from __future__ import annotations
 
 import hashlib
+import hmac
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -15,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast
 
 import orjson
-from sqlalchemy import Connection, Table, func, select, update
+from sqlalchemy import Connection, Table, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -41,6 +42,9 @@ class PendingEvent:
     headers: Mapping[str, str]
     remote_addr: str | None
     received_at: datetime
+    body_sha256: str | None = None
+    provider_event_id: str | None = None  # unsigned (x-razorpay-event-id): kept as information only
+    event_at: datetime | None = None  # the payload's own time
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,9 @@ class InboxEvent:
     received_at: datetime
     status: str
     attempts: int
+    body_sha256: str | None = None
+    provider_event_id: str | None = None
+    event_at: datetime | None = None
 
 
 def _insert(conn: Connection, table: Table) -> Any:
@@ -75,28 +82,40 @@ def _insert(conn: Connection, table: Table) -> Any:
 
 _PG_INSERT_EVENTS = (
     f"INSERT INTO {WebhookEvent.__tablename__} "
-    "(provider, event_id, event_type, body, headers, remote_addr, received_at, status, attempts) "
-    "SELECT provider, event_id, event_type, body, headers::jsonb, remote_addr, received_at, %s, 0 "
+    "(provider, event_id, event_type, body, headers, remote_addr, received_at, body_sha256, provider_event_id, event_at, "
+    "status, attempts) "
+    "SELECT provider, event_id, event_type, body, headers::jsonb, remote_addr, received_at, body_sha256, provider_event_id, "
+    "event_at, %s, 0 "
     "FROM unnest(%b::varchar[], %b::varchar[], %b::varchar[], %b::bytea[], %b::text[], %b::varchar[], "
-    "%b::timestamptz[]) AS e(provider, event_id, event_type, body, headers, remote_addr, received_at) "
+    "%b::timestamptz[], %b::varchar[], %b::varchar[], %b::timestamptz[]) "
+    "AS e(provider, event_id, event_type, body, headers, remote_addr, received_at, body_sha256, provider_event_id, event_at) "
     "ON CONFLICT (provider, event_id) DO NOTHING"
 )
 
 
+def _aware(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        raise ValueError("naive datetime refused: timestamps are timezone-aware UTC inside the hub")
+    return value.astimezone(UTC)
+
+
 def _event_columns(events: Sequence[PendingEvent]) -> tuple[list[Any], ...]:
-    """The seven arrays `_PG_INSERT_EVENTS` unnests, one element per event."""
-    columns: tuple[list[Any], ...] = ([], [], [], [], [], [], [])
-    provider, event_id, event_type, body, headers, remote_addr, received_at = columns
+    """The ten arrays `_PG_INSERT_EVENTS` unnests, one element per event."""
+    columns: tuple[list[Any], ...] = ([], [], [], [], [], [], [], [], [], [])
+    provider, event_id, event_type, body, headers, remote_addr, received_at, body_sha256, provider_event_id, event_at = columns
     for e in events:
-        if e.received_at.tzinfo is None:
-            raise ValueError("naive datetime refused: timestamps are timezone-aware UTC inside the hub")
         provider.append(e.provider)
         event_id.append(e.event_id)
         event_type.append(e.event_type)
         body.append(e.body)
         headers.append(orjson.dumps(dict(e.headers)).decode())
         remote_addr.append(e.remote_addr)
-        received_at.append(e.received_at.astimezone(UTC))
+        received_at.append(_aware(e.received_at))
+        body_sha256.append(e.body_sha256)
+        provider_event_id.append(e.provider_event_id)
+        event_at.append(_aware(e.event_at))
     return columns
 
 
@@ -169,6 +188,9 @@ def write_batch(conn: Connection, events: Sequence[PendingEvent], rejections: Se
                     "headers": dict(e.headers),
                     "remote_addr": e.remote_addr,
                     "received_at": e.received_at,
+                    "body_sha256": e.body_sha256,
+                    "provider_event_id": e.provider_event_id,
+                    "event_at": e.event_at,
                     "status": WebhookStatus.RECEIVED.value,
                     "attempts": 0,
                 }
@@ -202,6 +224,9 @@ def _to_event(row: Any) -> InboxEvent:
         received_at=row.received_at,
         status=row.status,
         attempts=int(row.attempts),
+        body_sha256=row.body_sha256,
+        provider_event_id=row.provider_event_id,
+        event_at=row.event_at,
     )
 
 
@@ -280,9 +305,10 @@ def mark_failed(conn: Connection, event_id: int, error: str) -> None:
 def replay_event(event_id: str, *, provider: str | None = None) -> int:
     """Put a stored event back to `received` so the next drain applies it again; returns rows reset.
 
+    `event_id` is the inbox key or the id the provider showed (Razorpay's `evt_...`, kept with the row).
     Safe because applying is idempotent: an effect already in place is found and left as it is.
     """
-    query = update(WebhookEvent).where(WebhookEvent.event_id == event_id)
+    query = update(WebhookEvent).where(or_(WebhookEvent.event_id == event_id, WebhookEvent.provider_event_id == event_id))
     if provider:
         query = query.where(WebhookEvent.provider == provider)
     with get_engine().begin() as conn:
@@ -323,13 +349,18 @@ def issue_token(provider: str, ttl: timedelta = timedelta(hours=24)) -> str:
 
 
 class DbTokenStore:
-    """The durable token store: a used token stays used across restarts."""
+    """The durable token store: a token is spent in the transaction that stores its delivery, and a used
+    token stays used across restarts."""
 
-    def consume(self, provider: str, token: str, now: datetime) -> Reason | None:
-        """Use a token once: one atomic UPDATE, so two concurrent replays cannot both win."""
+    def spend_and_store(
+        self, provider: str, token: str, body_sha256: str, events: Sequence[PendingEvent], now: datetime
+    ) -> Reason | None:
+        """Spend `token` on this delivery and store its events, in ONE transaction; None when stored or
+        acknowledged. A failed insert rolls the spend back (the provider's retry still holds a usable token);
+        a retry of the delivery already stored under the token is acknowledged with no second effect."""
         digest = token_hash(token)
         with get_engine().begin() as conn:
-            used = conn.execute(
+            spent = conn.execute(
                 update(WebhookToken)
                 .where(
                     WebhookToken.token_hash == digest,
@@ -337,13 +368,19 @@ class DbTokenStore:
                     WebhookToken.used_at.is_(None),
                     WebhookToken.expires_at > now,
                 )
-                .values(used_at=now)
+                .values(used_at=now, body_sha256=body_sha256)
             ).rowcount
-            if used == 1:
+            if spent == 1:
+                write_batch(conn, events, [])
                 return None
+            # Under READ COMMITTED this read sees a concurrent spend that committed while we waited on its row.
             known = conn.execute(
-                select(WebhookToken.used_at).where(WebhookToken.token_hash == digest, WebhookToken.provider == provider)
+                select(WebhookToken.used_at, WebhookToken.body_sha256).where(
+                    WebhookToken.token_hash == digest, WebhookToken.provider == provider
+                )
             ).first()
-        if known is not None and known[0] is not None:
+        if known is not None and known.used_at is not None:
+            if known.body_sha256 is not None and hmac.compare_digest(known.body_sha256, body_sha256):
+                return None  # the same signed delivery again (a retry after a lost 200): already stored
             return Reason.TOKEN_REPLAYED
         return Reason.TOKEN_UNKNOWN_OR_EXPIRED

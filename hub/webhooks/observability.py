@@ -1,26 +1,39 @@
-"""Monitoring on the ingress service: webhook measurement, `/metrics`, `/dashboard` and its JSON API.
+"""Monitoring of the ingress service: webhook measurement on the public app, and a private monitoring app.
 
 - `WebhookMetricsMiddleware` (plain ASGI, no per-request allocation beyond a closure) measures every
   POST to /webhooks/<provider> into the in-memory buffer; the ingress's flusher writes it in batches.
-- `GET /metrics`: Prometheus text exposition built with prometheus_client from the flushed totals
-  (so it covers connector calls made by flows in other processes) plus live gauges (inbox backlog,
-  open errors, pending retries, health, firing alerts).
-- `GET /dashboard`: one HTML page (no build step) that loads `/api/monitor/status` and redraws itself
-  every `dashboard_refresh_s`; `GET /api/monitor/status?window=1h` is the same data as JSON.
+  It is the only monitoring piece on the public webhook port.
+- `create_monitor_app`: the monitoring listener, served by `drymix webhooks serve` on its own bind
+  address (MONITOR_HOST:MONITOR_PORT, loopback by default), never on the webhook port. With a token
+  (MONITOR_TOKEN, or the Prefect Secret block `monitor-token`) every request needs
+  `Authorization: Bearer <token>` or HTTP Basic with the token as password; off loopback a token is
+  required. Its routes:
+  - `GET /metrics`: Prometheus text exposition built with prometheus_client from the flushed totals
+    (so it covers connector calls made by flows in other processes) plus live gauges (inbox backlog,
+    open errors, pending retries, health, firing alerts).
+  - `GET /dashboard`: one HTML page (no build step) that loads `/api/monitor/status` and redraws itself
+    every `dashboard_refresh_s`; `GET /api/monitor/status?window=1h` is the same data as JSON.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hmac
+import ipaddress
 import time
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from fastapi import FastAPI, Query
+from fastapi import FastAPI, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from connectors.core.metrics import LATENCY_BUCKETS_S, METRICS, CallMetrics
+
+if TYPE_CHECKING:
+    from hub.settings import HubSettings
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -210,10 +223,66 @@ def status_payload(window: str) -> dict[str, Any]:
 
 
 def install(app: FastAPI, providers: Iterable[str]) -> None:
-    """Add webhook measurement, /metrics, /dashboard and /api/monitor/status to the ingress app."""
+    """Add webhook measurement to the public ingress app (and nothing else: monitoring has its own listener)."""
+    app.add_middleware(WebhookMetricsMiddleware, providers=list(providers))  # type: ignore[arg-type]
+
+
+MONITOR_TOKEN_BLOCK = "monitor-token"
+_CHALLENGE = {"WWW-Authenticate": 'Basic realm="drymix monitoring", charset="UTF-8"'}
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def monitor_token(settings: HubSettings) -> str:
+    """MONITOR_TOKEN, else the Prefect Secret block `monitor-token`, else empty (registered for redaction)."""
+    from hub.secrets import resolve_secret
+
+    return resolve_secret(settings.monitor_token, MONITOR_TOKEN_BLOCK).get_secret_value()
+
+
+def authorized(header: str | None, token: str) -> bool:
+    """`Authorization: Bearer <token>`, or Basic with the token as the password (what a browser prompts for)."""
+    if not token:
+        return True
+    if not header:
+        return False
+    scheme, _, credentials = header.strip().partition(" ")
+    given = ""
+    if scheme.lower() == "bearer":
+        given = credentials.strip()
+    elif scheme.lower() == "basic":
+        try:
+            decoded = base64.b64decode(credentials.strip(), validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            return False
+        given = decoded.partition(":")[2]
+    return hmac.compare_digest(given.encode(), token.encode())
+
+
+def create_monitor_app(settings: HubSettings, *, host: str = "127.0.0.1", token: str | None = None) -> FastAPI:
+    """/metrics, /dashboard and /api/monitor/status, for the monitoring listener's own bind address.
+
+    `token` None: resolved from settings (MONITOR_TOKEN, then the Secret block). A listener off loopback
+    without a token is refused: monitoring data (error messages, alerts, backlog) is not public."""
     from hub.dashboard_page import DASHBOARD_HTML
 
-    app.add_middleware(WebhookMetricsMiddleware, providers=list(providers))  # type: ignore[arg-type]
+    token = monitor_token(settings) if token is None else token
+    if not token and not _is_loopback(host):
+        raise ValueError(f"the monitoring listener on {host} needs MONITOR_TOKEN (or the Prefect Secret block {MONITOR_TOKEN_BLOCK!r})")
+    app = FastAPI(title="DryMix monitoring", docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.middleware("http")
+    async def require_token(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        if not authorized(request.headers.get("authorization"), token):
+            return JSONResponse({"error": "unauthorized"}, status_code=401, headers=_CHALLENGE)
+        return await call_next(request)
 
     @app.get("/metrics")
     async def metrics() -> Response:
@@ -234,3 +303,5 @@ def install(app: FastAPI, providers: Iterable[str]) -> None:
     @app.get("/dashboard")
     async def dashboard() -> Response:
         return HTMLResponse(DASHBOARD_HTML)
+
+    return app

@@ -3,8 +3,13 @@
 `verify()` runs every check of a provider's policy in a fixed order and answers with a `Verdict`:
 `ok`, a machine reason and the HTTP status to answer. Cheap checks on headers and the peer come
 first (they also run before the body is read, see `precheck()`); the signature is checked before
-anything in the body is believed; a one-time token is consumed last so that a forged request can
-never burn a genuine token.
+anything in the body is believed; then the payload's shape, its own time (freshness) and, last, the
+presence of a one-time token, which the inbox spends in the transaction that stores the delivery
+(`hub.webhooks.inbox.DbTokenStore`), so a forged or unstorable request never burns a genuine token.
+
+Everything a delivery is identified by comes from the signed bytes: Razorpay `<event>:<entity id>:
+<created_at>`, WhatsApp `message:<wamid>` / `status:<wamid>:<status>`. Unsigned headers (Razorpay's
+`x-razorpay-event-id`) and the query string never decide what is stored (docs/webhooks.md).
 """
 
 from __future__ import annotations
@@ -13,18 +18,17 @@ import enum
 import hashlib
 import hmac
 import ipaddress
-import json
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 
 from connectors.core.redact import register_secret
-from hub.settings import HubSettings, split_list
+from hub.settings import HubSettings, integration_config, split_list
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -48,8 +52,12 @@ class Reason(enum.StrEnum):
     STALE_TIMESTAMP = "stale_timestamp"
     FUTURE_TIMESTAMP = "future_timestamp"
     MALFORMED_JSON = "malformed_json"
+    MALFORMED_PAYLOAD = "malformed_payload"
     UNKNOWN_EVENT_TYPE = "unknown_event_type"
     MISSING_EVENT_ID = "missing_event_id"
+    MISSING_EVENT_TIME = "missing_event_time"
+    STALE_EVENT = "stale_event"
+    FUTURE_EVENT = "future_event"
     MISSING_TOKEN = "missing_token"
     TOKEN_REPLAYED = "token_replayed"
     TOKEN_UNKNOWN_OR_EXPIRED = "token_unknown_or_expired"
@@ -71,8 +79,14 @@ STATUS: dict[Reason, int] = {
     Reason.STALE_TIMESTAMP: 401,
     Reason.FUTURE_TIMESTAMP: 401,
     Reason.MALFORMED_JSON: 400,
+    Reason.MALFORMED_PAYLOAD: 400,
     Reason.UNKNOWN_EVENT_TYPE: 422,
     Reason.MISSING_EVENT_ID: 400,
+    Reason.MISSING_EVENT_TIME: 400,
+    # Signed, well-formed, but outside the freshness window: refused like a bad timestamp (the provider
+    # retries a genuine one; reconciliation recovers what no retry brings back).
+    Reason.STALE_EVENT: 422,
+    Reason.FUTURE_EVENT: 422,
     Reason.MISSING_TOKEN: 401,
     Reason.TOKEN_REPLAYED: 401,
     Reason.TOKEN_UNKNOWN_OR_EXPIRED: 401,
@@ -90,10 +104,11 @@ class EventRefused(Exception):
 
 @dataclass(frozen=True)
 class InboxItem:
-    """One thing a delivery carries, with the provider key it is de-duplicated on."""
+    """One thing a delivery carries, with the key it is de-duplicated on (built from signed bytes only)."""
 
     event_id: str
     event_type: str
+    event_at: float | None = None  # the payload's own unix time, when it has one
 
 
 @dataclass(frozen=True)
@@ -105,6 +120,8 @@ class Verdict:
     status: int
     client_addr: str | None = None
     items: tuple[InboxItem, ...] = ()
+    body_sha256: str = ""
+    token: str | None = None  # the one-time token to spend with the insert (policies that require one)
 
     @classmethod
     def refuse(cls, reason: Reason, client_addr: str | None) -> Verdict:
@@ -119,12 +136,6 @@ class InboundRequest:
     headers: Mapping[str, str]
     peer: str | None
     query: Mapping[str, str] = field(default_factory=dict)
-
-
-class TokenStore(Protocol):
-    """Durable one-time tokens: `consume` succeeds at most once per token, ever."""
-
-    def consume(self, provider: str, token: str, now: datetime) -> Reason | None: ...
 
 
 EventExtractor = Callable[[Any, Mapping[str, str]], list[InboxItem]]
@@ -144,6 +155,11 @@ class ProviderPolicy:
     # so the timestamp cannot be changed without breaking the signature.
     timestamp_header: str | None = None
     max_age_s: int = 300
+    # Providers that sign only the body (Razorpay, Meta) resend the same bytes for hours or days: their
+    # payload time is refused when ahead of our clock by more than the skew, or older than the horizon.
+    max_future_skew_s: int = 300
+    max_event_age_s: int | None = None
+    provider_event_id_header: str | None = None  # kept as information with the event, never as its key
     allowed_networks: tuple[IPNetwork, ...] = ()
     trusted_proxies: tuple[IPNetwork, ...] = ()
     max_body_bytes: int = 1_048_576
@@ -201,12 +217,20 @@ def precheck(policy: ProviderPolicy, headers: Mapping[str, str], peer: str | Non
     return precheck_client(policy, headers, client_address(peer, headers.get("x-forwarded-for"), policy.trusted_proxies))
 
 
-def precheck_client(policy: ProviderPolicy, headers: Mapping[str, str], client: str | None) -> Verdict | None:
-    """`precheck` for a client address already worked out with `client_address`."""
+def check_address(policy: ProviderPolicy, client: str | None) -> Verdict | None:
+    """The IP allowlist alone (every request of the provider, the GET handshake included); None when allowed."""
     if policy.allowed_networks:
         client_ip = _parse_ip(client) if client else None
         if client_ip is None or not _in_any(client_ip, policy.allowed_networks):
             return Verdict.refuse(Reason.IP_NOT_ALLOWED, client)
+    return None
+
+
+def precheck_client(policy: ProviderPolicy, headers: Mapping[str, str], client: str | None) -> Verdict | None:
+    """`precheck` for a client address already worked out with `client_address`."""
+    outside = check_address(policy, client)
+    if outside is not None:
+        return outside
     if not policy.secrets:
         return Verdict.refuse(Reason.NO_SECRET_CONFIGURED, client)
     declared = headers.get("content-length")
@@ -253,31 +277,31 @@ def _token(policy: ProviderPolicy, request: InboundRequest) -> str | None:
     return request.query.get(policy.token_query_param) or request.headers.get(policy.token_header) or None
 
 
-def verify(
-    policy: ProviderPolicy,
-    request: InboundRequest,
-    *,
-    now: float | None = None,
-    tokens: TokenStore | None = None,
-) -> Verdict:
+def verify(policy: ProviderPolicy, request: InboundRequest, *, now: float | None = None) -> Verdict:
     """Every check of the policy, in order; the first failure decides the answer."""
     client = client_address(request.peer, request.headers.get("x-forwarded-for"), policy.trusted_proxies)
     refused = precheck_client(policy, request.headers, client)
     if refused is not None:
         return refused
-    return verify_body(policy, request, client, now=now, tokens=tokens)
+    return verify_body(policy, request, client, now=now)
 
 
-def verify_body(
-    policy: ProviderPolicy,
-    request: InboundRequest,
-    client: str | None,
-    *,
-    now: float | None = None,
-    tokens: TokenStore | None = None,
-) -> Verdict:
+def check_freshness(policy: ProviderPolicy, items: Iterable[InboxItem], now: float) -> Reason | None:
+    """The payload's own time against our clock: never ahead by more than the skew, never past the horizon."""
+    for item in items:
+        if item.event_at is None:
+            continue
+        if item.event_at > now + policy.max_future_skew_s:
+            return Reason.FUTURE_EVENT
+        if policy.max_event_age_s is not None and item.event_at < now - policy.max_event_age_s:
+            return Reason.STALE_EVENT
+    return None
+
+
+def verify_body(policy: ProviderPolicy, request: InboundRequest, client: str | None, *, now: float | None = None) -> Verdict:
     """The checks after `precheck_client` passed, for the ingress, which runs that before reading the
-    body (`verify` is the two together): size, signature and timestamp, JSON, event ids and types, token."""
+    body (`verify` is the two together): size, signature and timestamp, JSON, event ids, types and
+    times, token presence. The token itself is spent by the inbox, in the transaction that stores."""
     if len(request.body) > policy.max_body_bytes:
         return Verdict.refuse(Reason.BODY_TOO_LARGE, client)
     now = time.time() if now is None else now
@@ -293,18 +317,23 @@ def verify_body(
         items = policy.extract_events(payload, request.headers)
     except EventRefused as refusal:
         return Verdict.refuse(refusal.reason, client)
+    except (TypeError, ValueError, AttributeError, KeyError, RecursionError, OverflowError):
+        # An extractor checks every shape it reads; this net turns a shape it missed into a 400, never a 500.
+        return Verdict.refuse(Reason.MALFORMED_PAYLOAD, client)
     if not items or any(item.event_type not in policy.event_types for item in items):
         return Verdict.refuse(Reason.UNKNOWN_EVENT_TYPE, client)
+    stale = check_freshness(policy, items, now)
+    if stale is not None:
+        return Verdict.refuse(stale, client)
+    token: str | None = None
     if policy.token_required:
         token = _token(policy, request)
-        if token is None:
+        if token is None or len(token) > 512:
             return Verdict.refuse(Reason.MISSING_TOKEN, client)
-        if tokens is None:
-            raise ValueError(f"policy {policy.name!r} requires one-time tokens but no token store was given")
-        token_refusal = tokens.consume(policy.name, token, datetime.fromtimestamp(now, UTC))
-        if token_refusal is not None:
-            return Verdict.refuse(token_refusal, client)
-    return Verdict(ok=True, reason=Reason.OK, status=200, client_addr=client, items=tuple(items))
+    return Verdict(
+        ok=True, reason=Reason.OK, status=200, client_addr=client, items=tuple(items),
+        body_sha256=hashlib.sha256(request.body).hexdigest(), token=token,
+    )
 
 
 def verify_subscription(expected_token: str, params: Mapping[str, str]) -> Verdict:
@@ -330,6 +359,9 @@ RAZORPAY_EVENT_TYPES = frozenset(
 WHATSAPP_STATUSES = ("sent", "delivered", "read", "failed")
 WHATSAPP_EVENT_TYPES = frozenset({"message", "errors", *(f"status.{s}" for s in WHATSAPP_STATUSES)})
 _MAX_EVENT_ID = 255
+_RAZORPAY_ID = re.compile(r"[A-Za-z0-9_]{1,32}")
+_RAZORPAY_ENTITIES = ("refund", "payment", "order")
+_MAX_UNIX = 10**11  # year 5138: anything larger is not a unix time in seconds
 
 
 def _event_id(value: Any) -> str:
@@ -338,11 +370,60 @@ def _event_id(value: Any) -> str:
     return value.strip()
 
 
+def _unix_time(value: Any) -> float:
+    """A unix time in seconds, as an integer or a string of digits (WhatsApp); anything else is refused."""
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 12:
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise EventRefused(Reason.MISSING_EVENT_TIME)
+    if not 0 < value < _MAX_UNIX:
+        raise EventRefused(Reason.MISSING_EVENT_TIME)
+    return float(value)
+
+
+def razorpay_entity_id(payload: Mapping[str, Any]) -> str:
+    """The id of the entity a Razorpay event is about: the first of `contains` (refund, payment, order)."""
+    inner = payload.get("payload")
+    if not isinstance(inner, dict):
+        raise EventRefused(Reason.MALFORMED_PAYLOAD)
+    contains = payload.get("contains")
+    names = [c for c in contains if isinstance(c, str)] if isinstance(contains, list) else []
+    for name in [*names, *_RAZORPAY_ENTITIES]:
+        wrapper = inner.get(name)
+        entity = wrapper.get("entity") if isinstance(wrapper, dict) else None
+        if isinstance(entity, dict):
+            entity_id = entity.get("id")
+            if not isinstance(entity_id, str) or not _RAZORPAY_ID.fullmatch(entity_id):
+                raise EventRefused(Reason.MISSING_EVENT_ID)
+            return entity_id
+    raise EventRefused(Reason.MISSING_EVENT_ID)
+
+
 def razorpay_events(payload: Any, headers: Mapping[str, str]) -> list[InboxItem]:
-    """One item per delivery, keyed on `x-razorpay-event-id` (unchanged across Razorpay's retries)."""
-    if not isinstance(payload, dict) or not isinstance(payload.get("event"), str):
+    """One item per delivery, keyed on what the signature covers: `<event>:<entity id>:<created_at>`.
+
+    Razorpay's `x-razorpay-event-id` is not signed: a captured delivery resent with a new id must land
+    on the same key, so the header never takes part in it (the ingress keeps it as information)."""
+    if not isinstance(payload, dict):
+        raise EventRefused(Reason.MALFORMED_PAYLOAD)
+    event = payload.get("event")
+    if not isinstance(event, str) or not event or len(event) > 64:
         raise EventRefused(Reason.UNKNOWN_EVENT_TYPE)
-    return [InboxItem(event_id=_event_id(headers.get("x-razorpay-event-id")), event_type=payload["event"])]
+    if event not in RAZORPAY_EVENT_TYPES:
+        raise EventRefused(Reason.UNKNOWN_EVENT_TYPE)
+    created_at = _unix_time(payload.get("created_at"))
+    entity_id = razorpay_entity_id(payload)
+    return [InboxItem(event_id=f"{event}:{entity_id}:{int(created_at)}", event_type=event, event_at=created_at)]
+
+
+def _list_or_absent(value: Mapping[str, Any], key: str) -> list[Any]:
+    """`value[key]` when it is a list, [] when absent or null; any other shape is refused."""
+    found = value.get(key)
+    if found is None:
+        return []
+    if not isinstance(found, list):
+        raise EventRefused(Reason.MALFORMED_PAYLOAD)
+    return found
 
 
 def whatsapp_events(payload: Any, headers: Mapping[str, str]) -> list[InboxItem]:
@@ -351,34 +432,49 @@ def whatsapp_events(payload: Any, headers: Mapping[str, str]) -> list[InboxItem]
         raise EventRefused(Reason.UNKNOWN_EVENT_TYPE)
     entries = payload.get("entry")
     if not isinstance(entries, list):
-        raise EventRefused(Reason.UNKNOWN_EVENT_TYPE)
+        raise EventRefused(Reason.MALFORMED_PAYLOAD)
     items: dict[str, InboxItem] = {}
     for entry in entries:
         changes = entry.get("changes") if isinstance(entry, dict) else None
         if not isinstance(changes, list):
-            raise EventRefused(Reason.UNKNOWN_EVENT_TYPE)
+            raise EventRefused(Reason.MALFORMED_PAYLOAD)
         for change in changes:
             if not isinstance(change, dict) or not isinstance(change.get("value"), dict):
-                raise EventRefused(Reason.UNKNOWN_EVENT_TYPE)
-            if change.get("field") != "messages":
+                raise EventRefused(Reason.MALFORMED_PAYLOAD)
+            field_name = change.get("field")
+            if not isinstance(field_name, str) or not field_name or len(field_name) > 64:
+                raise EventRefused(Reason.MALFORMED_PAYLOAD)
+            if field_name != "messages":
                 # Another subscribed field: named so that the event-type check refuses it by name.
-                items[f"field:{change.get('field')}"] = InboxItem(f"field:{change.get('field')}", f"field.{change.get('field')}")
+                items[f"field:{field_name}"] = InboxItem(f"field:{field_name}", f"field.{field_name}")
                 continue
             value = change["value"]
-            for message in value.get("messages") or []:
-                key = f"message:{_event_id(message.get('id') if isinstance(message, dict) else None)}"
-                items[key] = InboxItem(key, "message")
-            for status in value.get("statuses") or []:
+            messages = _list_or_absent(value, "messages")
+            statuses = _list_or_absent(value, "statuses")
+            errors = _list_or_absent(value, "errors")
+            for message in messages:
+                if not isinstance(message, dict):
+                    raise EventRefused(Reason.MALFORMED_PAYLOAD)
+                key = f"message:{_event_id(message.get('id'))}"
+                items[key] = InboxItem(key, "message", _unix_time(message.get("timestamp")))
+            for status in statuses:
                 if not isinstance(status, dict):
-                    raise EventRefused(Reason.MISSING_EVENT_ID)
+                    raise EventRefused(Reason.MALFORMED_PAYLOAD)
                 wamid = _event_id(status.get("id"))
-                state = str(status.get("status"))
+                state = status.get("status")
+                if not isinstance(state, str) or state not in WHATSAPP_STATUSES:
+                    raise EventRefused(Reason.UNKNOWN_EVENT_TYPE)
                 key = f"status:{wamid}:{state}"
-                items[key] = InboxItem(key, f"status.{state}")
-            if value.get("errors") and not value.get("messages") and not value.get("statuses"):
-                # Account-level errors carry no id of their own: the digest of what they say is the key.
-                digest = hashlib.sha256(json.dumps(value["errors"], sort_keys=True).encode()).hexdigest()[:40]
-                key = f"errors:{digest}"
+                items[key] = InboxItem(key, f"status.{state}", _unix_time(status.get("timestamp")))
+            if errors and not messages and not statuses:
+                # Account-level errors carry no id and no time of their own: the digest of what they say
+                # (sorted keys, so the same errors give the same key) is the key. orjson refuses nesting
+                # deeper than 255 levels with an error, never a RecursionError.
+                try:
+                    canonical = orjson.dumps(errors, option=orjson.OPT_SORT_KEYS)
+                except orjson.JSONEncodeError:
+                    raise EventRefused(Reason.MALFORMED_PAYLOAD) from None
+                key = f"errors:{hashlib.sha256(canonical).hexdigest()[:40]}"
                 items[key] = InboxItem(key, "errors")
     return list(items.values())
 
@@ -396,6 +492,7 @@ def policies_from_settings(settings: HubSettings) -> dict[str, ProviderPolicy]:
     token_providers = set(split_list(settings.webhook_one_time_token_providers))
     common: dict[str, Any] = {
         "max_age_s": settings.webhook_max_age_s,
+        "max_future_skew_s": settings.webhook_max_future_skew_s,
         "max_body_bytes": settings.webhook_max_body_bytes,
         "trusted_proxies": trusted,
     }
@@ -407,6 +504,8 @@ def policies_from_settings(settings: HubSettings) -> dict[str, ProviderPolicy]:
             signature_header="x-razorpay-signature",
             extract_events=razorpay_events,
             event_types=RAZORPAY_EVENT_TYPES,
+            max_event_age_s=settings.razorpay_webhook_max_event_age_s,
+            provider_event_id_header="x-razorpay-event-id",
             allowed_networks=parse_networks(split_list(settings.razorpay_webhook_allowed_ips)),
             token_required="razorpay" in token_providers,
             **common,
@@ -418,8 +517,44 @@ def policies_from_settings(settings: HubSettings) -> dict[str, ProviderPolicy]:
             signature_prefix="sha256=",
             extract_events=whatsapp_events,
             event_types=WHATSAPP_EVENT_TYPES,
+            max_event_age_s=settings.whatsapp_webhook_max_event_age_s,
             allowed_networks=parse_networks(split_list(settings.whatsapp_webhook_allowed_ips)),
             token_required="whatsapp" in token_providers,
             **common,
         ),
     }
+
+
+# Where each provider publishes the addresses its webhooks come from (docs/webhooks.md has the detail).
+PUBLISHED_RANGES = {
+    "razorpay": "the webhook IPs Razorpay publishes on razorpay.com/docs/security/whitelists (copy the current list)",
+    "whatsapp": "the ranges of Meta's AS32934 (`whois -h whois.radb.net -- '-i origin AS32934' | grep ^route`)",
+}
+_ALLOWLIST_SETTING = {"razorpay": "RAZORPAY_WEBHOOK_ALLOWED_IPS", "whatsapp": "WHATSAPP_WEBHOOK_ALLOWED_IPS"}
+_LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1"}
+
+
+def _talks_to_a_sandbox(provider: str) -> bool:
+    """True when the provider's API base URL is on this machine (the sandbox stack, tests)."""
+    try:
+        base_url = integration_config(provider).base_url
+    except (KeyError, ValueError, OSError):
+        return False
+    host = urlsplit(str(base_url)).hostname or ""
+    return host in _LOOPBACK_HOSTS or host.startswith("127.")
+
+
+def allowlist_warnings(settings: HubSettings) -> list[str]:
+    """Production configurations (a provider whose webhooks are accepted, whose API is not a local sandbox)
+    that leave that provider's IP allowlist empty: any address on the internet may deliver."""
+    allowlists = {"razorpay": settings.razorpay_webhook_allowed_ips, "whatsapp": settings.whatsapp_webhook_allowed_ips}
+    secrets = {"razorpay": settings.razorpay_webhook_secrets, "whatsapp": settings.whatsapp_app_secrets}
+    warnings: list[str] = []
+    for provider, allowed in allowlists.items():
+        if split_list(allowed) or not split_list(secrets[provider]) or _talks_to_a_sandbox(provider):
+            continue
+        warnings.append(
+            f"{provider}: webhooks accepted from any address ({_ALLOWLIST_SETTING[provider]} is empty); "
+            f"set it to {PUBLISHED_RANGES[provider]}"
+        )
+    return warnings

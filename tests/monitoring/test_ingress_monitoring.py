@@ -1,5 +1,6 @@
-"""The ingress serves /metrics (Prometheus text, parsed with prometheus_client's parser), the status
-API and /dashboard, which headless Chromium renders with real data."""
+"""The monitoring listener serves /metrics (Prometheus text, parsed with prometheus_client's parser), the
+status API and /dashboard, which headless Chromium renders with real data; it needs its token, and the
+public webhook port serves none of it."""
 
 from __future__ import annotations
 
@@ -20,13 +21,24 @@ from hub.monitor_config import RoutingConfig
 from hub.monitoring import flush_metrics
 from hub.notify import notify
 from hub.webhooks.app import create_app
+from hub.webhooks.observability import create_monitor_app
 from tests.monitoring.conftest import HttpSink, SapTraffic, SmtpSink, channel_settings, channels_config
 from tests.webhooks.conftest import hub_settings, razorpay_body, razorpay_headers, serving
+
+MONITOR_TOKEN = "monitor-token-for-tests-0123456789"
+AUTH = {"authorization": f"Bearer {MONITOR_TOKEN}"}
 
 
 @pytest.fixture
 def ingress(sap_traffic: SapTraffic) -> Iterator[str]:
     with serving(create_app(hub_settings())) as url:
+        yield url
+
+
+@pytest.fixture
+def monitor(sap_traffic: SapTraffic) -> Iterator[str]:
+    """The monitoring listener, on its own address, with a token."""
+    with serving(create_monitor_app(hub_settings(monitor_token=MONITOR_TOKEN))) as url:
         yield url
 
 
@@ -53,9 +65,9 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     return out
 
 
-def test_metrics_endpoint_exposes_prometheus_text_with_the_driven_counts(sap_traffic: SapTraffic, ingress: str) -> None:
+def test_metrics_endpoint_exposes_prometheus_text_with_the_driven_counts(sap_traffic: SapTraffic, ingress: str, monitor: str) -> None:
     drive(sap_traffic, ingress)
-    response = httpx.get(f"{ingress}/metrics")
+    response = httpx.get(f"{monitor}/metrics", headers=AUTH)
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
     got = samples(response.text)
@@ -76,9 +88,9 @@ def test_metrics_endpoint_exposes_prometheus_text_with_the_driven_counts(sap_tra
         assert re.fullmatch(r"drymix_[a-z0-9_]+", name), name
 
 
-def test_status_api_has_every_figure_and_refuses_a_bad_window(sap_traffic: SapTraffic, ingress: str) -> None:
+def test_status_api_has_every_figure_and_refuses_a_bad_window(sap_traffic: SapTraffic, ingress: str, monitor: str) -> None:
     drive(sap_traffic, ingress)
-    payload = httpx.get(f"{ingress}/api/monitor/status", params={"window": "5m"}).json()
+    payload = httpx.get(f"{monitor}/api/monitor/status", params={"window": "5m"}, headers=AUTH).json()
     sap = next(i for i in payload["integrations"] if i["integration"] == "sap")
     assert (sap["calls"], sap["errors"], sap["rate_limited"]) == (20, 5, 2)
     for key in ("success_rate", "error_rate", "p50_s", "p95_s", "p99_s", "last_success_at", "last_error_at", "uptime_pct",
@@ -86,8 +98,26 @@ def test_status_api_has_every_figure_and_refuses_a_bad_window(sap_traffic: SapTr
         assert key in sap
     razorpay = next(i for i in payload["integrations"] if i["integration"] == "razorpay")
     assert razorpay["webhook_backlog"] == 3 and razorpay["webhooks_received"] == 4
-    bad = httpx.get(f"{ingress}/api/monitor/status", params={"window": "soon"})
+    bad = httpx.get(f"{monitor}/api/monitor/status", params={"window": "soon"}, headers=AUTH)
     assert bad.status_code == 400 and "not understood" in bad.json()["error"]
+
+
+@pytest.mark.parametrize("path", ["/metrics", "/dashboard", "/api/monitor/status"])
+def test_monitoring_is_private_not_on_the_webhook_port_and_only_with_the_token(ingress: str, monitor: str, path: str) -> None:
+    assert httpx.get(f"{ingress}{path}").status_code == 404  # the public port serves webhooks and /health only
+    anonymous = httpx.get(f"{monitor}{path}")
+    assert anonymous.status_code == 401 and anonymous.headers["www-authenticate"].startswith("Basic")
+    assert httpx.get(f"{monitor}{path}", headers={"authorization": "Bearer not-the-token"}).status_code == 401
+    assert httpx.get(f"{monitor}{path}", headers=AUTH).status_code == 200
+    # A browser's Basic prompt (any user name, the token as password) and Prometheus' basic_auth work too.
+    assert httpx.get(f"{monitor}{path}", auth=("prometheus", MONITOR_TOKEN)).status_code == 200
+    assert httpx.get(f"{monitor}{path}", auth=("prometheus", "guess")).status_code == 401
+
+
+def test_a_monitoring_listener_off_loopback_refuses_to_start_without_a_token() -> None:
+    with pytest.raises(ValueError, match="MONITOR_TOKEN"):
+        create_monitor_app(hub_settings(), host="0.0.0.0", token="")
+    assert create_monitor_app(hub_settings(), host="0.0.0.0", token=MONITOR_TOKEN) is not None
 
 
 class _Dom(HTMLParser):
@@ -109,6 +139,8 @@ class _Dom(HTMLParser):
 def test_dashboard_renders_health_alerts_errors_and_latency_charts_in_headless_chromium(
     sap_traffic: SapTraffic, ingress: str, http_sink: HttpSink, smtp_sink: SmtpSink
 ) -> None:
+    # Chromium cannot send a bearer header on a page load: this listener is loopback without a token,
+    # which the monitoring app allows on loopback only (the auth itself is proven above).
     drive(sap_traffic, ingress)
     error_id = record_error(sap_traffic.errors[0], integration="sap", dataset="customers", unit={"batch": 2})
     cfg = channels_config(http_sink, smtp_sink, routing=RoutingConfig(high=["slack"], medium=["slack"], critical=["slack"]))
@@ -116,11 +148,12 @@ def test_dashboard_renders_health_alerts_errors_and_latency_charts_in_headless_c
     run = run_alerts(config=cfg, notifier=partial(notify, config=cfg, settings=channel_settings(http_sink)))
     assert "HighErrorRate/sap" in run.fired
 
-    result = subprocess.run(
-        ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-         "--virtual-time-budget=15000", "--dump-dom", f"{ingress}/dashboard"],
-        capture_output=True, text=True, timeout=120, check=False,
-    )
+    with serving(create_monitor_app(hub_settings(), token="")) as monitor:
+        result = subprocess.run(
+            ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+             "--virtual-time-budget=15000", "--dump-dom", f"{monitor}/dashboard"],
+            capture_output=True, text=True, timeout=120, check=False,
+        )
     assert result.returncode == 0, result.stderr[-2000:]
     dom = _Dom()
     dom.feed(result.stdout)

@@ -40,15 +40,16 @@ def hub_settings(**overrides: Any) -> HubSettings:
     return HubSettings(**values)
 
 
-def razorpay_body(event: str = "payment.captured", payment_id: str = "pay_29QQoUBi66xm2f") -> bytes:
-    """A Razorpay-shaped event (api-contracts section 4), serialised once: the bytes are what is signed."""
+def razorpay_body(event: str = "payment.captured", payment_id: str = "pay_29QQoUBi66xm2f", created_at: int | None = None) -> bytes:
+    """A Razorpay-shaped event (api-contracts section 4), serialised once: the bytes are what is signed.
+    Dated now unless told otherwise (the ingress refuses stale and future payloads)."""
     payload = {
         "entity": "event",
         "account_id": "acc_BFQ7uQEaa7j2z7",
         "event": event,
         "contains": ["payment"],
         "payload": {"payment": {"entity": {"id": payment_id, "amount": 50000, "currency": "INR", "status": "captured", "order_id": "order_DaZlswtdcn9UNV", "method": "upi", "captured": True}}},
-        "created_at": 1_700_000_000,
+        "created_at": int(time.time()) if created_at is None else created_at,
     }
     return orjson.dumps(payload)
 
@@ -61,12 +62,18 @@ def razorpay_headers(body: bytes, *, secret: str = RZP_SECRET, event_id: str | N
     }
 
 
-def whatsapp_body(statuses: list[tuple[str, str]] = (("wamid.HBgM1", "delivered"),), messages: list[str] = ()) -> bytes:  # type: ignore[assignment]
+def whatsapp_body(
+    statuses: list[tuple[str, str]] = (("wamid.HBgM1", "delivered"),),  # type: ignore[assignment]
+    messages: list[str] = (),  # type: ignore[assignment]
+    timestamp: int | None = None,
+) -> bytes:
+    """A WhatsApp Cloud API delivery (api-contracts section 5) dated now unless told otherwise."""
+    ts = str(int(time.time()) if timestamp is None else timestamp)
     value: dict[str, Any] = {"messaging_product": "whatsapp", "metadata": {"display_phone_number": "919800000000", "phone_number_id": "1234567890"}}
     if statuses:
-        value["statuses"] = [{"id": w, "status": s, "timestamp": "1700000000", "recipient_id": "919811111111"} for w, s in statuses]
+        value["statuses"] = [{"id": w, "status": s, "timestamp": ts, "recipient_id": "919811111111"} for w, s in statuses]
     if messages:
-        value["messages"] = [{"from": "919811111111", "id": m, "timestamp": "1700000000", "type": "text", "text": {"body": "hi"}} for m in messages]
+        value["messages"] = [{"from": "919811111111", "id": m, "timestamp": ts, "type": "text", "text": {"body": "hi"}} for m in messages]
     return orjson.dumps({"object": "whatsapp_business_account", "entry": [{"id": "WABA1", "changes": [{"field": "messages", "value": value}]}]})
 
 

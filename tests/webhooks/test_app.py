@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 
 from hub.webhooks.app import create_app
@@ -60,7 +62,12 @@ def test_signed_razorpay_event_is_committed_before_the_2xx(ingress: str) -> None
     response = post(ingress, "/webhooks/razorpay", body, headers)
     assert response.status_code == 200 and response.json() == {"status": "accepted", "items": 1}
     [event] = list_events()
-    assert (event.provider, event.event_id, event.event_type, event.status) == ("razorpay", "evt_00000000000001", "payment.captured", "received")
+    created_at = orjson.loads(body)["created_at"]
+    key = f"payment.captured:pay_29QQoUBi66xm2f:{created_at}"  # from the signed body only
+    assert (event.provider, event.event_id, event.event_type, event.status) == ("razorpay", key, "payment.captured", "received")
+    assert event.provider_event_id == "evt_00000000000001"  # the unsigned header: kept as information
+    assert event.body_sha256 == hashlib.sha256(body).hexdigest()
+    assert event.event_at is not None and int(event.event_at.timestamp()) == created_at
     assert event.body == body  # the exact bytes that were signed, never re-serialised
     assert event.headers["x-razorpay-signature"] == "***"
     assert event.remote_addr == "127.0.0.1"
@@ -146,7 +153,11 @@ def test_one_time_token_works_once_even_across_restarts(db: str) -> None:
         assert first.status_code == 200
     assert stored_events() == 1
     with serving(create_app(settings)) as base:  # a new process-equivalent: only the table remembers
-        replay = post(base, "/webhooks/razorpay", body, razorpay_headers(body), params={"token": token})
+        # The provider's retry of the delivery stored under the token (a lost 200): acknowledged, no second effect.
+        retry = post(base, "/webhooks/razorpay", body, razorpay_headers(body), params={"token": token})
+        other = razorpay_body(payment_id="pay_otherdelivery1")
+        replay = post(base, "/webhooks/razorpay", other, razorpay_headers(other), params={"token": token})
+    assert retry.status_code == 200
     assert replay.status_code == 401 and replay.json() == {"error": "token_replayed"}
     assert stored_events() == 1 and rejections("token_replayed") == 1
 
@@ -233,18 +244,23 @@ def test_unknown_whatsapp_status_is_refused(ingress: str) -> None:
     assert_refused(post(ingress, "/webhooks/whatsapp", body, whatsapp_headers(body)), 422, "unknown_event_type", "whatsapp")
 
 
-def test_missing_razorpay_event_id_is_refused(ingress: str) -> None:
-    body = razorpay_body()
-    headers = razorpay_headers(body)
-    del headers["x-razorpay-event-id"]
-    assert_refused(post(ingress, "/webhooks/razorpay", body, headers), 400, "missing_event_id")
+def test_a_payload_without_an_entity_id_is_refused_and_the_unsigned_header_is_not_needed(ingress: str) -> None:
+    payload = orjson.loads(razorpay_body())
+    del payload["payload"]["payment"]["entity"]["id"]
+    body = orjson.dumps(payload)
+    assert_refused(post(ingress, "/webhooks/razorpay", body, razorpay_headers(body)), 400, "missing_event_id")
+    genuine = razorpay_body()
+    headers = razorpay_headers(genuine)
+    del headers["x-razorpay-event-id"]  # unsigned: its absence changes nothing
+    assert post(ingress, "/webhooks/razorpay", genuine, headers).status_code == 200
+    assert [e.provider_event_id for e in list_events()] == [None]
 
 
 def test_rotation_accepts_new_and_previous_secret_only(db: str) -> None:
     with serving(create_app(hub_settings(razorpay_webhook_secrets=f"{RZP_SECRET},{RZP_OLD_SECRET}"))) as base:
         statuses = []
-        for secret in (RZP_SECRET, RZP_OLD_SECRET, "retired-secret"):
-            body = razorpay_body()
+        for n, secret in enumerate((RZP_SECRET, RZP_OLD_SECRET, "retired-secret")):
+            body = razorpay_body(payment_id=f"pay_rotation{n}")  # three distinct events
             statuses.append(post(base, "/webhooks/razorpay", body, razorpay_headers(body, secret=secret)).status_code)
     assert statuses == [200, 200, 401]
     assert stored_events() == 2 and rejections("bad_signature") == 1
@@ -274,7 +290,7 @@ def test_same_event_delivered_20_times_concurrently_is_stored_once(ingress: str)
 
     assert asyncio.run(deliver_all()) == [200] * 20
     assert stored_events() == 1
-    assert [e.event_id for e in list_events()] == ["evt_concurrent0001"]
+    assert [e.provider_event_id for e in list_events()] == ["evt_concurrent0001"]
 
 
 def test_whatsapp_delivery_stores_one_event_per_message_and_status(ingress: str) -> None:

@@ -110,7 +110,7 @@ def test_crash_after_acknowledgement_loses_nothing(db: str) -> None:
     port = _free_port()
     env = {**os.environ, "RAZORPAY_WEBHOOK_SECRETS": RZP_SECRET, "WHATSAPP_APP_SECRETS": WA_SECRET}
     server = subprocess.Popen(
-        [sys.executable, "-m", "hub.cli", "webhooks", "serve", "--port", str(port), "--log-level", "warning"],
+        [sys.executable, "-m", "hub.cli", "webhooks", "serve", "--port", str(port), "--log-level", "warning", "--monitor-port", "0"],
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,
@@ -138,7 +138,7 @@ def test_crash_after_acknowledgement_loses_nothing(db: str) -> None:
         server.send_signal(signal.SIGKILL)
         server.wait(timeout=10)
     pending = list_events(provider="razorpay")
-    assert [e.event_id for e in pending] == acknowledged
+    assert [e.provider_event_id for e in pending] == acknowledged
     assert all(e.status == "received" for e in pending)
     with get_engine().begin() as conn:
         assert len(claim_received(conn)) == 5

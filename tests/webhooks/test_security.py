@@ -53,11 +53,14 @@ def test_upper_case_hex_signature_is_accepted() -> None:
     assert verify(policy, InboundRequest(body=body, headers=headers, peer="127.0.0.1")).ok
 
 
-def test_token_policy_without_a_store_is_a_configuration_error() -> None:
+def test_token_policy_hands_the_token_on_unspent_and_refuses_without_one() -> None:
     policy = policies_from_settings(hub_settings(webhook_one_time_token_providers="razorpay"))["razorpay"]
     body = razorpay_body()
-    with pytest.raises(ValueError, match="token store"):
-        verify(policy, InboundRequest(body=body, headers=razorpay_headers(body), peer="127.0.0.1", query={"token": "t"}))
+    verdict = verify(policy, InboundRequest(body=body, headers=razorpay_headers(body), peer="127.0.0.1", query={"token": "t"}))
+    # Verification only reads the token: the inbox spends it in the transaction that stores the delivery.
+    assert verdict.ok and verdict.token == "t"
+    missing = verify(policy, InboundRequest(body=body, headers=razorpay_headers(body), peer="127.0.0.1"))
+    assert (missing.ok, missing.reason) == (False, Reason.MISSING_TOKEN)
 
 
 def test_whatsapp_errors_only_delivery_gets_a_content_key() -> None:
