@@ -2,14 +2,19 @@
 
 Pure: no I/O, no Prefect. `hub/payments.py` reads the current row, asks `decide` and writes.
 
-State rule (Razorpay gives no ordering guarantee, and reconciliation may read an older picture):
+State rule (Razorpay gives no ordering guarantee, resends old events, and reconciliation may read an
+older picture): a payment follows Razorpay's lifecycle and never moves back along it.
 
-- rank: created < authorized < captured < refunded; a higher rank always wins.
-- `failed` is taken only from created or authorized, and from authorized only when it is the same
-  payment or a newer one (a late `payment.failed` of an abandoned attempt cannot undo a later one).
-- from `failed`, a new attempt (another payment id) or a newer state of the same payment moves on
-  (Razorpay's late authorisation turns a failed payment into an authorized one).
-- the same status again only refreshes details when it is the same payment or newer.
+- lifecycle rank: created < failed < authorized < captured < refunded. `failed` is the terminal branch
+  before capture: it is taken only from `created` (an authorized, captured or refunded payment is never
+  "failed" by a late, replayed or other attempt's `payment.failed`). From `failed`, the only way on is
+  forward: Razorpay's late authorisation (`failed` -> `authorized`, the same payment) or a new attempt
+  (another payment id) that is authorized or captured. Razorpay's S2S guide: "Move states forward
+  only; accept failed -> authorized".
+- a higher rank always wins, a lower one never does, so any order of the same events ends in the same
+  state (the highest one reached).
+- the same status again only refreshes details when it is newer by the payload's own time.
+- the stored `last_event_at` only moves forward (the latest payload time applied).
 - `order.paid` implies `captured`; the order status has its own rank: created < attempted < paid.
 - refunds: `amount_refunded` (paise) only grows, to the largest figure any event or poll reported
   (Razorpay's cumulative `payment.amount_refunded`, so a late, repeated or replayed event cannot
@@ -31,7 +36,7 @@ CAPTURED = "captured"
 FAILED = "failed"
 REFUNDED = "refunded"
 
-PAYMENT_RANK: dict[str, int] = {CREATED: 0, AUTHORIZED: 1, FAILED: 1, CAPTURED: 2, REFUNDED: 3}
+PAYMENT_RANK: dict[str, int] = {CREATED: 0, FAILED: 1, AUTHORIZED: 2, CAPTURED: 3, REFUNDED: 4}
 ORDER_RANK: dict[str, int] = {"created": 0, "attempted": 1, "paid": 2}
 
 # Event -> the payment status it proves. Other Razorpay events (refund.created, ...) change nothing here.
@@ -171,15 +176,14 @@ def advances(current: Current | None, update: PaymentUpdate) -> bool:
     if current is None or current.payment_status == CREATED:
         return True
     new, old = update.payment_status, current.payment_status
-    same = update.payment_id is not None and update.payment_id == current.payment_id
-    newer = current.last_event_at is None or update.event_at > current.last_event_at
     if new == old:
-        return same or newer
-    if new == FAILED:
-        return old == AUTHORIZED and (same or newer)
-    if old == FAILED:
-        return (not same) or newer
+        return current.last_event_at is None or update.event_at > current.last_event_at
     return PAYMENT_RANK[new] > PAYMENT_RANK[old]
+
+
+def latest(current: datetime | None, proposed: datetime) -> datetime:
+    """The stored payload time only moves forward."""
+    return proposed if current is None or proposed > current else current
 
 
 def order_status_after(current: str | None, proposed: str | None) -> str:

@@ -96,6 +96,16 @@ def _values(body: Mapping[str, Any]) -> Iterator[Mapping[str, Any]]:
                 yield change["value"]
 
 
+def _entries(value: Mapping[str, Any], key: str) -> list[Any]:
+    """`value[key]` as a list ([] when absent); any other shape is a classified refusal, not a crash."""
+    found = value.get(key)
+    if found is None:
+        return []
+    if not isinstance(found, list):
+        raise EventNotApplicable(f"{key} is a {type(found).__name__}, not a list")
+    return found
+
+
 def _phone_number_id(value: Mapping[str, Any]) -> str | None:
     metadata = value.get("metadata")
     pid = metadata.get("phone_number_id") if isinstance(metadata, Mapping) else None
@@ -118,7 +128,7 @@ def status_from_delivery(body: Mapping[str, Any], event_id: str) -> StatusUpdate
     """The status entry of a delivery that the inbox row `status:<wamid>:<status>` stands for."""
     _, wamid, status = split_event_id(event_id)
     for value in _values(body):
-        for entry in value.get("statuses") or []:
+        for entry in _entries(value, "statuses"):
             if isinstance(entry, Mapping) and entry.get("id") == wamid and entry.get("status") == status:
                 errors = entry.get("errors")
                 first = errors[0] if isinstance(errors, list) and errors and isinstance(errors[0], Mapping) else {}
@@ -150,7 +160,7 @@ def inbound_from_delivery(body: Mapping[str, Any], event_id: str) -> InboundMess
     """The message of a delivery that the inbox row `message:<wamid>` stands for."""
     _, wamid, _ = split_event_id(event_id)
     for value in _values(body):
-        for message in value.get("messages") or []:
+        for message in _entries(value, "messages"):
             if isinstance(message, Mapping) and message.get("id") == wamid:
                 sender = message.get("from")
                 if not isinstance(sender, str) or not sender:

@@ -76,11 +76,12 @@ def apply_payments(records: list[dict[str, Any]], cursor: dict[str, Any] | None,
         for payment in records:
             try:
                 change = update_from_payment(payment, source="reconciliation")
+                result = apply_update(conn, change)
             except EventNotApplicable:
-                # A payment without an order (payment links, ...) is not tracked in `payments`.
+                # A payment without an order (payment links, ...) is not tracked in `payments`; one dated in
+                # the future is not believed.
                 outcome.skipped += 1
                 continue
-            result = apply_update(conn, change)
             outcome.applied += result == "applied"
             outcome.stale += result != "applied"
         if cursor is not None:

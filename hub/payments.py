@@ -21,10 +21,12 @@ from data_mappings.payments import (
     EventNotApplicable,
     PaymentUpdate,
     advances,
+    latest,
     order_status_after,
     update_from_event,
 )
 from hub.models import Payment
+from hub.settings import get_settings
 from hub.webhooks.inbox import InboxEvent
 
 PAYMENTS = cast(Table, Payment.__table__)
@@ -60,6 +62,9 @@ def apply_update(conn: Connection, change: PaymentUpdate) -> str:
     Returns "applied" (the row changed), "unchanged" (it already said so), "stale" (an older or lower
     state, refused by the forward-only rule) or "duplicate" (this event id was the last one applied)."""
     now = datetime.now(UTC)
+    if (change.event_at - now).total_seconds() > get_settings().webhook_max_future_skew_s:
+        # No stored event time lies in the future: it would outrank every genuine later event.
+        raise EventNotApplicable(f"{change.source} time {change.event_at.isoformat()} of order {change.order_id} is in the future")
     # The row exists before it is locked, so two workers applying events of one order serialise on it.
     conn.execute(
         _insert(conn)
@@ -87,7 +92,7 @@ def apply_update(conn: Connection, change: PaymentUpdate) -> str:
             payment_id=change.payment_id or row.payment_id,
             error_code=change.error_code,
             error_description=change.error_description,
-            last_event_at=change.event_at,
+            last_event_at=latest(row.last_event_at, change.event_at),
             source=change.source,
         )
         if change.method is not None:
@@ -104,7 +109,8 @@ def apply_update(conn: Connection, change: PaymentUpdate) -> str:
             values["last_event_id"] = change.event_id
     values = {name: value for name, value in values.items() if getattr(row, name) != value}
     if not values:
-        return "unchanged" if moved else "stale"
+        # The same status again, not newer: it already says so. A lower status: refused as stale.
+        return "unchanged" if moved or change.payment_status == row.payment_status else "stale"
     values["updated_at"] = now
     conn.execute(update(PAYMENTS).where(PAYMENTS.c.order_id == change.order_id).values(**values))
     return "applied" if moved or refunded else "stale"

@@ -29,6 +29,7 @@ from data_mappings.whatsapp import (
     status_from_delivery,
 )
 from hub.models import WhatsAppMessage
+from hub.settings import get_settings
 from hub.webhooks.inbox import InboxEvent
 
 MESSAGES = cast(Table, WhatsAppMessage.__table__)
@@ -64,12 +65,19 @@ def record_sent(
     return wamid
 
 
+def _not_in_the_future(event_at: datetime, what: str, now: datetime) -> None:
+    """No stored event time lies in the future (it would sit in sent_at/read_at... as a lie)."""
+    if (event_at - now).total_seconds() > get_settings().webhook_max_future_skew_s:
+        raise EventNotApplicable(f"{what} time {event_at.isoformat()} is in the future")
+
+
 def apply_status(conn: Connection, change: StatusUpdate) -> str:
     """Apply one status under the row lock.
 
     Returns "applied" (the status moved), "unchanged" (it already said so), "stale" (refused by the
     forward-only rule; its timestamp is still recorded) or "duplicate" (this event was the last applied)."""
     now = datetime.now(UTC)
+    _not_in_the_future(change.event_at, f"status {change.status} of {change.wamid}", now)
     # The row exists before it is locked, so two workers applying statuses of one message serialise on it.
     conn.execute(
         _insert(conn)
@@ -106,6 +114,7 @@ def store_inbound(conn: Connection, event: InboxEvent, body: Mapping[str, Any]) 
     """Store a customer's message once: "applied", or "duplicate" when the wamid is known."""
     message = inbound_from_delivery(body, event.event_id)
     now = datetime.now(UTC)
+    _not_in_the_future(message.event_at, f"message {message.wamid}", now)
     result = conn.execute(
         _insert(conn)
         .values(

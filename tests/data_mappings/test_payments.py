@@ -36,24 +36,60 @@ def current(status: str, payment_id: str | None = "pay_A", at: datetime | None =
         ("captured", "authorized", False),
         ("refunded", "captured", False),
         ("captured", "failed", False),
-        ("authorized", "failed", True),
+        # failed is the terminal branch before capture, taken only from created: Razorpay never fails an
+        # authorized payment (it auto-refunds it), so a late or replayed payment.failed cannot undo one.
+        ("authorized", "failed", False),
+        ("refunded", "failed", False),
         ("created", "failed", True),
+        # Razorpay's late authorisation: failed -> authorized is forward ("accept failed -> authorized").
+        ("failed", "authorized", True),
+        ("failed", "captured", True),
     ],
 )
 def test_ranks_move_forward_only(stored: str, incoming: str, moves: bool) -> None:
     assert advances(current(stored), change(incoming)) is moves
 
 
-def test_a_late_failure_of_an_older_attempt_does_not_undo_a_newer_authorization() -> None:
+def test_a_failure_never_undoes_an_authorization_whatever_its_time_or_attempt() -> None:
     stored = current("authorized", "pay_B", T0 + timedelta(minutes=5))
     assert not advances(stored, change("failed", "pay_A", T0))
-    assert advances(stored, change("failed", "pay_B", T0 + timedelta(minutes=6)))
+    assert not advances(stored, change("failed", "pay_B", T0 + timedelta(minutes=6)))
 
 
-def test_a_new_attempt_after_a_failure_moves_on() -> None:
+def test_a_new_attempt_or_a_late_authorisation_after_a_failure_moves_on() -> None:
     assert advances(current("failed", "pay_A"), change("authorized", "pay_B", T0 + timedelta(minutes=1)))
     assert advances(current("failed", "pay_A"), change("captured", "pay_B", T0 - timedelta(minutes=1)))
-    assert not advances(current("failed", "pay_A", T0), change("authorized", "pay_A", T0 - timedelta(seconds=1)))
+    assert advances(current("failed", "pay_A", T0), change("authorized", "pay_A", T0 + timedelta(minutes=30)))
+
+
+def test_the_same_status_refreshes_only_when_newer_by_the_payload_time() -> None:
+    assert advances(current("authorized", "pay_A", T0), change("authorized", "pay_A", T0 + timedelta(seconds=1)))
+    assert not advances(current("authorized", "pay_A", T0), change("authorized", "pay_A", T0))
+    assert not advances(current("authorized", "pay_A", T0), change("authorized", "pay_A", T0 - timedelta(seconds=1)))
+
+
+LIFECYCLE = ("created", "failed", "authorized", "captured", "refunded")
+
+
+@pytest.mark.parametrize("seed", range(25))
+def test_any_order_of_the_same_events_ends_in_the_highest_state_reached(seed: int) -> None:
+    """The attack of the issue (failed -> authorized -> failed -> authorized ...) and any other order: the
+    state is a running maximum of the lifecycle, so a replayed or late event never moves a payment back."""
+    import random
+
+    rng = random.Random(seed)
+    events = [change(rng.choice(LIFECYCLE[1:]), rng.choice(("pay_A", "pay_B")), T0 + timedelta(seconds=rng.randint(0, 60)))
+              for _ in range(rng.randint(1, 12))]
+    stored: Current | None = None
+    highest = 0
+    for event in events:
+        before = LIFECYCLE.index(stored.payment_status) if stored else 0
+        if advances(stored, event):
+            stored = Current(event.payment_status, event.payment_id, event.event_at, "attempted")
+        after = LIFECYCLE.index(stored.payment_status) if stored else 0
+        assert after >= before  # never back along the lifecycle
+        highest = max(highest, LIFECYCLE.index(event.payment_status))
+    assert stored is not None and LIFECYCLE.index(stored.payment_status) == highest
 
 
 def test_order_status_only_moves_up() -> None:

@@ -129,7 +129,13 @@ def test_refund_processed_through_the_ingress_marks_the_erp_payment_refunded(wir
         payment = get_payment(conn, order_id)
     assert payment is not None
     assert (payment["payment_status"], payment["amount_refunded"], payment["order_status"]) == ("refunded", 60_000, "paid")
-    assert payment["last_event_id"] == sandbox.deliveries[-1].event_id and refund["amount"] == 60_000
+    with get_engine().connect() as conn:
+        applied = conn.execute(
+            select(WebhookEvent.event_id, WebhookEvent.provider_event_id).where(WebhookEvent.event_type == "refund.processed")
+        ).one()
+    # The row names the event by what its signature covers; Razorpay's unsigned id stays with the inbox row.
+    assert payment["last_event_id"] == applied.event_id == f"refund.processed:{refund['id']}:{applied.event_id.rsplit(':', 1)[1]}"
+    assert applied.provider_event_id == sandbox.deliveries[-1].event_id and refund["amount"] == 60_000
 
 
 def test_partial_refunds_record_the_amount_and_refund_only_when_full(wired: tuple[RazorpaySandbox, str]) -> None:
@@ -173,7 +179,8 @@ def test_duplicated_and_reordered_refund_deliveries_count_the_refund_once(wired:
         rows = conn.execute(select(WebhookEvent.id).where(WebhookEvent.event_type == "refund.processed")).all()
     assert len(rows) == 1
     assert process_webhooks()["applied"] == 1
-    # Replaying the stored event (an operator's `drymix webhooks replay`) does not count it again.
+    # Replaying the stored event (an operator's `drymix webhooks replay`, here by Razorpay's own event id as the
+    # dashboard shows it) does not count it again.
     assert replay_event(processed[0].event_id, provider="razorpay") == 1
     assert process_webhooks()["claimed"] == 1
     with get_engine().connect() as conn:

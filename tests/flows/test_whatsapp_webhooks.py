@@ -32,7 +32,7 @@ def delivery(statuses: list[tuple[str, str, int]] = (), messages: list[str] = ()
             value["statuses"].append(entry)
     if messages:
         value["contacts"] = [{"profile": {"name": "Asha"}, "wa_id": "919811111111"}]
-        value["messages"] = [{"from": "919811111111", "id": m, "timestamp": "1800000000", "type": "text", "text": {"body": "Is my order shipped?"}} for m in messages]
+        value["messages"] = [{"from": "919811111111", "id": m, "timestamp": "1790000000", "type": "text", "text": {"body": "Is my order shipped?"}} for m in messages]
     return orjson.dumps({"object": "whatsapp_business_account", "entry": [{"id": "WABA", "changes": [{"field": "messages", "value": value}]}]})
 
 
@@ -73,44 +73,44 @@ def at(ts: int) -> datetime:
 def test_statuses_are_applied_in_order(db: str) -> None:
     sent_template()
     assert message()["status"] == "accepted"
-    store(delivery([(WAMID, "sent", 1_800_000_001)]), delivery([(WAMID, "delivered", 1_800_000_002)]), delivery([(WAMID, "read", 1_800_000_003)]))
+    store(delivery([(WAMID, "sent", 1_790_000_001)]), delivery([(WAMID, "delivered", 1_790_000_002)]), delivery([(WAMID, "read", 1_790_000_003)]))
     summary = process()
     assert (summary["claimed"], summary["applied"], summary["failed"]) == (3, 3, 0)
     row = message()
     assert (row["status"], row["direction"], row["recipient"], row["sender"]) == ("read", "outbound", "919811111111", PHONE_ID)
     assert (row["message_type"], row["template_name"], row["body"]) == ("template", "order_update", "SO-4711")
-    assert (row["sent_at"], row["delivered_at"], row["read_at"]) == (at(1_800_000_001), at(1_800_000_002), at(1_800_000_003))
+    assert (row["sent_at"], row["delivered_at"], row["read_at"]) == (at(1_790_000_001), at(1_790_000_002), at(1_790_000_003))
     assert row["last_event_id"] == f"status:{WAMID}:read"
 
 
 def test_out_of_order_delivered_after_read_stays_read_but_keeps_its_time(db: str) -> None:
     sent_template()
-    store(delivery([(WAMID, "read", 1_800_000_003)]))
+    store(delivery([(WAMID, "read", 1_790_000_003)]))
     process()
-    store(delivery([(WAMID, "delivered", 1_800_000_002)]), delivery([(WAMID, "sent", 1_800_000_001)]))
+    store(delivery([(WAMID, "delivered", 1_790_000_002)]), delivery([(WAMID, "sent", 1_790_000_001)]))
     summary = process()
     assert (summary["applied"], summary["stale"]) == (0, 2)
     row = message()
     assert row["status"] == "read" and row["last_event_id"] == f"status:{WAMID}:read"
-    assert (row["sent_at"], row["delivered_at"], row["read_at"]) == (at(1_800_000_001), at(1_800_000_002), at(1_800_000_003))
+    assert (row["sent_at"], row["delivered_at"], row["read_at"]) == (at(1_790_000_001), at(1_790_000_002), at(1_790_000_003))
 
 
 def test_read_then_failed_stays_read_and_failed_from_sent_records_the_error(db: str) -> None:
     sent_template()
-    store(delivery([(WAMID, "read", 1_800_000_003)]), delivery([(WAMID, "failed", 1_800_000_004)]))
+    store(delivery([(WAMID, "read", 1_790_000_003)]), delivery([(WAMID, "failed", 1_790_000_004)]))
     process()
     assert message()["status"] == "read" and message()["error_code"] is None
     other = "wamid.OTHER"
-    store(delivery([(other, "sent", 1_800_000_001), (other, "failed", 1_800_000_005)], errors={"code": 131049, "title": "per-user marketing limit"}))
+    store(delivery([(other, "sent", 1_790_000_001), (other, "failed", 1_790_000_005)], errors={"code": 131049, "title": "per-user marketing limit"}))
     summary = process()
     assert (summary["claimed"], summary["applied"]) == (2, 2)
     failed = message(other)
-    assert (failed["status"], failed["error_code"], failed["error_title"], failed["failed_at"]) == ("failed", 131049, "per-user marketing limit", at(1_800_000_005))
+    assert (failed["status"], failed["error_code"], failed["error_title"], failed["failed_at"]) == ("failed", 131049, "per-user marketing limit", at(1_790_000_005))
 
 
 def test_duplicate_delivery_is_stored_and_applied_once_and_replay_changes_nothing(db: str) -> None:
     sent_template()
-    body = delivery([(WAMID, "delivered", 1_800_000_002)])
+    body = delivery([(WAMID, "delivered", 1_790_000_002)])
     store(body, body)
     store(body)
     with get_engine().connect() as conn:
@@ -124,7 +124,7 @@ def test_duplicate_delivery_is_stored_and_applied_once_and_replay_changes_nothin
 
 
 def test_a_status_before_the_send_is_recorded_keeps_its_status(db: str) -> None:
-    store(delivery([(WAMID, "delivered", 1_800_000_002)]))
+    store(delivery([(WAMID, "delivered", 1_790_000_002)]))
     process()
     sent_template()
     row = message()
@@ -141,6 +141,6 @@ def test_inbound_message_is_stored_once(db: str) -> None:
     replayed = process()
     assert replayed["duplicate"] == 1, replayed
     # A status naming an inbound message is refused, not applied.
-    store(delivery([("wamid.IN1", "read", 1_800_000_009)]))
+    store(delivery([("wamid.IN1", "read", 1_790_000_009)]))
     assert process()["failed"] == 1
     assert message("wamid.IN1")["status"] == "received"
