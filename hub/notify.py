@@ -24,7 +24,7 @@ from urllib.parse import quote
 
 import httpx
 
-from connectors.core.redact import redact_text, register_secret
+from connectors.core.redact import redact_text, register_secret, url_carries_credentials
 from hub.monitor_config import SEVERITIES, MonitoringConfig, monitoring_config
 from hub.settings import HubSettings, get_settings
 
@@ -65,8 +65,13 @@ def notify(
         raise ValueError(f"unknown severity {severity!r} (use one of {', '.join(SEVERITIES)})")
     cfg = config or monitoring_config()
     st = settings or get_settings()
+    # A secret URL registers its parts too (Slack's path is its credential), so a remote's error text that
+    # repeats only the path or the token is masked in details, logs and `drymix errors show` alike.
     for secret in (st.alert_smtp_password, st.twilio_auth_token, st.slack_webhook_url, st.pagerduty_routing_key):
         register_secret(secret.get_secret_value())
+    for endpoint in (cfg.channels.pagerduty.events_url, cfg.channels.sms.base_url):
+        if url_carries_credentials(endpoint):
+            register_secret(endpoint)
     message = _Message(severity=severity, title=title, body=body, dedupe_key=dedupe_key, resolve=resolve)
     senders: dict[str, Callable[[_Message, MonitoringConfig, HubSettings], Delivery]] = {
         "email": _send_email, "sms": _send_sms, "slack": _send_slack, "pagerduty": _send_pagerduty,

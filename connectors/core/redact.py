@@ -11,7 +11,7 @@ import re
 import threading
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 MASK = "***"
 
@@ -22,27 +22,78 @@ _SECRET_NAME = re.compile(
 )
 _TEXT_PATTERNS = [
     re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{6,}"),
-    re.compile(r"(?i)((?:password|passwd|secret|token|api_key|apikey|client_secret)\s*[=:]\s*)[^\s&,;\"']+"),
+    # name=value and JSON "name": "value" (a remote's error text often echoes the request body).
+    re.compile(
+        r"(?i)((?:password|passwd|secret|token|api_key|apikey|client_secret|routing_key|integration_key|signature|sig)"
+        r"[\"']?\s*[=:]\s*[\"']?)[^\s&,;\"']+"
+    ),
     re.compile(r"(?i)(//[^/:@\s]+:)[^@/\s]+@"),
+    # Webhook URLs whose path IS the credential (Slack, Discord), wherever they appear.
+    re.compile(r"(?i)((?:hooks\.slack\.com/(?:services|workflows|triggers)|discord(?:app)?\.com/api/webhooks)/)[^\s\"'<>]+"),
 ]
 
-# Every text pattern needs whitespace, "=", ":" or "@": text without any of them skips the three
+# Every text pattern needs whitespace, "=", ":", "@" or "/": text without any of them skips the
 # substitutions after one C-level scan (most header values and ids: the webhook ingress redacts the
 # headers of every delivery).
-_MAY_MATCH_PATTERN = re.compile(r"[\s=:@]")
+_MAY_MATCH_PATTERN = re.compile(r"[\s=:@/]")
 
 _known_secrets: set[str] = set()
 _secrets_longest_first: tuple[str, ...] = ()
 _lock = threading.Lock()
 
 
+_OPAQUE = re.compile(r"(?=.*[A-Za-z])(?=.*\d)[A-Za-z0-9._~%+=-]{8,}|[A-Za-z0-9._~%+=-]{20,}")
+
+
+def secret_url_parts(url: str) -> list[str]:
+    """The pieces of a secret URL that a remote may repeat without the rest: the URL without its scheme,
+    its path (a Slack webhook's path is its credential), every opaque path segment, query values and
+    the userinfo password, plus their percent-encoded forms. Plain words ("services") are not secrets."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return []
+    if not parts.scheme or not parts.netloc:
+        return []
+    found = [url.split("://", 1)[1]]
+    path = parts.path.strip("/")
+    if path:
+        found.append(path)
+        segments = path.split("/")
+        if len(segments) > 1:
+            found.append("/".join(segments[1:]))  # /services/<team>/<bot>/<token>: all after the first word
+        found.extend(seg for seg in segments if _OPAQUE.fullmatch(seg))
+    found.extend(v for _, v in parse_qsl(parts.query, keep_blank_values=False))
+    if parts.password:
+        found.append(parts.password)
+    found += [quote(piece, safe="") for piece in found]
+    return [piece for piece in dict.fromkeys(found) if len(piece) >= 8]
+
+
+def url_carries_credentials(url: str) -> bool:
+    """True for a configured endpoint with a key inside it (a password, a secret-named query parameter, or
+    a long opaque path segment such as an integration key): such a URL is registered as a secret."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return False
+    if parts.password or any(is_secret_name(k) for k, _ in parse_qsl(parts.query)):
+        return True
+    return any(len(seg) >= 20 and _OPAQUE.fullmatch(seg) for seg in parts.path.split("/"))
+
+
 def register_secret(value: str | None) -> None:
-    """Remember a secret value so that any text containing it is masked (ignores short values)."""
+    """Remember a secret value so that any text containing it is masked (ignores short values).
+
+    A secret URL (a Slack webhook, an endpoint with a key in its path or query) also registers its parts
+    (`secret_url_parts`), so text that repeats only its path or its token is masked too."""
     global _secrets_longest_first
     if value and len(value) >= 4:
+        pieces = [value, *(secret_url_parts(value) if "://" in value else [])]
         with _lock:
-            if value not in _known_secrets:
-                _known_secrets.add(value)
+            fresh = [p for p in pieces if p not in _known_secrets]
+            if fresh:
+                _known_secrets.update(fresh)
                 _secrets_longest_first = tuple(sorted(_known_secrets, key=len, reverse=True))
 
 
@@ -75,6 +126,7 @@ def redact_text(text: str) -> str:
     text = _TEXT_PATTERNS[0].sub(lambda m: f"{m.group(1)} {MASK}", text)
     text = _TEXT_PATTERNS[1].sub(lambda m: f"{m.group(1)}{MASK}", text)
     text = _TEXT_PATTERNS[2].sub(lambda m: f"{m.group(1)}{MASK}@", text)
+    text = _TEXT_PATTERNS[3].sub(lambda m: f"{m.group(1)}{MASK}", text)
     return text
 
 
