@@ -172,6 +172,8 @@ def _print_status(status: dict[str, Any]) -> None:
         table.add_row(p["name"], str(p["pid"] or ""), state, str(p["restarts"]), p.get("url") or "", p.get("note") or "")
     console.print(table)
     console.print(f"Prefect server: [bold]{status['ui_url']}[/bold] (API {status['api_url']}); logs in {status['state_dir']}")
+    for warning in status.get("warnings", []):
+        console.print(f"[yellow]warning:[/yellow] {warning}")
 
 
 @stack_app.command("supervise", hidden=True)
@@ -284,9 +286,12 @@ def smoke(
         for col in ("", "group", "check", "detail", "s"):
             table.add_column(col, overflow="fold")
         for c in checks:
-            mark = "[dim]–[/dim]" if c.skipped else ("[green]✓[/green]" if c.ok else "[red]✗[/red]")
+            mark = "[dim]–[/dim]" if c.skipped else ("[red]✗[/red]" if not c.ok else "[yellow]![/yellow]" if c.warning else "[green]✓[/green]")
             table.add_row(mark, c.group, c.name, c.detail, f"{c.seconds:.1f}")
         console.print(table)
+        for c in checks:
+            if c.warning:
+                err_console.print(f"[yellow]warning:[/yellow] {c.group} {c.name}: {c.detail}")
         if failed:
             err_console.print(f"[red]{len(failed)} check(s) failed:[/red] " + "; ".join(f"{c.group} {c.name}: {c.detail}" for c in failed))
         else:

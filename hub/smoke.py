@@ -27,6 +27,7 @@ class Check:
     detail: str
     seconds: float = 0.0
     skipped: bool = False
+    warning: bool = False  # passed, but a production configuration should not stay like this
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -152,6 +153,17 @@ def connection_checks() -> dict[str, Callable[[], str] | None]:
     return checks
 
 
+def webhook_allowlist_checks() -> list[Check]:
+    """One warning per provider whose webhooks are accepted from any address in a production configuration."""
+    from hub.settings import get_settings
+    from hub.webhooks.security import allowlist_warnings
+
+    warnings = allowlist_warnings(get_settings())
+    if not warnings:
+        return [Check("ingress", "ip allowlist", True, "every provider accepting webhooks in production has an allowlist")]
+    return [Check("ingress", "ip allowlist", True, warning, warning=True) for warning in warnings]
+
+
 def run_smoke(
     *,
     api_url: str,
@@ -170,6 +182,7 @@ def run_smoke(
     checks.append(_timed("prefect", "server", lambda: check_http(api_url.rstrip("/") + "/health")))
     if ingress_url:
         checks.append(_timed("ingress", "webhooks", lambda: check_http(ingress_url.rstrip("/") + "/health")))
+    checks.extend(webhook_allowlist_checks())
     declared = declared_deployments()
     with temporary_settings({PREFECT_API_URL: api_url}):
         with get_client(sync_client=True) as client:

@@ -318,7 +318,8 @@ def plan_stack(
     processes.append(
         ProcessSpec(
             "webhook-ingress",
-            [bin_path("drymix"), "webhooks", "serve", "--host", "127.0.0.1", "--port", str(ingress), "--log-level", "warning"],
+            [bin_path("drymix"), "webhooks", "serve", "--host", "127.0.0.1", "--port", str(ingress), "--log-level", "warning",
+             "--monitor-host", "127.0.0.1", "--monitor-port", str(pick_port(None, taken))],
             env=ingress_env,
             url=ingress_url,
         )
@@ -653,7 +654,18 @@ def stack_status() -> dict[str, Any]:
         "sandbox": state.get("sandbox"),
         "processes": processes,
         "state_dir": str(stack_dir()),
+        "warnings": _production_warnings(state.get("sandbox")),
     }
+
+
+def _production_warnings(sandbox: bool | None) -> list[str]:
+    """Configuration a production stack should not run with (an empty webhook IP allowlist)."""
+    if sandbox is not False:
+        return []
+    from hub.settings import get_settings
+    from hub.webhooks.security import allowlist_warnings
+
+    return allowlist_warnings(get_settings())
 
 
 def wait_for_http(url: str, timeout_s: float, *, is_alive: Any = None) -> bool:
