@@ -370,9 +370,10 @@ def _event_id(value: Any) -> str:
     return value.strip()
 
 
-def _unix_time(value: Any) -> float:
-    """A unix time in seconds, as an integer or a string of digits (WhatsApp); anything else is refused."""
-    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 12:
+def _unix_time(value: Any, *, digits_string: bool = False) -> float:
+    """A unix time in seconds, as an integer (Razorpay) or a string of digits (WhatsApp, `digits_string`);
+    anything else is refused."""
+    if digits_string and isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 12:
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int):
         raise EventRefused(Reason.MISSING_EVENT_TIME)
@@ -456,7 +457,7 @@ def whatsapp_events(payload: Any, headers: Mapping[str, str]) -> list[InboxItem]
                 if not isinstance(message, dict):
                     raise EventRefused(Reason.MALFORMED_PAYLOAD)
                 key = f"message:{_event_id(message.get('id'))}"
-                items[key] = InboxItem(key, "message", _unix_time(message.get("timestamp")))
+                items[key] = InboxItem(key, "message", _unix_time(message.get("timestamp"), digits_string=True))
             for status in statuses:
                 if not isinstance(status, dict):
                     raise EventRefused(Reason.MALFORMED_PAYLOAD)
@@ -465,7 +466,7 @@ def whatsapp_events(payload: Any, headers: Mapping[str, str]) -> list[InboxItem]
                 if not isinstance(state, str) or state not in WHATSAPP_STATUSES:
                     raise EventRefused(Reason.UNKNOWN_EVENT_TYPE)
                 key = f"status:{wamid}:{state}"
-                items[key] = InboxItem(key, f"status.{state}", _unix_time(status.get("timestamp")))
+                items[key] = InboxItem(key, f"status.{state}", _unix_time(status.get("timestamp"), digits_string=True))
             if errors and not messages and not statuses:
                 # Account-level errors carry no id and no time of their own: the digest of what they say
                 # (sorted keys, so the same errors give the same key) is the key. orjson refuses nesting
