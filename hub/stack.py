@@ -654,11 +654,11 @@ def stack_status() -> dict[str, Any]:
         "sandbox": state.get("sandbox"),
         "processes": processes,
         "state_dir": str(stack_dir()),
-        "warnings": _production_warnings(state.get("sandbox")),
+        "warnings": production_warnings(state.get("sandbox")),
     }
 
 
-def _production_warnings(sandbox: bool | None) -> list[str]:
+def production_warnings(sandbox: bool | None) -> list[str]:
     """Configuration a production stack should not run with (an empty webhook IP allowlist)."""
     if sandbox is not False:
         return []
