@@ -210,7 +210,7 @@ def webhooks_process(
 
 @webhooks_app.command("replay")
 def webhooks_replay(
-    event_id: Annotated[str, typer.Argument(help="the provider event id (x-razorpay-event-id, or message:<wamid> / status:<wamid>:<status>)")],
+    event_id: Annotated[str, typer.Argument(help="the inbox key (<event>:<entity id>:<created_at>, message:<wamid>, status:<wamid>:<status>) or Razorpay's evt_... id")],
     provider: Annotated[str | None, typer.Option(help="razorpay | whatsapp")] = None,
 ) -> None:
     """Reset a stored event to received so the next processing run applies it again (idempotent)."""

@@ -545,5 +545,5 @@ def health_markdown(report: Sequence[IntegrationStats], alerts: Sequence[Any], *
             lines.append(f"| {alert.rule} | {alert.integration} | {alert.severity} | {alert.started_at:%Y-%m-%d %H:%M} | {summary} |")
     else:
         lines.append("none")
-    lines += ["", "Terminal: `drymix health` / `drymix monitor status --window 1h`; web: `/dashboard` on the ingress."]
+    lines += ["", "Terminal: `drymix health` / `drymix monitor status --window 1h`; web: `/dashboard` on the ingress's monitoring listener (MONITOR_PORT)."]
     return "\n".join(lines)
