@@ -315,13 +315,15 @@ def plan_stack(
                 secrets.update(wiring.secrets)
                 ingress_env.update(wiring.ingress_env)
             processes.append(ProcessSpec(f"sandbox-{name}", argv, url=url, note=note))
+    monitor_port = pick_port(None, taken)  # /metrics and /dashboard: never on the webhook port
     processes.append(
         ProcessSpec(
             "webhook-ingress",
             [bin_path("drymix"), "webhooks", "serve", "--host", "127.0.0.1", "--port", str(ingress), "--log-level", "warning",
-             "--monitor-host", "127.0.0.1", "--monitor-port", str(pick_port(None, taken))],
+             "--monitor-host", "127.0.0.1", "--monitor-port", str(monitor_port)],
             env=ingress_env,
             url=ingress_url,
+            note=f"monitoring on http://127.0.0.1:{monitor_port}/dashboard",
         )
     )
     worker_env.update(
