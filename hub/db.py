@@ -101,7 +101,6 @@ def engine_for(url: str) -> Engine:
         pool_pre_ping=True,
         pool_size=5,
         max_overflow=5,
-        pool_timeout=settings.database_connect_timeout_s,
         connect_args=postgres_connect_args(settings),
     )
     deadline = answer_deadline_s(settings)

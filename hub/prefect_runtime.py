@@ -77,7 +77,10 @@ def run_flow_quietly(flow: Callable[..., Any], **parameters: Any) -> Any:
 
     install_log_filters()
     record = _this_process_record()
-    reclaim_dead_cli_runs()
+    try:
+        reclaim_dead_cli_runs()
+    except Exception:  # noqa: BLE001 - what a dead run left is reclaimed by a later run; this one goes ahead
+        log.exception("could not reclaim what a dead CLI run left behind (its record stays for the next run)")
     drain_spool_quietly()
     with tags(record.tag):
         return flow(**parameters)
