@@ -91,6 +91,9 @@ def build_suite() -> gx.ExpectationSuite:
     from great_expectations.expectations.metadata_types import FailureSeverity
     from great_expectations.expectations.row_conditions import Column
 
+    from expectations.limits import database_limits
+    from hub.models import Customer
+
     gxe = gx.expectations
 
     def meta(rule_id: str) -> dict[str, str]:
@@ -275,6 +278,8 @@ def build_suite() -> gx.ExpectationSuite:
             ),
         ),
     ]
+    # Every other limit of the ERP table (VARCHAR lengths, NOT NULL), generated from the model.
+    expectations += database_limits(Customer, CUSTOMER_COLUMNS, expectations, rule_prefix=SUITE_NAME)
 
     suite = gx.ExpectationSuite(
         name=SUITE_NAME,

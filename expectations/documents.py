@@ -48,6 +48,9 @@ def build_suite() -> gx.ExpectationSuite:
     import great_expectations as gx
     from great_expectations.expectations.metadata_types import FailureSeverity
 
+    from expectations.limits import database_limits
+    from hub.models import DocumentOutbox
+
     gxe = gx.expectations
 
     def meta(rule_id: str) -> dict[str, str]:
@@ -92,6 +95,7 @@ def build_suite() -> gx.ExpectationSuite:
         gxe.ExpectColumnValuesToBeNull(column="mapping_errors", meta=meta("mapping_errors.none"),
                                        notes="The mapping records here why a row cannot be uploaded (missing file, no content)."),
     ]
+    expectations += database_limits(DocumentOutbox, DOCUMENT_COLUMNS, expectations, rule_prefix=SUITE_NAME)
     return gx.ExpectationSuite(
         name=SUITE_NAME,
         expectations=expectations,

@@ -56,6 +56,9 @@ def build_suite() -> gx.ExpectationSuite:
     import great_expectations as gx
     from great_expectations.expectations.metadata_types import FailureSeverity
 
+    from expectations.limits import database_limits
+    from hub.models import LabResult
+
     gxe = gx.expectations
 
     def meta(rule_id: str) -> dict[str, str]:
@@ -115,6 +118,7 @@ def build_suite() -> gx.ExpectationSuite:
             notes="Warning only: the batch is not in production_batches yet. The row is loaded with batch_known = false and re-checked each run.",
         ),
     ]
+    expectations += database_limits(LabResult, LAB_RESULT_COLUMNS, expectations, rule_prefix=SUITE_NAME)
     return gx.ExpectationSuite(
         name=SUITE_NAME,
         expectations=expectations,

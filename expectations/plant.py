@@ -77,6 +77,9 @@ def readings_suite() -> gx.ExpectationSuite:
     from great_expectations.expectations.metadata_types import FailureSeverity
     from great_expectations.expectations.row_conditions import Column
 
+    from expectations.limits import database_limits
+    from hub.models import PlantReading
+
     gxe = gx.expectations
 
     def meta(rule_id: str) -> dict[str, str]:
@@ -124,6 +127,7 @@ def readings_suite() -> gx.ExpectationSuite:
                     notes=f"{measurement} outside {spec.low}..{spec.high} {spec.unit or ''} is physically impossible: a faulty sensor or scaling.",
                 )
             )
+    expectations += database_limits(PlantReading, PLANT_READING_COLUMNS, expectations, rule_prefix=READINGS_DATASET)
     return gx.ExpectationSuite(
         name=READINGS_DATASET,
         expectations=expectations,
@@ -136,6 +140,9 @@ def batches_suite() -> gx.ExpectationSuite:
     """The ``production_batches`` suite, built once per process."""
     import great_expectations as gx
     from great_expectations.expectations.metadata_types import FailureSeverity
+
+    from expectations.limits import database_limits
+    from hub.models import ProductionBatch
 
     gxe = gx.expectations
 
@@ -191,6 +198,7 @@ def batches_suite() -> gx.ExpectationSuite:
             notes=f"Warning: mixing time outside {MIXING_TIME_S[0]:.0f}-{MIXING_TIME_S[1]:.0f} s; loaded and flagged mixing_time_out_of_range.",
         ),
     ]
+    expectations += database_limits(ProductionBatch, PRODUCTION_BATCH_COLUMNS, expectations, rule_prefix=BATCHES_DATASET)
     return gx.ExpectationSuite(
         name=BATCHES_DATASET,
         expectations=expectations,

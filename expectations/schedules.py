@@ -36,6 +36,9 @@ def build_suite() -> gx.ExpectationSuite:
     import great_expectations as gx
     from great_expectations.expectations.metadata_types import FailureSeverity
 
+    from expectations.limits import database_limits
+    from hub.models import Schedule
+
     gxe = gx.expectations
 
     def meta(rule_id: str) -> dict[str, str]:
@@ -102,4 +105,8 @@ def build_suite() -> gx.ExpectationSuite:
             notes="Normalised calendar status.",
         ),
     ]
+    # The ERP schedules table's limits (a moved event's fields are written into it), from the model. The
+    # frame's status is the calendar's (confirmed/tentative/cancelled), translated before it is stored.
+    stored = [c for c in FRAME_COLUMNS if c != "status"]
+    expectations += database_limits(Schedule, stored, expectations, rule_prefix=SUITE_NAME)
     return gx.ExpectationSuite(name=SUITE_NAME, expectations=expectations, meta={"dataset": "schedules"})
