@@ -39,8 +39,6 @@ from hub.models import (
     LabExportStatus,
     LabResult,
     ProductionBatch,
-    QuarantinedRecord,
-    QuarantineStatus,
 )
 from hub.settings import LabConfig, lab_config
 
@@ -222,24 +220,6 @@ def _quarantine_rows(parsed: ParsedExport, frame: pd.DataFrame, outcome: Any) ->
     return rows
 
 
-def _close_replayed(conn: Connection, specimen_ids: list[str]) -> int:
-    """Open quarantine entries of specimens that have now loaded cleanly are marked replayed."""
-    closed = 0
-    for start in range(0, len(specimen_ids), 1000):
-        result = conn.execute(
-            update(QuarantinedRecord)
-            .where(
-                QuarantinedRecord.integration == INTEGRATION,
-                QuarantinedRecord.dataset == DATASET,
-                QuarantinedRecord.status == QuarantineStatus.QUARANTINED.value,
-                QuarantinedRecord.record_key.in_(specimen_ids[start : start + 1000]),
-            )
-            .values(status=QuarantineStatus.REPLAYED.value, resolution_note="the specimen loaded from a later export", updated_at=datetime.now(UTC))
-        )
-        closed += int(result.rowcount or 0)
-    return closed
-
-
 def process_export(
     content: bytes,
     name: str,
@@ -301,15 +281,25 @@ def process_export(
         rows_loaded=len(rows),
         rows_quarantined=len(quarantine),
     )
+    dialect = {"decimal_comma": parsed.dialect.decimal_comma, "load_unit": parsed.dialect.load_unit}
+
+    def raw_line(label: Any) -> dict[str, Any]:
+        """A row the database refuses is quarantined like a refused line: a replay maps its values again."""
+        record = parsed.records[int(label)]
+        line = int(record.get("source_line") or 0)
+        return {"file": parsed.name, "sha256": parsed.sha256, "line": line, "text": parsed.line_text(line), "values": record, "dialect": dialect}
+
     try:
         with engine.begin() as conn:
+            # A specimen that loads cleanly closes its open quarantine entry (an earlier export refused it).
             result = load_batch(
                 conn,
                 BatchLoad(integration=INTEGRATION, dataset=DATASET, table=cast(Table, LabResult.__table__), key=["specimen_id"],
-                          rows=rows, quarantine=quarantine, cursor=cursor, flow_run_id=run_id),
+                          rows=rows, quarantine=quarantine, cursor=cursor, flow_run_id=run_id, raw_of=raw_line),
             )
-            _close_replayed(conn, rows["specimen_id"].tolist())
             ledger["rows_written"] = result.upserted
+            ledger["rows_loaded"] = len(rows) - result.refused
+            ledger["rows_quarantined"] = len(quarantine) + result.refused
             conn.execute(insert(LabExport).values(**ledger))
     except IntegrityError:
         with engine.connect() as conn:
@@ -320,6 +310,7 @@ def process_export(
 
     failures: Counter[str] = Counter()
     sample: list[dict[str, Any]] = []
+    quarantine = [*quarantine, *result.refused_rows]
     for row in quarantine:
         for failure in row.failed_expectations:
             failures[f"{failure['expectation']}({failure['column']})"] += 1
@@ -330,7 +321,7 @@ def process_export(
         sha256=sha256,
         status=LabExportStatus.PROCESSED.value,
         rows_total=parsed.data_lines,
-        valid=len(rows),
+        valid=len(rows) - result.refused,
         quarantined=len(quarantine),
         written=result.upserted,
         unchanged=result.unchanged,

@@ -166,6 +166,8 @@ class PreparedChunk:
     sample: list[dict[str, Any]]
     max_batch_seq: int | None
     last_collected_at: str | None
+    raw_readings: list[dict[str, Any]] = field(default_factory=list)  # frame index -> raw record (for a row the database refuses)
+    raw_batches: list[dict[str, Any]] = field(default_factory=list)
 
 
 def map_entries(entries: Sequence[BufferedEntry], stale_after_s: float) -> tuple[pd.DataFrame, pd.DataFrame, list[dict[str, Any]], list[dict[str, Any]]]:
@@ -265,6 +267,8 @@ def prepare_chunk(entries: Sequence[BufferedEntry], *, stale_after_s: float, run
         sample=sample,
         max_batch_seq=max(seqs) if seqs else None,
         last_collected_at=max(collected) if collected else None,
+        raw_readings=raw_readings,
+        raw_batches=raw_batches,
     )
 
 
@@ -292,6 +296,7 @@ class ChunkLoad:
     batches_unchanged: int
     quarantined: int
     batch_seq: int | None
+    refused: dict[str, list[QuarantineRow]] = field(default_factory=dict)  # by dataset: valid rows the database refused
 
 
 def load_chunk(engine: Engine, chunk: PreparedChunk, *, flow_run_id: str | None) -> ChunkLoad:
@@ -322,6 +327,7 @@ def load_chunk(engine: Engine, chunk: PreparedChunk, *, flow_run_id: str | None)
                 quarantine=chunk.reading_quarantine,
                 cursor=reading_cursor,
                 flow_run_id=flow_run_id,
+                raw_of=lambda label: chunk.raw_readings[int(label)],
             ),
         )
         b = load_batch(
@@ -335,6 +341,7 @@ def load_chunk(engine: Engine, chunk: PreparedChunk, *, flow_run_id: str | None)
                 quarantine=chunk.batch_quarantine,
                 cursor={"batch_seq": batch_seq} if batch_seq is not None and chunk.max_batch_seq is not None else None,
                 flow_run_id=flow_run_id,
+                raw_of=lambda label: chunk.raw_batches[int(label)],
             ),
         )
     return ChunkLoad(
@@ -344,6 +351,7 @@ def load_chunk(engine: Engine, chunk: PreparedChunk, *, flow_run_id: str | None)
         batches_unchanged=b.unchanged,
         quarantined=r.quarantined + b.quarantined,
         batch_seq=batch_seq,
+        refused={READINGS: list(r.refused_rows), BATCHES: list(b.refused_rows)},
     )
 
 
@@ -367,8 +375,14 @@ class FlushResult:
     def add(self, chunk: PreparedChunk, loaded: ChunkLoad) -> None:
         self.chunks += 1
         for dataset, valid, refused in ((READINGS, chunk.readings, chunk.reading_quarantine), (BATCHES, chunk.batches, chunk.batch_quarantine)):
+            by_database = loaded.refused.get(dataset, [])
             self.checked_by_dataset[dataset] = self.checked_by_dataset.get(dataset, 0) + len(valid) + len(refused)
-            self.quarantined_by_dataset[dataset] = self.quarantined_by_dataset.get(dataset, 0) + len(refused)
+            self.quarantined_by_dataset[dataset] = self.quarantined_by_dataset.get(dataset, 0) + len(refused) + len(by_database)
+            for row in by_database:
+                name = f"{dataset}.database_refused({row.failed_expectations[0]['column']})"
+                self.failures_by_expectation[name] = self.failures_by_expectation.get(name, 0) + 1
+                if len(self.sample) < 10:
+                    self.sample.append({"dataset": dataset, "record_key": row.record_key, "failed": row.failed_expectations})
         self.entries += chunk.entries
         self.readings_upserted += loaded.readings_upserted
         self.readings_unchanged += loaded.readings_unchanged

@@ -225,14 +225,14 @@ def test_unreadable_file_is_rejected_quarantined_and_archived(drop: Path) -> Non
 def test_a_failed_export_leaves_nothing_behind_is_recorded_and_is_retried_next_run(
     drop: Path, machine: LabSandbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import hub.lab
+    import hub.loading
 
     session = machine.test_session(batch_ids=BATCHES, variants=["bad_number"])
 
     def fail(*_: Any, **__: Any) -> int:
         raise ConnectionError("database connection lost")
 
-    monkeypatch.setattr(hub.lab, "_close_replayed", fail)  # fails after the rows were written, before the commit
+    monkeypatch.setattr(hub.loading, "release_quarantine", fail)  # fails after the rows were written, before the commit
     with pytest.raises(SyncFailed, match="1 lab export"):
         collect(drop)
     assert count(LabResult) == 0 and count(LabExport) == 0 and quarantined() == []  # rows, quarantine, ledger: all or nothing
