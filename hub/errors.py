@@ -321,7 +321,12 @@ def record_validation_failure(
     sample: list[dict[str, Any]],
     report_path: str | None,
 ) -> int:
-    """One DATA_VALIDATION_FAILED row per run and dataset, linked to the quarantine rows that run refused."""
+    """One open DATA_VALIDATION_FAILED row per dataset, linked to the quarantine rows the runs refused.
+
+    The dataset's open (pending or retrying) row takes this run's counts, sample and report, with a
+    `recurred` audit entry; only when none is open is a new row recorded. Rows refused again by every
+    run of a day are one error, not one per run; it resolves when its quarantine rows are all closed.
+    """
     summary = ", ".join(f"{name}: {count}" for name, count in sorted(failures_by_expectation.items()))
     error = DataValidationFailed(
         f"{rows_quarantined} of {rows_checked} {dataset} rows failed validation and were quarantined ({summary})",
@@ -335,10 +340,47 @@ def record_validation_failure(
         },
         operation="validate",
     )
-    error_id = record_error(error, integration=integration, dataset=dataset, flow_run_id=flow_run_id)
+    error_id = _recur_open_validation_failure(error, integration=integration, dataset=dataset, flow_run_id=flow_run_id)
+    if error_id is None:
+        error_id = record_error(error, integration=integration, dataset=dataset, flow_run_id=flow_run_id)
     if flow_run_id:
         link_quarantine(error_id, integration=integration, dataset=dataset, flow_run_id=flow_run_id)
     return error_id
+
+
+def _recur_open_validation_failure(error: IntegrationError, *, integration: str, dataset: str, flow_run_id: str | None) -> int | None:
+    """Update the dataset's open DATA_VALIDATION_FAILED row with this run's failure; None when none is open."""
+    now = datetime.now(UTC)
+    with session_scope() as session:
+        query = (
+            select(IntegrationErrorRow)
+            .where(
+                IntegrationErrorRow.integration == integration,
+                IntegrationErrorRow.dataset == dataset,
+                IntegrationErrorRow.error_type == ErrorCategory.DATA_VALIDATION_FAILED.value,
+                IntegrationErrorRow.status.in_([ErrorStatus.PENDING.value, ErrorStatus.RETRYING.value]),
+            )
+            .order_by(IntegrationErrorRow.id.desc())
+            .limit(1)
+        )
+        if _is_pg(session):
+            query = query.with_for_update()
+        row = session.scalars(query).first()
+        if row is None:
+            return None
+        before = row.response_data or {}
+        runs = int(before.get("runs") or 1) + 1
+        row.error_message = redact_text(str(error.message))[:4000]
+        row.response_data = {
+            **(json_safe(redact_mapping(error.response_data)) or {}),
+            "runs": runs,
+            "first_flow_run_id": before.get("first_flow_run_id", row.flow_run_id),
+        }
+        row.flow_run_id = flow_run_id
+        row.updated_at = now
+        who = f"flow-run:{flow_run_id}" if flow_run_id else "hub"
+        _event(session, row, ErrorEventAction.RECURRED, actor=who, from_status=row.status, reason=str(error.message), details={"runs": runs}, at=now)
+        return int(row.id)
 
 
 def link_quarantine(error_id: int, *, integration: str, dataset: str, flow_run_id: str) -> int:

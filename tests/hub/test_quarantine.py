@@ -153,15 +153,17 @@ def test_replay_never_overwrites_a_newer_erp_row(synced: int, email_rule_relaxed
     assert replayed is not None and replayed.status == "replayed" and "newer version" in (replayed.resolution_note or "")
 
 
-def test_a_later_run_refusing_the_same_rows_supersedes_the_earlier_error(synced: int) -> None:
+def test_a_later_run_refusing_the_same_rows_updates_the_open_error_instead_of_adding_one(synced: int) -> None:
     from flows.sync_sap_customers import sync_sap_customers
 
+    before = get_error(synced).response_data
     sandbox = SapSandbox(partners=400, seed=3, max_page_size=200)
     with use_transport("sap", as_transport(sandbox)):
-        sync_sap_customers(full_refresh=True)
+        second = sync_sap_customers(full_refresh=True)
     with Session(get_engine()) as session:
-        errors = session.scalars(select(IntegrationErrorRow).where(IntegrationErrorRow.error_type == "DATA_VALIDATION_FAILED").order_by(IntegrationErrorRow.id)).all()
-    first, second = errors
-    assert first.status == "resolved" and f"#{second.id}" in (first.resolution_note or "")
-    assert second.status == "pending"
-    assert {r.error_id for r in list_quarantine(integration="sap", dataset="customers", limit=10_000)} == {second.id}
+        [error] = session.scalars(select(IntegrationErrorRow).where(IntegrationErrorRow.error_type == "DATA_VALIDATION_FAILED")).all()
+    assert error.id == synced and error.status == "pending" and error.flow_run_id == second["flow_run_id"]
+    assert error.response_data is not None and before is not None
+    assert error.response_data["runs"] == 2 and error.response_data["rows_quarantined"] == before["rows_quarantined"]
+    assert [e.action for e in error_events(synced)][-1] == "recurred"
+    assert {r.error_id for r in list_quarantine(integration="sap", dataset="customers", limit=10_000)} == {synced}
