@@ -178,3 +178,27 @@ def test_a_rerun_of_an_older_window_never_moves_the_watermark_back(razorpay: Raz
     with get_engine().connect() as conn:
         assert read_cursor(conn, "razorpay", "payments") == {"since": later}
     assert row(order["id"])["payment_status"] == "captured"
+
+
+def test_a_genuine_event_refused_as_stale_at_the_door_is_recovered_by_reconciliation(razorpay: RazorpaySandbox) -> None:
+    """Razorpay's manual replay of a 2-day-old event is past the freshness horizon: the ingress refuses it
+    (counted as stale_event), and the next reconciliation applies the payment's real state instead."""
+    import time
+
+    import orjson
+
+    from hub.webhooks.app import create_app
+    from tests.webhooks.conftest import hub_settings, razorpay_headers, rejections, serving
+
+    order = new_order("INV-R-STALE")
+    paid = razorpay.pay(order["id"], "captured")
+    payment = {"id": paid["razorpay_payment_id"], "entity": "payment", "amount": 25_000, "currency": "INR", "status": "captured",
+               "order_id": order["id"], "method": "upi", "captured": True, "created_at": int(time.time()) - 2 * 86_400}
+    body = orjson.dumps({"entity": "event", "account_id": "acc_x", "event": "payment.captured", "contains": ["payment"],
+                         "payload": {"payment": {"entity": payment}}, "created_at": int(time.time()) - 2 * 86_400})
+    with serving(create_app(hub_settings())) as base:
+        refused = httpx.post(f"{base}/webhooks/razorpay", content=body, headers=razorpay_headers(body), timeout=10)
+    assert refused.status_code == 422 and refused.json() == {"error": "stale_event"}
+    assert rejections("stale_event", "razorpay") == 1 and row(order["id"])["payment_status"] == "created"
+    assert reconcile()["applied"] == 1
+    assert (row(order["id"])["payment_status"], row(order["id"])["source"]) == ("captured", "reconciliation")
