@@ -12,67 +12,99 @@ What it serves (all under ``/sap/opu/odata/sap/API_BUSINESS_PARTNER/``):
 * Basic auth, OAuth2 client credentials (``POST /sap/bc/sec/oauth2/token``), the CSRF token
   protocol, and ``PATCH``/``MERGE`` with ``If-Match`` on ``A_BusinessPartner``.
 
-The data is a deterministic (by ``seed``) Indian building-materials customer base with a few
-percent of deliberately dirty records; see :attr:`SapSandbox.dirty_ids`. Everything is JSON
-only: requests that do not ask for JSON get ``406`` (see ``docs/sandbox-sap.md``).
+The protocol is the generic engine in :mod:`sandbox.odata`; this module is the service on top
+of it: the entity types, the data, the write rules (derived names, change stamps) and the
+drills (mutations, added partners, raw fields, dirty records). The data is a deterministic
+(by ``seed``) Indian building-materials customer base with a few percent of deliberately dirty
+records; see :attr:`SapSandbox.dirty_ids`. Everything is JSON only: requests that do not ask
+for JSON get ``406`` (see ``docs/sandbox-sap.md``).
 """
 
 from __future__ import annotations
 
 import argparse
-import base64
 import gc
-import hashlib
-import hmac
-import json
 import logging
-import operator
-import os
 import random
 import re
-import secrets
 import sys
 import time
-import uuid
 from bisect import bisect_right
-from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
-from operator import itemgetter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
 from typing import Any, Final
-from urllib.parse import parse_qsl, quote
-from xml.sax.saxutils import escape as xml_escape
-from xml.sax.saxutils import quoteattr
 
-from sandbox.core import (
-    FaultSwitches,
-    SandboxRequest,
-    SandboxResponse,
-    Simulator,
-    control_json_body,
-    parse_fault_assignments,
-    serve,
+from sandbox.core import FaultSwitches, SandboxResponse, parse_fault_assignments, serve
+from sandbox.odata import (
+    FAULTS_ENV,
+    TOKEN_PATH,
+    EntityType,
+    Nav,
+    ODataError,
+    ODataSandbox,
+    ODataService,
+    Prop,
+    Table,
+    bool_prop,
+    date_prop,
+    dto_prop,
+    dumps,
+    etag_header,
+    faults_with_env,
+    gc_paused,
+    guid_prop,
+    make_etag,
+    next_etag,
+    parse_wire_datetime,
+    parse_wire_time,
+    row_builder,
+    span,
+    string_prop,
+    time_prop,
+    wire_date,
+    wire_day,
+    wire_dto_day,
+    wire_time,
 )
 
-try:
-    import orjson
-
-    def _dumps(payload: Any) -> bytes:
-        return orjson.dumps(payload)
-
-except ImportError:  # pragma: no cover - orjson ships with Prefect; plain json is the fallback
-
-    def _dumps(payload: Any) -> bytes:
-        return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
-
+# Names other modules import from here since before the engine moved to sandbox.odata.
+__all__ = [
+    "ANCHOR_DATE",
+    "BP_TYPE",
+    "DIRTY_KINDS",
+    "ENTITY_TYPES",
+    "FAULTS_ENV",
+    "FIRST_PARTNER_NUMBER",
+    "NAMESPACE",
+    "SERVICE",
+    "SERVICE_NAME",
+    "SERVICE_ROOT",
+    "TOKEN_PATH",
+    "TYPES_BY_SET",
+    "EntityType",
+    "Nav",
+    "ODataError",
+    "Prop",
+    "SapSandbox",
+    "build_sandbox",
+    "gstin_checksum",
+    "is_valid_gstin",
+    "main",
+    "parse_wire_datetime",
+    "parse_wire_time",
+    "partner_id",
+    "serve_sap",
+    "wire_date",
+    "wire_day",
+    "wire_dto_day",
+    "wire_time",
+]
 
 logger = logging.getLogger(__name__)
 
 SERVICE_NAME: Final = "API_BUSINESS_PARTNER"
 SERVICE_ROOT: Final = "/sap/opu/odata/sap/API_BUSINESS_PARTNER/"
-TOKEN_PATH: Final = "/sap/bc/sec/oauth2/token"
 NAMESPACE: Final = "API_BUSINESS_PARTNER"
 #: Generated change dates lie in the three years before this fixed day, so data is reproducible.
 ANCHOR_DATE: Final = date(2026, 6, 30)
@@ -80,86 +112,16 @@ ANCHOR_DATE: Final = date(2026, 6, 30)
 FIRST_PARTNER_NUMBER: Final = 1_000_000_001
 _BLOCK: Final = 1024  # partners are generated in independent blocks: id i never depends on the total
 
-_REALM = 'Basic realm="SAP NetWeaver Application Server"'
-_JSON_CT = "application/json; charset=utf-8"
-_XML_CT = "application/xml; charset=utf-8"
-
 # ============================================================================================
 # EDM schema (names and types follow SAP's published EDMX for API_BUSINESS_PARTNER)
 # ============================================================================================
 
-
-@dataclass(frozen=True)
-class Prop:
-    """One EDM property."""
-
-    name: str
-    edm: str = "Edm.String"
-    max_length: int | None = None
-    nullable: bool = True
-    updatable: bool = True
-    date_only: bool = False
-
-
-@dataclass(frozen=True)
-class Nav:
-    """One navigation property; ``target`` is an entity set name."""
-
-    name: str
-    target: str
-    many: bool
-
-
-@dataclass
-class EntityType:
-    """An entity type together with the entity set that serves it."""
-
-    name: str
-    set_name: str
-    props: tuple[Prop, ...]
-    keys: tuple[str, ...]
-    navs: tuple[Nav, ...] = ()
-    has_etag: bool = False
-    index: dict[str, int] = field(init=False)
-    prop: dict[str, Prop] = field(init=False)
-    nav: dict[str, Nav] = field(init=False)
-    names: tuple[str, ...] = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.index = {p.name: i for i, p in enumerate(self.props)}
-        self.prop = {p.name: p for p in self.props}
-        self.nav = {n.name: n for n in self.navs}
-        self.names = tuple(p.name for p in self.props)
-
-    @property
-    def qualified(self) -> str:
-        """Namespace-qualified type name used in ``__metadata.type``."""
-        return f"{NAMESPACE}.{self.name}"
-
-
-def _s(name: str, length: int, *, key: bool = False, ro: bool = False) -> Prop:
-    return Prop(name, "Edm.String", length, nullable=not key, updatable=not (ro or key))
-
-
-def _b(name: str, *, ro: bool = False) -> Prop:
-    return Prop(name, "Edm.Boolean", updatable=not ro)
-
-
-def _d(name: str, *, ro: bool = False) -> Prop:
-    return Prop(name, "Edm.DateTime", updatable=not ro, date_only=True)
-
-
-def _t(name: str, *, ro: bool = False) -> Prop:
-    return Prop(name, "Edm.Time", updatable=not ro)
-
-
-def _dto(name: str, *, ro: bool = False) -> Prop:
-    return Prop(name, "Edm.DateTimeOffset", updatable=not ro)
-
-
-def _g(name: str, *, ro: bool = False) -> Prop:
-    return Prop(name, "Edm.Guid", updatable=not ro)
-
+_s = string_prop
+_b = bool_prop
+_d = date_prop
+_t = time_prop
+_dto = dto_prop
+_g = guid_prop
 
 BP_TYPE = EntityType(
     "A_BusinessPartnerType",
@@ -402,87 +364,18 @@ ENTITY_TYPES: Final[tuple[EntityType, ...]] = (
     TAX_TYPE,
     CUSTOMER_TYPE,
 )
-TYPES_BY_SET: Final[dict[str, EntityType]] = {t.set_name: t for t in ENTITY_TYPES}
-
-# ============================================================================================
-# Wire formats (OData V2 verbose JSON)
-# ============================================================================================
-
-_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
-_MS_PER_DAY = 86_400_000
-_date_cache: dict[int, str] = {}
-_dto_cache: dict[int, str] = {}
-_time_cache: dict[int, str] = {}
+#: The service on the engine: only business partners take updates, as in the real API's common use.
+SERVICE: Final = ODataService(
+    SERVICE_NAME,
+    SERVICE_ROOT,
+    NAMESPACE,
+    ENTITY_TYPES,
+    updatable=frozenset({BP_TYPE.set_name}),
+    component_id="LO-MD-BP",
+)
+TYPES_BY_SET: Final[dict[str, EntityType]] = SERVICE.types_by_set
 #: Validity end SAP uses for open-ended addresses (9999-12-31T23:59:59Z).
 _OPEN_END_DTO = "/Date(253402300799000+0000)/"
-
-
-def wire_day(ordinal: int) -> str:
-    """Edm.DateTime for a day given as ``date.toordinal()``: ``/Date(<ms at midnight UTC>)/``."""
-    text = _date_cache.get(ordinal)
-    if text is None:
-        text = _date_cache[ordinal] = f"/Date({(ordinal - _EPOCH_ORDINAL) * _MS_PER_DAY})/"
-    return text
-
-
-def wire_dto_day(ordinal: int) -> str:
-    """Edm.DateTimeOffset at midnight UTC of a day ordinal: ``/Date(<ms>+0000)/``."""
-    text = _dto_cache.get(ordinal)
-    if text is None:
-        text = _dto_cache[ordinal] = f"/Date({(ordinal - _EPOCH_ORDINAL) * _MS_PER_DAY}+0000)/"
-    return text
-
-
-def wire_date(d: date) -> str:
-    """Edm.DateTime for a calendar day: ``/Date(<ms at midnight UTC>)/``."""
-    return wire_day(d.toordinal())
-
-
-def wire_time(seconds: int) -> str:
-    """Edm.Time as an ISO-8601 duration: ``PT14H30M05S``."""
-    text = _time_cache.get(seconds)
-    if text is None:
-        h, rest = divmod(seconds, 3600)
-        text = _time_cache[seconds] = f"PT{h:02d}H{rest // 60:02d}M{rest % 60:02d}S"
-    return text
-
-
-def parse_wire_datetime(text: str) -> int:
-    """Milliseconds since the epoch from ``/Date(ms)/`` or ``/Date(ms+0000)/``."""
-    inner = text[6 : text.index(")")]
-    for sign in ("+", "-"):
-        pos = inner.find(sign, 1)
-        if pos > 0:
-            offset = int(inner[pos + 1 : pos + 3]) * 60 + int(inner[pos + 3 : pos + 5])
-            ms = int(inner[:pos])
-            return ms - offset * 60_000 if sign == "+" else ms + offset * 60_000
-    return int(inner)
-
-
-def parse_wire_time(text: str) -> int:
-    """Seconds of the day from an Edm.Time duration such as ``PT14H30M05S``."""
-    match = _DURATION_RE.fullmatch(text)
-    if not match:
-        raise ValueError(f"not an Edm.Time value: {text!r}")
-    h, m, s = (int(float(g)) if g else 0 for g in match.groups())
-    return h * 3600 + m * 60 + s
-
-
-_DURATION_RE = re.compile(r"PT(?:(\d+)H)?(?:(\d+)M)?(?:(\d+(?:\.\d+)?)S)?")
-
-
-def _ms_of(dt: datetime) -> int:
-    return int(dt.timestamp() * 1000)
-
-
-def _etag_header(etag_value: str) -> str:
-    return f"W/\"'{etag_value}'\""
-
-
-def _make_etag(stamp: datetime, revision: int) -> str:
-    # 26 characters at most, like SAP's ETag property: change timestamp + revision counter.
-    return f"{stamp:%Y%m%d%H%M%S}{revision:07d}"
-
 
 # ============================================================================================
 # Deterministic data: an Indian building-materials customer base
@@ -1093,46 +986,6 @@ def _generated_etag(day_ordinal: int, seconds: int) -> str:
     return f"{day}{hms}0000000"
 
 
-def _defaults(etype: EntityType) -> list[Any]:
-    """Initial values SAP reports for unset fields: "" for strings, False for flags, null otherwise."""
-    row: list[Any] = []
-    for prop in etype.props:
-        if prop.edm == "Edm.String":
-            row.append("")
-        elif prop.edm == "Edm.Boolean":
-            row.append(False)
-        else:
-            row.append(None)
-    return row
-
-
-def _row_builder(
-    etype: EntityType, fields: tuple[str, ...], constants: Mapping[str, Any] | None = None
-) -> Callable[..., tuple[Any, ...]]:
-    """Compile ``build(*values) -> row tuple`` placing ``values`` at ``fields``, defaults elsewhere.
-
-    Generation touches ~200 slots per partner; a compiled list display is several times
-    faster than copying a template and assigning slots by name.
-    """
-    constants = dict(constants or {})
-    unknown = (set(fields) | constants.keys()) - etype.index.keys()
-    if unknown:
-        raise ValueError(f"{etype.name} has no properties {sorted(unknown)}")
-    position = {name: i for i, name in enumerate(fields)}
-    defaults = _defaults(etype)
-    parts = []
-    for i, prop in enumerate(etype.props):
-        if prop.name in position:
-            parts.append(f"v{position[prop.name]}")
-        else:
-            parts.append(repr(constants.get(prop.name, defaults[i])))
-    args = ", ".join(f"v{i}" for i in range(len(fields)))
-    namespace: dict[str, Any] = {}
-    exec(f"def build({args}):\n    return ({', '.join(parts)},)\n", namespace)  # noqa: S102 - source built from the schema only
-    build: Callable[..., tuple[Any, ...]] = namespace["build"]
-    return build
-
-
 _BP_FIELDS: Final = (
     "BusinessPartner",
     "Customer",
@@ -1169,7 +1022,7 @@ _BP_FIELDS: Final = (
     "IsMarkedForArchiving",
     "BusinessPartnerIDByExtSystem",
 )
-_build_bp: Final = _row_builder(BP_TYPE, _BP_FIELDS, {"Language": "EN"})
+_build_bp: Final = row_builder(BP_TYPE, _BP_FIELDS, {"Language": "EN"})
 _CU_FIELDS: Final = (
     "Customer",
     "CreatedByUser",
@@ -1188,7 +1041,7 @@ _CU_FIELDS: Final = (
     "Industry",
     "TaxNumber3",
 )
-_build_customer: Final = _row_builder(CUSTOMER_TYPE, _CU_FIELDS)
+_build_customer: Final = row_builder(CUSTOMER_TYPE, _CU_FIELDS)
 _AD_FIELDS: Final = (
     "BusinessPartner",
     "AddressID",
@@ -1205,11 +1058,11 @@ _AD_FIELDS: Final = (
     "Region",
     "StreetName",
 )
-_build_address: Final = _row_builder(ADDRESS_TYPE, _AD_FIELDS, {"ValidityEndDate": _OPEN_END_DTO, "Language": "EN"})
-_build_email: Final = _row_builder(
+_build_address: Final = row_builder(ADDRESS_TYPE, _AD_FIELDS, {"ValidityEndDate": _OPEN_END_DTO, "Language": "EN"})
+_build_email: Final = row_builder(
     EMAIL_TYPE, ("AddressID", "OrdinalNumber", "IsDefaultEmailAddress", "EmailAddress", "SearchEmailAddress")
 )
-_build_phone: Final = _row_builder(
+_build_phone: Final = row_builder(
     PHONE_TYPE,
     (
         "AddressID",
@@ -1221,7 +1074,7 @@ _build_phone: Final = _row_builder(
     ),
     {"IsDefaultPhoneNumber": True},
 )
-_build_tax: Final = _row_builder(TAX_TYPE, ("BusinessPartner", "BPTaxNumber"), {"BPTaxType": "IN3"})
+_build_tax: Final = row_builder(TAX_TYPE, ("BusinessPartner", "BPTaxNumber"), {"BPTaxType": "IN3"})
 
 _Row = Any  # a row is a tuple while stored, a list while being edited
 _AddressBundle = tuple[_Row, list[_Row], list[_Row], list[_Row]]
@@ -1667,782 +1520,9 @@ def _mobile_row(
 
 
 # ============================================================================================
-# Storage: one table per entity set, rows as tuples of wire values
+# The sandbox: the service on the OData engine, plus its data and drills
 # ============================================================================================
 
-
-class _Table:
-    """Rows of one entity set (wire-format tuples), key lookup, navigation links, typed columns."""
-
-    def __init__(self, etype: EntityType) -> None:
-        self.etype = etype
-        self.rows: list[tuple[Any, ...]] = []
-        #: nav name -> per-row target index (single, -1 for none) or a sequence of indices (many)
-        self.links: dict[str, list[Any]] = {nav.name: [] for nav in etype.navs}
-        self._link_defaults: dict[str, Any] = {nav.name: () if nav.many else -1 for nav in etype.navs}
-        self._by_key: dict[Any, int] | None = None
-        self._typed: dict[str, list[Any]] = {}
-        positions = [etype.index[k] for k in etype.keys]
-        self._key_of: Callable[[tuple[Any, ...]], Any] = (
-            itemgetter(positions[0]) if len(positions) == 1 else itemgetter(*positions)
-        )
-        if len(positions) == 1:
-            template = f"{etype.set_name}('{{}}')"
-        else:
-            template = f"{etype.set_name}(" + ",".join(f"{k}='{{}}'" for k in etype.keys) + ")"
-        fmt = template.format
-        key_of = self._key_of
-        single = len(positions) == 1
-        # Key values are generated digits (never user input), so no URI escaping is needed.
-        self.key_path: Callable[[tuple[Any, ...]], str] = (
-            (lambda row: fmt(key_of(row))) if single else (lambda row: fmt(*key_of(row)))
-        )
-
-    def invalidate(self) -> None:
-        """Forget derived lookups after rows were added in bulk."""
-        self._by_key = None
-        self._typed.clear()
-
-    def append(self, row: tuple[Any, ...]) -> int:
-        """Add a row; returns its index."""
-        index = len(self.rows)
-        self.rows.append(row)
-        for name, links in self.links.items():
-            links.append(self._link_defaults[name])
-        if self._by_key is not None:
-            self._by_key[self._key_of(row)] = index
-        self._typed.clear()
-        return index
-
-    def replace(self, index: int, row: tuple[Any, ...]) -> None:
-        """Swap a row for an updated version (keys never change)."""
-        self.rows[index] = row
-        self._typed.clear()
-
-    def find(self, key: tuple[str, ...]) -> int | None:
-        """Row index for a key tuple (in the entity type's key order)."""
-        if self._by_key is None:
-            key_of = self._key_of
-            self._by_key = {key_of(row): i for i, row in enumerate(self.rows)}
-        return self._by_key.get(key[0] if len(key) == 1 else key)
-
-    def typed_column(self, name: str) -> list[Any]:
-        """Values of property ``name`` in comparable form (epoch ms, seconds, lower-case GUIDs)."""
-        column = self._typed.get(name)
-        if column is None:
-            prop = self.etype.prop[name]
-            values = list(map(itemgetter(self.etype.index[name]), self.rows))
-            if prop.edm in ("Edm.DateTime", "Edm.DateTimeOffset"):
-                column = [_typed_or_none(parse_wire_datetime, v) for v in values]
-            elif prop.edm == "Edm.Time":
-                column = [_typed_or_none(parse_wire_time, v) for v in values]
-            elif prop.edm == "Edm.Guid":
-                column = [v.lower() if isinstance(v, str) else None for v in values]
-            else:
-                # Values of the wrong type (planted by set_raw_field) compare as null.
-                kind = bool if prop.edm == "Edm.Boolean" else str
-                column = [v if type(v) is kind else None for v in values]
-            self._typed[name] = column
-        return column
-
-
-def _typed_or_none(parse: Callable[[str], int], value: Any) -> int | None:
-    """Comparable form of a wire value; raw values planted by ``set_raw_field`` compare as null."""
-    if not isinstance(value, str):
-        return None
-    try:
-        return parse(value)
-    except ValueError:
-        return None
-
-
-# ============================================================================================
-# OData errors
-# ============================================================================================
-
-_CODE_PARAMTYPE = "005056A509B11EE1BB8AF4A65EC3CA20"
-_CODE_BAD_REQUEST = "/IWBEP/CM_MGW_RT/022"
-_CODE_NOT_FOUND = "/IWBEP/CM_MGW_RT/020"
-_CODE_METHOD = "/IWBEP/CM_MGW_RT/021"
-_CODE_PRECONDITION = "/IWBEP/CM_MGW_RT/054"
-_CODE_NOT_ACCEPTABLE = "/IWBEP/CM_MGW_RT/031"
-_CODE_SERVER = "/IWFND/CM_BEC/026"
-_SAP_TRANSACTION = (
-    'For backend administrators: use ADT feed reader "SAP Gateway Error Log" or run transaction '
-    "/IWFND/ERROR_LOG on SAP Gateway hub system and search for entries with the timestamp above "
-    "for more details"
-)
-_SAP_NOTE = "See SAP Note 1797736 for error analysis (https://service.sap.com/sap/support/notes/1797736)"
-
-
-class ODataError(Exception):
-    """An OData error answer (status, SAP-style code and message)."""
-
-    def __init__(self, status: int, code: str, message: str, headers: Iterable[tuple[str, str]] = ()) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.headers = list(headers)
-
-
-def _bad_request(message: str) -> ODataError:
-    return ODataError(400, _CODE_BAD_REQUEST, message)
-
-
-def _param_type_error(function: str, position: int) -> ODataError:
-    return ODataError(
-        400, _CODE_PARAMTYPE, f"Invalid parametertype used at function '{function}' (Position: {position})"
-    )
-
-
-# ============================================================================================
-# $filter: tokenizer, parser, type checker and compiler to per-row predicates
-# ============================================================================================
-
-_TOKEN_RE = re.compile(
-    r"""(?P<ws>\s+)
-    |(?P<typed>(?:datetimeoffset|datetime|guid|time)'(?:[^']|'')*')
-    |(?P<string>'(?:[^']|'')*')
-    |(?P<number>-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?[mMdDfFlL]?)
-    |(?P<ident>[A-Za-z_][A-Za-z0-9_]*(?:/[A-Za-z_][A-Za-z0-9_]*)*)
-    |(?P<open>\()
-    |(?P<close>\))
-    |(?P<comma>,)""",
-    re.VERBOSE,
-)
-_COMPARISONS = frozenset({"eq", "ne", "gt", "ge", "lt", "le"})
-_NUMERIC = frozenset({"Edm.Int32", "Edm.Int64", "Edm.Decimal", "Edm.Double"})
-_BOOL_FUNCS = {"substringof": 2, "startswith": 2, "endswith": 2}
-_STRING_FUNCS = {"tolower": 1, "toupper": 1, "trim": 1}
-_STRING_METHODS: dict[str, Callable[[str], str]] = {"tolower": str.lower, "toupper": str.upper, "trim": str.strip}
-_DATE_PART_FUNCS = {"year", "month", "day", "hour", "minute", "second"}
-
-
-@dataclass
-class _Tok:
-    kind: str
-    text: str
-    pos: int  # 1-based position in the $filter text, as SAP reports it
-
-
-@dataclass
-class _Node:
-    kind: str  # lit | member | call | not | bin
-    pos: int
-    value: Any = None
-    edm: str = ""
-    name: str = ""
-    args: list[_Node] = field(default_factory=list)
-
-
-def _tokenize(text: str) -> list[_Tok]:
-    tokens: list[_Tok] = []
-    pos = 0
-    while pos < len(text):
-        match = _TOKEN_RE.match(text, pos)
-        if match is None:
-            raise _bad_request(f"Invalid token detected at position {pos + 1} in $filter")
-        kind = match.lastgroup or ""
-        if kind != "ws":
-            tokens.append(_Tok(kind, match.group(), pos + 1))
-        pos = match.end()
-    return tokens
-
-
-def _parse_datetime_literal(body: str, with_offset: bool, pos: int) -> int:
-    text = body.strip()
-    if with_offset:
-        text = text.replace("Z", "+00:00")
-    if "." in text:
-        # Python parses at most 6 fractional digits; OData allows 7.
-        head, _, tail = text.partition(".")
-        digits = "".join(ch for ch in tail if ch.isdigit())
-        rest = tail[len(digits) :]
-        text = f"{head}.{digits[:6].ljust(6, '0')}{rest}"
-    try:
-        value = datetime.fromisoformat(text)
-    except ValueError:
-        raise _bad_request(f"Invalid literal '{body}' at position {pos} in $filter") from None
-    if with_offset and value.tzinfo is None:
-        raise _bad_request(f"datetimeoffset literal without offset at position {pos} in $filter")
-    if not with_offset and value.tzinfo is not None:
-        raise _bad_request(f"datetime literal must not carry an offset (position {pos}); use datetimeoffset")
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return _ms_of(value)
-
-
-def _literal(tok: _Tok) -> _Node:
-    if tok.kind == "string":
-        return _Node("lit", tok.pos, tok.text[1:-1].replace("''", "'"), "Edm.String")
-    if tok.kind == "number":
-        text = tok.text
-        suffix = text[-1].lower() if text[-1].isalpha() else ""
-        digits = text[:-1] if suffix else text
-        if suffix in ("m", "d", "f") or "." in digits or "e" in digits.lower():
-            return _Node("lit", tok.pos, float(digits), "Edm.Decimal" if suffix == "m" else "Edm.Double")
-        return _Node("lit", tok.pos, int(digits), "Edm.Int64" if suffix == "l" else "Edm.Int32")
-    prefix, _, rest = tok.text.partition("'")
-    body = rest[:-1].replace("''", "'")
-    if prefix == "datetime":
-        return _Node("lit", tok.pos, _parse_datetime_literal(body, False, tok.pos), "Edm.DateTime")
-    if prefix == "datetimeoffset":
-        return _Node("lit", tok.pos, _parse_datetime_literal(body, True, tok.pos), "Edm.DateTimeOffset")
-    if prefix == "time":
-        try:
-            return _Node("lit", tok.pos, parse_wire_time(body), "Edm.Time")
-        except ValueError:
-            raise _bad_request(f"Invalid literal '{body}' at position {tok.pos} in $filter") from None
-    try:
-        return _Node("lit", tok.pos, str(uuid.UUID(body)), "Edm.Guid")
-    except ValueError:
-        raise _bad_request(f"Invalid literal '{body}' at position {tok.pos} in $filter") from None
-
-
-class _FilterParser:
-    """Recursive-descent parser for the OData V2 ``$filter`` subset the sandbox supports."""
-
-    def __init__(self, text: str) -> None:
-        self.tokens = _tokenize(text)
-        self.i = 0
-
-    def parse(self) -> _Node:
-        if not self.tokens:
-            raise _bad_request("$filter is empty")
-        node = self._or()
-        if self.i < len(self.tokens):
-            tok = self.tokens[self.i]
-            raise _bad_request(f"Invalid token '{tok.text}' at position {tok.pos} in $filter")
-        return node
-
-    def _peek(self) -> _Tok | None:
-        return self.tokens[self.i] if self.i < len(self.tokens) else None
-
-    def _keyword(self, *words: str) -> _Tok | None:
-        tok = self._peek()
-        if tok is not None and tok.kind == "ident" and tok.text in words:
-            self.i += 1
-            return tok
-        return None
-
-    def _expect(self, kind: str) -> _Tok:
-        tok = self._peek()
-        if tok is None or tok.kind != kind:
-            where = f"position {tok.pos}" if tok else "the end"
-            raise _bad_request(f"Syntax error in $filter at {where}: expected '{_PUNCT.get(kind, kind)}'")
-        self.i += 1
-        return tok
-
-    def _binary(self, sub: Callable[[], _Node], *ops: str) -> _Node:
-        node = sub()
-        while (tok := self._keyword(*ops)) is not None:
-            node = _Node("bin", tok.pos, name=tok.text, args=[node, sub()])
-        return node
-
-    def _or(self) -> _Node:
-        return self._binary(self._and, "or")
-
-    def _and(self) -> _Node:
-        return self._binary(self._equality, "and")
-
-    def _equality(self) -> _Node:
-        return self._binary(self._relational, "eq", "ne")
-
-    def _relational(self) -> _Node:
-        return self._binary(self._unary, "gt", "ge", "lt", "le")
-
-    def _unary(self) -> _Node:
-        tok = self._keyword("not")
-        if tok is not None:
-            return _Node("not", tok.pos, args=[self._unary()])
-        return self._primary()
-
-    def _primary(self) -> _Node:
-        tok = self._peek()
-        if tok is None:
-            raise _bad_request("Syntax error in $filter: unexpected end of expression")
-        self.i += 1
-        if tok.kind == "open":
-            node = self._or()
-            self._expect("close")
-            return node
-        if tok.kind in ("string", "number", "typed"):
-            return _literal(tok)
-        if tok.kind == "ident":
-            if tok.text in ("true", "false"):
-                return _Node("lit", tok.pos, tok.text == "true", "Edm.Boolean")
-            if tok.text == "null":
-                return _Node("lit", tok.pos, None, "null")
-            nxt = self._peek()
-            if nxt is not None and nxt.kind == "open" and "/" not in tok.text:
-                self.i += 1
-                args: list[_Node] = []
-                if (after := self._peek()) is not None and after.kind == "close":
-                    self.i += 1
-                else:
-                    args.append(self._or())
-                    while (sep := self._peek()) is not None and sep.kind == "comma":
-                        self.i += 1
-                        args.append(self._or())
-                    self._expect("close")
-                return _Node("call", tok.pos, name=tok.text, args=args)
-            return _Node("member", tok.pos, name=tok.text)
-        raise _bad_request(f"Invalid token '{tok.text}' at position {tok.pos} in $filter")
-
-
-_PUNCT = {"close": ")", "open": "(", "comma": ","}
-_Fn = Callable[[int], Any]
-
-
-def _compatible(a: str, b: str) -> bool:
-    if a == "null" or b == "null" or a == b:
-        return True
-    return a in _NUMERIC and b in _NUMERIC
-
-
-def _date_part(name: str) -> Callable[[int], int]:
-    attr = name
-
-    def part(ms: int) -> int:
-        value: int = getattr(datetime.fromtimestamp(ms / 1000, tz=UTC), attr)
-        return value
-
-    return part
-
-
-class _FilterCompiler:
-    """Type-checks a parsed ``$filter`` against an entity set and compiles it to ``row -> bool``."""
-
-    def __init__(self, tables: Mapping[str, _Table], table: _Table) -> None:
-        self.tables = tables
-        self.table = table
-
-    def compile(self, text: str) -> _Fn:
-        """A predicate over row indices of ``self.table``."""
-        node = _FilterParser(text).parse()
-        edm, fn, _const = self._expr(node)
-        if edm not in ("Edm.Boolean", "null"):
-            raise _bad_request("$filter must be a boolean expression")
-        return fn
-
-    def member(self, path: str, pos: int, what: str = "$filter") -> tuple[str, _Fn]:
-        """Typed accessor for a property path (single-valued navigations allowed)."""
-        table = self.table
-        hops: list[list[Any]] = []
-        segments = path.split("/")
-        for segment in segments[:-1]:
-            nav = table.etype.nav.get(segment)
-            if nav is None:
-                raise _bad_request(f"Property '{segment}' is invalid in {what} (Position: {pos})")
-            if nav.many:
-                raise _bad_request(f"Navigation property '{segment}' is not single-valued; it cannot be used in {what}")
-            hops.append(table.links[segment])
-            table = self.tables[nav.target]
-        name = segments[-1]
-        prop = table.etype.prop.get(name)
-        if prop is None:
-            kind = "Navigation property" if name in table.etype.nav else "Property"
-            raise _bad_request(f"{kind} '{name}' is invalid in {what} (Position: {pos})")
-        column = table.typed_column(name)
-        if not hops:
-            return prop.edm, column.__getitem__
-        if len(hops) == 1:
-            links = hops[0]
-            return prop.edm, lambda i: column[j] if (j := links[i]) >= 0 else None
-
-        def walk(i: int) -> Any:
-            j = i
-            for links in hops:
-                j = links[j]
-                if j < 0:
-                    return None
-            return column[j]
-
-        return prop.edm, walk
-
-    def _expr(self, node: _Node) -> tuple[str, _Fn, tuple[bool, Any]]:
-        """(edm type, accessor, (is_constant, constant value))."""
-        if node.kind == "lit":
-            value = node.value
-            return node.edm, (lambda i: value), (True, value)
-        if node.kind == "member":
-            edm, fn = self.member(node.name, node.pos)
-            return edm, fn, (False, None)
-        if node.kind == "not":
-            edm, fn, _ = self._expr(node.args[0])
-            if edm != "Edm.Boolean":
-                raise _param_type_error("not", node.pos)
-            return "Edm.Boolean", lambda i: not fn(i), (False, None)
-        if node.kind == "call":
-            return self._call(node)
-        return self._binary(node)
-
-    def _binary(self, node: _Node) -> tuple[str, _Fn, tuple[bool, Any]]:
-        op = node.name
-        left_edm, left, left_const = self._expr(node.args[0])
-        right_edm, right, right_const = self._expr(node.args[1])
-        if op in ("and", "or"):
-            if left_edm != "Edm.Boolean" or right_edm != "Edm.Boolean":
-                raise _param_type_error(op, node.pos)
-            if op == "and":
-                return "Edm.Boolean", lambda i: bool(left(i)) and bool(right(i)), (False, None)
-            return "Edm.Boolean", lambda i: bool(left(i)) or bool(right(i)), (False, None)
-        if not _compatible(left_edm, right_edm):
-            raise _param_type_error(op, node.pos)
-        if left_const[0] and not right_const[0]:
-            # Put the literal on the right: "datetime'..' le X" is "X ge datetime'..'".
-            op = {"gt": "lt", "ge": "le", "lt": "gt", "le": "ge"}.get(op, op)
-            left, right, left_const, right_const = right, left, right_const, left_const
-        if right_const[0]:
-            return "Edm.Boolean", _compare_const(op, left, right_const[1]), (False, None)
-        return "Edm.Boolean", _compare_dynamic(op, left, right), (False, None)
-
-    def _call(self, node: _Node) -> tuple[str, _Fn, tuple[bool, Any]]:
-        name = node.name
-        arity = (
-            _BOOL_FUNCS.get(name)
-            or _STRING_FUNCS.get(name)
-            or (1 if name in _DATE_PART_FUNCS or name == "length" else None)
-        )
-        if arity is None:
-            raise _bad_request(f"Function '{name}' is not supported (Position: {node.pos})")
-        if len(node.args) != arity:
-            raise _bad_request(f"Function '{name}' expects {arity} argument(s) (Position: {node.pos})")
-        compiled = [self._expr(arg) for arg in node.args]
-        if name in _DATE_PART_FUNCS:
-            edm, fn, _ = compiled[0]
-            if edm not in ("Edm.DateTime", "Edm.DateTimeOffset"):
-                raise _param_type_error(name, node.pos)
-            part = _date_part(name)
-            return "Edm.Int32", lambda i: None if (v := fn(i)) is None else part(v), (False, None)
-        if any(edm not in ("Edm.String", "null") for edm, _, _ in compiled):
-            raise _param_type_error(name, node.pos)
-        fns = [fn for _, fn, _ in compiled]
-        if name == "length":
-            only = fns[0]
-            return "Edm.Int32", lambda i: None if (v := only(i)) is None else len(v), (False, None)
-        if name in _STRING_FUNCS:
-            only = fns[0]
-            method = _STRING_METHODS[name]
-            return "Edm.String", lambda i: None if (v := only(i)) is None else method(v), (False, None)
-        a, b = fns
-        if name == "substringof":
-            return (
-                "Edm.Boolean",
-                lambda i: (x := a(i)) is not None and (y := b(i)) is not None and x in y,
-                (False, None),
-            )
-        if name == "startswith":
-            return (
-                "Edm.Boolean",
-                lambda i: (x := a(i)) is not None and (y := b(i)) is not None and x.startswith(y),
-                (False, None),
-            )
-        return (
-            "Edm.Boolean",
-            lambda i: (x := a(i)) is not None and (y := b(i)) is not None and x.endswith(y),
-            (False, None),
-        )
-
-
-def _compare_const(op: str, fn: _Fn, value: Any) -> _Fn:
-    """Comparison with a literal; null compares equal only to null, and never orders."""
-    if value is None:
-        if op == "eq":
-            return lambda i: fn(i) is None
-        if op == "ne":
-            return lambda i: fn(i) is not None
-        return lambda i: False
-    if op == "eq":
-        return lambda i: fn(i) == value
-    if op == "ne":
-        return lambda i: fn(i) != value
-    if op == "gt":
-        return lambda i: (x := fn(i)) is not None and x > value
-    if op == "ge":
-        return lambda i: (x := fn(i)) is not None and x >= value
-    if op == "lt":
-        return lambda i: (x := fn(i)) is not None and x < value
-    return lambda i: (x := fn(i)) is not None and x <= value
-
-
-def _compare_dynamic(op: str, left: _Fn, right: _Fn) -> _Fn:
-    if op == "eq":
-        return lambda i: left(i) == right(i)
-    if op == "ne":
-        return lambda i: left(i) != right(i)
-    compare: Callable[[Any, Any], bool] = {"gt": operator.gt, "ge": operator.ge, "lt": operator.lt, "le": operator.le}[
-        op
-    ]
-    return lambda i: (x := left(i)) is not None and (y := right(i)) is not None and compare(x, y)
-
-
-# ============================================================================================
-# $select / $expand shapes and rendering
-# ============================================================================================
-
-
-@dataclass
-class _SelectNode:
-    """Parsed ``$select`` for one entity type: ``star`` or named properties and navigations."""
-
-    star: bool = False
-    props: set[str] = field(default_factory=set)
-    #: nav name -> None when selected by name (everything below), or the node for paths below it
-    navs: dict[str, _SelectNode | None] = field(default_factory=dict)
-
-
-@dataclass
-class _Shape:
-    """What to render for one entity type: property positions and navigation handling."""
-
-    table: _Table
-    names: tuple[str, ...]
-    positions: tuple[int, ...] | None  # None = every property in schema order
-    navs: list[tuple[str, _Shape | None, bool]]  # (name, expanded shape or None=deferred, many)
-
-
-def _parse_expand(text: str, etype: EntityType, tables: Mapping[str, _Table]) -> dict[str, Any]:
-    tree: dict[str, Any] = {}
-    for item in (part.strip() for part in text.split(",")):
-        if not item:
-            raise _bad_request("Empty item in $expand")
-        node, current = tree, etype
-        for segment in item.split("/"):
-            nav = current.nav.get(segment)
-            if nav is None:
-                raise _bad_request(f"Navigation property '{segment}' is invalid in $expand for type '{current.name}'")
-            node = node.setdefault(segment, {})
-            current = tables[nav.target].etype
-    return tree
-
-
-def _parse_select(text: str, etype: EntityType, tables: Mapping[str, _Table]) -> _SelectNode:
-    root = _SelectNode()
-    for item in (part.strip() for part in text.split(",")):
-        if not item:
-            raise _bad_request("Empty item in $select")
-        node, current = root, etype
-        segments = item.split("/")
-        for depth, segment in enumerate(segments):
-            last = depth == len(segments) - 1
-            if last and segment == "*":
-                node.star = True
-            elif last and segment in current.prop:
-                node.props.add(segment)
-            elif segment in current.nav:
-                if last:
-                    node.navs[segment] = None
-                    break
-                existing = node.navs.get(segment, _SelectNode())
-                if existing is None:
-                    break  # already selected as a whole
-                node.navs[segment] = existing
-                node = existing
-                current = tables[current.nav[segment].target].etype
-            else:
-                raise _bad_request(f"Property '{segment}' is invalid in $select for type '{current.name}'")
-    return root
-
-
-def _build_shape(
-    table: _Table, select: _SelectNode | None, expand: Mapping[str, Any], tables: Mapping[str, _Table]
-) -> _Shape:
-    etype = table.etype
-    if select is None or select.star:
-        names, positions = etype.names, None
-    else:
-        chosen = [p for p in etype.props if p.name in select.props]
-        names = tuple(p.name for p in chosen)
-        positions = tuple(etype.index[p.name] for p in chosen)
-    navs: list[tuple[str, _Shape | None, bool]] = []
-    for nav in etype.navs:
-        if select is None or (select.star and nav.name not in select.navs):
-            shown, below = True, None
-        elif nav.name in select.navs:
-            shown, below = True, select.navs[nav.name]
-        else:
-            shown, below = False, None
-        if not shown:
-            continue
-        target = tables[nav.target]
-        if nav.name in expand:
-            navs.append((nav.name, _build_shape(target, below, expand[nav.name], tables), nav.many))
-        elif below is not None:
-            raise _bad_request(f"Navigation property '{nav.name}' must be expanded to select properties below it")
-        else:
-            navs.append((nav.name, None, nav.many))
-    return _Shape(table, names, positions, navs)
-
-
-def _renderer(shape: _Shape, service_url: str) -> Callable[[int], dict[str, Any]]:
-    """Compile a shape into ``render(row_index) -> dict`` for one response (absolute URIs)."""
-    table = shape.table
-    rows = table.rows
-    key_path = table.key_path
-    type_name = table.etype.qualified
-    names = shape.names
-    positions = shape.positions
-    getter: Callable[[tuple[Any, ...]], Any] | None
-    if positions is None:
-        getter = None
-    elif len(positions) == 1:
-        only = positions[0]
-        getter = lambda row: (row[only],)  # noqa: E731 - itemgetter of one index returns a scalar
-    elif positions:
-        getter = itemgetter(*positions)
-    else:
-        getter = lambda row: ()  # noqa: E731
-    etag_at = table.etype.index["ETag"] if table.etype.has_etag else -1
-    navs = [
-        (name, None if sub is None else _renderer(sub, service_url), many, table.links[name])
-        for name, sub, many in shape.navs
-    ]
-
-    def render(i: int) -> dict[str, Any]:
-        row = rows[i]
-        uri = service_url + key_path(row)
-        metadata = {"id": uri, "uri": uri, "type": type_name}
-        if etag_at >= 0:
-            metadata["etag"] = f"W/\"'{row[etag_at]}'\""
-        out: dict[str, Any] = {"__metadata": metadata}
-        out.update(zip(names, row if getter is None else getter(row), strict=False))
-        for name, sub, many, links in navs:
-            if sub is None:
-                out[name] = {"__deferred": {"uri": f"{uri}/{name}"}}
-            elif many:
-                out[name] = {"results": [sub(j) for j in links[i]]}
-            else:
-                j = links[i]
-                out[name] = sub(j) if j >= 0 else None
-        return out
-
-    return render
-
-
-# ============================================================================================
-# Query options
-# ============================================================================================
-
-_SYSTEM_OPTIONS = frozenset(
-    {"$filter", "$select", "$expand", "$orderby", "$top", "$skip", "$skiptoken", "$inlinecount", "$format"}
-)
-
-
-@dataclass
-class _Query:
-    filter: str | None = None
-    select: str | None = None
-    expand: str | None = None
-    orderby: str | None = None
-    top: int | None = None
-    skip: int = 0
-    skiptoken: str | None = None
-    inlinecount: bool = False
-
-
-def _parse_query(req: SandboxRequest) -> _Query:
-    query = _Query()
-    seen: set[str] = set()
-    for name, value in req.query:
-        if not name.startswith("$"):
-            continue  # custom options such as sap-client / sap-language
-        if name not in _SYSTEM_OPTIONS:
-            raise _bad_request(f"System query option '{name}' is not supported")
-        if name in seen:
-            raise _bad_request(f"System query option '{name}' is specified more than once")
-        seen.add(name)
-        if name in ("$top", "$skip"):
-            if not value.isdigit():
-                raise _bad_request(f"Invalid value '{value}' for system query option '{name}'")
-            if name == "$top":
-                query.top = int(value)
-            else:
-                query.skip = int(value)
-        elif name == "$inlinecount":
-            if value not in ("allpages", "none"):
-                raise _bad_request(f"Invalid value '{value}' for system query option '$inlinecount'")
-            query.inlinecount = value == "allpages"
-        elif name == "$filter":
-            query.filter = value.strip()
-        elif name == "$select":
-            query.select = value.strip() or None
-        elif name == "$expand":
-            query.expand = value.strip() or None
-        elif name == "$orderby":
-            query.orderby = value.strip() or None
-        elif name == "$skiptoken":
-            query.skiptoken = value
-    return query
-
-
-def _wants_json(req: SandboxRequest) -> bool:
-    fmt = req.query_get("$format")
-    if fmt is not None:
-        return fmt.lower() == "json"
-    return "application/json" in (req.headers.get("accept") or "").lower()
-
-
-def _negotiate(req: SandboxRequest) -> None:
-    """Data responses are JSON only: atom/XML requests get 406 (documented limitation)."""
-    fmt = req.query_get("$format")
-    if fmt is not None and fmt.lower() not in ("json", "atom", "xml"):
-        raise _bad_request(f"Invalid value '{fmt}' for system query option '$format'")
-    if not _wants_json(req):
-        raise ODataError(
-            406,
-            _CODE_NOT_ACCEPTABLE,
-            "The sandbox serves OData JSON only: send $format=json or Accept: application/json",
-        )
-
-
-_KEY_SEEK_RE = re.compile(r"(?:(?P<rest>.+) and )?(?P<key>[A-Za-z_]\w*) gt '(?P<value>(?:[^']|'')*)'")
-_RESOURCE_RE = re.compile(
-    r"(?P<set>[A-Za-z_]\w*)(?:\((?P<key>(?:'(?:[^']|'')*'|[^()'])*)\))?(?:/(?P<nav>[A-Za-z_]\w*))?(?:/(?P<count>\$count))?/?"
-)
-_KEY_PAIR_RE = re.compile(r"\s*(?:(?P<name>[A-Za-z_]\w*)\s*=\s*)?'(?P<value>(?:[^']|'')*)'\s*")
-
-
-def _parse_key(etype: EntityType, text: str) -> tuple[str, ...]:
-    values: dict[str, str] = {}
-    pos = 0
-    while pos < len(text):
-        match = _KEY_PAIR_RE.match(text, pos)
-        if match is None:
-            raise _bad_request(f"Invalid key predicate '({text})' for '{etype.set_name}'")
-        name = match.group("name")
-        if name is None:
-            if len(etype.keys) != 1 or values:
-                raise _bad_request(f"Invalid key predicate '({text})' for '{etype.set_name}'")
-            name = etype.keys[0]
-        if name not in etype.keys or name in values:
-            raise _bad_request(f"Invalid key property '{name}' for '{etype.set_name}'")
-        values[name] = match.group("value").replace("''", "'")
-        pos = match.end()
-        if pos < len(text):
-            if text[pos] != ",":
-                raise _bad_request(f"Invalid key predicate '({text})' for '{etype.set_name}'")
-            pos += 1
-    if set(values) != set(etype.keys):
-        raise _bad_request(f"Key predicate '({text})' must name {', '.join(etype.keys)}")
-    return tuple(values[k] for k in etype.keys)
-
-
-_QUERY_SAFE = "$'(),:/*@!;"
-_PATH_SAFE = "/()$,='"
-
-
-def _encode_query(pairs: Iterable[tuple[str, str]]) -> str:
-    return "&".join(f"{quote(k, safe='$')}={quote(v, safe=_QUERY_SAFE)}" for k, v in pairs)
-
-
-# ============================================================================================
-# The sandbox
-# ============================================================================================
-
-_MODIFYING = frozenset({"POST", "PUT", "PATCH", "MERGE", "DELETE"})
-_RESULT_CACHE_SIZE = 32
 _MUTATION_KINDS: Final = ("phone", "email", "block", "name_fix", "address", "archive")
 _MUTATION_WEIGHTS: Final = (25, 15, 20, 20, 15, 5)
 #: Which dirty reasons a mutation of a given kind repairs.
@@ -2453,31 +1533,21 @@ _CURES: Final = {
     "address": {"invalid_postal_code", "unknown_country"},
 }
 _ETAG_AT = _BPX["ETag"]
-_ICF_404 = (
-    "<html><head><title>Service cannot be reached</title></head><body>"
-    "<h2>404 Not Found</h2><p>Service cannot be reached. What has happened? "
-    "URL call was terminated because the corresponding service is not available.</p></body></html>"
+#: A change to one of these re-derives the partner's full name (and the customer's and addresses').
+_NAME_FIELDS: Final = frozenset(
+    {
+        "OrganizationBPName1",
+        "OrganizationBPName2",
+        "OrganizationBPName3",
+        "OrganizationBPName4",
+        "FirstName",
+        "LastName",
+    }
 )
 
 
-@dataclass
-class _Session:
-    """A CSRF session: token bound to a session cookie and the user who fetched it."""
-
-    token: str
-    user: str
-    expires_at: float
-
-
-@dataclass
-class _AccessToken:
-    client_id: str
-    user: str
-    expires_at: float
-
-
-class SapSandbox(Simulator):
-    """Simulator of SAP S/4HANA ``API_BUSINESS_PARTNER`` (OData V2).
+class SapSandbox(ODataSandbox):
+    """Simulator of SAP S/4HANA ``API_BUSINESS_PARTNER`` (OData V2), served by :class:`ODataSandbox`.
 
     Data is generated from ``seed`` (same seed and size give byte-identical data); change
     stamps lie before the fixed :data:`ANCHOR_DATE`, and :meth:`mutate`/:meth:`add_partners`
@@ -2486,6 +1556,8 @@ class SapSandbox(Simulator):
     """
 
     name = "sap"
+    control_actions = ("mutate", "add-partners", "set-field")
+    control_subject = "partner"
 
     def __init__(
         self,
@@ -2505,32 +1577,27 @@ class SapSandbox(Simulator):
         sap_client: str = "100",
         system_id: str = "S4H",
     ) -> None:
-        super().__init__(faults=faults)
         if partners < 0 or max_page_size < 1:
             raise ValueError("partners must be >= 0 and max_page_size >= 1")
-        self.seed = seed
-        self.max_page_size = max_page_size
-        self.username = username
-        self.password = password
-        self.client_id = client_id
-        self.client_secret = client_secret
-        self.token_ttl_s = token_ttl_s
-        self.csrf_ttl_s = csrf_ttl_s
-        self.sap_client = sap_client
-        self.session_cookie = f"SAP_SESSIONID_{system_id}_{sap_client}"
-        self._clock = clock or (lambda: datetime.now(UTC))
-        self._clock_offset = timedelta(0)
+        super().__init__(
+            SERVICE,
+            seed=seed,
+            max_page_size=max_page_size,
+            username=username,
+            password=password,
+            client_id=client_id,
+            client_secret=client_secret,
+            token_ttl_s=token_ttl_s,
+            csrf_ttl_s=csrf_ttl_s,
+            clock=clock,
+            faults=faults,
+            sap_client=sap_client,
+            system_id=system_id,
+        )
         #: BusinessPartner id -> reason code (see DIRTY_KINDS) for every deliberately dirty partner.
         self.dirty_ids: dict[str, str] = {}
-        self.tables: dict[str, _Table] = {t.set_name: _Table(t) for t in ENTITY_TYPES}
         self._bp = self.tables["A_BusinessPartner"]
-        self._version = 0
-        self._results: OrderedDict[tuple[Any, ...], list[int] | range] = OrderedDict()
-        self._tokens: dict[str, _AccessToken] = {}
-        self._sessions: OrderedDict[str, _Session] = OrderedDict()
         self._generator = _Generator(seed)
-        self._metadata = _metadata_xml().encode()
-        self._txn = 0
         started = time.perf_counter()
         self._build(partners)
         logger.info(
@@ -2544,19 +1611,6 @@ class SapSandbox(Simulator):
             self.mutate(changes_on_start, rng_seed=time.time_ns())
 
     # -- public helpers ------------------------------------------------------------------------
-
-    def now(self) -> datetime:
-        """The sandbox clock (aware UTC), including any offset set through the control API."""
-        current = self._clock()
-        if current.tzinfo is None:
-            raise ValueError("the sandbox clock must return timezone-aware datetimes")
-        return current.astimezone(UTC) + self._clock_offset
-
-    def advance_clock(self, seconds: float) -> datetime:
-        """Move the sandbox clock forward (token and CSRF expiry drills); returns the new now."""
-        with self.lock:
-            self._clock_offset += timedelta(seconds=seconds)
-            return self.now()
 
     @property
     def partner_count(self) -> int:
@@ -2582,7 +1636,7 @@ class SapSandbox(Simulator):
         """
         if name not in BP_TYPE.prop or name in BP_TYPE.keys:
             raise ValueError(f"{name!r} is not a non-key property of {BP_TYPE.name}")
-        _dumps(value)  # must be serialisable, or every later page would fail
+        dumps(value)  # must be serialisable, or every later page would fail
         with self.lock:
             index = self._bp.find((partner_id,))
             if index is None:
@@ -2590,34 +1644,18 @@ class SapSandbox(Simulator):
             row = list(self._bp.rows[index])
             row[_BPX[name]] = value
             self._bp.replace(index, tuple(row))
-            self._version += 1
-            self._results.clear()
+            self.data_changed()
 
     def etag_of(self, partner_id: str) -> str:
         """Current ETag (as sent in ``__metadata.etag`` and the ``ETag`` header) of a partner."""
-        return _etag_header(self.get_partner(partner_id)["ETag"])
-
-    def expire_tokens(self, kind: str = "all") -> dict[str, int]:
-        """Invalidate issued OAuth access tokens and/or CSRF sessions right now."""
-        if kind not in ("all", "oauth", "csrf"):
-            raise ValueError("kind must be 'all', 'oauth' or 'csrf'")
-        with self.lock:
-            expired = {"oauth_tokens": 0, "csrf_sessions": 0}
-            if kind in ("all", "oauth"):
-                expired["oauth_tokens"] = len(self._tokens)
-                self._tokens.clear()
-            if kind in ("all", "csrf"):
-                expired["csrf_sessions"] = len(self._sessions)
-                self._sessions.clear()
-            logger.info("SAP sandbox: expired %s", expired)
-            return expired
+        return etag_header(self.get_partner(partner_id)["ETag"])
 
     # -- data building -------------------------------------------------------------------------
 
     def _build(self, partners: int) -> None:
         # Generation allocates millions of small objects that all survive; pausing the cyclic
         # collector meanwhile halves the build time.
-        with _gc_paused():
+        with gc_paused():
             self._append_partners(0, partners, stamp=None)
         # The rows were allocated while the collector was paused and all sit in generation 0.
         # Collecting it now untracks the atom-only tuples, once, instead of during the first
@@ -2639,7 +1677,7 @@ class SapSandbox(Simulator):
         for table in self.tables.values():
             table.invalidate()
         self._refresh_duplicate_gstins()
-        self._version += 1
+        self.data_changed()
         return added
 
     def _store(self, partners: Sequence[_Partner]) -> list[str]:
@@ -2670,20 +1708,20 @@ class SapSandbox(Simulator):
                 to_customer.append(-1)
             first = len(tax_rows)
             tax_rows.extend(partner.taxes)
-            to_tax.append(_span(first, len(tax_rows)))
+            to_tax.append(span(first, len(tax_rows)))
             first_address = len(addr_rows)
             for addr, emails, phones, mobiles in partner.addresses:
                 addr_rows.append(addr)
                 first = len(email_rows)
                 email_rows.extend(emails)
-                to_email.append(_span(first, len(email_rows)))
+                to_email.append(span(first, len(email_rows)))
                 first = len(phone_rows)
                 phone_rows.extend(phones)
-                to_phone.append(_span(first, len(phone_rows)))
+                to_phone.append(span(first, len(phone_rows)))
                 first = len(phone_rows)
                 phone_rows.extend(mobiles)
-                to_mobile.append(_span(first, len(phone_rows)))
-            to_address.append(_span(first_address, len(addr_rows)))
+                to_mobile.append(span(first, len(phone_rows)))
+            to_address.append(span(first_address, len(addr_rows)))
             if partner.dirty is not None:
                 self.dirty_ids[bp_id] = partner.dirty
         return ids
@@ -2700,7 +1738,7 @@ class SapSandbox(Simulator):
         ):
             bp[_BPX[name]] = value
         bp[_BPX["CreatedByUser"]] = bp[_BPX["LastChangedByUser"]] = self.username
-        bp[_ETAG_AT] = _make_etag(stamp, 0)
+        bp[_ETAG_AT] = make_etag(stamp, 0)
         if partner.customer is not None:
             partner.customer[_CUX["CreationDate"]] = day
             partner.customer[_CUX["CreatedByUser"]] = self.username
@@ -2731,7 +1769,6 @@ class SapSandbox(Simulator):
             raise ValueError("n must be >= 0")
         with self.lock:
             added = self._append_partners(len(self._bp.rows), n, stamp=self.now())
-            self._results.clear()
             logger.info("SAP sandbox: added %d partners", len(added))
             return added
 
@@ -2754,8 +1791,7 @@ class SapSandbox(Simulator):
                 kind = _MUTATION_KINDS[bisect_right(kind_cum, rng.random() * kind_cum[-1])]
                 self._mutate_one(index, kind, rng, stamp)
                 changed.append(self._bp.rows[index][0])
-            self._version += 1
-            self._results.clear()
+            self.data_changed()
             logger.info("SAP sandbox: changed %d partners at %s", len(changed), stamp.isoformat())
             return changed
 
@@ -2864,383 +1900,18 @@ class SapSandbox(Simulator):
 
     def _touch(self, bp: list[Any], user: str, stamp: datetime) -> None:
         """Stamp a changed partner with the sandbox clock and bump its ETag revision."""
-        previous = bp[_ETAG_AT] or ""
-        revision = int(previous[-7:]) + 1 if previous[-7:].isdigit() else 1
         bp[_BPX["LastChangeDate"]] = wire_day(stamp.date().toordinal())
         bp[_BPX["LastChangeTime"]] = wire_time(_seconds_of_day(stamp))
         bp[_BPX["LastChangedByUser"]] = user[:12]
-        bp[_ETAG_AT] = _make_etag(stamp, revision)
+        bp[_ETAG_AT] = next_etag(bp[_ETAG_AT], stamp)
 
-    # -- fault responses in SAP's shapes -------------------------------------------------------
+    # -- write rules (the engine has checked types, ETag and CSRF) -----------------------------
 
-    def unauthorized_response(self, req: SandboxRequest) -> SandboxResponse:
-        """401 exactly like a failed logon (used by the ``expire_tokens`` fault too)."""
-        if req.path == TOKEN_PATH:
-            return SandboxResponse.json(
-                401,
-                {"error": "invalid_client", "error_description": "Bad client credentials"},
-                [("www-authenticate", _REALM)],
-            )
-        return self._unauthorized(bearer=(req.headers.get("authorization") or "").lower().startswith("bearer"))
-
-    def rate_limited_response(self, req: SandboxRequest, retry_after: str | None) -> SandboxResponse:
-        """429 as SAP API Management (in front of the backend) answers a spike arrest."""
-        headers = [("retry-after", retry_after)] if retry_after is not None else []
-        return SandboxResponse.json(
-            429,
-            {
-                "fault": {
-                    "faultstring": "Rate limit quota violation. Quota limit exceeded. Identifier : _default",
-                    "detail": {"errorcode": "policies.ratelimit.QuotaViolation"},
-                }
-            },
-            headers,
-        )
-
-    def server_error_response(self, req: SandboxRequest, status: int, retry_after: str | None) -> SandboxResponse:
-        """500 from the Gateway (OData error body); 502/503/504 from the ICM / web dispatcher (HTML)."""
-        headers = [("retry-after", retry_after)] if retry_after is not None else []
-        if status == 500:
-            resp = self._error_body(
-                req,
-                ODataError(
-                    500, _CODE_SERVER, "In the context of Data Services an unknown internal server error occurred"
-                ),
-            )
-            resp.headers.extend(headers)
-            return resp
-        reason = {502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout"}.get(status, "Server Error")
-        html = (
-            f"<html><head><title>{status} {reason}</title></head><body><h2>{status} {reason}</h2>"
-            "<p>The request was rejected by the HTTP filter or the ICM could not reach the application "
-            "server. Contact your SAP administrator.</p></body></html>"
-        )
-        return SandboxResponse.text(status, html, "text/html; charset=utf-8", headers)
-
-    # -- request handling ----------------------------------------------------------------------
-
-    def handle(self, req: SandboxRequest) -> SandboxResponse:
-        """Answer one API request (auth, CSRF, OData routes, token endpoint)."""
-        if req.path == TOKEN_PATH:
-            return self._token_endpoint(req)
-        if req.path.startswith(SERVICE_ROOT) or req.path == SERVICE_ROOT[:-1]:
-            return self._odata(req)
-        return SandboxResponse.text(404, _ICF_404, "text/html; charset=utf-8")
-
-    def _odata(self, req: SandboxRequest) -> SandboxResponse:
-        method = req.method
-        if method == "POST" and req.headers.get("x-http-method"):
-            method = (req.headers.get("x-http-method") or "").upper()
-        user = self._authenticate(req)
-        if isinstance(user, SandboxResponse):
-            return user
-        rel = req.path[len(SERVICE_ROOT) :] if req.path.startswith(SERVICE_ROOT) else ""
-        try:
-            if method in _MODIFYING:
-                denied = self._check_csrf(req, user)
-                if denied is not None:
-                    return denied
-            resp = self._route(req, method, rel, user)
-        except ODataError as exc:
-            resp = self._error_body(req, exc)
-        if method in ("GET", "HEAD") and (req.headers.get("x-csrf-token") or "").lower() == "fetch":
-            resp.headers.extend(self._csrf_fetch(req, user))
-        if method == "HEAD":
-            resp.body = b""
-        resp.headers.append(("dataserviceversion", "2.0"))
-        return resp
-
-    def _route(self, req: SandboxRequest, method: str, rel: str, user: str) -> SandboxResponse:
-        if method not in ("GET", "HEAD", "PATCH", "MERGE", "PUT", "POST", "DELETE"):
-            raise ODataError(405, _CODE_METHOD, f"Method '{method}' is not allowed")
-        if rel in ("", "/"):
-            self._only_reads(method)
-            return self._service_document(req)
-        if rel == "$metadata":
-            self._only_reads(method)
-            return SandboxResponse(200, [("content-type", _XML_CT)], self._metadata)
-        if rel == "$batch":
-            raise ODataError(501, _CODE_METHOD, "$batch is not supported by the sandbox; send individual requests")
-        match = _RESOURCE_RE.fullmatch(rel)
-        if match is None:
-            raise ODataError(404, _CODE_NOT_FOUND, f"Resource not found for segment '{rel.split('/')[0]}'")
-        table = self.tables.get(match.group("set"))
-        if table is None:
-            raise ODataError(404, _CODE_NOT_FOUND, f"Resource not found for segment '{match.group('set')}'")
-        key_text, nav_name, count = match.group("key"), match.group("nav"), match.group("count")
-        if method in ("PATCH", "MERGE"):
-            if table is not self._bp or key_text is None or nav_name or count:
-                raise ODataError(
-                    405, _CODE_METHOD, f"Updates are supported on A_BusinessPartner('<id>') only, not on '{rel}'"
-                )
-            return self._update(req, _parse_key(table.etype, key_text), user)
-        self._only_reads(method)
-        if not count:  # SAP Gateway answers $count as text/plain whatever the Accept header says
-            _negotiate(req)
-        query = _parse_query(req)
-        if key_text is None:
-            if nav_name is not None:
-                raise ODataError(404, _CODE_NOT_FOUND, f"Resource not found for segment '{nav_name}'")
-            return self._count(req, table, None, query) if count else self._collection(req, table, None, query)
-        index = table.find(_parse_key(table.etype, key_text))
-        if index is None:
-            raise ODataError(404, _CODE_NOT_FOUND, f"Resource not found for segment '{table.etype.name}'")
-        if nav_name is None:
-            if count:
-                raise _bad_request("$count is only allowed on collections")
-            return self._entity(req, table, index, query)
-        nav = table.etype.nav.get(nav_name)
-        if nav is None:
-            raise ODataError(404, _CODE_NOT_FOUND, f"Resource not found for segment '{nav_name}'")
-        target = self.tables[nav.target]
-        link = table.links[nav_name][index]
-        if nav.many:
-            base = list(link)
-            return self._count(req, target, base, query) if count else self._collection(req, target, base, query)
-        if count:
-            raise _bad_request("$count is only allowed on collections")
-        if link < 0:
-            raise ODataError(404, _CODE_NOT_FOUND, f"Resource not found for segment '{nav_name}'")
-        return self._entity(req, target, link, query)
-
-    @staticmethod
-    def _only_reads(method: str) -> None:
-        if method not in ("GET", "HEAD"):
-            raise ODataError(405, _CODE_METHOD, f"Method '{method}' is not allowed on this resource")
-
-    # -- reads ---------------------------------------------------------------------------------
-
-    def _service_document(self, req: SandboxRequest) -> SandboxResponse:
-        names = sorted(self.tables)
-        if _wants_json(req):
-            return SandboxResponse(200, [("content-type", _JSON_CT)], _dumps({"d": {"EntitySets": names}}))
-        base = quoteattr(req.base_url + SERVICE_ROOT)
-        collections = "".join(
-            f'<app:collection href="{n}"><atom:title>{n}</atom:title></app:collection>' for n in names
-        )
-        xml = (
-            '<?xml version="1.0" encoding="utf-8"?>'
-            f'<app:service xml:base={base} xmlns:app="http://www.w3.org/2007/app" xmlns:atom="http://www.w3.org/2005/Atom">'
-            f"<app:workspace><atom:title>Data</atom:title>{collections}</app:workspace></app:service>"
-        )
-        return SandboxResponse.text(200, xml, _XML_CT)
-
-    def _shape(self, table: _Table, query: _Query) -> _Shape:
-        select = _parse_select(query.select, table.etype, self.tables) if query.select else None
-        expand = _parse_expand(query.expand, table.etype, self.tables) if query.expand else {}
-        return _build_shape(table, select, expand, self.tables)
-
-    def _entity(self, req: SandboxRequest, table: _Table, index: int, query: _Query) -> SandboxResponse:
-        shape = self._shape(table, query)
-        body = {"d": _renderer(shape, req.base_url + SERVICE_ROOT)(index)}
-        headers = [("content-type", _JSON_CT)]
-        if table.etype.has_etag:
-            headers.append(("etag", _etag_header(table.rows[index][_ETAG_AT])))
-        return SandboxResponse(200, headers, _dumps(body))
-
-    def _count(self, req: SandboxRequest, table: _Table, base: list[int] | None, query: _Query) -> SandboxResponse:
-        return SandboxResponse.text(200, str(len(self._resolve(table, base, query.filter, None))))
-
-    def _collection(self, req: SandboxRequest, table: _Table, base: list[int] | None, query: _Query) -> SandboxResponse:
-        with _gc_paused():
-            return self._collection_page(req, table, base, query)
-
-    def _collection_page(
-        self, req: SandboxRequest, table: _Table, base: list[int] | None, query: _Query
-    ) -> SandboxResponse:
-        shape = self._shape(table, query)
-        ids = self._resolve(table, base, query.filter, query.orderby)
-        total = len(ids)
-        limit = total if query.top is None else min(total, query.skip + query.top)
-        start = min(query.skip, total)
-        if query.skiptoken is not None:
-            start = self._decode_skiptoken(table, ids, query.skiptoken)
-        end = max(start, min(limit, start + self.max_page_size))
-        render = _renderer(shape, req.base_url + SERVICE_ROOT)
-        payload: dict[str, Any] = {}
-        if query.inlinecount:
-            payload["__count"] = str(total)
-        payload["results"] = [render(i) for i in ids[start:end]]
-        if end < limit:
-            payload["__next"] = self._next_link(req, table, ids, end)
-        return SandboxResponse(200, [("content-type", _JSON_CT)], _dumps({"d": payload}))
-
-    def _resolve(
-        self, table: _Table, base: list[int] | None, filter_text: str | None, orderby: str | None
-    ) -> list[int] | range:
-        """Row indices matching ``$filter`` in ``$orderby`` order (cached per data version)."""
-        if base is None and not filter_text and not orderby:
-            return range(len(table.rows))
-        if base is None and filter_text:
-            seek = self._key_seek(table, filter_text, orderby)
-            if seek is not None:
-                return seek
-        key = (table.etype.set_name, filter_text, orderby, self._version, len(table.rows))
-        if base is None:
-            cached = self._results.get(key)
-            if cached is not None:
-                self._results.move_to_end(key)
-                return cached
-        ids: list[int] = list(range(len(table.rows))) if base is None else list(base)
-        compiler = _FilterCompiler(self.tables, table)
-        if filter_text:
-            predicate = compiler.compile(filter_text)
-            ids = [i for i in ids if predicate(i)]
-        if orderby:
-            self._sort(compiler, ids, orderby)
-        if base is None:
-            self._results[key] = ids
-            while len(self._results) > _RESULT_CACHE_SIZE:
-                self._results.popitem(last=False)
-        return ids
-
-    def _key_seek(self, table: _Table, filter_text: str, orderby: str | None) -> list[int] | None:
-        """`[(<filter>) and ]<Key> gt '<k>'` ordered by the key: seek in the cached result, as an index would.
-
-        Keyset paging sends a new `$filter` for every page; evaluating it row by row would cost the
-        simulator a full scan per page, which a real SAP's database does not pay.
-        """
-        keys = table.etype.keys
-        if len(keys) != 1 or (orderby or "").replace(" asc", "").strip() != keys[0]:
-            return None
-        match = _KEY_SEEK_RE.fullmatch(filter_text)
-        if match is None or match.group("key") != keys[0]:
-            return None
-        rest = match.group("rest")
-        if rest is not None:
-            root = _FilterParser(filter_text).parse()
-            right = root.args[1] if root.kind == "bin" and root.name == "and" else None
-            if right is None or right.kind != "bin" or right.name != "gt" or right.args[0].kind != "member":
-                return None  # `a or b and K gt 'x'` does not split at its last `and`
-        ids = self._resolve(table, None, rest, orderby)
-        after = match.group("value").replace("''", "'")
-        key_of = table._key_of
-        rows = table.rows
-        return list(ids[bisect_right(ids, after, key=lambda i: key_of(rows[i])) :])
-
-    @staticmethod
-    def _sort(compiler: _FilterCompiler, ids: list[int], orderby: str) -> None:
-        keys = []
-        for item in orderby.split(","):
-            parts = item.split()
-            if not parts or len(parts) > 2 or (len(parts) == 2 and parts[1] not in ("asc", "desc")):
-                raise _bad_request(f"Invalid $orderby item '{item.strip()}'")
-            _edm, accessor = compiler.member(parts[0], 0, "$orderby")
-            keys.append((accessor, len(parts) == 2 and parts[1] == "desc"))
-        # Stable sorts from the least significant key; the row order (key order) breaks ties.
-        # Nulls sort first ascending and last descending, as HANA does.
-        for accessor, descending in reversed(keys):
-            values = [accessor(i) for i in ids]
-            if None in values:
-                decorated = sorted(
-                    zip([(v is not None, v) for v in values], ids, strict=True), key=itemgetter(0), reverse=descending
-                )
-            else:
-                decorated = sorted(zip(values, ids, strict=True), key=itemgetter(0), reverse=descending)
-            ids[:] = [i for _, i in decorated]
-
-    def _next_link(self, req: SandboxRequest, table: _Table, ids: Sequence[int], end: int) -> str:
-        anchor = table.key_path(table.rows[ids[end - 1]])
-        token = base64.urlsafe_b64encode(f"{end}|{anchor}".encode()).decode().rstrip("=")
-        pairs = [(k, v) for k, v in req.query if k != "$skiptoken"]
-        pairs.append(("$skiptoken", token))
-        return f"{req.base_url}{quote(req.path, safe=_PATH_SAFE)}?{_encode_query(pairs)}"
-
-    def _decode_skiptoken(self, table: _Table, ids: Sequence[int], token: str) -> int:
-        """Offset to resume at; if rows moved since the token was made, resume after its anchor row."""
-        try:
-            raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
-            offset_text, _, anchor = raw.partition("|")
-            offset = int(offset_text)
-        except (ValueError, UnicodeDecodeError):
-            raise _bad_request(f"Invalid $skiptoken '{token}'") from None
-        if offset < 0:
-            raise _bad_request(f"Invalid $skiptoken '{token}'")
-        if 0 < offset <= len(ids) and table.key_path(table.rows[ids[offset - 1]]) == anchor:
-            return offset
-        for position, i in enumerate(ids):
-            if table.key_path(table.rows[i]) == anchor:
-                return position + 1
-        return min(offset, len(ids))
-
-    # -- writes --------------------------------------------------------------------------------
-
-    def _update(self, req: SandboxRequest, key: tuple[str, ...], user: str) -> SandboxResponse:
-        index = self._bp.find(key)
-        if index is None:
-            raise ODataError(404, _CODE_NOT_FOUND, f"Resource not found for segment '{BP_TYPE.name}'")
-        bp = list(self._bp.rows[index])
-        current = _etag_header(bp[_ETAG_AT])
-        if_match = req.headers.get("if-match")
-        if not if_match:
-            raise ODataError(
-                428, _CODE_PRECONDITION, "Precondition required: send the entity's ETag in the If-Match header"
-            )
-        if not _etag_matches(if_match, current):
-            raise ODataError(
-                412, _CODE_PRECONDITION, "Precondition failed: the entity was changed by someone else (ETag mismatch)"
-            )
-        try:
-            payload = req.json()
-        except ValueError:
-            raise _bad_request("The request body is not valid JSON") from None
-        if isinstance(payload, dict) and set(payload) == {"d"} and isinstance(payload["d"], dict):
-            payload = payload["d"]
-        if not isinstance(payload, dict):
-            raise _bad_request("The request body must be a JSON object with the properties to change")
-        changes = self._validate_changes(bp, payload)
-        if changes:
-            for name, value in changes.items():
-                bp[_BPX[name]] = value
-            names = {
-                "OrganizationBPName1",
-                "OrganizationBPName2",
-                "OrganizationBPName3",
-                "OrganizationBPName4",
-                "FirstName",
-                "LastName",
-            }
-            if names & changes.keys():
-                self._derive_names(index, bp)
-            self._touch(bp, user, self.now())
-            self._bp.replace(index, tuple(bp))
-            self._version += 1
-        return SandboxResponse(204, [("etag", _etag_header(bp[_ETAG_AT]))])
-
-    @staticmethod
-    def _validate_changes(bp: list[Any], payload: Mapping[str, Any]) -> dict[str, Any]:
-        changes: dict[str, Any] = {}
-        for name, value in payload.items():
-            if name == "__metadata":
-                continue
-            if name in BP_TYPE.nav:
-                raise _bad_request(f"Deep update of navigation property '{name}' is not supported")
-            prop = BP_TYPE.prop.get(name)
-            if prop is None:
-                raise _bad_request(f"Property '{name}' is invalid")
-            current = bp[_BPX[name]]
-            if not prop.updatable:
-                if value != current:
-                    raise _bad_request(f"Property '{name}' is read-only and cannot be changed")
-                continue
-            if value is None:
-                if not prop.nullable:
-                    raise _bad_request(f"Property '{name}' must not be null")
-            elif prop.edm == "Edm.Boolean":
-                if not isinstance(value, bool):
-                    raise _bad_request(f"Invalid value for property '{name}': expected true or false")
-            elif prop.edm == "Edm.String":
-                if not isinstance(value, str) or any(ord(ch) < 32 for ch in value):
-                    raise _bad_request(f"Invalid value for property '{name}': expected a string")
-                if prop.max_length is not None and len(value) > prop.max_length:
-                    raise _bad_request(f"Value for property '{name}' is longer than {prop.max_length} characters")
-            elif prop.edm == "Edm.DateTime" and (
-                not isinstance(value, str) or not re.fullmatch(r"/Date\(-?\d+\)/", value)
-            ):
-                raise _bad_request(f"Invalid value for property '{name}': expected \"/Date(<ms>)/\"")
-            if value != current:
-                changes[name] = value
-        return changes
+    def on_update(self, table: Table, index: int, row: list[Any], changes: Mapping[str, Any], user: str) -> None:
+        """A partner update re-derives the names it touches and stamps the partner as changed."""
+        if _NAME_FIELDS & changes.keys():
+            self._derive_names(index, row)
+        self._touch(row, user, self.now())
 
     def _derive_names(self, index: int, bp: list[Any]) -> None:
         """Recompute the derived full names and propagate them to customer and addresses."""
@@ -3265,167 +1936,6 @@ class SapSandbox(Simulator):
             addr[_ADX["FullName"]] = full[:80]
             addr_table.replace(a, tuple(addr))
 
-    # -- authentication, OAuth, CSRF -----------------------------------------------------------
-
-    def _authenticate(self, req: SandboxRequest) -> str | SandboxResponse:
-        """The logged-on user, or the 401 answer."""
-        client = req.query_get("sap-client")
-        header = req.headers.get("authorization") or ""
-        scheme, _, credentials = header.partition(" ")
-        scheme = scheme.lower()
-        if client is not None and client != self.sap_client:
-            return self._unauthorized(bearer=scheme == "bearer")
-        if scheme == "basic":
-            try:
-                user, _, password = base64.b64decode(credentials.strip(), validate=True).decode("utf-8").partition(":")
-            except (ValueError, UnicodeDecodeError):
-                return self._unauthorized()
-            if _same(user.upper(), self.username.upper()) and _same(password, self.password):
-                return self.username
-            return self._unauthorized()
-        if scheme == "bearer":
-            entry = self._tokens.get(credentials.strip())
-            if entry is not None and entry.expires_at > self.now().timestamp():
-                return entry.user
-            return self._unauthorized(bearer=True)
-        return self._unauthorized()
-
-    def _unauthorized(self, bearer: bool = False) -> SandboxResponse:
-        headers = [("www-authenticate", _REALM)]
-        if bearer:
-            headers.append(
-                (
-                    "www-authenticate",
-                    'Bearer error="invalid_token", error_description="The access token is invalid or has expired"',
-                )
-            )
-        html = (
-            '<html><head><meta http-equiv="Content-Type" content="text/html; charset=utf-8">'
-            "<title>Logon Error Message</title></head><body><h2>401 Unauthorized</h2>"
-            "<p>Logon failed. The user name or password (or access token) is incorrect, or the account is locked.</p>"
-            f"<p>Server time: {self.now():%Y-%m-%d %H:%M:%S} UTC</p></body></html>"
-        )
-        return SandboxResponse.text(401, html, "text/html; charset=utf-8", headers)
-
-    def _token_endpoint(self, req: SandboxRequest) -> SandboxResponse:
-        no_store = [("cache-control", "no-store"), ("pragma", "no-cache")]
-        if req.method != "POST":
-            return SandboxResponse.json(405, {"error": "invalid_request", "error_description": "use POST"}, no_store)
-        form = dict(parse_qsl(req.body.decode("utf-8", "replace"), keep_blank_values=True))
-        client_id, client_secret = form.get("client_id", ""), form.get("client_secret", "")
-        header = req.headers.get("authorization") or ""
-        if header.lower().startswith("basic "):
-            try:
-                client_id, _, client_secret = (
-                    base64.b64decode(header[6:].strip(), validate=True).decode("utf-8").partition(":")
-                )
-            except (ValueError, UnicodeDecodeError):
-                client_id = client_secret = ""
-        if not (_same(client_id, self.client_id) and _same(client_secret, self.client_secret)):
-            return SandboxResponse.json(
-                401,
-                {"error": "invalid_client", "error_description": "Bad client credentials"},
-                [("www-authenticate", _REALM), *no_store],
-            )
-        if form.get("grant_type") != "client_credentials":
-            return SandboxResponse.json(
-                400,
-                {"error": "unsupported_grant_type", "error_description": "grant_type must be client_credentials"},
-                no_store,
-            )
-        now = self.now().timestamp()
-        if len(self._tokens) > 1000:
-            self._tokens = {t: e for t, e in self._tokens.items() if e.expires_at > now}
-        token = secrets.token_urlsafe(32)
-        self._tokens[token] = _AccessToken(client_id, self.username, now + self.token_ttl_s)
-        body = {
-            "access_token": token,
-            "token_type": "Bearer",
-            "expires_in": self.token_ttl_s,
-            "scope": "API_BUSINESS_PARTNER_0001",
-        }
-        return SandboxResponse.json(200, body, no_store)
-
-    def _session_from_cookie(self, req: SandboxRequest) -> tuple[str | None, _Session | None]:
-        for header in req.headers.get_all("cookie"):
-            for part in header.split(";"):
-                name, _, value = part.strip().partition("=")
-                if name == self.session_cookie:
-                    return value, self._sessions.get(value)
-        return None, None
-
-    def _csrf_fetch(self, req: SandboxRequest, user: str) -> list[tuple[str, str]]:
-        now = self.now().timestamp()
-        sid, session = self._session_from_cookie(req)
-        if session is None or session.user != user or session.expires_at <= now:
-            sid = secrets.token_urlsafe(24)
-            session = _Session(base64.b64encode(secrets.token_bytes(16)).decode(), user, now + self.csrf_ttl_s)
-            self._sessions[sid] = session
-            while len(self._sessions) > 10_000:
-                self._sessions.popitem(last=False)
-        return [
-            ("x-csrf-token", session.token),
-            ("set-cookie", f"{self.session_cookie}={sid}; path=/; HttpOnly"),
-            ("set-cookie", f"sap-usercontext=sap-client={self.sap_client}; path=/"),
-        ]
-
-    def _check_csrf(self, req: SandboxRequest, user: str) -> SandboxResponse | None:
-        token = req.headers.get("x-csrf-token") or ""
-        _sid, session = self._session_from_cookie(req)
-        valid = (
-            session is not None
-            and token.lower() != "fetch"
-            and _same(token, session.token)
-            and session.user == user
-            and session.expires_at > self.now().timestamp()
-        )
-        if valid:
-            return None
-        return SandboxResponse.text(403, "CSRF token validation failed", headers=[("x-csrf-token", "Required")])
-
-    # -- errors --------------------------------------------------------------------------------
-
-    def _error_body(self, req: SandboxRequest, exc: ODataError) -> SandboxResponse:
-        """SAP Gateway error body: JSON for JSON clients, the V2 XML error otherwise."""
-        self._txn += 1
-        stamp = self.now()
-        txn = _transaction_id(f"{self.seed}:{self._txn}:{exc.message}")
-        timestamp = f"{stamp:%Y%m%d%H%M%S}.{stamp.microsecond:06d}0"
-        if _wants_json(req):
-            body = {
-                "error": {
-                    "code": exc.code,
-                    "message": {"lang": "en", "value": exc.message},
-                    "innererror": {
-                        "application": {
-                            "component_id": "LO-MD-BP",
-                            "service_namespace": "/SAP/",
-                            "service_id": SERVICE_NAME,
-                            "service_version": "0001",
-                        },
-                        "transactionid": txn,
-                        "timestamp": timestamp,
-                        "Error_Resolution": {"SAP_Transaction": _SAP_TRANSACTION, "SAP_Note": _SAP_NOTE},
-                        "errordetails": [
-                            {
-                                "code": exc.code,
-                                "message": exc.message,
-                                "propertyref": "",
-                                "severity": "error",
-                                "target": "",
-                            }
-                        ],
-                    },
-                }
-            }
-            return SandboxResponse(exc.status, [("content-type", _JSON_CT), *exc.headers], _dumps(body))
-        xml = (
-            '<?xml version="1.0" encoding="utf-8"?>'
-            '<error xmlns="http://schemas.microsoft.com/ado/2007/08/dataservices/metadata">'
-            f'<code>{xml_escape(exc.code)}</code><message xml:lang="en">{xml_escape(exc.message)}</message>'
-            f"<innererror><transactionid>{txn}</transactionid><timestamp>{timestamp}</timestamp></innererror></error>"
-        )
-        return SandboxResponse(exc.status, [("content-type", _XML_CT), *exc.headers], xml.encode())
 
     # -- control routes ------------------------------------------------------------------------
 
@@ -3441,47 +1951,28 @@ class SapSandbox(Simulator):
             'POST /_sandbox/sap/set-field {"partner": id, "field": name, "value": any JSON}',
         ]
 
-    def handle_control(self, req: SandboxRequest) -> SandboxResponse | None:
-        """``/_sandbox/sap/*`` routes."""
-        route = req.path.rstrip("/")
-        prefix = "/_sandbox/sap/"
-        if not route.startswith(prefix):
-            return None
-        action = route[len(prefix) :]
-        if req.method == "GET" and action == "info":
-            return SandboxResponse.json(200, self._info())
-        if req.method == "GET" and action == "dirty":
+    def control_get(self, action: str) -> SandboxResponse | None:
+        """``GET /_sandbox/sap/dirty``: the deliberately dirty partners and their reasons."""
+        if action == "dirty":
             return SandboxResponse.json(200, {"count": len(self.dirty_ids), "dirty": self.dirty_ids})
-        if req.method != "POST" or action not in ("mutate", "add-partners", "expire-tokens", "clock", "set-field"):
-            return None
-        body, error = control_json_body(req)
-        if error is not None:
-            return error
-        try:
-            if action == "mutate":
-                seed = body.get("seed")
-                changed = self.mutate(
-                    _non_negative_int(body.get("count", 1), "count"), None if seed is None else int(seed)
-                )
-                return SandboxResponse.json(200, {"changed": changed, "count": len(changed)})
-            if action == "add-partners":
-                added = self.add_partners(_non_negative_int(body.get("count", 1), "count"))
-                return SandboxResponse.json(200, {"added": added, "count": len(added)})
-            if action == "expire-tokens":
-                return SandboxResponse.json(200, {"expired": self.expire_tokens(str(body.get("kind", "all")))})
-            if action == "set-field":
-                self.set_raw_field(str(body.get("partner", "")), str(body.get("field", "")), body.get("value"))
-                return SandboxResponse.json(200, {"partner": body.get("partner"), "field": body.get("field")})
-            advance = body.get("advance_s", 0)
-            if not isinstance(advance, int | float) or isinstance(advance, bool):
-                raise ValueError("advance_s must be a number of seconds")
-            return SandboxResponse.json(200, {"now": self.advance_clock(float(advance)).isoformat()})
-        except KeyError as exc:
-            return SandboxResponse.json(404, {"error": f"unknown partner {exc}"})
-        except (TypeError, ValueError) as exc:
-            return SandboxResponse.json(400, {"error": str(exc)})
+        return None
 
-    def _info(self) -> dict[str, Any]:
+    def control_post(self, action: str, body: Mapping[str, Any]) -> SandboxResponse:
+        """``mutate``, ``add-partners`` and ``set-field`` (the engine does ``expire-tokens`` and ``clock``)."""
+        if action == "mutate":
+            seed = body.get("seed")
+            changed = self.mutate(_non_negative_int(body.get("count", 1), "count"), None if seed is None else int(seed))
+            return SandboxResponse.json(200, {"changed": changed, "count": len(changed)})
+        if action == "add-partners":
+            added = self.add_partners(_non_negative_int(body.get("count", 1), "count"))
+            return SandboxResponse.json(200, {"added": added, "count": len(added)})
+        if action == "set-field":
+            self.set_raw_field(str(body.get("partner", "")), str(body.get("field", "")), body.get("value"))
+            return SandboxResponse.json(200, {"partner": body.get("partner"), "field": body.get("field")})
+        return super().control_post(action, body)
+
+    def info(self) -> dict[str, Any]:
+        """What ``GET /_sandbox/sap/info`` shows."""
         return {
             "simulator": self.name,
             "service_root": SERVICE_ROOT,
@@ -3497,7 +1988,7 @@ class SapSandbox(Simulator):
             "now": self.now().isoformat(),
             "anchor_date": ANCHOR_DATE.isoformat(),
             "dirty": len(self.dirty_ids),
-            "data_version": self._version,
+            "data_version": self.data_version,
             "faults": self.faults.switches.active(),
         }
 
@@ -3511,134 +2002,19 @@ def _dialling(country: str | None) -> tuple[str, str, int]:
     return "+91", "", 10
 
 
-@contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Pause the cyclic GC while a page is rendered.
-
-    A page is tens of thousands of fresh, acyclic dicts; reference counting frees them, but
-    the cyclic collector would traverse them again and again (~40% of the render time).
-    """
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
-
-
-_NO_ROWS = range(0)
-
-
-def _span(start: int, stop: int) -> range:
-    """Row indices of a partner's children: they are stored contiguously.
-
-    Ranges are not tracked by the cyclic GC and need no int objects per element, unlike tuples.
-    """
-    return range(start, stop) if stop > start else _NO_ROWS
-
-
 def _non_negative_int(value: Any, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ValueError(f"{name} must be a non-negative integer")
     return value
 
 
-def _same(a: str, b: str) -> bool:
-    return hmac.compare_digest(a.encode(), b.encode())
-
-
-def _etag_matches(if_match: str, current: str) -> bool:
-    candidates = [c.strip() for c in if_match.split(",")]
-    bare = current[2:] if current.startswith("W/") else current
-    return any(c == "*" or c == current or (c[2:] if c.startswith("W/") else c) == bare for c in candidates)
-
-
 def _seconds_of_day(stamp: datetime) -> int:
     return stamp.hour * 3600 + stamp.minute * 60 + stamp.second
-
-
-def _transaction_id(text: str) -> str:
-    """Deterministic, SAP-looking 32-hex-digit transaction id."""
-    return hashlib.md5(text.encode(), usedforsecurity=False).hexdigest().upper()
-
-
-# ============================================================================================
-# $metadata
-# ============================================================================================
-
-
-def _metadata_xml() -> str:
-    """A small but valid EDMX (OData V2) describing exactly what the sandbox serves."""
-    ns = NAMESPACE
-    out = [
-        '<?xml version="1.0" encoding="utf-8"?>',
-        '<edmx:Edmx Version="1.0" xmlns:edmx="http://schemas.microsoft.com/ado/2007/06/edmx" '
-        'xmlns:m="http://schemas.microsoft.com/ado/2007/08/dataservices/metadata" '
-        'xmlns:sap="http://www.sap.com/Protocols/SAPData">',
-        ' <edmx:DataServices m:DataServiceVersion="2.0">',
-        f'  <Schema Namespace="{ns}" xml:lang="en" sap:schema-version="1" xmlns="http://schemas.microsoft.com/ado/2008/09/edm">',
-    ]
-    associations: list[tuple[str, EntityType, Nav]] = []
-    for etype in ENTITY_TYPES:
-        out.append(f'   <EntityType Name="{etype.name}" sap:content-version="1">')
-        out.append("    <Key>" + "".join(f'<PropertyRef Name="{k}"/>' for k in etype.keys) + "</Key>")
-        for prop in etype.props:
-            attrs = [f'Name="{prop.name}"', f'Type="{prop.edm}"']
-            if not prop.nullable:
-                attrs.append('Nullable="false"')
-            if prop.max_length is not None:
-                attrs.append(f'MaxLength="{prop.max_length}"')
-            if prop.edm in ("Edm.DateTime", "Edm.Time"):
-                attrs.append('Precision="0"')
-            elif prop.edm == "Edm.DateTimeOffset":
-                attrs.append('Precision="7"')
-            if prop.date_only:
-                attrs.append('sap:display-format="Date"')
-            if not prop.updatable and prop.name not in etype.keys:
-                attrs.append('sap:creatable="false" sap:updatable="false"')
-            out.append(f"    <Property {' '.join(attrs)}/>")
-        for nav in etype.navs:
-            assoc = f"assoc_{etype.set_name}_{nav.name}"
-            associations.append((assoc, etype, nav))
-            out.append(
-                f'    <NavigationProperty Name="{nav.name}" Relationship="{ns}.{assoc}" '
-                f'FromRole="FromRole_{assoc}" ToRole="ToRole_{assoc}"/>'
-            )
-        out.append("   </EntityType>")
-    for assoc, etype, nav in associations:
-        target = TYPES_BY_SET[nav.target]
-        out.append(
-            f'   <Association Name="{assoc}" sap:content-version="1">'
-            f'<End Type="{ns}.{etype.name}" Multiplicity="1" Role="FromRole_{assoc}"/>'
-            f'<End Type="{ns}.{target.name}" Multiplicity="{"*" if nav.many else "0..1"}" Role="ToRole_{assoc}"/>'
-            "</Association>"
-        )
-    out.append(
-        f'   <EntityContainer Name="{ns}_Entities" m:IsDefaultEntityContainer="true" sap:supported-formats="json">'
-    )
-    for etype in ENTITY_TYPES:
-        updatable = "true" if etype is BP_TYPE else "false"
-        out.append(
-            f'    <EntitySet Name="{etype.set_name}" EntityType="{ns}.{etype.name}" sap:creatable="false" '
-            f'sap:updatable="{updatable}" sap:deletable="false" sap:content-version="1"/>'
-        )
-    for assoc, etype, nav in associations:
-        out.append(
-            f'    <AssociationSet Name="{assoc}" Association="{ns}.{assoc}" sap:creatable="false" '
-            'sap:updatable="false" sap:deletable="false" sap:content-version="1">'
-            f'<End EntitySet="{etype.set_name}" Role="FromRole_{assoc}"/>'
-            f'<End EntitySet="{nav.target}" Role="ToRole_{assoc}"/></AssociationSet>'
-        )
-    out += ["   </EntityContainer>", "  </Schema>", " </edmx:DataServices>", "</edmx:Edmx>"]
-    return "\n".join(out) + "\n"
 
 
 # ============================================================================================
 # Serving from the command line
 # ============================================================================================
-
-FAULTS_ENV = "DRYMIX_SANDBOX_FAULTS"
 
 
 def build_sandbox(
@@ -3650,23 +2026,12 @@ def build_sandbox(
     **options: Any,
 ) -> SapSandbox:
     """A sandbox with faults from ``$DRYMIX_SANDBOX_FAULTS`` (JSON) overlaid by ``faults``."""
-    merged: dict[str, Any] = {}
-    env = os.environ.get(FAULTS_ENV, "").strip()
-    if env:
-        try:
-            loaded = json.loads(env)
-        except ValueError as exc:
-            raise ValueError(f"{FAULTS_ENV} must be a JSON object: {exc}") from None
-        if not isinstance(loaded, dict):
-            raise ValueError(f"{FAULTS_ENV} must be a JSON object")
-        merged.update(loaded)
-    merged.update(faults or {})
     return SapSandbox(
         seed=seed,
         partners=partners,
         max_page_size=max_page_size,
         changes_on_start=changes_on_start,
-        faults=FaultSwitches.from_value(merged),
+        faults=faults_with_env(faults),
         **options,
     )
 
