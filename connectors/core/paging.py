@@ -127,8 +127,8 @@ class ODataKeysetPaginator:
         after = f"{self.key} gt {odata_string(last)}"
         url = with_query(position.url, **{"$filter": f"({base}) and {after}" if base else after})
         parts = urlsplit(url)
-        query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k not in ("$skip", "$skiptoken")]
-        url = urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query, safe="$'(),/:*", quote_via=quote), parts.fragment))
+        kept = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k not in ("$skip", "$skiptoken")]
+        url = urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(kept, safe="$'(),/:*", quote_via=quote), parts.fragment))
         return PagePosition(url, {"filter": base, "after": last})
 
 
