@@ -1066,3 +1066,18 @@ def test_an_empty_sandbox_serves_an_empty_collection() -> None:
     with odata(SapSandbox(partners=0)) as client:
         resp = client.get(BP, params={"$inlinecount": "allpages"})
     assert resp.json() == {"d": {"__count": "0", "results": []}}
+
+
+def test_names_other_modules_import_from_sandbox_sap_still_resolve_to_the_engine() -> None:
+    """hub/, bench/ and tests import these from sandbox.sap; the protocol ones must be the engine's, not copies."""
+    import sandbox.odata as engine
+    import sandbox.sap as sap
+
+    for name in ("wire_day", "wire_date", "wire_dto_day", "wire_time", "parse_wire_datetime", "parse_wire_time"):
+        assert getattr(sap, name) is getattr(engine, name)
+    for name in ("TOKEN_PATH", "FAULTS_ENV", "EntityType", "Prop", "Nav", "ODataError"):
+        assert getattr(sap, name) is getattr(engine, name)
+    assert issubclass(SapSandbox, engine.ODataSandbox)
+    assert sap.SERVICE.root == SERVICE_ROOT and sap.TYPES_BY_SET["A_BusinessPartner"] is sap.BP_TYPE
+    assert sap.partner_id(0) == str(sap.FIRST_PARTNER_NUMBER) and sap.ANCHOR_DATE.isoformat() == "2026-06-30"
+    assert callable(sap.serve_sap) and callable(sap.main) and callable(sap.build_sandbox)
