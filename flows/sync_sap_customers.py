@@ -141,8 +141,15 @@ def sync_sap_customers(
         cursor = resume.get("cursor") or None  # what the failed run read with; its filter is in the position URL
         summary.mode = "resume"
     else:
-        with get_engine().connect() as conn:
-            cursor = None if full_refresh else read_cursor(conn, INTEGRATION, DATASET)
+        try:
+            with get_engine().connect() as conn:
+                cursor = None if full_refresh else read_cursor(conn, INTEGRATION, DATASET)
+        except Exception as exc:
+            # The database is gone before anything was read: no unit to rerun (the next scheduled run
+            # starts from the same watermark), but the failure is on the books (spooled while it is down).
+            error = classify_exception(exc, integration=INTEGRATION, operation="read_watermark")
+            record_error(error, integration=INTEGRATION, dataset=DATASET, flow_run_id=run_id)
+            raise error from exc
         summary.mode = "incremental" if cursor else "full"
     summary.since = (cursor or {}).get("last_change_date")
 

@@ -188,3 +188,27 @@ def test_a_retry_after_of_a_day_becomes_a_queued_unit_not_a_sleeping_worker(sap:
     assert due >= datetime.now(UTC) + timedelta(hours=23)
     assert "deferred" in row.error_message
     assert cursor() is None
+
+
+@pytest.mark.postgres
+def test_a_database_down_before_the_watermark_is_read_is_still_on_the_books(
+    sap: SapSandbox, db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nothing was read, so there is no unit to rerun; but the failure is spooled and reaches the ledger."""
+    from hub.error_spool import drain_spool, waiting
+    from hub.errors import ErrorSpooled
+    from tests.db_outage import database_outage
+
+    if not db.startswith("postgresql"):
+        pytest.skip("SQLite's outage is a held write lock, which does not stop this read: the PostgreSQL path")
+    with database_outage(db, monkeypatch) as outage:
+        outage.down("refuse")
+        with pytest.raises(ErrorSpooled) as spooled:
+            run(sap)
+        assert spooled.value.code == "DATABASE_UNAVAILABLE" and waiting() == 1
+        outage.up()
+        drain_spool()
+        with Session(get_engine()) as session:
+            [row] = session.scalars(select(IntegrationErrorRow)).all()
+        assert (row.integration, row.dataset, row.error_code, row.operation) == ("sap", "customers", "DATABASE_UNAVAILABLE", "read_watermark")
+        assert waiting() == 0
