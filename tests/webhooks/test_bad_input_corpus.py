@@ -284,8 +284,20 @@ def servers(migrated_db: str) -> Iterator[dict[str, str]]:
     """One real ingress per configuration, for the whole module (each case empties the database first)."""
     import contextlib
 
+    from connectors.core.metrics import METRICS
+    from hub.monitoring import flush_metrics
+
     with contextlib.ExitStack() as stack:
-        yield {name: stack.enter_context(serving(create_app(hub_settings(**overrides)))) for name, overrides in SERVERS.items()}
+        urls = {name: stack.enter_context(serving(create_app(hub_settings(**overrides)))) for name, overrides in SERVERS.items()}
+        # Request measurement (call_metrics, written by a background flusher on its own clock) counts every
+        # request, refused or not, like the ledger: it is switched off here so that the snapshot sees only
+        # what a delivery itself makes the ingress write. tests/monitoring covers the measurement.
+        flush_metrics()
+        enabled, METRICS.enabled = METRICS.enabled, False
+        try:
+            yield urls
+        finally:
+            METRICS.enabled = enabled
 
 
 def snapshot() -> dict[str, list[tuple[Any, ...]]]:
