@@ -34,6 +34,7 @@ from hub.db import get_engine
 from hub.errors import record_error, record_validation_failure, resolve_open_errors
 from hub.lab import DATASET, INTEGRATION, process_export, processed_under_name, refresh_batch_flags
 from hub.loading import read_cursor
+from hub.monitoring import ensure_flusher
 from hub.retry_units import LAB_EXPORT_FILE, LAB_RESULTS_API, UnitFailed
 from hub.settings import LabConfig, get_settings, lab_config
 from tasks.report import publish_sync_summary
@@ -135,6 +136,7 @@ def collect_lab_results(
 ) -> dict[str, Any]:
     """Process every settled export in the drop folder once; quarantine what cannot be trusted. With `resume`,
     only the failed unit: one file, or the results API."""
+    ensure_flusher()  # this process's connector calls reach call_metrics in batches (and at exit)
     logger = get_run_logger()
     started = time.perf_counter()
     config = lab_config()

@@ -38,6 +38,7 @@ from connectors.core.errors import (
 )
 from hub.buffer import BufferedEntry, DurableBuffer
 from hub.db import get_engine
+from hub.monitoring import ensure_flusher
 from hub.plant import (
     BATCHES,
     INTEGRATION,
@@ -153,6 +154,7 @@ def _resumed_buffer(resume: dict[str, Any], config: PlantOpcuaConfig) -> Durable
 def collect_plant(listen_seconds: float = 0.0, resume: dict[str, Any] | None = None) -> dict[str, Any]:
     """Collect from the plant, buffer durably, flush the buffer in order into the ERP; with `resume`, only load
     the buffered entries of a failed flush."""
+    ensure_flusher()  # this process's connector calls reach call_metrics in batches (and at exit)
     logger = get_run_logger()
     started = time.perf_counter()
     config = plant_opcua_config()

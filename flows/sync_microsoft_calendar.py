@@ -49,6 +49,7 @@ from hub.db import get_engine, session_factory
 from hub.errors import record_error, record_validation_failure
 from hub.loading import read_cursor, reset_cursor, write_cursor
 from hub.models import Schedule, ScheduleCalendarLink
+from hub.monitoring import ensure_flusher
 from hub.retry_units import OUTLOOK_CALENDAR_PULL, OUTLOOK_SCHEDULES_PUSH, UnitFailed
 from hub.schedules import record_push, schedules_to_push
 from tasks.retry import retry_transient_only
@@ -200,6 +201,7 @@ def push_outlook_schedules(connector: Microsoft365Connector, run_id: str | None,
 def sync_microsoft_calendar(full_resync: bool = False, push_batch_size: int | None = None, resume: dict[str, Any] | None = None) -> dict[str, Any]:
     """One two-way sync of the configured mailbox's calendar: pull people's changes, then push the ERP's. With
     `resume`, only the failed unit: the pull, or the push (of the schedules it names)."""
+    ensure_flusher()  # this process's connector calls reach call_metrics in batches (and at exit)
     logger = get_run_logger()
     started = time.perf_counter()
     run_id = str(flow_run.id) if flow_run.id else None

@@ -54,6 +54,7 @@ from hub.documents import (
 )
 from hub.errors import record_error, record_validation_failure
 from hub.loading import QuarantineRow, upsert_quarantine
+from hub.monitoring import ensure_flusher
 from hub.retry_units import DOCUMENT_UPLOAD, DOCUMENTS_PAGE, UnitFailed
 from tasks.retry import retry_transient_only
 from tasks.transform import map_batch, validate_batch
@@ -194,6 +195,7 @@ def upload_documents_page(connector: Microsoft365Connector, rows: list[dict[str,
 def upload_documents(max_pages: int | None = None, rows_per_page: int | None = None, resume: dict[str, Any] | None = None) -> dict[str, Any]:
     """Drain the document outbox: every due row, a page per task; returns the run's counts. With `resume`, only
     the failed unit: one document, or one page."""
+    ensure_flusher()  # this process's connector calls reach call_metrics in batches (and at exit)
     logger = get_run_logger()
     started = time.perf_counter()
     run_id = str(flow_run.id) if flow_run.id else None

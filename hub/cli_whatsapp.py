@@ -57,6 +57,7 @@ def send(
 
     from connectors.core.errors import classify_exception
     from connectors.whatsapp import build_whatsapp_connector
+    from hub.monitoring import ensure_flusher, stop_flusher
     from hub.settings import integration_config
 
     config = integration_config("whatsapp")
@@ -64,19 +65,23 @@ def send(
         config = config.model_copy(update={"rate_budget_per_s": rate_per_s})
     sent: list[dict[str, Any]] = []
     failed: list[dict[str, Any]] = []
+    ensure_flusher()  # the sends' call measurements reach call_metrics (health, the dashboard, the alert rules)
     try:
-        connector = build_whatsapp_connector(config=config)
-    except Exception as exc:  # noqa: BLE001 - a missing token or number is reported like any refused send
-        error = classify_exception(exc, integration="whatsapp", operation="send")
-        failed.extend(_failure(error, number, text, template) for number in to)
-    else:
-        with connector:
-            for number in to:
-                try:
-                    sent.append(_send_one(connector, number, text, template, lang, params))
-                except Exception as exc:  # noqa: BLE001 - one refused recipient must not stop the others
-                    error = classify_exception(exc, integration="whatsapp", operation="send")
-                    failed.append(_failure(error, number, text, template))
+        try:
+            connector = build_whatsapp_connector(config=config)
+        except Exception as exc:  # noqa: BLE001 - a missing token or number is reported like any refused send
+            error = classify_exception(exc, integration="whatsapp", operation="send")
+            failed.extend(_failure(error, number, text, template) for number in to)
+        else:
+            with connector:
+                for number in to:
+                    try:
+                        sent.append(_send_one(connector, number, text, template, lang, params))
+                    except Exception as exc:  # noqa: BLE001 - one refused recipient must not stop the others
+                        error = classify_exception(exc, integration="whatsapp", operation="send")
+                        failed.append(_failure(error, number, text, template))
+    finally:
+        stop_flusher()  # a last flush before the command exits: this run's measurements are written now
     _report(sent, failed, as_json)
     if failed:
         raise typer.Exit(EXIT_FAILED)
