@@ -27,6 +27,7 @@ from sqlalchemy import Table, and_, case, func, select
 from sqlalchemy.engine import Connection
 
 from connectors.core.metrics import LATENCY_BUCKETS_S, METRICS, AggregateKey, CallMetrics, MinuteAggregate
+from hub.datasets import monitored_integrations
 from hub.db import get_engine
 from hub.models import (
     COUNTER_COLUMNS,
@@ -351,7 +352,8 @@ def integration_stats(
     cfg = config or monitoring_config()
     now = now or datetime.now(UTC)
     since = _floor_minute(now - window)
-    names: set[str] = set(cfg.integrations if integrations is None else integrations)
+    # Every registered dataset's integrations are listed even before their first call; the config may add more.
+    names: set[str] = set(monitored_integrations(cfg.integrations) if integrations is None else integrations)
     engine = get_engine()
     with engine.connect() as conn:
         rows = _measurement_rows(conn, since, now)

@@ -1,0 +1,272 @@
+"""The hub's datasets, declared once: every central list (the `drymix sync` and `drymix datasets` commands,
+prefect.yaml's deployments check, monitoring's integration list, the rerun and replay checks) loops over
+`DATASETS` instead of keeping its own.
+
+A declaration says where a dataset comes from and goes to, and how the hub runs it: its flow and
+deployment, the config key its schedule comes from (hub/deploy.py `configured_schedules`), the table and
+key it loads, the cursor it keeps in `sync_state`, the failed-unit kinds it records (hub/retry_units.py),
+the quarantine replays that apply to it (hub/quarantine.py) and the simulator it is tested against.
+Nothing here imports a flow or a connector: reading the registry is cheap (the CLI's `--help` stays fast).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from hub import retry_units
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """One dataset the hub moves, as every surface of the hub needs to know it."""
+
+    name: str  # `<integration>.<dataset>`: the `drymix sync <name>` argument
+    integration: str  # integration_errors.integration / sync_state.integration of its rows
+    dataset: str  # integration_errors.dataset of its main rows
+    description: str
+    flow: str | None  # `flows/<file>.py:<function>`; None for a dataset only a command pushes
+    deployment: str | None  # its prefect.yaml deployment
+    schedule: str | None  # key of its cron in configured_schedules() (config/integrations.toml)
+    table: str | None  # the ERP table it loads (or drains, for a push)
+    key: tuple[str, ...]  # that table's natural key
+    cursor: str  # what its watermark is ("none" when it keeps none)
+    cursor_datasets: tuple[str, ...] = ()  # sync_state.dataset of its watermark(s); `x:` matches every `x:<...>`
+    error_datasets: tuple[str, ...] = ()  # integration_errors.dataset values its failures are recorded under
+    unit_kinds: tuple[str, ...] = ()  # failed-unit kinds it records (hub/retry_units.py register_rerun)
+    replays: tuple[str, ...] = ()  # datasets `drymix quarantine replay` handles for it (hub/quarantine.py)
+    mapping: str | None = None  # data_mappings/<mapping>.py
+    suite: str | None = None  # expectations/<suite>.py
+    simulator: str | None = None  # `drymix sandbox <simulator>`
+    full_refresh_parameter: str | None = None  # the flow parameter that ignores the watermark
+    command: str = ""  # the older verb that runs it too (`drymix <command>`)
+    monitored: tuple[str, ...] = ()  # integrations whose calls it makes, when not just `integration`
+
+    @property
+    def flow_module(self) -> str:
+        """`flows.sync_sap_customers` for `flows/sync_sap_customers.py:sync_sap_customers`."""
+        if self.flow is None:
+            raise ValueError(f"{self.name} has no flow (it runs as `drymix {self.command}`)")
+        return self.flow.partition(":")[0].removesuffix(".py").replace("/", ".")
+
+    @property
+    def flow_function(self) -> str:
+        if self.flow is None:
+            raise ValueError(f"{self.name} has no flow (it runs as `drymix {self.command}`)")
+        return self.flow.partition(":")[2]
+
+    def load_flow(self) -> Callable[..., Any]:
+        """The flow object (imports the flow module and with it Prefect)."""
+        flow: Callable[..., Any] = getattr(importlib.import_module(self.flow_module), self.flow_function)
+        return flow
+
+    @property
+    def integrations(self) -> tuple[str, ...]:
+        """The integrations monitoring must list for this dataset."""
+        return self.monitored or (self.integration,)
+
+
+DATASETS: tuple[Dataset, ...] = (
+    Dataset(
+        name="sap.customers",
+        integration="sap",
+        dataset="customers",
+        description="SAP S/4HANA business partners into the ERP customers table (incremental by LastChangeDate).",
+        flow="flows/sync_sap_customers.py:sync_sap_customers",
+        deployment="sync-sap-customers",
+        schedule="sap",
+        table="customers",
+        key=("customer_id",),
+        cursor="LastChangeDate (date, re-read overlap_days before it)",
+        cursor_datasets=("customers",),
+        error_datasets=("customers",),
+        unit_kinds=(retry_units.SAP_CUSTOMERS_BATCH,),
+        replays=("customers",),
+        mapping="customers",
+        suite="customers",
+        simulator="sap",
+        full_refresh_parameter="full_refresh",
+        command="sync sap-customers",
+    ),
+    Dataset(
+        name="razorpay.payments",
+        integration="razorpay",
+        dataset="payments",
+        description="Poll Razorpay payments since the watermark and fill whatever the webhooks missed.",
+        flow="flows/reconcile_razorpay.py:reconcile_razorpay",
+        deployment="reconcile-razorpay",
+        schedule="razorpay",
+        table="payments",
+        key=("order_id",),
+        cursor="payment created_at (epoch seconds, re-read overlap_s before it)",
+        cursor_datasets=("payments",),
+        error_datasets=("payments",),
+        unit_kinds=(retry_units.RAZORPAY_PAYMENTS_PAGE,),
+        mapping="payments",
+        simulator="razorpay",
+    ),
+    Dataset(
+        name="webhooks.events",
+        integration="webhooks",
+        dataset="webhook_events",
+        description="Apply stored Razorpay and WhatsApp webhook events to payments and whatsapp_messages (exactly once, forward-only).",
+        flow="flows/process_webhooks.py:process_webhooks",
+        deployment="process-webhooks",
+        schedule="whatsapp",
+        table="webhook_events",
+        key=("provider", "event_id"),
+        cursor="none (the inbox status of each event)",
+        error_datasets=("webhook_events",),
+        unit_kinds=(retry_units.WEBHOOK_EVENT,),
+        mapping=None,  # each provider's writer maps its own events (hub/payments.py, hub/whatsapp.py)
+        command="webhooks process",
+        monitored=("razorpay", "whatsapp"),
+    ),
+    Dataset(
+        name="plant_opcua.plant",
+        integration="plant_opcua",
+        dataset="plant",
+        description="Plant OPC UA status snapshot and completed batch records into plant_readings and production_batches.",
+        flow="flows/collect_plant.py:collect_plant",
+        deployment="collect-plant",
+        schedule="plant_opcua",
+        table="production_batches",
+        key=("batch_id",),
+        cursor="batch record seq (plant_readings: last collected at)",
+        cursor_datasets=("production_batches", "plant_readings"),
+        error_datasets=("plant_readings", "production_batches"),
+        unit_kinds=(retry_units.PLANT_BUFFER_FLUSH,),
+        replays=("plant_readings", "production_batches"),
+        mapping="plant",
+        suite="plant",
+        simulator="plant",
+        command="plant collect",
+    ),
+    Dataset(
+        name="lab.lab_results",
+        integration="lab",
+        dataset="lab_results",
+        description="Lab testing-machine exports (drop folder, results API) into lab_results, each export once.",
+        flow="flows/collect_lab_results.py:collect_lab_results",
+        deployment="collect-lab-results",
+        schedule="lab",
+        table="lab_results",
+        key=("specimen_id",),
+        cursor="content checksum per export file (lab_exports); results API: last seq read",
+        cursor_datasets=("lab_results",),
+        error_datasets=("lab_results",),
+        unit_kinds=(retry_units.LAB_EXPORT_FILE, retry_units.LAB_RESULTS_API),
+        replays=("lab_results",),
+        mapping="lab",
+        suite="lab",
+        simulator="lab",
+        command="lab collect",
+    ),
+    Dataset(
+        name="microsoft365.documents",
+        integration="microsoft365",
+        dataset="documents",
+        description="ERP document_outbox to SharePoint through Microsoft Graph (simple uploads, resumable sessions above 4 MB).",
+        flow="flows/upload_documents.py:upload_documents",
+        deployment="upload-documents",
+        schedule="microsoft365_documents",
+        table="document_outbox",
+        key=("document_key",),
+        cursor="none (the outbox status of each document)",
+        error_datasets=("documents",),
+        unit_kinds=(retry_units.DOCUMENT_UPLOAD, retry_units.DOCUMENTS_PAGE),
+        mapping="documents",
+        suite="documents",
+        simulator="microsoft365",
+        command="m365 upload",
+    ),
+    Dataset(
+        name="microsoft365.calendar",
+        integration="microsoft365",
+        dataset="calendar_events",
+        description="ERP schedules <-> Outlook calendar events through Microsoft Graph, both ways (calendarView delta).",
+        flow="flows/sync_microsoft_calendar.py:sync_microsoft_calendar",
+        deployment="sync-microsoft-calendar",
+        schedule="microsoft365",
+        table="schedules",
+        key=("schedule_ref",),
+        cursor="calendarView delta link, per mailbox",
+        cursor_datasets=("events:",),
+        error_datasets=("calendar_events", "schedules"),
+        unit_kinds=(retry_units.OUTLOOK_CALENDAR_PULL, retry_units.OUTLOOK_SCHEDULES_PUSH),
+        mapping="microsoft365_events",
+        suite="schedules",
+        simulator="microsoft365",
+        full_refresh_parameter="full_resync",
+        command="m365 sync-calendar",
+    ),
+    Dataset(
+        name="google_workspace.calendar",
+        integration="google_workspace",
+        dataset="calendar_events",
+        description="ERP schedules <-> Google Workspace calendar events, both ways (syncToken incremental).",
+        flow="flows/sync_google_calendar.py:sync_google_calendar",
+        deployment="sync-google-calendar",
+        schedule="google_workspace",
+        table="schedules",
+        key=("schedule_ref",),
+        cursor="events.list syncToken, per calendar",
+        cursor_datasets=("events:",),
+        error_datasets=("calendar_events", "schedules"),
+        unit_kinds=(retry_units.GOOGLE_CALENDAR_PULL, retry_units.GOOGLE_SCHEDULES_PUSH),
+        mapping="google_events",
+        suite="schedules",
+        simulator="google",
+        full_refresh_parameter="full_resync",
+        command="google sync",
+    ),
+    Dataset(
+        name="whatsapp.messages",
+        integration="whatsapp",
+        dataset="whatsapp_messages",
+        description="Texts and approved templates to customers from the business number (status webhooks move them on).",
+        flow=None,
+        deployment=None,
+        schedule=None,
+        table="whatsapp_messages",
+        key=("wamid",),
+        cursor="none (sent on demand)",
+        error_datasets=("whatsapp_messages",),
+        mapping="whatsapp",
+        simulator="whatsapp",
+        command="whatsapp send",
+    ),
+)
+
+# Deployments of prefect.yaml that run the hub itself rather than a dataset: deployment -> its schedule key.
+HUB_JOBS: dict[str, str] = {
+    "retry-failed-units": "retry_failed_units",
+    "monitor-integrations": "monitor_integrations",
+}
+
+
+def by_name(name: str) -> Dataset:
+    """The dataset called `name` (`sap.customers`), or a KeyError listing the names there are."""
+    for dataset in DATASETS:
+        if dataset.name == name:
+            return dataset
+    raise KeyError(f"no dataset {name!r}: the hub has {', '.join(d.name for d in DATASETS)}")
+
+
+def runnable() -> list[Dataset]:
+    """The datasets with a flow (what `drymix sync <dataset>` runs)."""
+    return [d for d in DATASETS if d.flow is not None]
+
+
+def monitored_integrations(extra: Iterable[str] = ()) -> list[str]:
+    """Every integration a registered dataset calls, plus `extra` (config/monitoring.toml `integrations`)."""
+    names = {name for d in DATASETS for name in d.integrations}
+    names.update(extra)
+    return sorted(names)
+
+
+def declared_unit_kinds() -> dict[str, str]:
+    """Failed-unit kind -> the dataset that records it."""
+    return {kind: d.name for d in DATASETS for kind in d.unit_kinds}
