@@ -56,6 +56,10 @@ from hub.cli_stack import deploy_app, smoke, stack_app  # noqa: E402 - productio
 app.add_typer(stack_app, name="stack")
 app.add_typer(deploy_app, name="deploy")
 app.command("smoke")(smoke)
+from hub.cli_datasets import datasets, register_sync_commands  # noqa: E402 - light: the registry imports no flow
+
+app.command("datasets")(datasets)
+register_sync_commands(sync_app)  # `drymix sync <dataset>` for every registered dataset
 
 console = Console()
 err_console = Console(stderr=True)

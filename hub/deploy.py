@@ -1,6 +1,7 @@
 """Deployments as prefect.yaml declares them: schedules from the config, registration, secrets, pausing.
 
-prefect.yaml is the one list of deployments; everything here iterates over it. Schedules have one source
+prefect.yaml lists the deployments; everything here iterates over it, and `schedule_drift` holds it to the
+dataset registry (hub/datasets.py: each dataset's deployment, entrypoint and schedule; `registry_drift`). Schedules have one source
 of truth, config/integrations.toml (`schedule_cron` per integration): the generated `schedules:` block of
 prefect.yaml is rewritten from it by `write_schedules` and checked by `schedule_drift`.
 """
@@ -159,6 +160,34 @@ def schedule_drift(path: Path = PREFECT_YAML) -> list[str]:
                 f"{deployment.name}: every schedule must be an alias of definitions.schedules (*<integration>_schedule), "
                 "so that it follows config/integrations.toml"
             )
+    return problems + registry_drift(path)
+
+
+def registry_drift(path: Path = PREFECT_YAML) -> list[str]:
+    """What differs between prefect.yaml's deployments and the dataset registry (hub/datasets.py): each
+    registered dataset with a deployment has it, running its flow on its schedule, and every deployment is
+    a registered dataset or a hub job (empty when they agree)."""
+    from hub.datasets import DATASETS, HUB_JOBS
+
+    problems: list[str] = []
+    deployed = {d.name: d for d in declared_deployments(path)}
+    expected: dict[str, tuple[str | None, str | None]] = {
+        d.deployment: (d.flow, d.schedule) for d in DATASETS if d.deployment is not None
+    }
+    for name, entrypoint, schedule in (
+        *((n, flow, sched) for n, (flow, sched) in expected.items()),
+        *((job, f"flows/{schedule}.py:{schedule}", schedule) for job, schedule in HUB_JOBS.items()),
+    ):
+        found = deployed.get(name)
+        if found is None:
+            problems.append(f"{name}: registered in hub/datasets.py but prefect.yaml has no such deployment")
+            continue
+        if found.entrypoint != entrypoint:
+            problems.append(f"{name}: prefect.yaml runs {found.entrypoint}, the registry says {entrypoint}")
+        if found.integrations != [schedule]:
+            problems.append(f"{name}: prefect.yaml schedules {found.integrations}, the registry says [{schedule!r}]")
+    for name in sorted(set(deployed) - set(expected) - set(HUB_JOBS)):
+        problems.append(f"{name}: a deployment of no registered dataset: declare it in hub/datasets.py (or HUB_JOBS)")
     return problems
 
 
