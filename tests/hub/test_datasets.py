@@ -150,6 +150,16 @@ def test_every_registered_integration_has_its_config_and_a_smoke_connection_chec
         assert checks.get(name) is not None, f"{name}: `drymix smoke` has no connection check for it"
 
 
+def test_every_registered_simulator_is_wired_into_the_stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from hub.stack import sandbox_wiring
+
+    monkeypatch.setenv("DRYMIX_STACK_DIR", str(tmp_path))  # the Google wiring writes its key file there
+    for d in DATASETS:
+        if d.simulator is not None:
+            wiring = sandbox_wiring(d.simulator)
+            assert wiring is not None and wiring.env, f"{d.name}: `drymix stack up` does not point the worker at {d.simulator}"
+
+
 def test_health_report_lists_every_registered_integration_before_any_call(db: str) -> None:
     from datetime import timedelta
 
