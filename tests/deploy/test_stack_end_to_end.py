@@ -206,10 +206,15 @@ def test_registered_deployments_carry_schedules_from_config_and_no_secrets(stack
 
 
 def test_deployment_runs_through_the_api_load_rows_and_two_workers_share_one_rate_limit(stack: Stack, db: str) -> None:
-    from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate
+    from prefect.client.schemas.actions import DeploymentUpdate, GlobalConcurrencyLimitUpdate
 
     rate = 2.0
     with _client(stack.api_url) as client:
+        deployment = client.read_deployment_by_name(SAP)
+        # In production two SAP customer syncs never overlap (one run at a time); proving that two workers
+        # share one rate budget needs two SAP runs at once, so this test lifts that limit for its two runs.
+        assert deployment.global_concurrency_limit is not None and deployment.global_concurrency_limit.limit == 1
+        client.update_deployment(deployment.id, DeploymentUpdate(concurrency_limit=2))
         client.update_global_concurrency_limit("rate:sap", GlobalConcurrencyLimitUpdate(limit=int(rate), slot_decay_per_second=rate))
     try:
         # Let any slot taken earlier decay, then two runs at once, triggered through the Prefect API:
@@ -221,6 +226,7 @@ def test_deployment_runs_through_the_api_load_rows_and_two_workers_share_one_rat
     finally:
         with _client(stack.api_url) as client:
             client.update_global_concurrency_limit("rate:sap", GlobalConcurrencyLimitUpdate(limit=20, slot_decay_per_second=20.0))
+            client.update_deployment(deployment.id, DeploymentUpdate(concurrency_limit=1))
     for run in finished:
         assert run.state.is_completed(), f"{run.state}\n{_logs(stack.directory)}"
 
