@@ -188,6 +188,8 @@ def main() -> None:
         while api_requests(base) - reading < 2 and time.monotonic() < deadline and victim.poll() is None:
             time.sleep(0.05)
         descendants = [p.pid for p in psutil.Process(victim.pid).children(recursive=True)] if victim.poll() is None else []
+        figures["killed_mid_read"] = victim.poll() is None and api_requests(base) - reading >= 2
+        figures["killed_run_processes"] = len(descendants)  # its temporary Prefect server among them
         victim.send_signal(signal.SIGKILL)
         victim.wait()
         rerun = sync(env)
