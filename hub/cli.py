@@ -322,8 +322,11 @@ def _print_summary(summary: dict[str, Any]) -> None:
     table = Table(title=f"{summary['integration']} {summary['dataset']} sync ({summary['mode']})")
     table.add_column("figure")
     table.add_column("value", justify="right")
-    for key in ("since", "watermark", "batches", "pages", "extracted", "mapped", "valid", "quarantined", "upserted", "unchanged", "retries", "seconds"):
-        table.add_row(key, "" if summary.get(key) is None else str(summary.get(key)))
+    keys = ("since", "watermark", "batches", "pages", "source_count", "extracted", "distinct_read", "duplicates", "mapped", "valid",
+            "quarantined", "refused", "upserted", "unchanged", "retries", "seconds")
+    for key in keys:
+        if key in summary:  # the read-check figures exist only for datasets that count their source
+            table.add_row(key, "" if summary.get(key) is None else str(summary.get(key)))
     console.print(table)
     if summary.get("report_path"):
         console.print(f"Validation report (HTML): [bold]{summary['report_path']}[/bold]")

@@ -62,6 +62,12 @@ def test_sync_command_end_to_end_over_http(db: str) -> None:
         summary = json.loads(result.stdout.strip().splitlines()[-1])
         assert summary["extracted"] == 800
         assert summary["valid"] + summary["quarantined"] == 800
+        assert summary["source_count"] == summary["distinct_read"] == 800
+
+        # The table people read shows the read check too, next to what loaded.
+        table = drymix("sync", "sap-customers", env={**env, "COLUMNS": "200"})
+        assert table.returncode == 0, table.stderr[-3000:]
+        assert all(figure in table.stdout for figure in ("source_count", "distinct_read", "duplicates", "quarantined"))
 
         errors = drymix("errors", "list", "--json", "--integration", "sap")
         rows = [json.loads(line) for line in errors.stdout.splitlines() if line.strip()]
