@@ -3,9 +3,9 @@ prefect.yaml's deployments check, monitoring's integration list, the rerun and r
 `DATASETS` instead of keeping its own.
 
 A declaration says where a dataset comes from and goes to, and how the hub runs it: its flow and
-deployment, the config key its schedule comes from (hub/deploy.py `configured_schedules`), the table and
-key it loads, the cursor it keeps in `sync_state`, the failed-unit kinds it records (hub/retry_units.py),
-the quarantine replays that apply to it (hub/quarantine.py) and the simulator it is tested against.
+deployment, the config key its schedule comes from (hub/operations/deploy.py `configured_schedules`), the table and
+key it loads, the cursor it keeps in `sync_state`, the failed-unit kinds it records (hub/ledger/retry_units.py),
+the quarantine replays that apply to it (hub/ledger/quarantine.py) and the simulator it is tested against.
 Nothing here imports a flow or a connector: reading the registry is cheap (the CLI's `--help` stays fast).
 """
 
@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from hub import retry_units
+from hub.ledger import retry_units
 
 
 @dataclass(frozen=True)
@@ -35,8 +35,8 @@ class Dataset:
     cursor: str  # what its watermark is ("none" when it keeps none)
     cursor_datasets: tuple[str, ...] = ()  # sync_state.dataset of its watermark(s); `x:` matches every `x:<...>`
     error_datasets: tuple[str, ...] = ()  # integration_errors.dataset values its failures are recorded under
-    unit_kinds: tuple[str, ...] = ()  # failed-unit kinds it records (hub/retry_units.py register_rerun)
-    replays: tuple[str, ...] = ()  # datasets `drymix quarantine replay` handles for it (hub/quarantine.py)
+    unit_kinds: tuple[str, ...] = ()  # failed-unit kinds it records (hub/ledger/retry_units.py register_rerun)
+    replays: tuple[str, ...] = ()  # datasets `drymix quarantine replay` handles for it (hub/ledger/quarantine.py)
     mapping: str | None = None  # data_mappings/<mapping>.py
     suite: str | None = None  # expectations/<suite>.py
     simulator: str | None = None  # `drymix sandbox <simulator>`
@@ -120,7 +120,7 @@ DATASETS: tuple[Dataset, ...] = (
         cursor="none (the inbox status of each event)",
         error_datasets=("webhook_events",),
         unit_kinds=(retry_units.WEBHOOK_EVENT,),
-        mapping=None,  # each provider's writer maps its own events (hub/payments.py, hub/whatsapp.py)
+        mapping=None,  # each provider's writer maps its own events (hub/systems/razorpay.py, hub/systems/whatsapp.py)
         command="webhooks process",
         monitored=("razorpay", "whatsapp"),
     ),

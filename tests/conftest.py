@@ -60,15 +60,15 @@ def tmp_root() -> Path:
 
 @pytest.fixture(scope="session")
 def migrated_db() -> str:
-    from hub.db import upgrade
-    from hub.settings import get_settings, reset_settings_cache
+    from hub.core.db import upgrade
+    from hub.core.settings import get_settings, reset_settings_cache
 
     reset_settings_cache()
     url = get_settings().database_url
     if url.startswith("postgresql"):
         from alembic import command
 
-        from hub.db import alembic_config, engine_for
+        from hub.core.db import alembic_config, engine_for
 
         with engine_for(url).begin() as conn:
             # A clean schema whatever earlier runs or branches left behind.
@@ -83,8 +83,8 @@ def migrated_db() -> str:
 @pytest.fixture
 def db(migrated_db: str) -> Iterator[str]:
     """A migrated database emptied before each test."""
-    from hub.db import get_engine
-    from hub.models import Base
+    from hub.core.db import get_engine
+    from hub.core.models import Base
 
     engine = get_engine()
     with engine.begin() as conn:
@@ -97,7 +97,7 @@ def db(migrated_db: str) -> Iterator[str]:
 def prefect_harness() -> Iterator[None]:
     from prefect.testing.utilities import prefect_test_harness
 
-    import hub.prefect_runtime  # noqa: F401 - Prefect environment defaults
+    import hub.runtime.prefect_runtime  # noqa: F401 - Prefect environment defaults
 
     with prefect_test_harness(server_startup_timeout=120):
         yield

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import pytest
 from sqlalchemy.engine import make_url
 
-from hub.settings import reset_settings_cache
+from hub.core.settings import reset_settings_cache
 
 
 class TcpProxy:
@@ -166,7 +166,7 @@ SILENT_BOUND_S = 5.0 + 2.0
 @contextmanager
 def database_outage(db_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[DatabaseOutage]:
     """The migrated test database, reached through a switchable fault, with short database timeouts."""
-    from hub.db import engine_for
+    from hub.core.db import engine_for
 
     for name, value in OUTAGE_SETTINGS.items():
         monkeypatch.setenv(name, value)

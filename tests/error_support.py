@@ -11,8 +11,8 @@ from typing import Any
 import httpx
 from sqlalchemy import select, update
 
-from hub.db import get_engine, session_scope
-from hub.models import IntegrationErrorRow
+from hub.core.db import get_engine, session_scope
+from hub.core.models import IntegrationErrorRow
 from sandbox.core import Simulator, as_transport
 
 

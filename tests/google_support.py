@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from connectors.google_workspace.connector import GoogleCalendarConnector, google_config
-from hub.settings import RetryPolicy, reset_settings_cache
+from hub.core.settings import RetryPolicy, reset_settings_cache
 from sandbox.core import as_transport, running_server
 from sandbox.google_calendar import GoogleCalendarSandbox
 

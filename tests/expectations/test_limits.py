@@ -19,7 +19,7 @@ from data_mappings.documents import DOCUMENT_COLUMNS
 from data_mappings.schedules import FRAME_COLUMNS
 from expectations import customers, documents, lab, plant, schedules
 from expectations.limits import ColumnLimit, column_limits, covered, regex_max_length
-from hub.models import Customer, DocumentOutbox, LabResult, PlantReading, ProductionBatch, Schedule
+from hub.core.models import Customer, DocumentOutbox, LabResult, PlantReading, ProductionBatch, Schedule
 from tests.expectations.conftest import make_customer_frame
 
 # Every suite, the ERP table its rows are written to, and the frame columns it validates.
@@ -113,9 +113,9 @@ def test_a_10000_character_value_in_any_text_column_of_customers_is_quarantined_
     from sqlalchemy import select
 
     from expectations.runner import validate_frame
-    from hub.db import get_engine
-    from hub.loading import BatchLoad, QuarantineRow, count_rows, load_batch
-    from hub.models import QuarantinedRecord
+    from hub.core.db import get_engine
+    from hub.core.models import QuarantinedRecord
+    from hub.ledger.loading import BatchLoad, QuarantineRow, count_rows, load_batch
 
     text_columns = [c.name for c in table_of(Customer).columns if isinstance(c.type, String) and c.name in CUSTOMER_COLUMNS]
     frame = make_customer_frame(len(text_columns) + 50)

@@ -14,9 +14,9 @@ from sqlalchemy import func, insert, select
 
 from connectors.core.errors import SyncFailed
 from connectors.lab.exports import find_archived
-from hub.db import get_engine
-from hub.lab import forget_export
-from hub.models import IntegrationErrorRow, LabExport, LabResult, ProductionBatch, QuarantinedRecord
+from hub.core.db import get_engine
+from hub.core.models import IntegrationErrorRow, LabExport, LabResult, ProductionBatch, QuarantinedRecord
+from hub.systems.lab import forget_export
 from sandbox.lab import LabSandbox, Session
 from tests.error_support import FailingRequests, make_due, refused_inserts
 
@@ -225,14 +225,14 @@ def test_unreadable_file_is_rejected_quarantined_and_archived(drop: Path) -> Non
 def test_a_failed_export_leaves_nothing_behind_is_recorded_and_is_retried_next_run(
     drop: Path, machine: LabSandbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import hub.loading
+    import hub.ledger.loading
 
     session = machine.test_session(batch_ids=BATCHES, variants=["bad_number"])
 
     def fail(*_: Any, **__: Any) -> int:
         raise ConnectionError("database connection lost")
 
-    monkeypatch.setattr(hub.loading, "release_quarantine", fail)  # fails after the rows were written, before the commit
+    monkeypatch.setattr(hub.ledger.loading, "release_quarantine", fail)  # fails after the rows were written, before the commit
     with pytest.raises(SyncFailed, match="1 lab export"):
         collect(drop)
     assert count(LabResult) == 0 and count(LabExport) == 0 and quarantined() == []  # rows, quarantine, ledger: all or nothing
@@ -248,8 +248,8 @@ def test_a_failed_export_leaves_nothing_behind_is_recorded_and_is_retried_next_r
 
 def test_results_api_pages_load_once_with_their_cursor(drop: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from connectors.core.client import use_transport
-    from hub.loading import read_cursor
-    from hub.settings import reset_settings_cache
+    from hub.core.settings import reset_settings_cache
+    from hub.ledger.loading import read_cursor
     from sandbox.core import as_transport
 
     sim = LabSandbox(seed=41)  # no drop folder: the machine is read over HTTP only
@@ -273,8 +273,8 @@ def test_results_api_pages_load_once_with_their_cursor(drop: Path, monkeypatch: 
 
 
 def test_a_failed_export_is_queued_and_its_rerun_processes_only_that_file(drop: Path, machine: LabSandbox) -> None:
-    from hub.errors import get_error
-    from hub.retry_units import rerun
+    from hub.ledger.errors import get_error
+    from hub.ledger.retry_units import rerun
 
     add_batches(BATCHES)
     broken = machine.test_session(batch_ids=BATCHES)
@@ -304,10 +304,10 @@ def test_a_failed_export_is_queued_and_its_rerun_processes_only_that_file(drop: 
 
 def test_a_failed_results_api_read_is_queued_and_its_rerun_reads_only_the_api(drop: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from connectors.core.client import use_transport
-    from hub.errors import get_error
-    from hub.loading import read_cursor
-    from hub.retry_units import rerun
-    from hub.settings import reset_settings_cache
+    from hub.core.settings import reset_settings_cache
+    from hub.ledger.errors import get_error
+    from hub.ledger.loading import read_cursor
+    from hub.ledger.retry_units import rerun
 
     sim = LabSandbox(seed=43)
     sim.test_session(batch_ids=BATCHES)
@@ -355,8 +355,8 @@ def test_quarantined_lab_lines_replay_through_the_current_mapping_and_suite(
 ) -> None:
     import hashlib
 
-    from hub.errors import get_error
-    from hub.quarantine import discard, replay
+    from hub.ledger.errors import get_error
+    from hub.ledger.quarantine import discard, replay
 
     add_batches(BATCHES)
     session = machine.test_session(batch_ids=BATCHES, age_days=14, variants=["bad_number", "truncated"])
@@ -386,8 +386,8 @@ def test_quarantined_lab_lines_replay_through_the_current_mapping_and_suite(
 
 
 def test_a_queued_rerun_of_a_file_a_later_run_already_processed_does_nothing_twice(drop: Path, machine: LabSandbox) -> None:
-    from hub.errors import get_error
-    from hub.retry_units import rerun
+    from hub.ledger.errors import get_error
+    from hub.ledger.retry_units import rerun
 
     add_batches(BATCHES)
     first = machine.test_session(batch_ids=BATCHES)

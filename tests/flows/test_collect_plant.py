@@ -13,11 +13,11 @@ import pytest
 from sqlalchemy import func, select
 
 from connectors.core.errors import ErrorCategory, IntegrationError
-from hub.db import get_engine
-from hub.loading import read_cursor
-from hub.models import IntegrationErrorRow, PlantReading, ProductionBatch, QuarantinedRecord
-from hub.plant import BATCH, BATCH_SEQ_META, READING, open_buffer
-from hub.settings import plant_opcua_config, reset_settings_cache
+from hub.core.db import get_engine
+from hub.core.models import IntegrationErrorRow, PlantReading, ProductionBatch, QuarantinedRecord
+from hub.core.settings import plant_opcua_config, reset_settings_cache
+from hub.ledger.loading import read_cursor
+from hub.systems.plant import BATCH, BATCH_SEQ_META, READING, open_buffer
 from sandbox.plant import BatchRecord, ThreadedPlant
 from tests.error_support import error_rows, make_due, refused_inserts, unit_of
 
@@ -193,8 +193,8 @@ def test_plant_unreachable_still_flushes_the_buffer_and_records_the_failure(
 
 def test_a_failed_flush_is_queued_and_its_rerun_loads_only_those_buffered_entries(plant: ThreadedPlant) -> None:
     from data_mappings.plant import map_plant_readings
-    from hub.errors import get_error
-    from hub.retry_units import rerun
+    from hub.ledger.errors import get_error
+    from hub.ledger.retry_units import rerun
 
     wait_for_batches(plant, 2)
     buffer = open_buffer(plant_opcua_config())
@@ -260,8 +260,8 @@ def _rebuild_plant_suites() -> None:
 
 
 def test_quarantined_batches_and_readings_replay_through_the_fixed_suite(plant: ThreadedPlant, request: pytest.FixtureRequest) -> None:
-    from hub.errors import get_error
-    from hub.quarantine import NothingSelected, list_quarantine, replay
+    from hub.ledger.errors import get_error
+    from hub.ledger.quarantine import NothingSelected, list_quarantine, replay
 
     wait_for_batches(plant, 1)
     now = datetime.now(UTC)

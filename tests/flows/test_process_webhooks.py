@@ -10,10 +10,10 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from hub.db import get_engine
-from hub.models import IntegrationErrorRow, WebhookEvent
-from hub.payments import get_payment
-from hub.webhooks.inbox import PendingEvent, list_events, replay_event, write_batch
+from hub.core.db import get_engine
+from hub.core.models import IntegrationErrorRow, WebhookEvent
+from hub.ingress.inbox import PendingEvent, list_events, replay_event, write_batch
+from hub.systems.razorpay import get_payment
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 

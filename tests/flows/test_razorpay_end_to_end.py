@@ -10,14 +10,14 @@ import pytest
 from sqlalchemy import select
 
 from connectors.razorpay import RazorpayConnector, build_razorpay_connector
-from hub.db import get_engine
-from hub.models import WebhookEvent
-from hub.payments import get_payment, record_order
-from hub.settings import reset_settings_cache
-from hub.webhooks.app import create_app
+from hub.core.db import get_engine
+from hub.core.models import WebhookEvent
+from hub.core.settings import reset_settings_cache
+from hub.ingress.app import create_app
+from hub.systems.razorpay import get_payment, record_order
 from sandbox.core import running_server
 from sandbox.razorpay import RazorpaySandbox
-from tests.webhooks.conftest import hub_settings, serving
+from tests.hub.ingress.conftest import hub_settings, serving
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -162,7 +162,7 @@ def test_partial_refunds_record_the_amount_and_refund_only_when_full(wired: tupl
 
 def test_duplicated_and_reordered_refund_deliveries_count_the_refund_once(wired: tuple[RazorpaySandbox, str]) -> None:
     from flows.process_webhooks import process_webhooks
-    from hub.webhooks.inbox import replay_event
+    from hub.ingress.inbox import replay_event
 
     sandbox, _ = wired
     with build_razorpay_connector() as connector:

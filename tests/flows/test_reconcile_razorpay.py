@@ -13,10 +13,10 @@ from sqlalchemy.orm import Session
 from connectors.core.client import use_transport
 from connectors.razorpay import RazorpayConnector, build_razorpay_connector
 from data_mappings.payments import update_from_payment
-from hub.db import get_engine
-from hub.loading import read_cursor, write_cursor
-from hub.models import IntegrationErrorRow
-from hub.payments import apply_update, get_payment, record_order
+from hub.core.db import get_engine
+from hub.core.models import IntegrationErrorRow
+from hub.ledger.loading import read_cursor, write_cursor
+from hub.systems.razorpay import apply_update, get_payment, record_order
 from sandbox.core import as_transport
 from sandbox.razorpay import RazorpaySandbox
 from tests.error_support import FailingRequests, error_rows, make_due, unit_of
@@ -123,8 +123,8 @@ def test_reconciliation_records_refunds_the_webhooks_missed_partial_then_full(ra
 
 
 def test_a_failed_page_is_queued_and_its_rerun_reads_the_window_from_that_page_on(razorpay: RazorpaySandbox) -> None:
-    from hub.errors import get_error
-    from hub.retry_units import rerun
+    from hub.ledger.errors import get_error
+    from hub.ledger.retry_units import rerun
 
     orders = [new_order(f"INV-Q-{i}", 2000 + i) for i in range(5)]
     for order in orders:
@@ -160,7 +160,7 @@ def test_a_failed_page_is_queued_and_its_rerun_reads_the_window_from_that_page_o
 
 
 def test_a_rerun_of_an_older_window_never_moves_the_watermark_back(razorpay: RazorpaySandbox) -> None:
-    from hub.retry_units import rerun
+    from hub.ledger.retry_units import rerun
 
     order = new_order("INV-Q-OLD")
     razorpay.pay(order["id"], "captured")
@@ -187,8 +187,8 @@ def test_a_genuine_event_refused_as_stale_at_the_door_is_recovered_by_reconcilia
 
     import orjson
 
-    from hub.webhooks.app import create_app
-    from tests.webhooks.conftest import hub_settings, razorpay_headers, rejections, serving
+    from hub.ingress.app import create_app
+    from tests.hub.ingress.conftest import hub_settings, razorpay_headers, rejections, serving
 
     order = new_order("INV-R-STALE")
     paid = razorpay.pay(order["id"], "captured")

@@ -15,10 +15,10 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from connectors.core.client import use_transport
-from hub.db import get_engine, session_scope
-from hub.errors import error_events, get_error
-from hub.loading import read_cursor
-from hub.models import Customer, IntegrationErrorRow, QuarantinedRecord, WebhookEvent
+from hub.core.db import get_engine, session_scope
+from hub.core.models import Customer, IntegrationErrorRow, QuarantinedRecord, WebhookEvent
+from hub.ledger.errors import error_events, get_error
+from hub.ledger.loading import read_cursor
 from sandbox.core import as_transport
 from sandbox.sap import SapSandbox
 from tests.error_support import error_rows, refused_inserts
@@ -159,7 +159,7 @@ def test_failed_sap_run_state_and_artifact_name_the_error_row(sap: SapSandbox) -
 
 
 def _store(event_id: str, body: bytes) -> None:
-    from hub.webhooks.inbox import PendingEvent, write_batch
+    from hub.ingress.inbox import PendingEvent, write_batch
 
     with get_engine().begin() as conn:
         write_batch(conn, [PendingEvent("razorpay", event_id, "payment.captured", body, {}, "127.0.0.1", datetime.now(UTC))], [])
@@ -229,7 +229,7 @@ def test_a_failed_webhook_drain_names_its_error_row_and_the_next_good_run_resolv
 
 def test_a_replayed_event_that_now_applies_resolves_its_error_row(db: str, monkeypatch: pytest.MonkeyPatch) -> None:
     import flows.process_webhooks as pw
-    from hub.webhooks.inbox import replay_event
+    from hub.ingress.inbox import replay_event
     from tests.flows.test_process_webhooks import event_body
 
     _store("evt_fix", event_body("payment.captured", status="captured", created_at=1_764_000_300))
@@ -251,7 +251,7 @@ def test_a_replayed_event_that_now_applies_resolves_its_error_row(db: str, monke
 
 @pytest.fixture
 def two_attempts(db: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    from hub.settings import reset_settings_cache
+    from hub.core.settings import reset_settings_cache
 
     monkeypatch.setenv("ERROR_RETRY_MAX_ATTEMPTS", "2")
     reset_settings_cache()
@@ -264,8 +264,8 @@ def test_a_unit_that_keeps_failing_is_escalated_when_its_reruns_are_exhausted(tw
     """Shared by every kind: the rerun's failure updates the one row, backs off, then escalates and notifies."""
     from flows.collect_lab_results import collect_lab_results
     from flows.retry_failed_units import retry_failed_units
-    from hub.errors import due_error_ids
-    from hub.retry_units import rerun
+    from hub.ledger.errors import due_error_ids
+    from hub.ledger.retry_units import rerun
     from sandbox.lab import LabSandbox
 
     drop = tmp_path / "lab_drop"

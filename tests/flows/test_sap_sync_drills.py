@@ -18,9 +18,9 @@ from sqlalchemy.orm import Session
 
 from connectors.core.client import use_transport
 from connectors.core.paging import ODataV2Paginator
-from hub.db import get_engine
-from hub.loading import read_cursor
-from hub.models import Customer, IntegrationErrorRow, QuarantinedRecord
+from hub.core.db import get_engine
+from hub.core.models import Customer, IntegrationErrorRow, QuarantinedRecord
+from hub.ledger.loading import read_cursor
 from sandbox.core import as_transport
 from sandbox.sap import SapSandbox, wire_date
 
@@ -122,7 +122,7 @@ def test_offset_paging_under_change_is_caught_as_a_shortfall_and_keeps_the_water
     # The queued rerun reads the whole window again with today's reader and loses nothing.
     monkeypatch.undo()
     from flows.sync_sap_customers import sync_sap_customers
-    from hub.retry_units import rerun_sap_customers_batch  # noqa: F401 - the registered handler
+    from hub.ledger.retry_units import rerun_sap_customers_batch  # noqa: F401 - the registered handler
 
     with use_transport("sap", as_transport(sap)):
         summary = sync_sap_customers(resume={**row.unit, "error_id": row.id})
@@ -195,8 +195,8 @@ def test_a_database_down_before_the_watermark_is_read_is_still_on_the_books(
     sap: SapSandbox, db: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Nothing was read, so there is no unit to rerun; but the failure is spooled and reaches the ledger."""
-    from hub.error_spool import drain_spool, waiting
-    from hub.errors import ErrorSpooled
+    from hub.ledger.errors import ErrorSpooled
+    from hub.ledger.spool import drain_spool, waiting
     from tests.db_outage import database_outage
 
     if not db.startswith("postgresql"):

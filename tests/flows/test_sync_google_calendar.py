@@ -10,10 +10,10 @@ import pytest
 from sqlalchemy import select
 
 from data_mappings.google_events import event_id_for
-from hub.db import get_engine, session_scope
-from hub.loading import read_cursor
-from hub.models import IntegrationErrorRow, QuarantinedRecord, Schedule, ScheduleCalendarLink
-from hub.schedules import save_schedule
+from hub.core.db import get_engine, session_scope
+from hub.core.models import IntegrationErrorRow, QuarantinedRecord, Schedule, ScheduleCalendarLink
+from hub.ledger.loading import read_cursor
+from hub.systems.schedules import save_schedule
 from sandbox.google_calendar import GoogleCalendarSandbox
 from tests.error_support import FailingRequests, error_rows, make_due, unit_of
 from tests.google_support import CALENDAR, served, write_key_file
@@ -144,7 +144,7 @@ def test_cursor_is_never_ahead_of_applied_changes_after_a_crash_mid_read(
 ) -> None:
     import flows.sync_google_calendar as module
     from connectors.google_workspace.connector import GoogleCalendarConnector
-    from hub.calendar_sync import apply_remote_page
+    from hub.systems.calendars import apply_remote_page
 
     original = GoogleCalendarConnector.from_settings
 
@@ -193,7 +193,7 @@ def test_missing_service_account_key_fails_clearly_and_is_recorded(
     db: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
 ) -> None:
     from connectors.core.errors import AuthenticationFailed
-    from hub.settings import reset_settings_cache
+    from hub.core.settings import reset_settings_cache
 
     monkeypatch.setenv("GOOGLE_SERVICE_ACCOUNT_FILE", str(tmp_path / "nowhere.json"))
     reset_settings_cache()
@@ -214,7 +214,7 @@ def test_missing_service_account_key_fails_clearly_and_is_recorded(
 def in_process(db: str) -> Iterator[tuple[GoogleCalendarSandbox, FailingRequests]]:
     """The sandbox in-process under Google's real URLs, behind a transport that can fail chosen requests."""
     from connectors.core.client import use_transport
-    from hub.settings import reset_settings_cache
+    from hub.core.settings import reset_settings_cache
 
     sim = GoogleCalendarSandbox()
     write_key_file(sim)
@@ -228,8 +228,8 @@ def in_process(db: str) -> Iterator[tuple[GoogleCalendarSandbox, FailingRequests
 def test_a_failed_pull_is_queued_and_its_rerun_applies_the_changes_without_pushing(
     in_process: tuple[GoogleCalendarSandbox, FailingRequests],
 ) -> None:
-    from hub.errors import get_error
-    from hub.retry_units import rerun
+    from hub.ledger.errors import get_error
+    from hub.ledger.retry_units import rerun
 
     sim, google = in_process
     for n, ref in enumerate(("DLV-1", "DLV-2", "DLV-3")):
@@ -259,8 +259,8 @@ def test_a_failed_pull_is_queued_and_its_rerun_applies_the_changes_without_pushi
 def test_failed_pushes_are_queued_and_their_rerun_pushes_only_those_schedules(
     in_process: tuple[GoogleCalendarSandbox, FailingRequests],
 ) -> None:
-    from hub.errors import get_error
-    from hub.retry_units import rerun
+    from hub.ledger.errors import get_error
+    from hub.ledger.retry_units import rerun
 
     sim, google = in_process
     for n, ref in enumerate(("DLV-1", "DLV-2", "DLV-3")):

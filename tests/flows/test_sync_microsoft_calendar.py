@@ -11,10 +11,10 @@ from sqlalchemy import select
 
 from connectors.core.client import use_transport
 from connectors.microsoft365.connector import _TOKEN_CACHES
-from hub.db import session_factory
-from hub.models import Schedule, ScheduleCalendarLink
-from hub.schedules import save_schedule
-from hub.settings import reset_settings_cache
+from hub.core.db import session_factory
+from hub.core.models import Schedule, ScheduleCalendarLink
+from hub.core.settings import reset_settings_cache
+from hub.systems.schedules import save_schedule
 from sandbox.core import as_transport, running_server
 from sandbox.microsoft365 import Microsoft365Sandbox
 from tests.error_support import FailingRequests, error_rows, make_due, unit_of
@@ -158,8 +158,8 @@ def test_calendar_sync_end_to_end_over_real_http_with_throttling(db: str, monkey
 def test_a_failed_pull_is_queued_and_its_rerun_applies_peoples_changes_without_pushing(graph: Microsoft365Sandbox) -> None:
     from connectors.core.errors import IntegrationError
     from flows.sync_microsoft_calendar import sync_microsoft_calendar
-    from hub.errors import get_error
-    from hub.retry_units import rerun
+    from hub.ledger.errors import get_error
+    from hub.ledger.retry_units import rerun
 
     _plan(3)
     sync_microsoft_calendar()
@@ -192,8 +192,8 @@ def test_a_failed_pull_is_queued_and_its_rerun_applies_peoples_changes_without_p
 
 def test_failed_pushes_are_queued_and_their_rerun_pushes_only_those_schedules(graph: Microsoft365Sandbox) -> None:
     from flows.sync_microsoft_calendar import sync_microsoft_calendar
-    from hub.errors import get_error
-    from hub.retry_units import rerun
+    from hub.ledger.errors import get_error
+    from hub.ledger.retry_units import rerun
 
     _plan(3)
     sync_microsoft_calendar()

@@ -13,10 +13,10 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from connectors.core.client import use_transport
-from hub.db import get_engine
-from hub.loading import read_cursor
-from hub.models import Customer, IntegrationErrorRow, QuarantinedRecord
-from hub.settings import reset_settings_cache
+from hub.core.db import get_engine
+from hub.core.models import Customer, IntegrationErrorRow, QuarantinedRecord
+from hub.core.settings import reset_settings_cache
+from hub.ledger.loading import read_cursor
 from sandbox.core import as_transport, running_server
 from sandbox.sap import SapSandbox
 

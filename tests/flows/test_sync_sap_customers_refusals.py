@@ -13,9 +13,9 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from connectors.core.client import use_transport
-from hub.db import get_engine
-from hub.errors import error_events
-from hub.models import Customer, IntegrationErrorRow, QuarantinedRecord
+from hub.core.db import get_engine
+from hub.core.models import Customer, IntegrationErrorRow, QuarantinedRecord
+from hub.ledger.errors import error_events
 from sandbox.core import as_transport
 from sandbox.sap import SapSandbox
 

@@ -13,10 +13,10 @@ from sqlalchemy import select
 
 from connectors.core.client import use_transport
 from connectors.microsoft365.connector import _TOKEN_CACHES
-from hub.db import get_engine
-from hub.documents import enqueue_document, requeue
-from hub.models import DocumentOutbox, IntegrationErrorRow, QuarantinedRecord
-from hub.settings import reset_settings_cache
+from hub.core.db import get_engine
+from hub.core.models import DocumentOutbox, IntegrationErrorRow, QuarantinedRecord
+from hub.core.settings import reset_settings_cache
+from hub.systems.documents import enqueue_document, requeue
 from sandbox.core import as_transport, running_server
 from sandbox.microsoft365 import Microsoft365Sandbox, UploadInterrupt
 from tests.error_support import FailingRequests, error_rows, make_due, refused_inserts, unit_of
@@ -162,8 +162,8 @@ def test_documents_upload_end_to_end_over_real_http(db: str, tmp_path: Path, mon
 
 def test_a_failed_upload_is_queued_and_its_rerun_uploads_only_that_document(graph: Microsoft365Sandbox) -> None:
     from flows.upload_documents import upload_documents
-    from hub.errors import get_error
-    from hub.retry_units import rerun
+    from hub.ledger.errors import get_error
+    from hub.ledger.retry_units import rerun
 
     enqueue_document("INV-FAIL", "ERP/Invoices", "INV-FAIL.pdf", content=b"%PDF-1.7 the one that fails")
     enqueue_document("INV-OK", "ERP/Invoices", "INV-OK.pdf", content=b"%PDF-1.7 fine")
@@ -194,8 +194,8 @@ def test_a_failed_upload_is_queued_and_its_rerun_uploads_only_that_document(grap
 def test_a_page_that_stopped_the_run_is_queued_and_its_rerun_handles_only_that_page(graph: Microsoft365Sandbox) -> None:
     from connectors.core.errors import IntegrationError
     from flows.upload_documents import upload_documents
-    from hub.errors import get_error
-    from hub.retry_units import rerun
+    from hub.ledger.errors import get_error
+    from hub.ledger.retry_units import rerun
 
     first = enqueue_document("INV-PAGE-1", "ERP/Invoices", "INV-PAGE-1.pdf", content=b"%PDF-1.7 one")
     bad = enqueue_document("DC-PAGE-BAD", "ERP/Delivery Challans", "DC:17?.pdf", content=b"%PDF")  # refused name

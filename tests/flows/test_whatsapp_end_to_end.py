@@ -10,14 +10,14 @@ import pytest
 from sqlalchemy import select
 
 from connectors.whatsapp import WhatsAppConnector, build_whatsapp_connector, message_id
-from hub.db import get_engine
-from hub.models import WebhookEvent
-from hub.settings import get_settings, reset_settings_cache
-from hub.webhooks.app import create_app
-from hub.whatsapp import get_message, record_sent
+from hub.core.db import get_engine
+from hub.core.models import WebhookEvent
+from hub.core.settings import get_settings, reset_settings_cache
+from hub.ingress.app import create_app
+from hub.systems.whatsapp import get_message, record_sent
 from sandbox.core import running_server
 from sandbox.whatsapp import WhatsAppSandbox
-from tests.webhooks.conftest import hub_settings, serving
+from tests.hub.ingress.conftest import hub_settings, serving
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 

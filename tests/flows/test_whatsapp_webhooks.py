@@ -9,11 +9,11 @@ import orjson
 import pytest
 from sqlalchemy import select
 
-from hub.db import get_engine
-from hub.models import WebhookEvent
-from hub.webhooks.inbox import PendingEvent, replay_event, write_batch
-from hub.webhooks.security import whatsapp_events
-from hub.whatsapp import get_message, record_sent
+from hub.core.db import get_engine
+from hub.core.models import WebhookEvent
+from hub.ingress.inbox import PendingEvent, replay_event, write_batch
+from hub.ingress.security import whatsapp_events
+from hub.systems.whatsapp import get_message, record_sent
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 

@@ -23,7 +23,7 @@ from hub.datasets import (
     monitored_integrations,
     runnable,
 )
-from tests.hub.test_cli import drymix
+from tests.hub.cli.test_cli import drymix
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -53,7 +53,7 @@ def test_every_flow_is_a_registered_dataset_or_a_hub_job() -> None:
 
 
 def test_every_deployment_of_prefect_yaml_is_a_registered_dataset_or_a_hub_job() -> None:
-    from hub.deploy import declared_deployments, registry_drift
+    from hub.operations.deploy import declared_deployments, registry_drift
 
     deployed = {d.name: d for d in declared_deployments()}
     for dataset in DATASETS:
@@ -65,7 +65,7 @@ def test_every_deployment_of_prefect_yaml_is_a_registered_dataset_or_a_hub_job()
 
 
 def test_registry_drift_names_an_undeclared_deployment_and_a_moved_entrypoint(tmp_path: Path) -> None:
-    from hub.deploy import PREFECT_YAML, registry_drift, schedule_drift
+    from hub.operations.deploy import PREFECT_YAML, registry_drift, schedule_drift
 
     (tmp_path / "flows").mkdir()
     for flow in (ROOT / "flows").glob("*.py"):  # flow names are read from the entrypoints' sources
@@ -85,15 +85,15 @@ def test_registry_drift_names_an_undeclared_deployment_and_a_moved_entrypoint(tm
 
 
 def test_every_failed_unit_kind_has_a_rerun_handler_and_every_handler_a_dataset() -> None:
-    from hub.retry_units import _REGISTRY
+    from hub.ledger.retry_units import _REGISTRY
 
-    # Test modules register kinds of their own (tests/hub/test_error_workflow.py): only the product's count.
+    # Test modules register kinds of their own (tests/hub/ledger/test_error_workflow.py): only the product's count.
     product = {kind for kind, spec in _REGISTRY.items() if not spec.handler.__module__.startswith("tests.")}
     assert set(declared_unit_kinds()) == product
 
 
 def test_every_replay_rule_belongs_to_a_dataset_and_every_declared_replay_exists() -> None:
-    from hub.quarantine import _REPLAYS, replay_spec
+    from hub.ledger.quarantine import _REPLAYS, replay_spec
 
     declared = {(d.integration, replay) for d in DATASETS for replay in d.replays}
     for integration, dataset in declared:
@@ -102,8 +102,8 @@ def test_every_replay_rule_belongs_to_a_dataset_and_every_declared_replay_exists
 
 
 def test_each_dataset_names_a_schedule_mapping_suite_and_simulator_that_exist() -> None:
-    from hub.deploy import configured_schedules
-    from hub.stack import sandbox_commands
+    from hub.operations.deploy import configured_schedules
+    from hub.operations.stack import sandbox_commands
 
     schedules = configured_schedules()
     simulators = sandbox_commands()
@@ -129,8 +129,8 @@ def test_monitoring_lists_every_registered_integration_plus_the_configured_extra
 
 
 def test_every_registered_integration_has_its_config_and_a_smoke_connection_check() -> None:
-    from hub.settings import all_integrations
-    from hub.smoke import connection_checks
+    from hub.core.settings import all_integrations
+    from hub.operations.smoke import connection_checks
 
     checks = connection_checks()  # `drymix smoke` runs one per configured integration
     for name in monitored_integrations():
@@ -139,7 +139,7 @@ def test_every_registered_integration_has_its_config_and_a_smoke_connection_chec
 
 
 def test_every_registered_simulator_is_wired_into_the_stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from hub.stack import sandbox_wiring
+    from hub.operations.stack import sandbox_wiring
 
     monkeypatch.setenv("DRYMIX_STACK_DIR", str(tmp_path))  # the Google wiring writes its key file there
     for d in DATASETS:
@@ -151,8 +151,8 @@ def test_every_registered_simulator_is_wired_into_the_stack(tmp_path: Path, monk
 def test_health_report_lists_every_registered_integration_before_any_call(db: str) -> None:
     from datetime import timedelta
 
-    from hub.monitor_config import MonitoringConfig
-    from hub.monitoring import integration_stats
+    from hub.monitoring.config import MonitoringConfig
+    from hub.monitoring.health import integration_stats
 
     listed = [st.integration for st in integration_stats(timedelta(minutes=15), config=MonitoringConfig(integrations=["erp_ftp"]))]
     assert listed == sorted([*monitored_integrations(), "erp_ftp"])
@@ -164,7 +164,7 @@ def test_health_report_lists_every_registered_integration_before_any_call(db: st
 def test_sync_has_a_command_per_runnable_dataset_and_keeps_the_old_verb() -> None:
     from typer.main import get_command
 
-    from hub.cli import app
+    from hub.cli.main import app
 
     sync = get_command(app).commands["sync"]  # type: ignore[attr-defined]
     assert set(sync.commands) == {d.name for d in runnable()} | {"sap-customers"}
@@ -175,10 +175,10 @@ def test_datasets_command_shows_schedule_watermark_last_run_and_open_errors(db: 
     from sqlalchemy import update
 
     from connectors.core.errors import SyncFailed
-    from hub.db import get_engine
-    from hub.errors import record_error
-    from hub.loading import write_cursor
-    from hub.models import IntegrationErrorRow
+    from hub.core.db import get_engine
+    from hub.core.models import IntegrationErrorRow
+    from hub.ledger.errors import record_error
+    from hub.ledger.loading import write_cursor
 
     with get_engine().begin() as conn:
         write_cursor(conn, "sap", "customers", {"last_change_date": "2026-11-30"}, flow_run_id="run-sap-1", rows_added=3)
@@ -253,8 +253,8 @@ def _razorpay(tmp: Path) -> Iterator[list[str]]:
 def _webhooks(tmp: Path) -> Iterator[list[str]]:
     import orjson
 
-    from hub.db import get_engine
-    from hub.webhooks.inbox import PendingEvent, write_batch
+    from hub.core.db import get_engine
+    from hub.ingress.inbox import PendingEvent, write_batch
 
     body = orjson.dumps({"event": "payment.authorized", "created_at": 1_764_000_000, "payload": {"payment": {"entity": {
         "id": "pay_Reg00000000001", "order_id": "order_Reg0000000001", "status": "authorized", "created_at": 1_764_000_000}}}})
@@ -289,7 +289,7 @@ def _graph_env(base: str) -> list[str]:
 
 @contextmanager
 def _documents(tmp: Path) -> Iterator[list[str]]:
-    from hub.documents import enqueue_document
+    from hub.systems.documents import enqueue_document
     from sandbox.core import running_server
     from sandbox.microsoft365 import Microsoft365Sandbox
 
@@ -349,8 +349,8 @@ COMMANDS = {"whatsapp.messages": ["whatsapp", "send", "--to", "+919811111111", "
 
 
 def _minute_rows(integration: str) -> int:
-    from hub.db import get_engine
-    from hub.models import CallMetric
+    from hub.core.db import get_engine
+    from hub.core.models import CallMetric
 
     with get_engine().connect() as conn:
         return int(conn.execute(select(func.count()).select_from(CallMetric).where(CallMetric.integration == integration)).scalar_one())

@@ -15,11 +15,11 @@ import pytest
 import razorpay
 from razorpay.errors import SignatureVerificationError
 
-from hub.webhooks.security import InboundRequest, policies_from_settings, verify
+from hub.ingress.security import InboundRequest, policies_from_settings, verify
 from sandbox.core import as_transport
 from sandbox.razorpay import RazorpaySandbox
+from tests.hub.ingress.conftest import hub_settings
 from tests.sandbox.test_razorpay import AUTH, BASE, Receiver, create
-from tests.webhooks.conftest import hub_settings
 
 
 @pytest.fixture

@@ -96,9 +96,9 @@ def echoing_remote() -> Iterator[str]:
 
 
 def test_a_failed_slack_delivery_does_not_repeat_the_webhook_path_or_token(echoing_remote: str) -> None:
-    from hub.monitor_config import MonitoringConfig, RoutingConfig
-    from hub.notify import notify
-    from hub.settings import HubSettings
+    from hub.core.settings import HubSettings
+    from hub.monitoring.config import MonitoringConfig, RoutingConfig
+    from hub.monitoring.notify import notify
 
     token = "EchoedSlackToken0123456789abcd"
     url = f"{echoing_remote}/services/T0ECHO001/B0ECHO002/{token}"

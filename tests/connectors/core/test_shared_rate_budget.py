@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 from connectors.core.client import RateBudget, set_shared_rate_limiter
-from hub.settings import ROOT
+from hub.core.settings import ROOT
 
 
 def test_named_budget_takes_one_shared_unit_per_call_after_the_local_token() -> None:

@@ -9,7 +9,7 @@ from connectors.core.errors import ServerError
 from connectors.core.paging import PagePosition
 from connectors.lab.api import RESULTS, AfterSeqPaginator, build_lab_api_connector, records_to_csv
 from connectors.lab.exports import parse_export
-from hub.settings import RetryPolicy
+from hub.core.settings import RetryPolicy
 from sandbox.core import as_transport, running_server
 from sandbox.lab import LabSandbox
 

@@ -16,7 +16,7 @@ from connectors.core.errors import (
 )
 from connectors.microsoft365 import BatchRequest, Microsoft365Connector, build_microsoft365_connector
 from connectors.microsoft365.connector import _TOKEN_CACHES
-from hub.settings import reset_settings_cache
+from hub.core.settings import reset_settings_cache
 from sandbox.core import as_transport
 from sandbox.microsoft365 import Microsoft365Sandbox, aad_error
 

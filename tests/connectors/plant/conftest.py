@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from hub.settings import PlantOpcuaConfig, RetryPolicy, plant_opcua_config, reset_settings_cache
+from hub.core.settings import PlantOpcuaConfig, RetryPolicy, plant_opcua_config, reset_settings_cache
 
 
 @pytest.fixture

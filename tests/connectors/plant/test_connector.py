@@ -21,7 +21,7 @@ from connectors.core.errors import (
     ServerError,
 )
 from connectors.plant import PlantConnector
-from hub.settings import PlantOpcuaConfig, RetryPolicy
+from hub.core.settings import PlantOpcuaConfig, RetryPolicy
 from sandbox.plant import PlantSimulator, free_port, running_plant
 
 
@@ -194,7 +194,7 @@ def test_builder_takes_the_session_password_from_a_prefect_secret_block(
 
     from connectors.core.redact import redact_text
     from connectors.plant import build_plant_connector
-    from hub.settings import reset_settings_cache
+    from hub.core.settings import reset_settings_cache
 
     Secret(value="plant-block-pw-771").save("plant-opcua-password", overwrite=True)
     monkeypatch.setenv("PLANT_OPCUA_USERNAME", "hub")

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from connectors.plant import PlantConnector
-from hub.settings import PlantOpcuaConfig
+from hub.core.settings import PlantOpcuaConfig
 from sandbox.plant import PlantSimulator
 
 

@@ -14,7 +14,7 @@ from connectors.razorpay import (
     parse_razorpay_error,
     verify_payment_signature,
 )
-from hub.settings import RetryPolicy, integration_config, reset_settings_cache
+from hub.core.settings import RetryPolicy, integration_config, reset_settings_cache
 from sandbox.core import as_transport, running_server
 from sandbox.razorpay import RazorpaySandbox
 

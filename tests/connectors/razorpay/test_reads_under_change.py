@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from connectors.razorpay import RazorpayConnector, build_razorpay_connector
-from hub.settings import RetryPolicy
+from hub.core.settings import RetryPolicy
 from sandbox.core import as_transport
 from sandbox.razorpay import RazorpaySandbox
 

@@ -21,7 +21,7 @@ from connectors.whatsapp import (
     message_id,
     parse_meta_error,
 )
-from hub.settings import RetryPolicy, integration_config, reset_settings_cache
+from hub.core.settings import RetryPolicy, integration_config, reset_settings_cache
 from sandbox.core import as_transport, running_server
 from sandbox.whatsapp import WhatsAppSandbox
 

@@ -1,0 +1,139 @@
+"""`drymix whatsapp`: send a WhatsApp text or approved template to customers from the business number.
+
+Each message goes through the connector (its rate budget queues a burst instead of running into Meta's
+throughput limit; rate-limit answers are retried with backoff), is recorded in `whatsapp_messages`
+(status `accepted`; the status webhooks move it on), and its wamid is printed. A refused message is
+recorded in `integration_errors` with its classified error, and the command exits non-zero.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.console import Console
+
+if TYPE_CHECKING:
+    from connectors.core.errors import IntegrationError
+    from connectors.whatsapp import WhatsAppConnector
+
+whatsapp_app = typer.Typer(help="WhatsApp Business messages: send a text or an approved template.", no_args_is_help=True)
+
+console = Console()
+err_console = Console(stderr=True)
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+# E.164: a plus, a country code that does not start with 0, at most 15 digits in all.
+E164 = re.compile(r"\+[1-9]\d{6,14}")
+DATASET = "whatsapp_messages"
+
+
+def _usage(message: str) -> typer.Exit:
+    err_console.print(f"[red]{message}[/red]")
+    return typer.Exit(EXIT_USAGE)
+
+
+@whatsapp_app.command("send")
+def send(
+    to: Annotated[list[str], typer.Option("--to", help="recipient in E.164, e.g. +919812345678; repeat to send to several")],
+    text: Annotated[str | None, typer.Option("--text", help="free-form text (only inside the customer's 24-hour window)")] = None,
+    template: Annotated[str | None, typer.Option("--template", help="name of an approved template")] = None,
+    lang: Annotated[str, typer.Option("--lang", help="template language code, as approved (en, en_US, hi, ...)")] = "en_US",
+    param: Annotated[list[str] | None, typer.Option("--param", help="template body parameter, in order; repeatable")] = None,
+    rate_per_s: Annotated[float | None, typer.Option("--rate-per-s", min=0.1, help="send at most this many per second (default: whatsapp.rate_budget_per_s)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON object for machines")] = False,
+) -> None:
+    """Send a text (--text) or a template (--template NAME --lang CODE [--param ...]) to each --to number."""
+    params = list(param or [])
+    if (text is None) == (template is None):
+        raise _usage("give exactly one of --text or --template")
+    if params and template is None:
+        raise _usage("--param only goes with --template")
+    bad = [number for number in to if not E164.fullmatch(number)]
+    if bad:
+        raise _usage(f"not an E.164 number (a plus and 8 to 15 digits, e.g. +919812345678): {', '.join(bad)}")
+
+    from connectors.core.errors import classify_exception
+    from connectors.whatsapp import build_whatsapp_connector
+    from hub.core.settings import integration_config
+    from hub.monitoring.health import ensure_flusher, stop_flusher
+
+    config = integration_config("whatsapp")
+    if rate_per_s is not None:
+        config = config.model_copy(update={"rate_budget_per_s": rate_per_s})
+    sent: list[dict[str, Any]] = []
+    failed: list[dict[str, Any]] = []
+    ensure_flusher()  # the sends' call measurements reach call_metrics (health, the dashboard, the alert rules)
+    try:
+        try:
+            connector = build_whatsapp_connector(config=config)
+        except Exception as exc:  # noqa: BLE001 - a missing token or number is reported like any refused send
+            error = classify_exception(exc, integration="whatsapp", operation="send")
+            failed.extend(_failure(error, number, text, template) for number in to)
+        else:
+            with connector:
+                for number in to:
+                    try:
+                        sent.append(_send_one(connector, number, text, template, lang, params))
+                    except Exception as exc:  # noqa: BLE001 - one refused recipient must not stop the others
+                        error = classify_exception(exc, integration="whatsapp", operation="send")
+                        failed.append(_failure(error, number, text, template))
+    finally:
+        stop_flusher()  # a last flush before the command exits: this run's measurements are written now
+    _report(sent, failed, as_json)
+    if failed:
+        raise typer.Exit(EXIT_FAILED)
+
+
+def _send_one(connector: WhatsAppConnector, to: str, text: str | None, template: str | None, lang: str, params: list[str]) -> dict[str, Any]:
+    """Send, then record the message (status `accepted`) in its own transaction."""
+    from connectors.whatsapp import message_id
+    from hub.core.db import get_engine
+    from hub.systems.whatsapp import record_sent
+
+    if template is not None:
+        answer = connector.send_template(to, template, lang, body_params=params)
+        kind, body = "template", json.dumps(params) if params else None
+    else:
+        assert text is not None
+        answer = connector.send_text(to, text)
+        kind, body = "text", text
+    wamid = message_id(answer)
+    try:
+        with get_engine().begin() as conn:
+            record_sent(conn, answer, phone_number_id=connector.phone_number_id, message_type=kind, template_name=template, body=body)
+    except Exception as exc:
+        # The message went out: say which one, so it can be matched when its status webhooks arrive.
+        raise RuntimeError(f"sent as {wamid}, but recording it in whatsapp_messages failed: {exc}") from exc
+    return {"to": to, "wamid": wamid, "type": kind, "template": template}
+
+
+def _failure(error: IntegrationError, to: str, text: str | None, template: str | None) -> dict[str, Any]:
+    """Record the refused message in `integration_errors` (the text itself is not stored there)."""
+    from hub.ledger.errors import record_error
+
+    unit = {"to": to, "type": "template" if template else "text", "template": template, "text_chars": len(text) if text else None}
+    error_id = record_error(error, integration="whatsapp", dataset=DATASET, unit=unit)
+    return {
+        "to": to,
+        "category": error.category.value,
+        "code": error.code,
+        "http_status": error.status_code,
+        "message": error.message,
+        "remedy": error.remedy,
+        "error_id": error_id,
+    }
+
+
+def _report(sent: list[dict[str, Any]], failed: list[dict[str, Any]], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps({"sent": sent, "failed": failed}))
+        return
+    for item in sent:
+        console.print(f"[green]sent[/green] to {item['to']}: {item['wamid']}")
+    for item in failed:
+        code = f" [{item['code']}]" if item["code"] else ""
+        err_console.print(f"[red]not sent[/red] to {item['to']}: {item['category']}{code}: {item['message']}")
+        err_console.print(f"  {item['remedy']} (recorded as integration_errors #{item['error_id']}; `drymix errors list --integration whatsapp`)")

@@ -1,0 +1,537 @@
+"""Idempotent loads: upsert a batch, its quarantined rows and its watermark in ONE transaction.
+
+PostgreSQL: COPY into a temporary staging table, then `INSERT ... ON CONFLICT DO UPDATE` (about 1.5x
+the speed of executemany here). SQLite: a multi-row upsert. Either way a row whose `row_hash` did not
+change is not rewritten, so running the same sync twice changes nothing.
+
+A row the database refuses although it passed validation (a value too long, a NULL, a number out of
+range, a check or unique constraint) does not fail the batch: the batch is tried whole under a
+SAVEPOINT, and only when that fails it is bisected under nested SAVEPOINTs until the refused rows are
+isolated; they are quarantined with their key and the database's message, the rest load in the same
+transaction. An outage (OperationalError) still fails the batch. A record that loads cleanly closes its
+open quarantine entry, and the DATA_VALIDATION_FAILED error that held it when nothing else is open.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import Any, cast
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import JSON, Connection, NestedTransaction, Table, func, select, text, update
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from connectors.core.gcpause import paused_gc
+from hub.core.models import QuarantinedRecord, QuarantineStatus, SyncState
+
+
+@dataclass
+class QuarantineRow:
+    record_key: str
+    raw_record: dict[str, Any]
+    mapped_record: dict[str, Any] | None
+    failed_expectations: list[dict[str, Any]]
+
+
+@dataclass
+class BatchLoad:
+    """What one transaction writes: valid rows, refused rows, and (optionally) the new cursor."""
+
+    integration: str
+    dataset: str
+    table: Table
+    key: Sequence[str]
+    rows: pd.DataFrame
+    quarantine: list[QuarantineRow] = field(default_factory=list)
+    cursor: Mapping[str, Any] | None = None
+    flow_run_id: str | None = None
+    run_upserted_before: int = 0  # rows this run wrote in earlier batches (for sync_state.rows_total)
+    # The column of `rows` whose value is the record's quarantine `record_key` (default: the first key column).
+    quarantine_key: str | None = None
+    # Index label of a row -> the source record it came from, kept with a row the database refuses
+    # (so that a replay can map it again); without it the mapped row itself is kept.
+    raw_of: Callable[[Any], Mapping[str, Any]] | None = None
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    upserted: int
+    unchanged: int
+    quarantined: int  # quarantine entries written: the batch's own and the rows the database refused
+    cursor_written: bool
+    refused: int = 0  # rows that passed validation but the database refused (quarantined, not loaded)
+    released: int = 0  # open quarantine entries closed because their record has now loaded cleanly
+    refused_rows: tuple[QuarantineRow, ...] = ()
+
+
+_PLAIN = (str, int, bool)
+
+
+def json_safe(value: Any) -> Any:
+    """Plain JSON types for JSON columns (timestamps as ISO strings, NaN/NaT as null).
+
+    Exact-type checks first: raw OData records are nested dicts and lists of strings, and ABC
+    `isinstance` checks on every node made quarantining a few thousand records take seconds.
+    """
+    kind = type(value)
+    if value is None or kind in _PLAIN:
+        return value
+    if kind is dict:
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if kind is list or kind is tuple:
+        return [json_safe(v) for v in value]
+    if kind is float:
+        return None if value != value else value
+    if value is pd.NaT:
+        return None
+    if isinstance(value, pd.Timestamp | datetime | date):
+        return value.isoformat()
+    if isinstance(value, np.generic):
+        return json_safe(value.item())
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return str(value)
+
+
+def record_digest(raw: Mapping[str, Any]) -> str:
+    """A key for a record that has none of its own (an all-null partner)."""
+    blob = json.dumps(json_safe(raw), sort_keys=True).encode()
+    return "digest:" + hashlib.sha1(blob).hexdigest()[:20]
+
+
+def frame_rows(frame: pd.DataFrame, columns: Sequence[str]) -> list[tuple[Any, ...]]:
+    """Rows as tuples of plain Python values, missing values as None (what drivers expect)."""
+    cols: list[list[Any]] = []
+    for name in columns:
+        series = frame[name]
+        if isinstance(series.dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_any_dtype(series):
+            values = [None if pd.isna(v) else v.to_pydatetime() for v in series]
+        elif pd.api.types.is_bool_dtype(series):
+            values = [bool(v) for v in series]
+        else:
+            values = [None if (v is None or (isinstance(v, float) and v != v)) else v for v in series.tolist()]
+        cols.append(values)
+    return list(zip(*cols, strict=True)) if cols else []
+
+
+def _dedupe_last(frame: pd.DataFrame, key: Sequence[str]) -> pd.DataFrame:
+    # ON CONFLICT cannot touch one row twice in a statement: the last version of a key in the batch wins.
+    return frame.drop_duplicates(subset=list(key), keep="last")
+
+
+def upsert_rows(conn: Connection, table: Table, frame: pd.DataFrame, key: Sequence[str]) -> int:
+    """Insert new rows and rewrite changed ones (by `row_hash`); returns how many rows were written."""
+    if frame.empty:
+        return 0
+    frame = _dedupe_last(frame, key)
+    if "synced_at" in table.c and "synced_at" not in frame.columns:
+        frame = frame.assign(synced_at=datetime.now(UTC))
+    columns = [c.name for c in table.columns if c.name in frame.columns]
+    with paused_gc():
+        rows = frame_rows(frame, columns)
+    updatable = [c for c in columns if c not in key]
+    if conn.dialect.name == "postgresql":
+        return _pg_copy_upsert(conn, table, columns, updatable, key, rows)
+    return _sqlite_upsert(conn, table, columns, updatable, key, rows)
+
+
+def _sqlite_upsert(
+    conn: Connection,
+    table: Table,
+    columns: list[str],
+    updatable: list[str],
+    key: Sequence[str],
+    rows: list[tuple[Any, ...]],
+) -> int:
+    # The driver's executemany with one prepared statement: compiling multi-row VALUES statements in
+    # SQLAlchemy cost ~0.7 ms a row here. Column types still convert values (UTC timestamps).
+    processors = [table.c[c].type.bind_processor(conn.dialect) for c in columns]
+    if any(processors):
+        rows = [tuple(p(v) if p else v for p, v in zip(processors, row, strict=True)) for row in rows]
+    cols = ", ".join(f'"{c}"' for c in columns)
+    sets = ", ".join(f'"{c}" = excluded."{c}"' for c in updatable)
+    sql = (
+        f'INSERT INTO "{table.name}" ({cols}) VALUES ({", ".join("?" for _ in columns)}) '
+        f'ON CONFLICT ({", ".join(key)}) DO UPDATE SET {sets} WHERE "{table.name}".row_hash IS NOT excluded.row_hash'
+    )
+    before = conn.exec_driver_sql("SELECT total_changes()").scalar_one()
+    conn.exec_driver_sql(sql, rows)
+    return int(conn.exec_driver_sql("SELECT total_changes()").scalar_one() - before)
+
+
+def _pg_copy_upsert(
+    conn: Connection,
+    table: Table,
+    columns: list[str],
+    updatable: list[str],
+    key: Sequence[str],
+    rows: list[tuple[Any, ...]],
+) -> int:
+    stage = f"_stage_{table.name}"
+    cols = ", ".join(f'"{c}"' for c in columns)
+    # COPY sends text: a JSON column's list or dict goes as its JSON text (psycopg would adapt a list as an array).
+    json_at = [i for i, c in enumerate(columns) if isinstance(table.c[c].type, JSON)]
+    if json_at:
+        rows = [
+            tuple(json.dumps(json_safe(v)) if i in json_at and v is not None else v for i, v in enumerate(row)) for row in rows
+        ]
+    dbapi = conn.connection.driver_connection
+    assert dbapi is not None
+    with dbapi.cursor() as cur:
+        cur.execute(
+            f'CREATE TEMP TABLE IF NOT EXISTS "{stage}" (LIKE "{table.name}" INCLUDING DEFAULTS) ON COMMIT DELETE ROWS'
+        )
+        with cur.copy(f'COPY "{stage}" ({cols}) FROM STDIN') as copy:
+            for row in rows:
+                copy.write_row(row)
+        sets = ", ".join(f'"{c}" = EXCLUDED."{c}"' for c in updatable)
+        conflict = ", ".join(f'"{k}"' for k in key)
+        cur.execute(
+            f'INSERT INTO "{table.name}" ({cols}) SELECT {cols} FROM "{stage}" '
+            f"ON CONFLICT ({conflict}) DO UPDATE SET {sets} "
+            f'WHERE "{table.name}".row_hash IS DISTINCT FROM EXCLUDED.row_hash'
+        )
+        written = cur.rowcount
+        cur.execute(f'TRUNCATE "{stage}"')
+    return int(written)
+
+
+def upsert_quarantine(
+    conn: Connection, integration: str, dataset: str, rows: list[QuarantineRow], flow_run_id: str | None
+) -> int:
+    """Open one quarantine entry per source record; seeing the same record again refreshes it."""
+    if not rows:
+        return 0
+    latest: dict[str, QuarantineRow] = {storable_key(r.record_key): r for r in rows}
+    now = datetime.now(UTC)
+    table = cast(Table, QuarantinedRecord.__table__)
+    values = [
+        {
+            "integration": integration,
+            "dataset": dataset,
+            "record_key": key,
+            "raw_record": _storable_json(r.raw_record),
+            "mapped_record": _storable_json(r.mapped_record),
+            "failed_expectations": _storable_json(r.failed_expectations),
+            "flow_run_id": flow_run_id,
+            "status": QuarantineStatus.QUARANTINED.value,
+            "seen_count": 1,
+            "created_at": now,
+            "updated_at": now,
+        }
+        for key, r in latest.items()
+    ]
+    insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    stmt = insert(table)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["integration", "dataset", "record_key"],
+        # A literal, not a bound parameter: executemany cannot carry "expanding" parameters.
+        index_where=text("status = 'quarantined'"),
+        set_={
+            "raw_record": stmt.excluded.raw_record,
+            "mapped_record": stmt.excluded.mapped_record,
+            "failed_expectations": stmt.excluded.failed_expectations,
+            "flow_run_id": stmt.excluded.flow_run_id,
+            "seen_count": table.c.seen_count + 1,
+            "updated_at": stmt.excluded.updated_at,
+        },
+    )
+    per_chunk = 2000
+    for start in range(0, len(values), per_chunk):
+        conn.execute(stmt, values[start : start + per_chunk])
+    return len(values)
+
+
+_RECORD_KEY_MAX = 128  # quarantined_records.record_key
+
+
+def storable_key(key: str) -> str:
+    """A record key that fits `quarantined_records.record_key`: an oversized one keeps its head and a digest."""
+    if len(key) <= _RECORD_KEY_MAX:
+        return key
+    return f"{key[:80]}#sha1:{hashlib.sha1(key.encode()).hexdigest()}"
+
+
+def _storable_json(value: Any) -> Any:
+    """JSON for a quarantine column: PostgreSQL's jsonb refuses the NUL character, so it is kept as U+FFFD."""
+    safe = json_safe(value)
+    if safe is None or "\\u0000" not in json.dumps(safe):
+        return safe
+    return _without_nul(safe)
+
+
+def _without_nul(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, dict):
+        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_nul(v) for v in value]
+    return value
+
+
+def release_quarantine(conn: Connection, integration: str, dataset: str, keys: Sequence[Any], *, flow_run_id: str | None) -> int:
+    """Close the open quarantine entries of records that have now loaded cleanly; resolve errors left with none open.
+
+    Closed as `replayed` (the status a replay gives a row the ERP now holds), with who and why; each
+    DATA_VALIDATION_FAILED error they belonged to gets an audit entry, and is resolved once none of its
+    rows is open. Runs in the caller's transaction. Reads the dataset's open keys once: usually few.
+    """
+    table = cast(Table, QuarantinedRecord.__table__)
+    open_rows = conn.execute(
+        select(table.c.id, table.c.record_key, table.c.error_id).where(
+            table.c.integration == integration,
+            table.c.dataset == dataset,
+            table.c.status == QuarantineStatus.QUARANTINED.value,
+        )
+    ).all()
+    if not open_rows:
+        return 0
+    loaded = {storable_key(str(k)) for k in keys if k is not None and not (isinstance(k, float) and k != k) and str(k)}
+    closing = [(int(i), k, e) for i, k, e in open_rows if k in loaded]
+    if not closing:
+        return 0
+    now = datetime.now(UTC)
+    actor = f"flow-run:{flow_run_id}" if flow_run_id else "hub"
+    note = f"loaded cleanly by {'run ' + flow_run_id if flow_run_id else 'a later load'}"
+    ids = [i for i, _, _ in closing]
+    for start in range(0, len(ids), 1000):
+        conn.execute(
+            update(table)
+            .where(table.c.id.in_(ids[start : start + 1000]), table.c.status == QuarantineStatus.QUARANTINED.value)
+            .values(status=QuarantineStatus.REPLAYED.value, resolved_by=actor[:128], resolved_at=now, updated_at=now, resolution_note=note)
+        )
+    by_error: dict[int, list[str]] = {}
+    for _, key, error_id in closing:
+        if error_id is not None:
+            by_error.setdefault(int(error_id), []).append(key)
+    if by_error:
+        _close_errors(conn, by_error, actor=actor, note=note, now=now)
+    return len(closing)
+
+
+def _close_errors(conn: Connection, keys_by_error: Mapping[int, list[str]], *, actor: str, note: str, now: datetime) -> None:
+    # hub.ledger.errors imports this module: imported here, and run on the caller's connection and transaction.
+    from sqlalchemy.orm import Session
+
+    from hub.core.models import ErrorEventAction
+    from hub.ledger.errors import add_event, resolve_if_quarantine_closed
+
+    with Session(bind=conn) as session:
+        for error_id, keys in keys_by_error.items():
+            add_event(
+                session, error_id, ErrorEventAction.QUARANTINE_REPLAYED, actor=actor,
+                reason=f"{len(keys)} quarantined record(s) {note}", details={"loaded": len(keys), "record_keys": sorted(keys)[:50]},
+            )
+            resolve_if_quarantine_closed(
+                session, error_id, actor=actor, reason=f"every quarantined row was loaded, replayed or discarded ({note})", now=now
+            )
+        session.flush()
+
+
+def read_cursor(conn: Connection, integration: str, dataset: str) -> dict[str, Any] | None:
+    row = conn.execute(
+        select(SyncState.cursor).where(SyncState.integration == integration, SyncState.dataset == dataset)
+    ).first()
+    return dict(row[0]) if row and row[0] else None
+
+
+def write_cursor(
+    conn: Connection,
+    integration: str,
+    dataset: str,
+    cursor: Mapping[str, Any],
+    *,
+    flow_run_id: str | None,
+    rows_added: int = 0,
+) -> None:
+    now = datetime.now(UTC)
+    table = cast(Table, SyncState.__table__)
+    insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    stmt = insert(table).values(
+        integration=integration,
+        dataset=dataset,
+        cursor=json_safe(dict(cursor)),
+        last_run_id=flow_run_id,
+        last_success_at=now,
+        rows_total=rows_added,
+        updated_at=now,
+    )
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["integration", "dataset"],
+        set_={
+            "cursor": stmt.excluded.cursor,
+            "last_run_id": stmt.excluded.last_run_id,
+            "last_success_at": stmt.excluded.last_success_at,
+            "rows_total": table.c.rows_total + rows_added,
+            "updated_at": stmt.excluded.updated_at,
+        },
+    )
+    conn.execute(stmt)
+
+
+def reset_cursor(conn: Connection, integration: str, dataset: str) -> None:
+    conn.execute(
+        update(SyncState)
+        .where(SyncState.integration == integration, SyncState.dataset == dataset)
+        .values(cursor=None, updated_at=datetime.now(UTC))
+    )
+
+
+def load_batch(conn: Connection, batch: BatchLoad) -> LoadResult:
+    """Rows, quarantine and cursor in the caller's transaction: all of it commits, or none of it.
+
+    Rows the database refuses are quarantined instead of failing the batch (see the module docstring).
+    """
+    rows = _dedupe_last(batch.rows, batch.key) if not batch.rows.empty else batch.rows
+    upserted, refused_labels, refused = _upsert_isolating_refusals(conn, batch, rows)
+    key_column = batch.quarantine_key or batch.key[0]
+    loaded = rows.drop(index=refused_labels) if refused_labels else rows
+    released = 0
+    if not loaded.empty:
+        released = release_quarantine(conn, batch.integration, batch.dataset, loaded[key_column].tolist(), flow_run_id=batch.flow_run_id)
+    quarantined = upsert_quarantine(conn, batch.integration, batch.dataset, [*batch.quarantine, *refused], batch.flow_run_id)
+    if batch.cursor is not None:
+        write_cursor(conn, batch.integration, batch.dataset, batch.cursor, flow_run_id=batch.flow_run_id, rows_added=batch.run_upserted_before + upserted)
+    return LoadResult(
+        upserted=upserted,
+        unchanged=len(loaded) - upserted,
+        quarantined=quarantined,
+        cursor_written=batch.cursor is not None,
+        refused=len(refused),
+        released=released,
+        refused_rows=tuple(refused),
+    )
+
+
+def _upsert_isolating_refusals(conn: Connection, batch: BatchLoad, rows: pd.DataFrame) -> tuple[int, list[Any], list[QuarantineRow]]:
+    """Upsert `rows`; rows the database refuses are bisected out under SAVEPOINTs and returned as quarantine rows.
+
+    The whole batch is tried first under one SAVEPOINT, so a clean batch costs one savepoint. A refused
+    part is halved until single rows remain; each refused row costs about 2 log2(n) attempts.
+    """
+    if rows.empty:
+        return 0, [], []
+    try:
+        with _savepoint(conn):
+            return upsert_rows(conn, batch.table, rows, batch.key), [], []
+    except Exception as exc:
+        if _refusal(exc) is None:
+            raise
+        first = exc
+    written = 0
+    labels: list[Any] = []
+    refused: list[QuarantineRow] = []
+    parts = _halves(rows)
+    while parts:
+        part = parts.pop()
+        try:
+            with _savepoint(conn):
+                written += upsert_rows(conn, batch.table, part, batch.key)
+        except Exception as exc:
+            reason = _refusal(exc)
+            if reason is None:
+                raise
+            if len(part) > 1:
+                parts.extend(_halves(part))
+                continue
+            labels.append(part.index[0])
+            refused.append(_refused_row(batch, part, reason))
+            if len(refused) > MAX_REFUSED_ROWS:
+                # Not a few bad values but the table refusing rows wholesale (a constraint, a schema change):
+                # the batch fails as before rather than quarantining it row by row.
+                raise first from exc
+    return written, labels, refused
+
+
+MAX_REFUSED_ROWS = 100  # per batch; more fail the batch (each costs about 2 log2(n) savepoint attempts)
+
+
+def _halves(rows: pd.DataFrame) -> list[pd.DataFrame]:
+    middle = len(rows) // 2
+    return [rows.iloc[middle:], rows.iloc[:middle]]  # popped from the end: the first half is tried first
+
+
+def _savepoint(conn: Connection) -> NestedTransaction:
+    if conn.dialect.name == "sqlite":
+        # pysqlite opens a transaction only before DML: a SAVEPOINT issued first would start (and its
+        # RELEASE commit) a transaction of its own, outside the caller's.
+        dbapi = conn.connection.driver_connection
+        if dbapi is not None and not getattr(dbapi, "in_transaction", True):
+            conn.exec_driver_sql("BEGIN")
+    return conn.begin_nested()
+
+
+def _refusal(exc: BaseException) -> BaseException | None:
+    """The driver's error when the database refused the data (DataError/IntegrityError); None for anything else.
+
+    An OperationalError (the database is away, a timeout, a deadlock) is not a refusal of rows: it fails the batch.
+    """
+    import psycopg
+
+    if isinstance(exc, sa_exc.DataError | sa_exc.IntegrityError):
+        if isinstance(exc.orig, psycopg.Error):
+            return exc.orig
+        # SQLite: its own constraints only. A trigger's RAISE(ABORT) is an IntegrityError too, and refuses every row.
+        return exc.orig if _SQLITE_REFUSAL.match(str(exc.orig)) else None
+    if isinstance(exc, psycopg.DataError | psycopg.IntegrityError):
+        return exc
+    return None
+
+
+_SQLITE_REFUSAL = re.compile(r"(NOT NULL|UNIQUE|CHECK|FOREIGN KEY|PRIMARY KEY) constraint failed|datatype mismatch")
+_SQLITE_COLUMN = re.compile(r"constraint failed: \w+\.(\w+)")
+_COPY_COLUMN = re.compile(r"column (\w+)")
+
+
+def _refused_column(error: BaseException) -> str | None:
+    diag = getattr(error, "diag", None)
+    if diag is not None:
+        if diag.column_name:
+            return str(diag.column_name)
+        found = _COPY_COLUMN.search(diag.context or "")  # COPY names the column in the error context
+        if found:
+            return found.group(1)
+    found = _SQLITE_COLUMN.search(str(error))
+    return found.group(1) if found else None
+
+
+def _column_with_nul(mapped: Mapping[str, Any]) -> str | None:
+    # psycopg refuses a NUL character in text itself, before the server could name the column.
+    return next((name for name, value in mapped.items() if isinstance(value, str) and "\x00" in value), None)
+
+
+def _refused_row(batch: BatchLoad, row: pd.DataFrame, error: BaseException) -> QuarantineRow:
+    label = row.index[0]
+    mapped = {k: json_safe(v) for k, v in row.iloc[0].to_dict().items() if k != "row_hash"}
+    raw = dict(batch.raw_of(label)) if batch.raw_of is not None else mapped
+    key = mapped.get(batch.quarantine_key or batch.key[0])
+    diag = getattr(error, "diag", None)
+    message = getattr(diag, "message_primary", None) or next(iter(str(error).splitlines()), "") or type(error).__name__
+    return QuarantineRow(
+        record_key=str(key) if key not in (None, "") else record_digest(raw),
+        raw_record=raw,
+        mapped_record=mapped,
+        failed_expectations=[
+            {
+                "expectation": "database_refused",
+                "column": _refused_column(error) or _column_with_nul(mapped),
+                "kwargs": {"sqlstate": getattr(error, "sqlstate", None) or getattr(diag, "sqlstate", None), "table": batch.table.name},
+                "value": str(message)[:500],
+            }
+        ],
+    )
+
+
+def count_rows(conn: Connection, table: Table) -> int:
+    return int(conn.execute(select(func.count()).select_from(table)).scalar_one())
