@@ -73,7 +73,7 @@ def measure(events: int = 300) -> dict[str, Any]:
     from connectors.core.client import IntegrationClient
     from connectors.core.jwt_bearer import JWTBearerGrant, load_service_account_info
     from connectors.google_workspace.connector import GoogleCalendarConnector
-    from hub.settings import integration_config
+    from hub.core.settings import integration_config
 
     with tempfile.TemporaryDirectory() as tmp:
         key_file = Path(tmp) / "key.json"

@@ -4,7 +4,7 @@ Imported by bench/plant_lab.py (`lab_1000_rows_seconds()`); also runnable on its
 
     DATABASE_URL=postgresql+psycopg://postgres@127.0.0.1:5432/test .venv/bin/python bench/_lab.py
 
-What is timed is `hub.lab.process_export` on the bytes of a sandbox export: checksum and ledger
+What is timed is `hub.systems.lab.process_export` on the bytes of a sandbox export: checksum and ledger
 lookup, CSV parsing, the pandas mapping, the Great Expectations suite (through expectations/runner.py)
 and the one-transaction load of rows + ledger row. Not timed: the one-off warm-up (importing GX and
 building its context, about 3-5 s per process) and the scheduler around it (Prefect's task run costs
@@ -41,8 +41,8 @@ def _export(rows: int, token: str) -> bytes:
 def _cleanup() -> None:
     from sqlalchemy import delete
 
-    from hub.db import get_engine
-    from hub.models import LabExport, LabResult
+    from hub.core.db import get_engine
+    from hub.core.models import LabExport, LabResult
 
     with get_engine().begin() as conn:
         conn.execute(delete(LabResult).where(LabResult.batch_id.like(f"{_PREFIX}%")))
@@ -50,9 +50,9 @@ def _cleanup() -> None:
 
 
 def _run(rows: int, repeats: int) -> dict[str, Any]:
-    from hub.db import get_engine, upgrade
-    from hub.lab import process_export
-    from hub.settings import lab_config
+    from hub.core.db import get_engine, upgrade
+    from hub.core.settings import lab_config
+    from hub.systems.lab import process_export
 
     upgrade()
     engine = get_engine()
@@ -92,9 +92,9 @@ def _baseline(content: bytes) -> float:
     import pandas as pd
     from sqlalchemy import Table
 
-    from hub.db import get_engine
-    from hub.loading import upsert_rows
-    from hub.models import LabResult
+    from hub.core.db import get_engine
+    from hub.core.models import LabResult
+    from hub.ledger.loading import upsert_rows
 
     started = time.perf_counter()
     frame = pd.read_csv(io.BytesIO(content))

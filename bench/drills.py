@@ -96,9 +96,9 @@ def ledger(partners: int) -> dict[str, int]:
     """lost / duplicated / watermark figures from the ERP tables against what SAP serves."""
     from sqlalchemy import func, select
 
-    from hub.db import get_engine
-    from hub.loading import read_cursor
-    from hub.models import Customer, QuarantinedRecord
+    from hub.core.db import get_engine
+    from hub.core.models import Customer, QuarantinedRecord
+    from hub.ledger.loading import read_cursor
     from sandbox.sap import partner_id
 
     with get_engine().connect() as conn:

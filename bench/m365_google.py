@@ -84,7 +84,7 @@ def _configure(url: str, tmp: Path) -> None:
         "MICROSOFT365_CALENDAR_USER": USER,
         "LOG_DIR": str(tmp / "logs"),
     })
-    from hub.settings import reset_settings_cache
+    from hub.core.settings import reset_settings_cache
 
     reset_settings_cache()
 

@@ -44,10 +44,10 @@ def main() -> None:
 
     from connectors.core.metrics import METRICS
     from connectors.sap.connector import build_sap_connector
-    from hub.db import upgrade
-    from hub.monitor_config import monitoring_config
-    from hub.monitoring import flush_metrics, stop_flusher
-    from hub.settings import RetryPolicy, integration_config
+    from hub.core.db import upgrade
+    from hub.core.settings import RetryPolicy, integration_config
+    from hub.monitoring.config import monitoring_config
+    from hub.monitoring.health import flush_metrics, stop_flusher
     from sandbox.core import as_transport
     from sandbox.sap import SapSandbox, partner_id
 

@@ -72,7 +72,7 @@ async def measure(url: str) -> dict[str, float]:
     from asyncua import Client
 
     from connectors.plant import PlantConnector
-    from hub.settings import plant_opcua_config
+    from hub.core.settings import plant_opcua_config
 
     config = plant_opcua_config().model_copy(update={"base_url": url})
     async with PlantConnector(config) as plant, Client(url, timeout=config.timeout_s) as raw:

@@ -40,7 +40,7 @@ def start_sandbox(partners: int, page_size: int) -> tuple[subprocess.Popen[bytes
         [
             sys.executable,
             "-m",
-            "hub.cli",
+            "hub.cli.main",
             "sandbox",
             "sap",
             "--port",
@@ -69,7 +69,7 @@ def start_sandbox(partners: int, page_size: int) -> tuple[subprocess.Popen[bytes
 
 
 def reset_tables() -> None:
-    from hub.db import get_engine, upgrade
+    from hub.core.db import get_engine, upgrade
 
     upgrade()
     with get_engine().begin() as conn:
@@ -80,9 +80,9 @@ def child(page_size: int, batch_pages: int) -> None:
     """Runs inside a fresh process: warm Prefect up, then time the real flow."""
     from prefect import flow
 
-    import hub.prefect_runtime  # noqa: F401 - Prefect environment defaults before Prefect loads
+    import hub.runtime.prefect_runtime  # noqa: F401 - Prefect environment defaults before Prefect loads
     from flows.sync_sap_customers import sync_sap_customers
-    from hub.prefect_runtime import install_log_filters
+    from hub.runtime.prefect_runtime import install_log_filters
 
     install_log_filters()
 
@@ -131,7 +131,7 @@ def floor() -> tuple[int, float]:
     """COPY into staging + INSERT ... ON CONFLICT of the rows the sync loaded, into an empty table."""
     import psycopg
 
-    from hub.settings import get_settings
+    from hub.core.settings import get_settings
 
     url = get_settings().database_url.replace("postgresql+psycopg://", "postgresql://")
     with psycopg.connect(url) as conn:
@@ -169,7 +169,7 @@ def main() -> None:
         child(args.page_size, args.batch_pages)
         return
 
-    from hub.settings import get_settings
+    from hub.core.settings import get_settings
 
     if not get_settings().is_postgres:
         raise SystemExit("set DATABASE_URL=postgresql+psycopg://... : the benchmark measures PostgreSQL loads")

@@ -41,9 +41,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from connectors.razorpay import build_razorpay_connector  # noqa: E402
-from hub.db import get_engine, upgrade  # noqa: E402
-from hub.settings import reset_settings_cache  # noqa: E402
-from hub.webhooks.security import sign  # noqa: E402
+from hub.core.db import get_engine, upgrade  # noqa: E402
+from hub.core.settings import reset_settings_cache  # noqa: E402
+from hub.ingress.security import sign  # noqa: E402
 
 SECRET = b"bench-webhook-secret"
 HOST = "127.0.0.1"
@@ -290,7 +290,7 @@ def main() -> None:
     port = _free_port()
     env = {**os.environ, "RAZORPAY_WEBHOOK_SECRETS": SECRET.decode(), "WEBHOOK_BENCH_BARE": "1"}
     server = subprocess.Popen(
-        [sys.executable, "-m", "hub.cli", "webhooks", "serve", "--host", HOST, "--port", str(port), "--log-level", "warning",
+        [sys.executable, "-m", "hub.cli.main", "webhooks", "serve", "--host", HOST, "--port", str(port), "--log-level", "warning",
          "--monitor-port", "0"],
         cwd=ROOT,
         env=env,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-# customers (hub.models.Customer without the hub's own columns, plus mapping_errors and row_hash).
+# customers (hub.core.models.Customer without the hub's own columns, plus mapping_errors and row_hash).
 CUSTOMER_COLUMNS: tuple[str, ...] = (
     "customer_id",
     "sap_customer",
@@ -35,7 +35,7 @@ CUSTOMER_COLUMNS: tuple[str, ...] = (
     "row_hash",
 )
 
-# lab_results (hub.models.LabResult without the hub's own columns, plus the strength check, mapping_errors and row_hash).
+# lab_results (hub.core.models.LabResult without the hub's own columns, plus the strength check, mapping_errors and row_hash).
 LAB_RESULT_COLUMNS: tuple[str, ...] = (
     "specimen_id",
     "batch_id",
@@ -64,7 +64,7 @@ LAB_RESULT_COLUMNS: tuple[str, ...] = (
     "row_hash",
 )
 
-# plant_readings (hub.models.PlantReading without id/loaded_at, plus the measurement the suite checks by).
+# plant_readings (hub.core.models.PlantReading without id/loaded_at, plus the measurement the suite checks by).
 PLANT_READING_COLUMNS: tuple[str, ...] = (
     "reading_key",
     "tag",
@@ -84,7 +84,7 @@ PLANT_READING_COLUMNS: tuple[str, ...] = (
     "row_hash",
 )
 
-# production_batches (hub.models.ProductionBatch without id/source_run_id/loaded_at, plus the checks' helpers).
+# production_batches (hub.core.models.ProductionBatch without id/source_run_id/loaded_at, plus the checks' helpers).
 PRODUCTION_BATCH_COLUMNS: tuple[str, ...] = (
     "batch_id",
     "batch_seq",

@@ -1,6 +1,6 @@
 """Razorpay events and payment entities -> ERP `payments` changes, and the forward-only state rule.
 
-Pure: no I/O, no Prefect. `hub/payments.py` reads the current row, asks `decide` and writes.
+Pure: no I/O, no Prefect. `hub/systems/razorpay.py` reads the current row, asks `decide` and writes.
 
 State rule (Razorpay gives no ordering guarantee, resends old events, and reconciliation may read an
 older picture): a payment follows Razorpay's lifecycle and never moves back along it.

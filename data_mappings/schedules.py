@@ -48,7 +48,7 @@ TIME_FIELDS: tuple[str, ...] = ("starts_at", "ends_at")
 
 
 class ScheduleLike(Protocol):
-    """What the rule reads of a schedule: a `hub.models.Schedule` row or a `ScheduleSnapshot`."""
+    """What the rule reads of a schedule: a `hub.core.models.Schedule` row or a `ScheduleSnapshot`."""
 
     schedule_ref: str
     kind: str
@@ -65,7 +65,7 @@ class ScheduleLike(Protocol):
 
 
 class LinkLike(Protocol):
-    """What the rule reads of a link: a `hub.models.ScheduleCalendarLink` row or a `LinkSnapshot`."""
+    """What the rule reads of a link: a `hub.core.models.ScheduleCalendarLink` row or a `LinkSnapshot`."""
 
     event_id: str
     etag: str | None

@@ -1,6 +1,6 @@
 """WhatsApp webhook deliveries -> ERP `whatsapp_messages` changes, and the forward-only status rule.
 
-Pure: no I/O, no Prefect. `hub/whatsapp.py` reads the current row, asks `advances` and writes.
+Pure: no I/O, no Prefect. `hub/systems/whatsapp.py` reads the current row, asks `advances` and writes.
 
 The ingress stores one inbox row per message (`message:<wamid>`) and per status
 (`status:<wamid>:<status>`), each with the whole raw delivery body (Meta batches several entries in

@@ -92,7 +92,7 @@ def build_suite() -> gx.ExpectationSuite:
     from great_expectations.expectations.row_conditions import Column
 
     from expectations.limits import database_limits
-    from hub.models import Customer
+    from hub.core.models import Customer
 
     gxe = gx.expectations
 

@@ -49,7 +49,7 @@ def build_suite() -> gx.ExpectationSuite:
     from great_expectations.expectations.metadata_types import FailureSeverity
 
     from expectations.limits import database_limits
-    from hub.models import DocumentOutbox
+    from hub.core.models import DocumentOutbox
 
     gxe = gx.expectations
 

@@ -47,7 +47,7 @@ def suite_parameters(now: datetime) -> dict[str, Any]:
 
 
 def planned_ages() -> list[int]:
-    from hub.settings import lab_config
+    from hub.core.settings import lab_config
 
     return sorted(set(lab_config().planned_ages))
 
@@ -57,7 +57,7 @@ def build_suite() -> gx.ExpectationSuite:
     from great_expectations.expectations.metadata_types import FailureSeverity
 
     from expectations.limits import database_limits
-    from hub.models import LabResult
+    from hub.core.models import LabResult
 
     gxe = gx.expectations
 

@@ -3,7 +3,7 @@
 Every suite's ``build_suite()`` adds ``database_limits(<its ERP model>, <its frame columns>, <its
 expectations>)``: for each column of the frame that the table stores, the limits the database enforces
 become critical rules, so a value the database would refuse is quarantined with its key instead of
-failing the batch's load. Read from ``hub.models`` each time a suite is built, so a model change
+failing the batch's load. Read from ``hub.core.models`` each time a suite is built, so a model change
 changes the rule; nothing here is typed by hand.
 
 * ``VARCHAR(n)`` -> ``ExpectColumnValueLengthsToBeBetween(max_value=n)`` (nulls pass: GX map rules skip them);
@@ -16,7 +16,7 @@ regex that cannot match anything longer, a range inside the type's. Each rule co
 (~5 ms per 20k rows), so the hand-written rules already guarding a column are not repeated.
 
 What the database refuses that no rule here describes (a NUL character in text, a unique key other
-than the upsert's) is caught at load time: ``hub.loading.load_batch`` isolates and quarantines the rows.
+than the upsert's) is caught at load time: ``hub.ledger.loading.load_batch`` isolates and quarantines the rows.
 
 Importing this module imports neither Great Expectations nor the models; only the functions do.
 """

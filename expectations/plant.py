@@ -78,7 +78,7 @@ def readings_suite() -> gx.ExpectationSuite:
     from great_expectations.expectations.row_conditions import Column
 
     from expectations.limits import database_limits
-    from hub.models import PlantReading
+    from hub.core.models import PlantReading
 
     gxe = gx.expectations
 
@@ -142,7 +142,7 @@ def batches_suite() -> gx.ExpectationSuite:
     from great_expectations.expectations.metadata_types import FailureSeverity
 
     from expectations.limits import database_limits
-    from hub.models import ProductionBatch
+    from hub.core.models import ProductionBatch
 
     gxe = gx.expectations
 

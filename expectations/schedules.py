@@ -37,7 +37,7 @@ def build_suite() -> gx.ExpectationSuite:
     from great_expectations.expectations.metadata_types import FailureSeverity
 
     from expectations.limits import database_limits
-    from hub.models import Schedule
+    from hub.core.models import Schedule
 
     gxe = gx.expectations
 

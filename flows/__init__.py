@@ -4,4 +4,4 @@ Prefect reads its settings when it is first imported, so the hub's defaults for 
 PREFECT_HOME, no telemetry) are set here, before any flow module imports Prefect.
 """
 
-import hub.prefect_runtime  # noqa: F401
+import hub.runtime.prefect_runtime  # noqa: F401

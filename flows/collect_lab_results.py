@@ -2,7 +2,7 @@
 extract (read + parse), map, validate and load, exactly once.
 
 One task per file (`process_lab_export`), never per row: an export is one transaction holding its
-rows, its quarantined lines and its `lab_exports` ledger row (see hub/lab.py), so a file either
+rows, its quarantined lines and its `lab_exports` ledger row (see hub/systems/lab.py), so a file either
 counts as processed with everything it carried, or not at all and is read again next run. A file
 that fails (database down, ...) is recorded in `integration_errors` with the file as the unit, and
 the other files go on; the file stays in the drop folder, so the next run retries exactly it.
@@ -10,7 +10,7 @@ With a results API configured (`LAB_API_URL`), its pages since the `after` curso
 page processed as an export of its own with the cursor in the same transaction (`collect_lab_api`).
 After that, results whose batch has since reached `production_batches` get `batch_known`.
 
-Failed units are queued for a rerun (hub/retry_units.py): a file (`lab.lab_results.file`) and the API read
+Failed units are queued for a rerun (hub/ledger/retry_units.py): a file (`lab.lab_results.file`) and the API read
 (`lab.lab_results.api`). `resume=` reruns exactly that unit: the one file from the drop folder, or the API
 from its committed cursor, and nothing else.
 """
@@ -30,13 +30,13 @@ from prefect.runtime import flow_run
 
 from connectors.core.errors import ErrorCategory, InvalidRequest, SyncFailed, classify_exception
 from connectors.lab.exports import DropFile, archive, read_settled, scan_drop_folder
-from hub.db import get_engine
-from hub.errors import record_error, record_validation_failure, resolve_open_errors
-from hub.lab import DATASET, INTEGRATION, process_export, processed_under_name, refresh_batch_flags
-from hub.loading import read_cursor
-from hub.monitoring import ensure_flusher
-from hub.retry_units import LAB_EXPORT_FILE, LAB_RESULTS_API, UnitFailed
-from hub.settings import LabConfig, get_settings, lab_config
+from hub.core.db import get_engine
+from hub.core.settings import LabConfig, get_settings, lab_config
+from hub.ledger.errors import record_error, record_validation_failure, resolve_open_errors
+from hub.ledger.loading import read_cursor
+from hub.ledger.retry_units import LAB_EXPORT_FILE, LAB_RESULTS_API, UnitFailed
+from hub.monitoring.health import ensure_flusher
+from hub.systems.lab import DATASET, INTEGRATION, process_export, processed_under_name, refresh_batch_flags
 from tasks.report import publish_sync_summary
 from tasks.retry import retry_transient_only
 

@@ -7,11 +7,11 @@ cursor in one transaction) -> drop the chunk from the buffer.
 
 The buffer is what makes a database outage harmless: a run that cannot reach the database keeps what it
 read on disk and fails loudly; the next run loads it, in order, before anything newer. A run that cannot
-reach the plant still flushes what earlier runs buffered. See hub/plant.py for the guarantees.
+reach the plant still flushes what earlier runs buffered. See hub/systems/plant.py for the guarantees.
 
 A failed flush is recorded as a unit (`plant_opcua.buffer.flush`: the buffer file and the seq range that was
 waiting). `resume=` reruns exactly that: it reads nothing from the plant and loads the buffered entries up to
-that seq, oldest first (hub/retry_units.py; `drymix errors retry <id>`); what later runs buffered waits for
+that seq, oldest first (hub/ledger/retry_units.py; `drymix errors retry <id>`); what later runs buffered waits for
 them. A failed read needs no rerun: past OPC UA values cannot be read again, and the next minute's run reads
 the batch records after the cursor anyway.
 """
@@ -36,10 +36,12 @@ from connectors.core.errors import (
     SyncFailed,
     classify_exception,
 )
-from hub.buffer import BufferedEntry, DurableBuffer
-from hub.db import get_engine
-from hub.monitoring import ensure_flusher
-from hub.plant import (
+from hub.core.db import get_engine
+from hub.core.settings import PlantOpcuaConfig, get_settings, plant_opcua_config
+from hub.ledger.buffer import BufferedEntry, DurableBuffer
+from hub.ledger.retry_units import PLANT_BUFFER_FLUSH, UnitFailed
+from hub.monitoring.health import ensure_flusher
+from hub.systems.plant import (
     BATCHES,
     INTEGRATION,
     READINGS,
@@ -54,8 +56,6 @@ from hub.plant import (
     read_plant,
     start_position,
 )
-from hub.retry_units import PLANT_BUFFER_FLUSH, UnitFailed
-from hub.settings import PlantOpcuaConfig, get_settings, plant_opcua_config
 from tasks.report import publish_sync_summary
 from tasks.retry import retry_transient_only
 
@@ -120,7 +120,7 @@ def load_task(engine: Engine, chunk: PreparedChunk, flow_run_id: str | None) -> 
 
 def _record(error: IntegrationError, dataset: str, run_id: str | None, unit: dict[str, Any] | None = None) -> int | None:
     """Record an error row; when the database itself is down, say so in the log instead."""
-    from hub.errors import record_error
+    from hub.ledger.errors import record_error
 
     logger = get_run_logger()
     try:
@@ -238,7 +238,7 @@ def collect_plant(listen_seconds: float = 0.0, resume: dict[str, Any] | None = N
     if result.chunks:
         summary.report_path = _build_report(run_id)
     if summary.quarantined:
-        from hub.errors import record_validation_failure
+        from hub.ledger.errors import record_validation_failure
 
         # One error per dataset: each links (and is resolved by a replay of) its own quarantined rows.
         for dataset in (READINGS, BATCHES):
@@ -261,7 +261,7 @@ def collect_plant(listen_seconds: float = 0.0, resume: dict[str, Any] | None = N
         publish_sync_summary(summary.as_dict())
         raise read_error
     if resume is None:
-        from hub.errors import resolve_open_errors
+        from hub.ledger.errors import resolve_open_errors
 
         transient = tuple(c.value for c in ErrorCategory if c is not ErrorCategory.DATA_VALIDATION_FAILED)
         for dataset in (READINGS, BATCHES):

@@ -1,7 +1,7 @@
 """Every minute: write pending measurements, evaluate the five alert rules, refresh the health artifact.
 
 Reads top to bottom: flush -> evaluate alerts (fire / repeat / resolve, each notified through
-hub.notify) -> health per integration as the `integration-health` Prefect artifact -> prune old
+hub.monitoring.notify) -> health per integration as the `integration-health` Prefect artifact -> prune old
 per-minute metrics. Thresholds, routing and channels: config/monitoring.toml (docs/monitoring.md).
 """
 
@@ -14,9 +14,9 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from hub.alerting import active_alerts, run_alerts
-from hub.monitor_config import monitoring_config
-from hub.monitoring import ensure_flusher, flush_metrics, health_markdown, health_report, prune_metrics
+from hub.monitoring.alerting import active_alerts, run_alerts
+from hub.monitoring.config import monitoring_config
+from hub.monitoring.health import ensure_flusher, flush_metrics, health_markdown, health_report, prune_metrics
 
 
 @task(cache_policy=NO_CACHE, persist_result=False)

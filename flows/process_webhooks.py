@@ -9,7 +9,7 @@ commit leaves the events `received` for the next run; applying is idempotent bes
 the last applied event id, and state only moves forward), so a replay changes nothing twice.
 
 Providers "razorpay" and "whatsapp" are claimed together, oldest first; each event goes to its
-provider's writer (`hub/payments.py`, `hub/whatsapp.py`), both forward-only.
+provider's writer (`hub/systems/razorpay.py`, `hub/systems/whatsapp.py`), both forward-only.
 """
 
 from __future__ import annotations
@@ -28,14 +28,14 @@ from sqlalchemy import Connection
 from connectors.core.errors import IntegrationError, InvalidRequest, classify_exception
 from data_mappings.payments import EventNotApplicable
 from data_mappings.whatsapp import EventNotApplicable as WhatsAppEventNotApplicable
-from hub.db import get_engine
-from hub.errors import record_error, resolve_event_errors, resolve_open_errors, retry_command
-from hub.models import WebhookStatus
-from hub.monitoring import ensure_flusher, record_webhook_processing
-from hub.payments import apply_razorpay_event
-from hub.retry_units import WEBHOOK_EVENT
-from hub.webhooks.inbox import InboxEvent, claim_event, claim_received, mark_failed, mark_processed
-from hub.whatsapp import apply_whatsapp_event
+from hub.core.db import get_engine
+from hub.core.models import WebhookStatus
+from hub.ingress.inbox import InboxEvent, claim_event, claim_received, mark_failed, mark_processed
+from hub.ledger.errors import record_error, resolve_event_errors, resolve_open_errors, retry_command
+from hub.ledger.retry_units import WEBHOOK_EVENT
+from hub.monitoring.health import ensure_flusher, record_webhook_processing
+from hub.systems.razorpay import apply_razorpay_event
+from hub.systems.whatsapp import apply_whatsapp_event
 from tasks.retry import retry_transient_only
 
 # provider -> (ERP dataset, writer applying one stored event in the caller's transaction)

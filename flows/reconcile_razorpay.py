@@ -10,7 +10,7 @@ may have moved after an earlier run saw them (authorized, then captured).
 
 A failed page is recorded as a unit (`razorpay.payments.page`: the run's window and the page's position in
 it). Because the window is fixed, `resume=` can rerun from exactly that page to the window's last page (the
-pages that committed are not read again; hub/retry_units.py, `drymix errors retry <id>`); the next scheduled
+pages that committed are not read again; hub/ledger/retry_units.py, `drymix errors retry <id>`); the next scheduled
 run would cover the window too, from the unchanged watermark.
 """
 
@@ -29,12 +29,12 @@ from connectors.core.errors import classify_exception
 from connectors.core.paging import PagePosition
 from connectors.razorpay import PAYMENTS, RazorpayConnector, build_razorpay_connector
 from data_mappings.payments import EventNotApplicable, update_from_payment
-from hub.db import get_engine
-from hub.errors import record_error, resolve_open_errors
-from hub.loading import read_cursor, write_cursor
-from hub.monitoring import ensure_flusher
-from hub.payments import apply_update
-from hub.retry_units import RAZORPAY_PAYMENTS_PAGE, UnitFailed
+from hub.core.db import get_engine
+from hub.ledger.errors import record_error, resolve_open_errors
+from hub.ledger.loading import read_cursor, write_cursor
+from hub.ledger.retry_units import RAZORPAY_PAYMENTS_PAGE, UnitFailed
+from hub.monitoring.health import ensure_flusher
+from hub.systems.razorpay import apply_update
 from tasks.retry import retry_transient_only
 
 INTEGRATION = "razorpay"

@@ -1,7 +1,7 @@
 """Queued reruns: every minute, rerun the failed units whose `next_retry_at` has come, and only those.
 
 Each due `integration_errors` row is claimed (status retrying, attempt counted, leased so that a
-concurrent run skips it), its unit goes to the rerun handler registered for its kind (hub/retry_units.py:
+concurrent run skips it), its unit goes to the rerun handler registered for its kind (hub/ledger/retry_units.py:
 an SAP customer batch resumes the read at that batch as a subflow; a webhook event is applied again; a lab
 file, a plant buffer flush, a document, an outbox page, a calendar pull or push, a Razorpay page: their
 flow reruns just that unit as a subflow), and the row is resolved, rescheduled with backoff, or escalated
@@ -17,9 +17,9 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 
-from hub.error_spool import drain_spool_quietly
-from hub.errors import due_error_ids, flow_actor
-from hub.retry_units import rerun
+from hub.ledger.errors import due_error_ids, flow_actor
+from hub.ledger.retry_units import rerun
+from hub.ledger.spool import drain_spool_quietly
 
 FLOW_NAME = "retry-failed-units"
 

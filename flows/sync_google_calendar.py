@@ -8,7 +8,7 @@ Top to bottom:
 4. push: ERP schedules changed since their last push (including ERP-won conflicts) to the calendar, with our
    deterministic event ids, one transaction per batch.
 
-Failed units are queued for a rerun (hub/retry_units.py): the pull (`google_workspace.calendar_events.pull`)
+Failed units are queued for a rerun (hub/ledger/retry_units.py): the pull (`google_workspace.calendar_events.pull`)
 and the push (`google_workspace.schedules.push`: the schedules whose push failed, or every pending one when the
 push stage itself failed). `resume=` reruns exactly that unit: a pull reruns from the saved sync token and
 pushes nothing; a push pushes just those schedules and reads nothing.
@@ -30,7 +30,13 @@ from connectors.core.metrics import METRICS
 from connectors.google_workspace.connector import INTEGRATION, GoogleCalendarConnector
 from data_mappings.google_events import PROVIDER, from_google_event, to_google_event
 from data_mappings.schedules import CalendarEvent
-from hub.calendar_sync import (
+from hub.core.db import get_engine, session_factory
+from hub.core.models import Schedule, ScheduleCalendarLink
+from hub.ledger.errors import record_error, record_validation_failure
+from hub.ledger.loading import read_cursor, reset_cursor, write_cursor
+from hub.ledger.retry_units import GOOGLE_CALENDAR_PULL, GOOGLE_SCHEDULES_PUSH, UnitFailed
+from hub.monitoring.health import ensure_flusher
+from hub.systems.calendars import (
     PullResult,
     PushResult,
     apply_remote_page,
@@ -38,19 +44,13 @@ from hub.calendar_sync import (
     failed_push_refs,
     push_pending,
 )
-from hub.db import get_engine, session_factory
-from hub.errors import record_error, record_validation_failure
-from hub.loading import read_cursor, reset_cursor, write_cursor
-from hub.models import Schedule, ScheduleCalendarLink
-from hub.monitoring import ensure_flusher
-from hub.retry_units import GOOGLE_CALENDAR_PULL, GOOGLE_SCHEDULES_PUSH, UnitFailed
 from tasks.retry import retry_transient_only
 
 DATASET = "calendar_events"
 
 
 class GoogleCalendarRemote:
-    """The push half's view of one Google calendar (hub.calendar_sync.CalendarRemote)."""
+    """The push half's view of one Google calendar (hub.systems.calendars.CalendarRemote)."""
 
     provider = PROVIDER
 

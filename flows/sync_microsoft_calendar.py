@@ -13,7 +13,7 @@ Top to bottom:
    retry creates nothing twice), then every other pending change (moves, cancellations, re-creations)
    goes through the shared push with one request each.
 
-Failed units are queued for a rerun (hub/retry_units.py): the pull (`microsoft365.calendar_events.pull`) and
+Failed units are queued for a rerun (hub/ledger/retry_units.py): the pull (`microsoft365.calendar_events.pull`) and
 the push (`microsoft365.schedules.push`: the schedules whose push failed, or every pending one when the push
 stage itself failed). `resume=` reruns exactly that unit: a pull reruns from the saved delta link and pushes
 nothing; a push pushes just those schedules and reads nothing.
@@ -37,7 +37,13 @@ from connectors.core.metrics import METRICS
 from connectors.microsoft365 import Microsoft365Connector, build_microsoft365_connector
 from data_mappings.microsoft365_events import PROVIDER, from_graph_event, to_graph_event
 from data_mappings.schedules import CalendarEvent, schedule_row, schedules_frame
-from hub.calendar_sync import (
+from hub.core.db import get_engine, session_factory
+from hub.core.models import Schedule, ScheduleCalendarLink
+from hub.ledger.errors import record_error, record_validation_failure
+from hub.ledger.loading import read_cursor, reset_cursor, write_cursor
+from hub.ledger.retry_units import OUTLOOK_CALENDAR_PULL, OUTLOOK_SCHEDULES_PUSH, UnitFailed
+from hub.monitoring.health import ensure_flusher
+from hub.systems.calendars import (
     PullResult,
     PushResult,
     apply_remote_page,
@@ -45,13 +51,7 @@ from hub.calendar_sync import (
     failed_push_refs,
     push_pending,
 )
-from hub.db import get_engine, session_factory
-from hub.errors import record_error, record_validation_failure
-from hub.loading import read_cursor, reset_cursor, write_cursor
-from hub.models import Schedule, ScheduleCalendarLink
-from hub.monitoring import ensure_flusher
-from hub.retry_units import OUTLOOK_CALENDAR_PULL, OUTLOOK_SCHEDULES_PUSH, UnitFailed
-from hub.schedules import record_push, schedules_to_push
+from hub.systems.schedules import record_push, schedules_to_push
 from tasks.retry import retry_transient_only
 
 INTEGRATION = "microsoft365"
@@ -59,7 +59,7 @@ DATASET = "calendar_events"
 
 
 class GraphCalendarRemote:
-    """The shared push's view of one Outlook calendar (hub.calendar_sync.CalendarRemote); every call idempotent."""
+    """The shared push's view of one Outlook calendar (hub.systems.calendars.CalendarRemote); every call idempotent."""
 
     provider = PROVIDER
 

@@ -7,7 +7,7 @@ the rerun re-reads from there (upserts make that harmless).
 
 A failed batch is recorded as a unit (`sap.customers.batch`: its start position, the filter the run read
 with, the batch geometry). `resume=` reruns from that unit: the failed batch and the batches the run never
-reached, not the batches that committed (hub/retry_units.py; `drymix errors retry <id>`). The new
+reached, not the batches that committed (hub/ledger/retry_units.py; `drymix errors retry <id>`). The new
 watermark is written only if the watermark has not moved since the failed run read it.
 
 A read must survive change: pages are keyset-paged on the partner key (a partner changed mid-read stays
@@ -37,13 +37,13 @@ from connectors.core.metrics import METRICS
 from connectors.core.paging import PagePosition
 from connectors.sap import BUSINESS_PARTNERS, SapConnector, build_sap_connector
 from data_mappings.customers import change_dates, flatten_business_partners, map_customers
-from hub.db import get_engine
-from hub.errors import flow_actor, record_error, record_validation_failure, resolve_open_errors
-from hub.loading import BatchLoad, QuarantineRow, read_cursor, record_digest
-from hub.models import Customer
-from hub.monitoring import ensure_flusher
-from hub.retry_units import SAP_CUSTOMERS_BATCH, UnitFailed
-from hub.settings import get_settings, integration_config
+from hub.core.db import get_engine
+from hub.core.models import Customer
+from hub.core.settings import get_settings, integration_config
+from hub.ledger.errors import flow_actor, record_error, record_validation_failure, resolve_open_errors
+from hub.ledger.loading import BatchLoad, QuarantineRow, read_cursor, record_digest
+from hub.ledger.retry_units import SAP_CUSTOMERS_BATCH, UnitFailed
+from hub.monitoring.health import ensure_flusher
 from tasks.extract import ExtractedBatch, drop_exact_duplicates, extract_batch
 from tasks.load import load_batch_task
 from tasks.report import publish_error_row, publish_sync_summary

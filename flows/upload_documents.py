@@ -11,7 +11,7 @@ Reads top to bottom like the pipeline it runs, one page of outbox rows per task:
    in `integration_errors` (unit = the document) and the run carries on with the next file. Transient
    failures are retried by later runs (backoff, `max_attempts`); others wait for `drymix m365 requeue`.
 
-Failed units are queued for a rerun (hub/retry_units.py): a document's upload
+Failed units are queued for a rerun (hub/ledger/retry_units.py): a document's upload
 (`microsoft365.documents.document`) and a page the run itself stopped in (`microsoft365.documents.page`: its
 outbox id range). `resume=` reruns exactly that unit: the one document (whatever its retry time), or the
 rows of that one page; nothing after them.
@@ -41,8 +41,12 @@ from connectors.microsoft365 import (
     load_options,
 )
 from data_mappings.documents import map_documents, normalise_folder
-from hub.db import get_engine
-from hub.documents import (
+from hub.core.db import get_engine
+from hub.ledger.errors import record_error, record_validation_failure
+from hub.ledger.loading import QuarantineRow, upsert_quarantine
+from hub.ledger.retry_units import DOCUMENT_UPLOAD, DOCUMENTS_PAGE, UnitFailed
+from hub.monitoring.health import ensure_flusher
+from hub.systems.documents import (
     claim_page,
     read_document,
     record_failure,
@@ -52,10 +56,6 @@ from hub.documents import (
     resolve_document_errors,
     start_attempt,
 )
-from hub.errors import record_error, record_validation_failure
-from hub.loading import QuarantineRow, upsert_quarantine
-from hub.monitoring import ensure_flusher
-from hub.retry_units import DOCUMENT_UPLOAD, DOCUMENTS_PAGE, UnitFailed
 from tasks.retry import retry_transient_only
 from tasks.transform import map_batch, validate_batch
 

@@ -1,4 +1,4 @@
-"""Alembic environment: the URL from DATABASE_URL (or the -x/ini override), models from hub.models."""
+"""Alembic environment: the URL from DATABASE_URL (or the -x/ini override), models from hub.core.models."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from logging.config import fileConfig
 from alembic import context
 from sqlalchemy import create_engine, pool
 
-from hub.models import Base
-from hub.settings import get_settings
+from hub.core.models import Base
+from hub.core.settings import get_settings
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logging", True):

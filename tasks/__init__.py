@@ -4,10 +4,10 @@ Prefect reads its settings when it is first imported, so the hub's defaults for 
 PREFECT_HOME, no telemetry) are set here, before any task module imports Prefect. Every flow imports its
 tasks from here (also when a worker loads it by entrypoint, which skips flows/__init__.py), so this is
 also where each connector call gets its share of the integration's rate limit shared by all workers
-(hub/rate_limits.py; a no-op without a Prefect server or without the limit).
+(hub/runtime/rate_limits.py; a no-op without a Prefect server or without the limit).
 """
 
-import hub.prefect_runtime  # noqa: F401
-from hub.rate_limits import install as _install_shared_rate_limits
+import hub.runtime.prefect_runtime  # noqa: F401
+from hub.runtime.rate_limits import install as _install_shared_rate_limits
 
 _install_shared_rate_limits()

@@ -8,9 +8,9 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from connectors.core.retry import backoff_delay
-from hub.db import get_engine
-from hub.loading import BatchLoad, LoadResult, load_batch
-from hub.settings import RetryPolicy, get_settings
+from hub.core.db import get_engine
+from hub.core.settings import RetryPolicy, get_settings
+from hub.ledger.loading import BatchLoad, LoadResult, load_batch
 from tasks.retry import retry_transient_only
 
 # 1 s, 2 s, 4 s, 8 s, then 15 s apart, each plus up to half again of jitter (retries of many runs spread out).

@@ -78,12 +78,12 @@ def publish_error_row(
 
     Publishes a markdown artifact on the run and appends the row id and the command to the error's
     message, so Prefect's final state message ("Flow run encountered an exception: ...") carries them.
-    A unit with a rerun handler (hub/retry_units.py) is rerun by `drymix errors retry <id>`; otherwise
+    A unit with a rerun handler (hub/ledger/retry_units.py) is rerun by `drymix errors retry <id>`; otherwise
     `rerun_hint` says what reruns the work. Returns the appended hint. Reusable by any flow that recorded
     its failure with `record_error`.
     """
-    from hub.errors import retry_command
-    from hub.retry_units import rerun_spec
+    from hub.ledger.errors import retry_command
+    from hub.ledger.retry_units import rerun_spec
 
     spec = rerun_spec(unit)
     if spec is not None:

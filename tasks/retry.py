@@ -6,7 +6,7 @@ from typing import Any
 
 from connectors.core.errors import classify_exception
 from connectors.core.retry import backoff_delay
-from hub.settings import RetryPolicy
+from hub.core.settings import RetryPolicy
 
 
 def retry_transient_only(task: Any, task_run: Any, state: Any) -> bool:

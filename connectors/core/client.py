@@ -31,7 +31,7 @@ from connectors.core.gcpause import paused_gc
 from connectors.core.metrics import METRICS, CallMetrics
 from connectors.core.redact import redact_text
 from connectors.core.retry import call_with_retry
-from hub.settings import IntegrationConfig, RetryPolicy, get_settings
+from hub.core.settings import IntegrationConfig, RetryPolicy, get_settings
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 SharedAcquire = Callable[[str], None]
 
 # The cross-process budget. Connectors know nothing of Prefect: the flow layer installs an acquire
-# function backed by a Prefect global rate limit (hub/rate_limits.py) when a Prefect server is there.
+# function backed by a Prefect global rate limit (hub/runtime/rate_limits.py) when a Prefect server is there.
 _SHARED_ACQUIRE: SharedAcquire | None = None
 
 

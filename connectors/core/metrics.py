@@ -2,7 +2,7 @@
 
 Besides the running totals (`snapshot`), every measurement is added to a per-minute aggregate
 (counts plus a fixed-bucket latency histogram) that `drain()` hands over in one piece; the hub's
-flusher (hub/monitoring.py) writes those aggregates to the `call_metrics` table in batches, so a
+flusher (hub/monitoring/health.py) writes those aggregates to the `call_metrics` table in batches, so a
 call never costs a database round trip. Connectors know nothing of the database.
 """
 

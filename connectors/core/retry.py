@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from connectors.core.errors import IntegrationError, classify_exception
-from hub.settings import RetryPolicy
+from hub.core.settings import RetryPolicy
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -29,7 +29,7 @@ from connectors.core.client import IntegrationClient
 from connectors.core.errors import InvalidRequest, ResyncRequired
 from connectors.core.jwt_bearer import JWTBearerGrant, load_service_account_info
 from connectors.core.paging import Page, PagePosition, with_query
-from hub.settings import IntegrationConfig, get_settings, integration_config
+from hub.core.settings import IntegrationConfig, get_settings, integration_config
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ class GoogleCalendarConnector(Connector):
     ) -> GoogleCalendarConnector:
         settings = get_settings()
         config = config or google_config()
-        from hub.secrets import resolve_secret
+        from hub.core.secrets import resolve_secret
 
         key_json = settings.google_service_account_json
         if not key_json.get_secret_value() and settings.google_service_account_file is None:

@@ -21,7 +21,7 @@ from connectors.core.base import Connector, Stream
 from connectors.core.client import IntegrationClient
 from connectors.core.paging import PagePosition, query_of, with_query
 from connectors.lab.exports import FIELDS
-from hub.settings import IntegrationConfig, RetryPolicy, integration_config, lab_config
+from hub.core.settings import IntegrationConfig, RetryPolicy, integration_config, lab_config
 
 MAX_LIMIT = 1000
 

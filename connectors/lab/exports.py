@@ -9,7 +9,7 @@ test session into a shared folder, in place, with no "done" marker (api-contract
   (`.part`, `.tmp`, `.partial`, `.crdownload`, `~$`/dot-files, or a `<name>.lock` beside the file)
   are never read. Nothing is remembered between scans: a scheduled flow has no memory to keep.
 - **Which file is new?** The sha256 of its content, not its name: a re-dropped copy under another name
-  is the same export (see `hub.lab`), and a corrected file under the same name is a new one.
+  is the same export (see `hub.systems.lab`), and a corrected file under the same name is a new one.
 - **Parsing.** The csv module splits fields (quotes, embedded delimiters). The delimiter is chosen as
   the candidate that maps the most header cells to known field names (csv.Sniffer guesses from
   character frequencies and is fooled by decimal commas). Header cells are matched by name and alias

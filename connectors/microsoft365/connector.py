@@ -54,7 +54,7 @@ from connectors.core.errors import (
 )
 from connectors.core.paging import NextLinkPaginator, with_query
 from connectors.core.retry import backoff_delay
-from hub.settings import IntegrationConfig, RetryPolicy, get_settings, integration_config
+from hub.core.settings import IntegrationConfig, RetryPolicy, get_settings, integration_config
 
 log = logging.getLogger(__name__)
 
@@ -634,7 +634,7 @@ def build_microsoft365_connector(
     sleep: Callable[[float], None] = time.sleep,
 ) -> Microsoft365Connector:
     """The Graph connector from settings (tenant, app, secret, drive, calendar user) and config/integrations.toml."""
-    from hub.secrets import resolve_secret
+    from hub.core.secrets import resolve_secret
 
     config = config or integration_config(INTEGRATION)
     settings = get_settings()

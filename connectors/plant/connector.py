@@ -35,7 +35,7 @@ from pydantic import SecretStr
 from connectors.core.errors import IntegrationError, classify_exception
 from connectors.core.metrics import METRICS
 from connectors.core.retry import backoff_delay
-from hub.settings import PlantOpcuaConfig, RetryPolicy
+from hub.core.settings import PlantOpcuaConfig, RetryPolicy
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -580,8 +580,8 @@ def build_plant_connector(config: PlantOpcuaConfig | None = None) -> PlantConnec
     passphrase come from the environment or, when unset there, from the Prefect Secret blocks
     `plant-opcua-password` and `plant-opcua-key-password` (looked up only when they are needed: a
     username is set, or the session is secured)."""
-    from hub.secrets import resolve_secret
-    from hub.settings import get_settings, plant_opcua_config
+    from hub.core.secrets import resolve_secret
+    from hub.core.settings import get_settings, plant_opcua_config
 
     settings = get_settings()
     config = config or plant_opcua_config()

@@ -25,7 +25,7 @@ from connectors.core.base import Connector, Stream
 from connectors.core.client import IntegrationClient
 from connectors.core.errors import AuthenticationFailed, InvalidRequest
 from connectors.core.paging import CountSkipPaginator, Page, with_query
-from hub.settings import IntegrationConfig, RetryPolicy, get_settings, integration_config
+from hub.core.settings import IntegrationConfig, RetryPolicy, get_settings, integration_config
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +186,7 @@ def build_razorpay_connector(
     page_size: int | None = None,
 ) -> RazorpayConnector:
     """The Razorpay connector from settings (key pair) and config/integrations.toml (everything else)."""
-    from hub.secrets import resolve_secret
+    from hub.core.secrets import resolve_secret
 
     config = config or integration_config("razorpay")
     settings = get_settings()

@@ -16,7 +16,7 @@ from connectors.core.client import IntegrationClient
 from connectors.core.errors import AuthenticationFailed, IntegrationError, classify_exception
 from connectors.core.paging import ODataKeysetPaginator, PagePosition, query_of, with_query
 from connectors.sap.odata import datetime_literal, parse_sap_error
-from hub.settings import IntegrationConfig, RetryPolicy, get_settings, integration_config
+from hub.core.settings import IntegrationConfig, RetryPolicy, get_settings, integration_config
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +185,7 @@ class SapConnector(Connector):
 
 def sap_auth(config: IntegrationConfig) -> httpx.Auth:
     """Basic (communication user) or OAuth2 client credentials; secrets from the environment or Secret blocks."""
-    from hub.secrets import resolve_secret
+    from hub.core.secrets import resolve_secret
 
     settings = get_settings()
     if config.auth == "oauth2":

@@ -33,7 +33,7 @@ from connectors.core.errors import (
     InvalidRequest,
     make_error,
 )
-from hub.settings import IntegrationConfig, RetryPolicy, get_settings, integration_config
+from hub.core.settings import IntegrationConfig, RetryPolicy, get_settings, integration_config
 
 log = logging.getLogger(__name__)
 
@@ -181,7 +181,7 @@ def build_whatsapp_connector(
     retry: RetryPolicy | None = None,
 ) -> WhatsAppConnector:
     """The WhatsApp connector from settings (token, phone number id) and config/integrations.toml."""
-    from hub.secrets import resolve_secret
+    from hub.core.secrets import resolve_secret
 
     config = config or integration_config("whatsapp")
     settings = get_settings()

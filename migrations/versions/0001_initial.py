@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-import hub.models
+import hub.core.models
 
 revision: str = '0001'
 down_revision: str | None = None
@@ -49,11 +49,11 @@ def upgrade() -> None:
     sa.Column('is_archived', sa.Boolean(), nullable=False, comment='SAP IsMarkedForArchiving'),
     sa.Column('deletion_flag', sa.Boolean(), nullable=False, comment='SAP to_Customer/DeletionIndicator'),
     sa.Column('order_block', sa.String(length=2), nullable=True, comment='SAP to_Customer/OrderIsBlockedForCustomer'),
-    sa.Column('sap_created_at', hub.models.UTCDateTime(timezone=True), nullable=True, comment='SAP CreationDate + CreationTime'),
-    sa.Column('sap_changed_at', hub.models.UTCDateTime(timezone=True), nullable=False, comment='SAP LastChangeDate + LastChangeTime (else creation)'),
+    sa.Column('sap_created_at', hub.core.models.UTCDateTime(timezone=True), nullable=True, comment='SAP CreationDate + CreationTime'),
+    sa.Column('sap_changed_at', hub.core.models.UTCDateTime(timezone=True), nullable=False, comment='SAP LastChangeDate + LastChangeTime (else creation)'),
     sa.Column('row_hash', sa.String(length=32), nullable=False, comment='digest of the mapped columns: unchanged rows are not rewritten'),
     sa.Column('source_run_id', sa.String(length=64), nullable=True, comment='flow run that last wrote the row'),
-    sa.Column('synced_at', hub.models.UTCDateTime(timezone=True), nullable=False, comment='when the hub last wrote the row'),
+    sa.Column('synced_at', hub.core.models.UTCDateTime(timezone=True), nullable=False, comment='when the hub last wrote the row'),
     sa.PrimaryKeyConstraint('customer_id', name=op.f('pk_customers'))
     )
     with op.batch_alter_table('customers', schema=None) as batch_op:
@@ -80,10 +80,10 @@ def upgrade() -> None:
     sa.Column('max_retries', sa.Integer(), nullable=False),
     sa.Column('status', sa.String(length=16), nullable=False),
     sa.Column('flow_run_id', sa.String(length=64), nullable=True),
-    sa.Column('next_retry_at', hub.models.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('created_at', hub.models.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('updated_at', hub.models.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('resolved_at', hub.models.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('next_retry_at', hub.core.models.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('created_at', hub.core.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('updated_at', hub.core.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('resolved_at', hub.core.models.UTCDateTime(timezone=True), nullable=True),
     sa.Column('resolution_note', sa.Text(), nullable=True),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_integration_errors'))
     )
@@ -102,8 +102,8 @@ def upgrade() -> None:
     sa.Column('flow_run_id', sa.String(length=64), nullable=True),
     sa.Column('status', sa.String(length=16), nullable=False),
     sa.Column('seen_count', sa.Integer(), nullable=False),
-    sa.Column('created_at', hub.models.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('updated_at', hub.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('created_at', hub.core.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('updated_at', hub.core.models.UTCDateTime(timezone=True), nullable=False),
     sa.Column('resolution_note', sa.Text(), nullable=True),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_quarantined_records'))
     )
@@ -116,9 +116,9 @@ def upgrade() -> None:
     sa.Column('dataset', sa.String(length=64), nullable=False),
     sa.Column('cursor', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=True),
     sa.Column('last_run_id', sa.String(length=64), nullable=True),
-    sa.Column('last_success_at', hub.models.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('last_success_at', hub.core.models.UTCDateTime(timezone=True), nullable=True),
     sa.Column('rows_total', sa.BigInteger(), nullable=False),
-    sa.Column('updated_at', hub.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('updated_at', hub.core.models.UTCDateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('integration', 'dataset', name=op.f('pk_sync_state'))
     )
 

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-import hub.models
+import hub.core.models
 
 revision: str = '0002'
 down_revision: str | None = '0001'
@@ -30,10 +30,10 @@ def upgrade() -> None:
     sa.Column('body', sa.LargeBinary(), nullable=False, comment='the raw request body, byte for byte as signed'),
     sa.Column('headers', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=False, comment='request headers, redacted of secrets'),
     sa.Column('remote_addr', sa.String(length=64), nullable=True),
-    sa.Column('received_at', hub.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('received_at', hub.core.models.UTCDateTime(timezone=True), nullable=False),
     sa.Column('status', sa.String(length=16), nullable=False),
     sa.Column('attempts', sa.Integer(), nullable=False),
-    sa.Column('processed_at', hub.models.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('processed_at', hub.core.models.UTCDateTime(timezone=True), nullable=True),
     sa.Column('last_error', sa.Text(), nullable=True),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_webhook_events')),
     sa.UniqueConstraint('provider', 'event_id', name='uq_webhook_events_provider_event_id')
@@ -44,18 +44,18 @@ def upgrade() -> None:
     op.create_table('webhook_rejections',
     sa.Column('provider', sa.String(length=32), nullable=False),
     sa.Column('reason', sa.String(length=32), nullable=False),
-    sa.Column('window_start', hub.models.UTCDateTime(timezone=True), nullable=False, comment='the minute the rejections fell in'),
+    sa.Column('window_start', hub.core.models.UTCDateTime(timezone=True), nullable=False, comment='the minute the rejections fell in'),
     sa.Column('count', sa.BigInteger(), nullable=False),
     sa.Column('last_remote_addr', sa.String(length=64), nullable=True),
-    sa.Column('last_seen_at', hub.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('last_seen_at', hub.core.models.UTCDateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('provider', 'reason', 'window_start', name=op.f('pk_webhook_rejections'))
     )
     op.create_table('webhook_tokens',
     sa.Column('token_hash', sa.String(length=64), nullable=False, comment='sha256 hex of the token'),
     sa.Column('provider', sa.String(length=32), nullable=False),
-    sa.Column('created_at', hub.models.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('expires_at', hub.models.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('used_at', hub.models.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('created_at', hub.core.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('expires_at', hub.core.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('used_at', hub.core.models.UTCDateTime(timezone=True), nullable=True),
     sa.PrimaryKeyConstraint('token_hash', name=op.f('pk_webhook_tokens'))
     )
 

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-import hub.models
+import hub.core.models
 
 revision: str = '0003'
 down_revision: str | None = '0002'
@@ -32,12 +32,12 @@ def upgrade() -> None:
     sa.Column('method', sa.String(length=32), nullable=True, comment='upi, card, netbanking, wallet, ...'),
     sa.Column('error_code', sa.String(length=64), nullable=True),
     sa.Column('error_description', sa.Text(), nullable=True),
-    sa.Column('captured_at', hub.models.UTCDateTime(timezone=True), nullable=True, comment='when the hub first saw the payment captured'),
+    sa.Column('captured_at', hub.core.models.UTCDateTime(timezone=True), nullable=True, comment='when the hub first saw the payment captured'),
     sa.Column('last_event_id', sa.String(length=64), nullable=True, comment='x-razorpay-event-id of the last applied webhook'),
-    sa.Column('last_event_at', hub.models.UTCDateTime(timezone=True), nullable=True, comment='provider time of the state in the row (event or payment created_at)'),
+    sa.Column('last_event_at', hub.core.models.UTCDateTime(timezone=True), nullable=True, comment='provider time of the state in the row (event or payment created_at)'),
     sa.Column('source', sa.String(length=16), nullable=False, comment='api (order created by the hub) | webhook | reconciliation: what last moved the row'),
-    sa.Column('created_at', hub.models.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('updated_at', hub.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('created_at', hub.core.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('updated_at', hub.core.models.UTCDateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('order_id', name=op.f('pk_payments'))
     )
     with op.batch_alter_table('payments', schema=None) as batch_op:

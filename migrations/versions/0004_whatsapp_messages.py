@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-import hub.models
+import hub.core.models
 
 revision: str = '0004'
 down_revision: str | None = '0003'
@@ -32,13 +32,13 @@ def upgrade() -> None:
     sa.Column('status', sa.String(length=16), nullable=False, comment='accepted | sent | delivered | read | failed (outbound); received (inbound)'),
     sa.Column('error_code', sa.Integer(), nullable=True, comment='Meta error code of a failed message'),
     sa.Column('error_title', sa.Text(), nullable=True),
-    sa.Column('sent_at', hub.models.UTCDateTime(timezone=True), nullable=True, comment='provider time of the sent status'),
-    sa.Column('delivered_at', hub.models.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('read_at', hub.models.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('failed_at', hub.models.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('sent_at', hub.core.models.UTCDateTime(timezone=True), nullable=True, comment='provider time of the sent status'),
+    sa.Column('delivered_at', hub.core.models.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('read_at', hub.core.models.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('failed_at', hub.core.models.UTCDateTime(timezone=True), nullable=True),
     sa.Column('last_event_id', sa.String(length=255), nullable=True, comment='inbox event id of the last applied webhook'),
-    sa.Column('created_at', hub.models.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('updated_at', hub.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('created_at', hub.core.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('updated_at', hub.core.models.UTCDateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('wamid', name=op.f('pk_whatsapp_messages'))
     )
     with op.batch_alter_table('whatsapp_messages', schema=None) as batch_op:

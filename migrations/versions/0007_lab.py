@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-import hub.models
+import hub.core.models
 
 revision: str = "0007"
 down_revision: str | None = "0006"
@@ -37,7 +37,7 @@ def upgrade() -> None:
         sa.Column("peak_load_kn", sa.Float(), nullable=False, comment="maximum load F, kN"),
         sa.Column("strength_mpa", sa.Float(), nullable=False, comment="strength as reported by the machine, MPa (N/mm2)"),
         sa.Column("computed_strength_mpa", sa.Float(), nullable=True, comment="F/A or 1.5 F l / (b d^2) recomputed by the hub"),
-        sa.Column("tested_at", hub.models.UTCDateTime(timezone=True), nullable=False, comment="test time (naive export times read in the lab's time zone)"),
+        sa.Column("tested_at", hub.core.models.UTCDateTime(timezone=True), nullable=False, comment="test time (naive export times read in the lab's time zone)"),
         sa.Column("machine_id", sa.String(length=64), nullable=False, comment="testing machine, e.g. MATEST-C089"),
         sa.Column("operator", sa.String(length=64), nullable=True),
         sa.Column("batch_known", sa.Boolean(), nullable=False, comment="batch_id found in production_batches (re-checked each run)"),
@@ -46,7 +46,7 @@ def upgrade() -> None:
         sa.Column("source_line", sa.Integer(), nullable=True, comment="line of the row in the export file"),
         sa.Column("row_hash", sa.String(length=32), nullable=False, comment="digest of the mapped measurement: an unchanged re-export is not rewritten"),
         sa.Column("source_run_id", sa.String(length=64), nullable=True, comment="flow run that last wrote the row"),
-        sa.Column("synced_at", hub.models.UTCDateTime(timezone=True), nullable=False, comment="when the hub last wrote the row"),
+        sa.Column("synced_at", hub.core.models.UTCDateTime(timezone=True), nullable=False, comment="when the hub last wrote the row"),
         sa.PrimaryKeyConstraint("specimen_id", name=op.f("pk_lab_results")),
     )
     with op.batch_alter_table("lab_results", schema=None) as batch_op:
@@ -61,9 +61,9 @@ def upgrade() -> None:
         sa.Column("file_name", sa.String(length=255), nullable=False, comment="name the content first arrived under"),
         sa.Column("source", sa.String(length=16), nullable=False, comment="drop (file in the drop folder) | api"),
         sa.Column("size_bytes", sa.BigInteger(), nullable=False),
-        sa.Column("file_mtime", hub.models.UTCDateTime(timezone=True), nullable=True, comment="modification time of the file when read"),
-        sa.Column("received_at", hub.models.UTCDateTime(timezone=True), nullable=False, comment="when the hub read the file"),
-        sa.Column("processed_at", hub.models.UTCDateTime(timezone=True), nullable=False, comment="commit time of its rows"),
+        sa.Column("file_mtime", hub.core.models.UTCDateTime(timezone=True), nullable=True, comment="modification time of the file when read"),
+        sa.Column("received_at", hub.core.models.UTCDateTime(timezone=True), nullable=False, comment="when the hub read the file"),
+        sa.Column("processed_at", hub.core.models.UTCDateTime(timezone=True), nullable=False, comment="commit time of its rows"),
         sa.Column("status", sa.String(length=16), nullable=False, comment="processed | rejected"),
         sa.Column("delimiter", sa.String(length=4), nullable=True),
         sa.Column("decimal_comma", sa.Boolean(), nullable=True),
@@ -75,7 +75,7 @@ def upgrade() -> None:
         sa.Column("flow_run_id", sa.String(length=64), nullable=True),
         sa.Column("duplicates_seen", sa.Integer(), nullable=False, comment="times the same content was dropped again"),
         sa.Column("last_duplicate_name", sa.String(length=255), nullable=True),
-        sa.Column("last_duplicate_at", hub.models.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("last_duplicate_at", hub.core.models.UTCDateTime(timezone=True), nullable=True),
         sa.Column("note", sa.Text(), nullable=True, comment="why a rejected file was rejected"),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_lab_exports")),
         sa.UniqueConstraint("sha256", name="uq_lab_exports_sha256"),

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-import hub.models
+import hub.core.models
 
 revision: str = "0008"
 down_revision: str | None = "0007"
@@ -41,13 +41,13 @@ def upgrade() -> None:
     sa.Column('uploaded_name', sa.String(length=255), nullable=True, comment='name SharePoint stored (differs under rename)'),
     sa.Column('upload_url', sa.Text(), nullable=True, comment='open upload session (pre-authenticated URL) to resume from'),
     sa.Column('bytes_confirmed', sa.BigInteger(), nullable=False, comment='bytes the upload session confirmed (nextExpectedRanges)'),
-    sa.Column('upload_expires_at', hub.models.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('upload_expires_at', hub.core.models.UTCDateTime(timezone=True), nullable=True),
     sa.Column('error_code', sa.String(length=128), nullable=True),
     sa.Column('last_error', sa.Text(), nullable=True),
-    sa.Column('next_attempt_at', hub.models.UTCDateTime(timezone=True), nullable=True, comment='not retried before this time (backoff)'),
-    sa.Column('created_at', hub.models.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('updated_at', hub.models.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('uploaded_at', hub.models.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('next_attempt_at', hub.core.models.UTCDateTime(timezone=True), nullable=True, comment='not retried before this time (backoff)'),
+    sa.Column('created_at', hub.core.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('updated_at', hub.core.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('uploaded_at', hub.core.models.UTCDateTime(timezone=True), nullable=True),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_document_outbox')),
     sa.UniqueConstraint('document_key', name=op.f('uq_document_outbox_document_key'))
     )

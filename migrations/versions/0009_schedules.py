@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-import hub.models
+import hub.core.models
 
 revision: str = "0009"
 down_revision: str | None = "0008"
@@ -28,14 +28,14 @@ def upgrade() -> None:
     sa.Column('title', sa.String(length=255), nullable=False),
     sa.Column('description', sa.Text(), nullable=True),
     sa.Column('location', sa.String(length=512), nullable=True),
-    sa.Column('starts_at', hub.models.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('ends_at', hub.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('starts_at', hub.core.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('ends_at', hub.core.models.UTCDateTime(timezone=True), nullable=False),
     sa.Column('time_zone', sa.String(length=64), nullable=False, comment='IANA zone shown in calendars'),
     sa.Column('status', sa.String(length=16), nullable=False, comment='scheduled | cancelled'),
     sa.Column('owner', sa.String(length=16), nullable=False, comment='erp | calendar: who wins a conflict on content'),
     sa.Column('version', sa.Integer(), nullable=False, comment='bumped on every change made in the ERP or pulled from a calendar'),
-    sa.Column('created_at', hub.models.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('updated_at', hub.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('created_at', hub.core.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('updated_at', hub.core.models.UTCDateTime(timezone=True), nullable=False),
     sa.Column('updated_by', sa.String(length=128), nullable=True, comment='erp:<user> | google_workspace | microsoft365'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_schedules')),
     sa.UniqueConstraint('schedule_ref', name=op.f('uq_schedules_schedule_ref'))
@@ -53,8 +53,8 @@ def upgrade() -> None:
     sa.Column('etag', sa.String(length=255), nullable=True, comment='remote etag (Google etag, Graph @odata.etag) at the last sync'),
     sa.Column('pushed_version', sa.Integer(), nullable=True, comment='schedules.version the remote event matches'),
     sa.Column('remote_status', sa.String(length=16), nullable=True, comment='confirmed | tentative | cancelled, as last seen'),
-    sa.Column('remote_updated_at', hub.models.UTCDateTime(timezone=True), nullable=True, comment='remote last-modified time at the last sync'),
-    sa.Column('synced_at', hub.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('remote_updated_at', hub.core.models.UTCDateTime(timezone=True), nullable=True, comment='remote last-modified time at the last sync'),
+    sa.Column('synced_at', hub.core.models.UTCDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['schedule_id'], ['schedules.id'], name=op.f('fk_schedule_calendar_links_schedule_id_schedules'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_schedule_calendar_links')),
     sa.UniqueConstraint('provider', 'calendar_id', 'event_id', name='uq_schedule_calendar_links_event'),

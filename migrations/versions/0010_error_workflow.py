@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-import hub.models
+import hub.core.models
 
 revision: str = "0010"
 down_revision: str | None = "0009"
@@ -25,22 +25,22 @@ def upgrade() -> None:
     with op.batch_alter_table("integration_errors", schema=None) as batch_op:
         batch_op.add_column(sa.Column("attempts", sa.Integer(), server_default="0", nullable=False, comment="queued reruns of the unit made so far"))
         batch_op.add_column(sa.Column("max_attempts", sa.Integer(), server_default="0", nullable=False, comment="queued reruns allowed before escalation (0: none)"))
-        batch_op.add_column(sa.Column("last_attempt_at", hub.models.UTCDateTime(timezone=True), nullable=True))
-        batch_op.add_column(sa.Column("escalated_at", hub.models.UTCDateTime(timezone=True), nullable=True))
+        batch_op.add_column(sa.Column("last_attempt_at", hub.core.models.UTCDateTime(timezone=True), nullable=True))
+        batch_op.add_column(sa.Column("escalated_at", hub.core.models.UTCDateTime(timezone=True), nullable=True))
         batch_op.add_column(sa.Column("resolved_by", sa.String(length=128), nullable=True, comment="who resolved it: a person, or the flow that did"))
         batch_op.create_index("ix_integration_errors_status_next_retry_at", ["status", "next_retry_at"], unique=False)
 
     with op.batch_alter_table("quarantined_records", schema=None) as batch_op:
         batch_op.add_column(sa.Column("error_id", sa.BigInteger(), nullable=True, comment="integration_errors.id of the run that last refused it"))
         batch_op.add_column(sa.Column("resolved_by", sa.String(length=128), nullable=True))
-        batch_op.add_column(sa.Column("resolved_at", hub.models.UTCDateTime(timezone=True), nullable=True))
+        batch_op.add_column(sa.Column("resolved_at", hub.core.models.UTCDateTime(timezone=True), nullable=True))
         batch_op.create_index("ix_quarantined_records_error_id", ["error_id"], unique=False)
 
     op.create_table(
         "integration_error_events",
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
         sa.Column("error_id", sa.BigInteger(), nullable=False),
-        sa.Column("at", hub.models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("at", hub.core.models.UTCDateTime(timezone=True), nullable=False),
         sa.Column("actor", sa.String(length=128), nullable=False, comment="a person (--by, default the OS user) or a flow (flow:<name>)"),
         sa.Column("action", sa.String(length=32), nullable=False, comment="recorded | retry_scheduled | retry_started | retry_failed | resolved | escalated | ..."),
         sa.Column("from_status", sa.String(length=16), nullable=True),

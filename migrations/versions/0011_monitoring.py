@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-import hub.models
+import hub.core.models
 
 revision: str = "0011"
 down_revision: str | None = "0010"
@@ -35,15 +35,15 @@ def _measurement_columns() -> list[sa.Column]:
             sa.Column(f"h{i:02d}", sa.BigInteger(), nullable=False, server_default="0", comment=f"latency {label}")
             for i, label in enumerate(labels)
         ),
-        sa.Column("last_success_at", hub.models.UTCDateTime(timezone=True), nullable=True),
-        sa.Column("last_error_at", hub.models.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("last_success_at", hub.core.models.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("last_error_at", hub.core.models.UTCDateTime(timezone=True), nullable=True),
     ]
 
 
 def upgrade() -> None:
     op.create_table(
         "call_metrics",
-        sa.Column("bucket_start", hub.models.UTCDateTime(timezone=True), nullable=False, comment="start of the minute (UTC)"),
+        sa.Column("bucket_start", hub.core.models.UTCDateTime(timezone=True), nullable=False, comment="start of the minute (UTC)"),
         sa.Column("integration", sa.String(length=64), nullable=False),
         sa.Column("operation", sa.String(length=128), nullable=False),
         sa.Column("kind", sa.String(length=24), nullable=False, comment="call | webhook | webhook_processing"),
@@ -61,7 +61,7 @@ def upgrade() -> None:
         *_measurement_columns(),
         sa.Column(
             "first_seen_at",
-            hub.models.UTCDateTime(timezone=True),
+            hub.core.models.UTCDateTime(timezone=True),
             nullable=True,
             comment="first measurement (IntegrationDown when it never succeeded)",
         ),
@@ -81,11 +81,11 @@ def upgrade() -> None:
         sa.Column("threshold", sa.Float(), nullable=True),
         sa.Column("error_id", sa.BigInteger(), nullable=True,
                   comment="an unresolved integration_errors row: holds the alert until it is resolved"),
-        sa.Column("started_at", hub.models.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("last_evaluated_at", hub.models.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("last_notified_at", hub.models.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("started_at", hub.core.models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("last_evaluated_at", hub.core.models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("last_notified_at", hub.core.models.UTCDateTime(timezone=True), nullable=True),
         sa.Column("notifications_sent", sa.Integer(), nullable=False),
-        sa.Column("resolved_at", hub.models.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("resolved_at", hub.core.models.UTCDateTime(timezone=True), nullable=True),
         sa.Column("last_delivery", sa.JSON().with_variant(postgresql.JSONB(), "postgresql"), nullable=True,
                   comment="outcome per channel of the last notification"),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_alerts")),

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-import hub.models
+import hub.core.models
 
 revision: str = "0012"
 down_revision: str | None = "0011"
@@ -28,7 +28,7 @@ def upgrade() -> None:
             comment="an id the provider sent outside the signature (x-razorpay-event-id): information, never the key",
         ))
         batch_op.add_column(sa.Column(
-            "event_at", hub.models.UTCDateTime(timezone=True), nullable=True,
+            "event_at", hub.core.models.UTCDateTime(timezone=True), nullable=True,
             comment="the payload's own time (Razorpay created_at, WhatsApp timestamp), inside the signed body",
         ))
     with op.batch_alter_table("webhook_tokens", schema=None) as batch_op:
