@@ -1,6 +1,7 @@
 """The hub's datasets, declared once: every central list (the `drymix sync` and `drymix datasets` commands,
-prefect.yaml's deployments check, monitoring's integration list, the rerun and replay checks) loops over
-`DATASETS` instead of keeping its own.
+prefect.yaml (rendered by `drymix deploy render`), monitoring's integration list, smoke, the stack's simulators,
+the rerun and replay checks) loops over `all_datasets()` instead of keeping its own: the product's `DATASETS`,
+then any dataset declared elsewhere and registered (`register`, `registered`, DRYMIX_DATASETS; end of file).
 
 A declaration says where a dataset comes from and goes to, and how the hub runs it: its flow and
 deployment, the config key its schedule comes from (hub/operations/deploy.py `configured_schedules`), the table and
@@ -12,7 +13,9 @@ Nothing here imports a flow or a connector: reading the registry is cheap (the C
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Iterable
+import os
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +46,7 @@ class Dataset:
     full_refresh_parameter: str | None = None  # the flow parameter that ignores the watermark
     command: str = ""  # the older verb that runs it too (`drymix <command>`)
     monitored: tuple[str, ...] = ()  # integrations whose calls it makes, when not just `integration`
+    concurrency_limit: int | None = None  # prefect.yaml: runs of its deployment at a time (None: no limit)
 
     @property
     def flow_module(self) -> str:
@@ -89,6 +93,7 @@ DATASETS: tuple[Dataset, ...] = (
         simulator="sap",
         full_refresh_parameter="full_refresh",
         command="sync sap-customers",
+        concurrency_limit=1,  # two runs would read from the same watermark and race to move it
     ),
     Dataset(
         name="razorpay.payments",
@@ -106,6 +111,7 @@ DATASETS: tuple[Dataset, ...] = (
         unit_kinds=(retry_units.RAZORPAY_PAYMENTS_PAGE,),
         mapping="payments",
         simulator="razorpay",
+        concurrency_limit=1,  # two runs would poll the same window from the same watermark
     ),
     Dataset(
         name="webhooks.events",
@@ -114,7 +120,7 @@ DATASETS: tuple[Dataset, ...] = (
         description="Apply stored Razorpay and WhatsApp webhook events to payments and whatsapp_messages (exactly once, forward-only).",
         flow="flows/process_webhooks.py:process_webhooks",
         deployment="process-webhooks",
-        schedule="whatsapp",
+        schedule="whatsapp",  # WhatsApp has no pull sync: its data arrives as webhooks, applied on its schedule
         table="webhook_events",
         key=("provider", "event_id"),
         cursor="none (the inbox status of each event)",
@@ -143,6 +149,7 @@ DATASETS: tuple[Dataset, ...] = (
         suite="plant",
         simulator="plant",
         command="plant collect",
+        concurrency_limit=1,  # the buffer is flushed in order by one writer
     ),
     Dataset(
         name="lab.lab_results",
@@ -163,6 +170,7 @@ DATASETS: tuple[Dataset, ...] = (
         suite="lab",
         simulator="lab",
         command="lab collect",
+        concurrency_limit=1,  # two runs would race for the same files (the checksum ledger decides, but wasted work)
     ),
     Dataset(
         name="microsoft365.documents",
@@ -201,6 +209,7 @@ DATASETS: tuple[Dataset, ...] = (
         simulator="microsoft365",
         full_refresh_parameter="full_resync",
         command="m365 sync-calendar",
+        concurrency_limit=1,  # two runs would use the same delta link and push the same schedules twice
     ),
     Dataset(
         name="google_workspace.calendar",
@@ -221,6 +230,7 @@ DATASETS: tuple[Dataset, ...] = (
         simulator="google",
         full_refresh_parameter="full_resync",
         command="google sync",
+        concurrency_limit=1,  # two runs would use the same sync token and push the same schedules twice
     ),
     Dataset(
         name="whatsapp.messages",
@@ -240,7 +250,9 @@ DATASETS: tuple[Dataset, ...] = (
     ),
 )
 
-# Deployments of prefect.yaml that run the hub itself rather than a dataset: deployment -> its schedule key.
+# Deployments of prefect.yaml that run the hub itself rather than a dataset: deployment -> its schedule key,
+# which also names its flow (`flows/<key>.py:<key>`). Each runs one at a time (two retry runs would claim the
+# same units, two monitor runs would fire the same alert).
 HUB_JOBS: dict[str, str] = {
     "retry-failed-units": "retry_failed_units",
     "monitor-integrations": "monitor_integrations",
@@ -249,24 +261,101 @@ HUB_JOBS: dict[str, str] = {
 
 def by_name(name: str) -> Dataset:
     """The dataset called `name` (`sap.customers`), or a KeyError listing the names there are."""
-    for dataset in DATASETS:
+    known = all_datasets()
+    for dataset in known:
         if dataset.name == name:
             return dataset
-    raise KeyError(f"no dataset {name!r}: the hub has {', '.join(d.name for d in DATASETS)}")
+    raise KeyError(f"no dataset {name!r}: the hub has {', '.join(d.name for d in known)}")
 
 
 def runnable() -> list[Dataset]:
     """The datasets with a flow (what `drymix sync <dataset>` runs)."""
-    return [d for d in DATASETS if d.flow is not None]
+    return [d for d in all_datasets() if d.flow is not None]
 
 
 def monitored_integrations(extra: Iterable[str] = ()) -> list[str]:
     """Every integration a registered dataset calls, plus `extra` (config/monitoring.toml `integrations`)."""
-    names = {name for d in DATASETS for name in d.integrations}
+    names = {name for d in all_datasets() for name in d.integrations}
     names.update(extra)
     return sorted(names)
 
 
 def declared_unit_kinds() -> dict[str, str]:
     """Failed-unit kind -> the dataset that records it."""
-    return {kind: d.name for d in DATASETS for kind in d.unit_kinds}
+    return {kind: d.name for d in all_datasets() for kind in d.unit_kinds}
+
+
+# --- datasets declared outside the product's list: a test module, a system package ---------------------------
+
+PLUGINS_ENV = "DRYMIX_DATASETS"  # `module:ATTRIBUTE` (a Dataset or an iterable of them) or `module`, comma-separated
+_REGISTERED: dict[str, Dataset] = {}
+_LOADED_PLUGINS: set[str] = set()
+
+
+def all_datasets() -> tuple[Dataset, ...]:
+    """Every dataset the hub knows: the product's `DATASETS`, then those registered, in registration order.
+
+    Also loads the plug-ins DRYMIX_DATASETS names (once per process): how a dataset declared outside the
+    product reaches a `drymix` process, as a test's subprocess or a worker with a system package installed."""
+    _load_plugins()
+    return (*DATASETS, *_REGISTERED.values())
+
+
+def register(dataset: Dataset) -> Dataset:
+    """Add `dataset` to the registry and return it; registering the same declaration again changes nothing.
+
+    Names and deployments are unique: a clash with a declared or registered dataset (or a hub job) is a ValueError."""
+    if _REGISTERED.get(dataset.name) == dataset:
+        return dataset
+    for other in (*DATASETS, *_REGISTERED.values()):
+        where = "hub/datasets.py DATASETS" if other in DATASETS else "registered"
+        if other.name == dataset.name:
+            raise ValueError(f"a dataset named {dataset.name!r} is already {where}: dataset names are unique")
+        if dataset.deployment is not None and other.deployment == dataset.deployment:
+            raise ValueError(f"{dataset.name}: deployment {dataset.deployment!r} is {other.name}'s ({where}): deployments are unique")
+    if dataset.deployment in HUB_JOBS:
+        raise ValueError(f"{dataset.name}: deployment {dataset.deployment!r} is a hub job (HUB_JOBS)")
+    _REGISTERED[dataset.name] = dataset
+    return dataset
+
+
+def unregister(name: str) -> Dataset:
+    """Remove a registered dataset and return it; the product's `DATASETS` cannot be removed."""
+    if any(d.name == name for d in DATASETS):
+        raise ValueError(f"{name} is declared in hub/datasets.py DATASETS, not registered: it cannot be unregistered")
+    try:
+        return _REGISTERED.pop(name)
+    except KeyError:
+        raise KeyError(f"no registered dataset {name!r} (registered: {', '.join(_REGISTERED) or 'none'})") from None
+
+
+@contextmanager
+def registered(*datasets: Dataset) -> Iterator[tuple[Dataset, ...]]:
+    """The datasets registered for the `with` block (a test's), unregistered after it even when it fails."""
+    added: list[str] = []
+    try:
+        for dataset in datasets:
+            if dataset.name not in _REGISTERED:
+                added.append(dataset.name)
+            register(dataset)
+        yield datasets
+    finally:
+        for name in reversed(added):
+            _REGISTERED.pop(name, None)
+
+
+def _load_plugins() -> None:
+    """Import what DRYMIX_DATASETS names and register the datasets it points at (each spec once)."""
+    for spec in (part.strip() for part in os.environ.get(PLUGINS_ENV, "").split(",")):
+        if not spec or spec in _LOADED_PLUGINS:
+            continue
+        _LOADED_PLUGINS.add(spec)  # first: the module may read the registry while it is imported
+        module_name, _, attribute = spec.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+            found: Any = getattr(module, attribute) if attribute else ()
+        except (ImportError, AttributeError) as exc:
+            _LOADED_PLUGINS.discard(spec)
+            raise ImportError(f"{PLUGINS_ENV}: cannot load {spec!r}: {exc}") from exc
+        for dataset in (found,) if isinstance(found, Dataset) else tuple(found):
+            register(dataset)
