@@ -17,9 +17,16 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from hub.ledger import retry_units
+
+
+class Unit(NamedTuple):
+    """A kind of failed unit a dataset records, and what rerunning one does (shown by `drymix errors show`)."""
+
+    kind: str
+    reruns: str
 
 
 @dataclass(frozen=True)
@@ -38,7 +45,8 @@ class Dataset:
     cursor: str  # what its watermark is ("none" when it keeps none)
     cursor_datasets: tuple[str, ...] = ()  # sync_state.dataset of its watermark(s); `x:` matches every `x:<...>`
     error_datasets: tuple[str, ...] = ()  # integration_errors.dataset values its failures are recorded under
-    unit_kinds: tuple[str, ...] = ()  # failed-unit kinds it records (hub/ledger/retry_units.py register_rerun)
+    # Failed units it records, each rerun by its flow with `resume=<the unit>` (hub/ledger/retry_units.py)
+    units: tuple[Unit, ...] = ()
     replays: tuple[str, ...] = ()  # datasets `drymix quarantine replay` handles for it (hub/ledger/quarantine.py)
     mapping: str | None = None  # data_mappings/<mapping>.py
     suite: str | None = None  # expectations/<suite>.py
@@ -47,6 +55,12 @@ class Dataset:
     command: str = ""  # the older verb that runs it too (`drymix <command>`)
     monitored: tuple[str, ...] = ()  # integrations whose calls it makes, when not just `integration`
     concurrency_limit: int | None = None  # prefect.yaml: runs of its deployment at a time (None: no limit)
+
+    stream: str | None = None  # `module:NAME` of its PullStream when the sync engine runs it (tasks/engine.py)
+
+    @property
+    def unit_kinds(self) -> tuple[str, ...]:
+        return tuple(unit.kind for unit in self.units)
 
     @property
     def flow_module(self) -> str:
@@ -60,6 +74,13 @@ class Dataset:
         if self.flow is None:
             raise ValueError(f"{self.name} has no flow (it runs as `drymix {self.command}`)")
         return self.flow.partition(":")[2]
+
+    def load_stream(self) -> Any:
+        """The sync engine's declaration of this dataset (tasks/streams.py `PullStream`; imports its system)."""
+        if self.stream is None:
+            raise ValueError(f"{self.name} is not run by the sync engine")
+        module, _, name = self.stream.partition(":")
+        return getattr(importlib.import_module(module), name)
 
     def load_flow(self) -> Callable[..., Any]:
         """The flow object (imports the flow module and with it Prefect)."""
@@ -86,13 +107,16 @@ DATASETS: tuple[Dataset, ...] = (
         cursor="LastChangeDate (date, re-read overlap_days before it)",
         cursor_datasets=("customers",),
         error_datasets=("customers",),
-        unit_kinds=(retry_units.SAP_CUSTOMERS_BATCH,),
+        units=(
+            Unit(retry_units.SAP_CUSTOMERS_BATCH, 'SAP customers: resume the read at the failed batch (its start position and filter) through the batches the failed run never reached; batches that committed are not read again'),
+        ),
         replays=("customers",),
         mapping="customers",
         suite="customers",
         simulator="sap",
         full_refresh_parameter="full_refresh",
         command="sync sap-customers",
+        stream="hub.systems.sap:CUSTOMERS",
         concurrency_limit=1,  # two runs would read from the same watermark and race to move it
     ),
     Dataset(
@@ -108,9 +132,12 @@ DATASETS: tuple[Dataset, ...] = (
         cursor="payment created_at (epoch seconds, re-read overlap_s before it)",
         cursor_datasets=("payments",),
         error_datasets=("payments",),
-        unit_kinds=(retry_units.RAZORPAY_PAYMENTS_PAGE,),
+        units=(
+            Unit(retry_units.RAZORPAY_PAYMENTS_PAGE, "Razorpay reconciliation: resume the failed run's fixed time window at the failed page through its last page (forward-only applies); the watermark moves only if no later run moved it"),
+        ),
         mapping="payments",
         simulator="razorpay",
+        stream="hub.systems.razorpay:RECONCILIATION",
         concurrency_limit=1,  # two runs would poll the same window from the same watermark
     ),
     Dataset(
@@ -125,7 +152,9 @@ DATASETS: tuple[Dataset, ...] = (
         key=("provider", "event_id"),
         cursor="none (the inbox status of each event)",
         error_datasets=("webhook_events",),
-        unit_kinds=(retry_units.WEBHOOK_EVENT,),
+        units=(
+            Unit(retry_units.WEBHOOK_EVENT, 'Webhooks: apply the one stored event again (idempotent, forward-only)'),
+        ),
         mapping=None,  # each provider's writer maps its own events (hub/systems/razorpay.py, hub/systems/whatsapp.py)
         command="webhooks process",
         monitored=("razorpay", "whatsapp"),
@@ -143,7 +172,9 @@ DATASETS: tuple[Dataset, ...] = (
         cursor="batch record seq (plant_readings: last collected at)",
         cursor_datasets=("production_batches", "plant_readings"),
         error_datasets=("plant_readings", "production_batches"),
-        unit_kinds=(retry_units.PLANT_BUFFER_FLUSH,),
+        units=(
+            Unit(retry_units.PLANT_BUFFER_FLUSH, 'Plant: load the buffered entries the failed flush left (up to its last seq), oldest first; nothing is read from the plant, and entries buffered after the failure wait for collect-plant'),
+        ),
         replays=("plant_readings", "production_batches"),
         mapping="plant",
         suite="plant",
@@ -164,7 +195,10 @@ DATASETS: tuple[Dataset, ...] = (
         cursor="content checksum per export file (lab_exports); results API: last seq read",
         cursor_datasets=("lab_results",),
         error_datasets=("lab_results",),
-        unit_kinds=(retry_units.LAB_EXPORT_FILE, retry_units.LAB_RESULTS_API),
+        units=(
+            Unit(retry_units.LAB_EXPORT_FILE, 'Lab: process the one export file again from the drop folder (its checksum ledger makes a repeat a no-op); the other files wait for collect-lab-results'),
+            Unit(retry_units.LAB_RESULTS_API, 'Lab: read the results API again from its committed cursor (each page commits with its cursor); the drop folder is not scanned'),
+        ),
         replays=("lab_results",),
         mapping="lab",
         suite="lab",
@@ -184,7 +218,10 @@ DATASETS: tuple[Dataset, ...] = (
         key=("document_key",),
         cursor="none (the outbox status of each document)",
         error_datasets=("documents",),
-        unit_kinds=(retry_units.DOCUMENT_UPLOAD, retry_units.DOCUMENTS_PAGE),
+        units=(
+            Unit(retry_units.DOCUMENT_UPLOAD, 'Documents: upload the one outbox document again (an open upload session resumes where it stopped; an uploaded document is left alone)'),
+            Unit(retry_units.DOCUMENTS_PAGE, 'Documents: extract, validate and upload the one outbox page (its id range) the run stopped in; rows after it wait for upload-documents'),
+        ),
         mapping="documents",
         suite="documents",
         simulator="microsoft365",
@@ -203,7 +240,10 @@ DATASETS: tuple[Dataset, ...] = (
         cursor="calendarView delta link, per mailbox",
         cursor_datasets=("events:",),
         error_datasets=("calendar_events", "schedules"),
-        unit_kinds=(retry_units.OUTLOOK_CALENDAR_PULL, retry_units.OUTLOOK_SCHEDULES_PUSH),
+        units=(
+            Unit(retry_units.OUTLOOK_CALENDAR_PULL, "Outlook calendar: read people's changes again from the saved delta link and apply them (pages that committed apply again as no-ops); the ERP's changes are not pushed"),
+            Unit(retry_units.OUTLOOK_SCHEDULES_PUSH, 'Outlook calendar: push the schedules whose push failed (all pending ones when the whole push stage failed); creates carry a transactionId, so a repeat creates nothing twice'),
+        ),
         mapping="microsoft365_events",
         suite="schedules",
         simulator="microsoft365",
@@ -224,7 +264,10 @@ DATASETS: tuple[Dataset, ...] = (
         cursor="events.list syncToken, per calendar",
         cursor_datasets=("events:",),
         error_datasets=("calendar_events", "schedules"),
-        unit_kinds=(retry_units.GOOGLE_CALENDAR_PULL, retry_units.GOOGLE_SCHEDULES_PUSH),
+        units=(
+            Unit(retry_units.GOOGLE_CALENDAR_PULL, "Google calendar: read the changes again from the saved sync token and apply them (pages that committed apply again as no-ops); the ERP's changes are not pushed"),
+            Unit(retry_units.GOOGLE_SCHEDULES_PUSH, 'Google calendar: push the schedules whose push failed (all pending ones when the whole push stage failed); our deterministic event ids make a repeat create nothing twice'),
+        ),
         mapping="google_events",
         suite="schedules",
         simulator="google",

@@ -61,7 +61,40 @@ def register_replay(spec: ReplaySpec) -> ReplaySpec:
 
 
 def replay_spec(integration: str, dataset: str) -> ReplaySpec | None:
-    return _REPLAYS.get((integration, dataset))
+    """How rows of a dataset replay: a spec registered here, else the one its sync-engine stream implies."""
+    return _REPLAYS.get((integration, dataset)) or _from_stream(integration, dataset)
+
+
+def _replay_of_stream(stream: Any) -> ReplaySpec | None:
+    if stream.apply is not None or stream.map is None or stream.suite is None or stream.table is None:
+        return None  # applied by a rule of its own (forward-only payments): nothing is quarantined to replay
+    mapper: Callable[[list[dict[str, Any]]], pd.DataFrame] = stream.map
+
+    def to_frame(records: list[dict[str, Any]], conn: Connection) -> pd.DataFrame:
+        return mapper(records)
+
+    return ReplaySpec(
+        integration=stream.integration,
+        dataset=stream.dataset,
+        suite=stream.suite,
+        to_frame=to_frame,
+        table=stream.table,
+        key=stream.key,
+        drop_columns=("mapping_errors",),
+        changed_at_column=stream.newer_wins,
+    )
+
+
+def _from_stream(integration: str, dataset: str) -> ReplaySpec | None:
+    """A registered dataset the sync engine runs (hub/datasets.py `Dataset.stream`) replays through the same
+    mapping, suite, table and key as its sync: nothing to declare twice."""
+    from hub.datasets import all_datasets
+
+    for declared in all_datasets():
+        if declared.stream is None or (declared.integration, declared.dataset) != (integration, dataset):
+            continue
+        return _replay_of_stream(declared.load_stream())
+    return None
 
 
 class NothingSelected(Exception):
@@ -73,32 +106,6 @@ class NoReplayHandler(Exception):
 
 
 # --- the hub's datasets -------------------------------------------------------------------------------
-
-
-def _sap_customers_frame(records: list[dict[str, Any]], conn: Connection) -> pd.DataFrame:
-    from data_mappings.customers import flatten_business_partners, map_customers
-
-    return map_customers(flatten_business_partners(records))
-
-
-def _customers_table() -> Table:
-    from hub.core.models import Customer
-
-    return cast(Table, Customer.__table__)
-
-
-register_replay(
-    ReplaySpec(
-        integration="sap",
-        dataset="customers",
-        suite="customers",
-        to_frame=_sap_customers_frame,
-        table=_customers_table,
-        key=("customer_id",),
-        drop_columns=("mapping_errors",),
-        changed_at_column="sap_changed_at",
-    )
-)
 
 
 def _plant_spec(dataset: str, table: Callable[[], Table], key: str) -> ReplaySpec:
@@ -236,11 +243,12 @@ def record_as_dict(row: QuarantinedRecord, *, full: bool = True) -> dict[str, An
 
 
 def failure_summary(failures: Sequence[Mapping[str, Any]]) -> str:
-    """`expect_...(column)=value` per failed expectation, for a table cell."""
+    """`rule_id: expect_...(column)=value` per failed expectation (rule id when it has one), for a table cell."""
     parts = []
     for f in failures:
         name = str(f.get("expectation", "?")).removeprefix("expect_column_values_to_").removeprefix("expect_")
-        parts.append(f"{name}({f.get('column') or '-'})={f.get('value')!r}")
+        rule = f"{f['rule_id']}: " if f.get("rule_id") else ""
+        parts.append(f"{rule}{name}({f.get('column') or '-'})={f.get('value')!r}")
     return "; ".join(parts)
 
 
@@ -332,7 +340,7 @@ def _replay_group(
     now: datetime,
 ) -> None:
     from expectations.runner import validate_frame
-    from hub.ledger.loading import json_safe, upsert_rows
+    from hub.ledger.loading import failure_entry, upsert_rows
 
     conn = session.connection()
     records = [dict(r.raw_record) for r in rows]
@@ -372,12 +380,11 @@ def _replay_group(
             touched[int(row.error_id)]["superseded" if superseded else "loaded"] += 1
     for label in outcome.invalid.index:
         row = rows[int(label)]
-        row.failed_expectations = json_safe(
-            [
-                {"expectation": f.expectation, "column": f.column, "kwargs": f.kwargs, "value": f.value}
-                for f in outcome.failures.get(label, [])
-            ]
-        )
+        row.failed_expectations = [
+            failure_entry(f.expectation, column=f.column, rule_id=f.rule_id, kwargs=f.kwargs, value=f.value)
+            for f in outcome.failures.get(label, [])
+            if f.severity == "critical"
+        ]
         row.updated_at = now
         result.still_failing += 1
         result.failing_ids.append(int(row.id))

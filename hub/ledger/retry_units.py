@@ -4,17 +4,15 @@ A failed unit is recorded in `integration_errors.unit` as JSON with a `kind` nam
 whatever the handler needs to redo exactly that unit (a batch's start position and filter, an inbox
 event id). The retry-failed-units flow and `drymix errors retry <id>` look the handler up here.
 
-Adding an integration: write a function `(claim: ClaimedUnit) -> dict` that reruns one unit (idempotently:
-a rerun may repeat work that half-committed) and returns a small summary, or raises (`UnitFailed` when
-the rerun got further and the unit to record next is different); decorate it with
-`@register_rerun("<integration>.<dataset>.<unit>")` below; record failures with
-`unit={"kind": "<integration>.<dataset>.<unit>", ...}`. A handler that reruns through a flow must not let
-that flow record a new error row for the rerun's own failure (raise `UnitFailed` instead, as every flow
-below does with `resume=`): the retry workflow updates the row it is rerunning. A unit without a handler is
-not queued; work whose next scheduled run redoes it anyway and that cannot be redone on its own needs none
-(process-webhooks' whole-batch failures, a failed plant read: past OPC UA values cannot be read again): its
-next success resolves the open errors. Imports stay inside the handlers: this module is imported by the CLI
-and by `record_error`, which must not load Prefect.
+A dataset declares its unit kinds in the registry (hub/datasets.py `Dataset.units`, each with what a rerun
+does); its flow reruns one with `resume=<the unit>` (idempotently: a rerun may repeat work that
+half-committed) and, when the rerun fails, raises `UnitFailed` instead of recording a new row: the retry
+workflow updates the row it is rerunning. The sync engine (tasks/engine.py) does both for every pull-shaped
+dataset. Work that is not a dataset's flow registers a handler here (`@register_rerun`, as the webhook
+inbox's single event below). A unit without a handler is not queued; work whose next scheduled run redoes
+it anyway and that cannot be redone on its own needs none (process-webhooks' whole-batch failures, a failed
+plant read: past OPC UA values cannot be read again): its next success resolves the open errors. Imports
+stay inside the handlers: this module is imported by the CLI and by `record_error`, which must not load Prefect.
 
 What each kind reruns is listed in docs/troubleshooting.md ("What a rerun reruns").
 """
@@ -55,8 +53,11 @@ def register_rerun(kind: str, *, description: str) -> Callable[[RerunHandler], R
 
 
 def rerun_spec(unit: Mapping[str, Any] | None) -> RerunSpec | None:
+    """The handler of a unit: one registered here for its kind, else its dataset's flow (hub/datasets.py)."""
     kind = unit.get("kind") if unit else None
-    return _REGISTRY.get(str(kind)) if kind else None
+    if not kind:
+        return None
+    return _REGISTRY.get(str(kind)) or _through_flow(str(kind))
 
 
 def has_rerun_handler(unit: Mapping[str, Any] | None) -> bool:
@@ -64,7 +65,12 @@ def has_rerun_handler(unit: Mapping[str, Any] | None) -> bool:
 
 
 def registered_kinds() -> dict[str, str]:
-    return {kind: spec.description for kind, spec in sorted(_REGISTRY.items())}
+    """Every unit kind that can be rerun: the datasets' units, and handlers registered here."""
+    from hub.datasets import all_datasets
+
+    kinds = {unit.kind: unit.reruns for dataset in all_datasets() if dataset.flow is not None for unit in dataset.units}
+    kinds.update({kind: spec.description for kind, spec in _REGISTRY.items()})
+    return dict(sorted(kinds.items()))
 
 
 class UnitFailed(Exception):
@@ -95,22 +101,6 @@ GOOGLE_SCHEDULES_PUSH = "google_workspace.schedules.push"
 RAZORPAY_PAYMENTS_PAGE = "razorpay.payments.page"
 
 
-def _pick(summary: Mapping[str, Any], *keys: str) -> dict[str, Any]:
-    return {k: summary.get(k) for k in keys}
-
-
-@register_rerun(
-    SAP_CUSTOMERS_BATCH,
-    description="SAP customers: resume the read at the failed batch (its start position and filter) through "
-    "the batches the failed run never reached; batches that committed are not read again",
-)
-def rerun_sap_customers_batch(claim: ClaimedUnit) -> Mapping[str, Any]:
-    from flows.sync_sap_customers import sync_sap_customers
-
-    summary: dict[str, Any] = sync_sap_customers(resume={**claim.unit, "error_id": claim.error_id})
-    return _pick(summary, "batches", "source_count", "extracted", "distinct_read", "duplicates", "valid", "quarantined", "upserted", "unchanged", "watermark", "flow_run_id")
-
-
 @register_rerun(WEBHOOK_EVENT, description="Webhooks: apply the one stored event again (idempotent, forward-only)")
 def rerun_webhook_event(claim: ClaimedUnit) -> Mapping[str, Any]:
     from flows.process_webhooks import apply_stored_event
@@ -118,124 +108,24 @@ def rerun_webhook_event(claim: ClaimedUnit) -> Mapping[str, Any]:
     return apply_stored_event(int(claim.unit["inbox_id"]))
 
 
-@register_rerun(
-    PLANT_BUFFER_FLUSH,
-    description="Plant: load the buffered entries the failed flush left (up to its last seq), oldest first; nothing is "
-    "read from the plant, and entries buffered after the failure wait for collect-plant",
-)
-def rerun_plant_buffer_flush(claim: ClaimedUnit) -> Mapping[str, Any]:
-    from flows.collect_plant import collect_plant
+def _through_flow(kind: str) -> RerunSpec | None:
+    """The rerun of a unit a registered dataset declares: its flow, run with `resume=<the unit>`.
 
-    summary: dict[str, Any] = collect_plant(resume={**claim.unit, "error_id": claim.error_id})
-    return _pick(summary, "batches", "extracted", "valid", "quarantined", "upserted", "unchanged", "watermark", "buffer_pending", "flow_run_id")
+    Every dataset's flow takes `resume=` and reruns exactly that unit (hub/datasets.py `Dataset.units`
+    says what each kind reruns), raising `UnitFailed` instead of recording a new row when the rerun fails.
+    """
+    from hub.datasets import all_datasets
 
+    for dataset in all_datasets():
+        for unit in dataset.units:
+            if unit.kind == kind and dataset.flow is not None:
 
-@register_rerun(
-    LAB_EXPORT_FILE,
-    description="Lab: process the one export file again from the drop folder (its checksum ledger makes a repeat a no-op); "
-    "the other files wait for collect-lab-results",
-)
-def rerun_lab_export_file(claim: ClaimedUnit) -> Mapping[str, Any]:
-    from flows.collect_lab_results import collect_lab_results
+                def handler(claim: ClaimedUnit, dataset: Any = dataset) -> Mapping[str, Any]:
+                    summary: Mapping[str, Any] = dataset.load_flow()(resume={**claim.unit, "error_id": claim.error_id})
+                    return {k: v for k, v in summary.items() if not isinstance(v, list | dict) or k in ("exports", "pull", "push", "error_ids")}
 
-    summary: dict[str, Any] = collect_lab_results(resume={**claim.unit, "error_id": claim.error_id})
-    return _pick(summary, "exports_processed", "exports_rejected", "duplicates_skipped", "extracted", "valid", "quarantined", "upserted", "exports", "flow_run_id")
-
-
-@register_rerun(
-    LAB_RESULTS_API,
-    description="Lab: read the results API again from its committed cursor (each page commits with its cursor); "
-    "the drop folder is not scanned",
-)
-def rerun_lab_results_api(claim: ClaimedUnit) -> Mapping[str, Any]:
-    from flows.collect_lab_results import collect_lab_results
-
-    summary: dict[str, Any] = collect_lab_results(resume={**claim.unit, "error_id": claim.error_id})
-    return _pick(summary, "api_pages", "extracted", "valid", "quarantined", "upserted", "flow_run_id")
-
-
-@register_rerun(
-    DOCUMENT_UPLOAD,
-    description="Documents: upload the one outbox document again (an open upload session resumes where it stopped; "
-    "an uploaded document is left alone)",
-)
-def rerun_document_upload(claim: ClaimedUnit) -> Mapping[str, Any]:
-    from flows.upload_documents import upload_documents
-
-    summary: dict[str, Any] = upload_documents(resume={**claim.unit, "error_id": claim.error_id})
-    return _pick(summary, "claimed", "valid", "quarantined", "uploaded", "bytes_uploaded", "flow_run_id")
-
-
-@register_rerun(
-    DOCUMENTS_PAGE,
-    description="Documents: extract, validate and upload the one outbox page (its id range) the run stopped in; "
-    "rows after it wait for upload-documents",
-)
-def rerun_documents_page(claim: ClaimedUnit) -> Mapping[str, Any]:
-    from flows.upload_documents import upload_documents
-
-    summary: dict[str, Any] = upload_documents(resume={**claim.unit, "error_id": claim.error_id})
-    return _pick(summary, "claimed", "valid", "quarantined", "uploaded", "failed", "bytes_uploaded", "error_ids", "flow_run_id")
-
-
-@register_rerun(
-    OUTLOOK_CALENDAR_PULL,
-    description="Outlook calendar: read people's changes again from the saved delta link and apply them "
-    "(pages that committed apply again as no-ops); the ERP's changes are not pushed",
-)
-def rerun_outlook_calendar_pull(claim: ClaimedUnit) -> Mapping[str, Any]:
-    from flows.sync_microsoft_calendar import sync_microsoft_calendar
-
-    summary: dict[str, Any] = sync_microsoft_calendar(resume={**claim.unit, "error_id": claim.error_id})
-    return _pick(summary, "mode", "pages", "pull", "flow_run_id")
-
-
-@register_rerun(
-    OUTLOOK_SCHEDULES_PUSH,
-    description="Outlook calendar: push the schedules whose push failed (all pending ones when the whole push "
-    "stage failed); creates carry a transactionId, so a repeat creates nothing twice",
-)
-def rerun_outlook_schedules_push(claim: ClaimedUnit) -> Mapping[str, Any]:
-    from flows.sync_microsoft_calendar import sync_microsoft_calendar
-
-    summary: dict[str, Any] = sync_microsoft_calendar(resume={**claim.unit, "error_id": claim.error_id})
-    return _pick(summary, "batch_created", "push", "flow_run_id")
-
-
-@register_rerun(
-    GOOGLE_CALENDAR_PULL,
-    description="Google calendar: read the changes again from the saved sync token and apply them "
-    "(pages that committed apply again as no-ops); the ERP's changes are not pushed",
-)
-def rerun_google_calendar_pull(claim: ClaimedUnit) -> Mapping[str, Any]:
-    from flows.sync_google_calendar import sync_google_calendar
-
-    summary: dict[str, Any] = sync_google_calendar(resume={**claim.unit, "error_id": claim.error_id})
-    return _pick(summary, "mode", "pages", "pull", "flow_run_id")
-
-
-@register_rerun(
-    GOOGLE_SCHEDULES_PUSH,
-    description="Google calendar: push the schedules whose push failed (all pending ones when the whole push "
-    "stage failed); our deterministic event ids make a repeat create nothing twice",
-)
-def rerun_google_schedules_push(claim: ClaimedUnit) -> Mapping[str, Any]:
-    from flows.sync_google_calendar import sync_google_calendar
-
-    summary: dict[str, Any] = sync_google_calendar(resume={**claim.unit, "error_id": claim.error_id})
-    return _pick(summary, "push", "flow_run_id")
-
-
-@register_rerun(
-    RAZORPAY_PAYMENTS_PAGE,
-    description="Razorpay reconciliation: resume the failed run's fixed time window at the failed page through its "
-    "last page (forward-only applies); the watermark moves only if no later run moved it",
-)
-def rerun_razorpay_payments_page(claim: ClaimedUnit) -> Mapping[str, Any]:
-    from flows.reconcile_razorpay import reconcile_razorpay
-
-    summary: dict[str, Any] = reconcile_razorpay(resume={**claim.unit, "error_id": claim.error_id})
-    return _pick(summary, "since", "until", "pages", "records", "applied", "stale", "skipped", "flow_run_id")
+                return RerunSpec(kind, handler, unit.reruns)
+    return None
 
 
 # --- running one rerun -------------------------------------------------------------------------------

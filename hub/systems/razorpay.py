@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import orjson
 from sqlalchemy import Connection, Table, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from connectors.razorpay import PAYMENTS as PAYMENTS_STREAM
 from data_mappings.payments import (
     CAPTURED,
     Current,
@@ -28,6 +29,11 @@ from data_mappings.payments import (
 from hub.core.models import Payment
 from hub.core.settings import get_settings
 from hub.ingress.inbox import InboxEvent
+from hub.ledger.retry_units import RAZORPAY_PAYMENTS_PAGE
+from tasks.streams import PullStream, ReadPlan, RunOptions
+
+if TYPE_CHECKING:
+    from connectors.core.base import Connector, Stream
 
 PAYMENTS = cast(Table, Payment.__table__)
 
@@ -133,3 +139,78 @@ def apply_razorpay_event(conn: Connection, event: InboxEvent) -> str:
 def get_payment(conn: Connection, order_id: str) -> dict[str, Any] | None:
     row = conn.execute(select(PAYMENTS).where(PAYMENTS.c.order_id == order_id)).first()
     return dict(row._mapping) if row is not None else None
+
+
+# --- reconciliation, as the sync engine runs it (flows/reconcile_razorpay.py) ------------------------
+#
+# Razorpay advises polling for business-critical flows and disables a webhook after 24 h of failures.
+# Each run reads payments created in [watermark - overlap, now]: a fixed window, so payments created while
+# paging cannot shift the count/skip offsets, and a failed page's unit (the window and the page's
+# position) reruns exactly the rest of it. Each page applies with the webhooks' forward-only rule and
+# commits with its rows; the watermark (`{"since": unix}`) is written with the last page and never moves back.
+
+DEFAULT_OVERLAP_S = 3600
+# First run without a watermark: look back this far (Razorpay replays webhooks for 15 days at most).
+DEFAULT_LOOKBACK_S = 15 * 24 * 3600
+
+
+def apply_payments(conn: Connection, records: list[dict[str, Any]], cursor: Mapping[str, Any] | None,
+                   flow_run_id: str | None) -> dict[str, int]:
+    """One page of payments (and, on the last page, the watermark unless it already stands later), in the caller's transaction."""
+    from data_mappings.payments import update_from_payment
+    from hub.ledger.loading import read_cursor, write_cursor
+
+    counts = {"records": len(records), "applied": 0, "stale": 0, "skipped": 0}
+    for payment in records:
+        try:
+            result = apply_update(conn, update_from_payment(payment, source="reconciliation"))
+        except EventNotApplicable:
+            # A payment without an order (payment links, ...) is not tracked in `payments`; one dated in the
+            # future is not believed.
+            counts["skipped"] += 1
+            continue
+        counts["applied" if result == "applied" else "stale"] += 1
+    if cursor is not None:
+        current = read_cursor(conn, "razorpay", "payments") or {}
+        # A rerun of an older window finishes after a later run moved the watermark: leave it there.
+        if current.get("since") is None or int(current["since"]) < int(cursor["since"]):
+            write_cursor(conn, "razorpay", "payments", dict(cursor), flow_run_id=flow_run_id, rows_added=counts["applied"])
+    return counts
+
+
+def _reconcile_plan(connector: Connector, stream: Stream, cursor: Mapping[str, Any] | None, options: RunOptions) -> ReadPlan:
+    import time
+
+    overlap_s = int(options.parameters.get("overlap_s", DEFAULT_OVERLAP_S))
+    until = int(time.time())
+    known = cursor is not None and cursor.get("since") is not None
+    since = max(0, int(cursor["since"]) - overlap_s) if cursor is not None and known else until - DEFAULT_LOOKBACK_S
+    return ReadPlan(
+        position=connector.start(stream, {"from": since, "to": until}),
+        mode="incremental" if known else "full",
+        since=since,
+        state={"until": until},
+    )
+
+
+def _connect_razorpay(page_size: int | None) -> Connector:
+    from hub.runtime.connections import build_razorpay_connector
+
+    return build_razorpay_connector(page_size=page_size)
+
+
+RECONCILIATION = PullStream(
+    integration="razorpay",
+    dataset="payments",
+    flow_name="reconcile-razorpay",
+    unit_kind=RAZORPAY_PAYMENTS_PAGE,
+    operation="reconcile_payments",
+    stream=PAYMENTS_STREAM,
+    connect=_connect_razorpay,
+    plan=_reconcile_plan,
+    next_cursor=lambda plan, high_water, started: {"since": plan.state["until"]},
+    apply=apply_payments,
+    batch_pages=1,  # each page commits with its rows
+    keep_cursor_on_resume=False,  # apply_payments never moves the watermark back instead
+    resolve=("SERVER_ERROR", "TIMEOUT", "RATE_LIMIT_EXCEEDED"),
+)

@@ -104,9 +104,9 @@ def test_offset_paging_under_change_is_caught_as_a_shortfall_and_keeps_the_water
     import flows.sync_sap_customers as module
 
     offsets = dataclasses.replace(
-        module.BUSINESS_PARTNERS, order_by=("LastChangeDate asc", "BusinessPartner asc"), paginator=ODataV2Paginator()
+        module.CUSTOMERS.stream, order_by=("LastChangeDate asc", "BusinessPartner asc"), paginator=ODataV2Paginator()
     )
-    monkeypatch.setattr(module, "BUSINESS_PARTNERS", offsets)
+    monkeypatch.setattr(module, "CUSTOMERS", dataclasses.replace(module.CUSTOMERS, stream=offsets))
     tap = Tap(sap, on_page=lambda n, sb: sb.mutate(300, rng_seed=3) if n == 2 else None)
     with pytest.raises(Exception, match="READ_SHORTFALL"):
         run(sap, tap)
@@ -122,7 +122,6 @@ def test_offset_paging_under_change_is_caught_as_a_shortfall_and_keeps_the_water
     # The queued rerun reads the whole window again with today's reader and loses nothing.
     monkeypatch.undo()
     from flows.sync_sap_customers import sync_sap_customers
-    from hub.ledger.retry_units import rerun_sap_customers_batch  # noqa: F401 - the registered handler
 
     with use_transport("sap", as_transport(sap)):
         summary = sync_sap_customers(resume={**row.unit, "error_id": row.id})
@@ -147,7 +146,7 @@ def test_a_partner_dated_2100_is_quarantined_and_does_not_freeze_later_increment
 
 
 def test_the_watermark_never_stands_after_the_day_the_read_started() -> None:
-    from flows.sync_sap_customers import next_cursor
+    from hub.systems.sap import next_cursor
 
     started = datetime(2026, 12, 2, 23, 59, tzinfo=UTC)
     assert next_cursor(date(2026, 12, 3), None, started) == {"last_change_date": "2026-12-02"}

@@ -1,0 +1,74 @@
+"""Declarations of pull-shaped datasets, as the sync engine (tasks/engine.py) runs them.
+
+Prefect-free and cheap to import: a system's declarations (hub/systems/<system>.py) import these types
+without loading the engine, and the registry (hub/datasets.py) names them by path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from connectors.core.errors import ErrorCategory
+from connectors.core.paging import PagePosition
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from sqlalchemy import Connection, Table
+
+    from connectors.core.base import Connector, Stream
+
+ALL_BUT_VALIDATION = tuple(c.value for c in ErrorCategory if c is not ErrorCategory.DATA_VALIDATION_FAILED)
+
+
+@dataclass
+class ReadPlan:
+    """Where a read starts and what it covers; `state` travels in the failed unit so a rerun reads the same."""
+
+    position: PagePosition
+    mode: str  # full | incremental | resume
+    since: Any = None  # what the run reports as read from (a date, an epoch)
+    state: dict[str, Any] = field(default_factory=dict)  # e.g. the cursor read with, a fixed time window
+
+
+@dataclass(frozen=True)
+class PullStream:
+    """How the engine runs one pull-shaped dataset: the source stream, the mapping, the suite, the target, the cursor."""
+
+    integration: str
+    dataset: str
+    flow_name: str
+    unit_kind: str
+    operation: str  # what a failure is classified under (sync_customers, reconcile_payments, ...)
+    stream: Stream
+    connect: Callable[[int | None], Connector]  # page size -> a connector, settings and secrets handed in
+    plan: Callable[[Connector, Stream, Mapping[str, Any] | None, RunOptions], ReadPlan]  # the read from the watermark
+    next_cursor: Callable[[ReadPlan, Any, datetime], dict[str, Any] | None]  # after a complete read
+    map: Callable[[list[dict[str, Any]]], pd.DataFrame] | None = None
+    suite: str | None = None  # expectations/<suite>.py, validated by the one runner
+    table: Callable[[], Table] | None = None  # lazy: the ERP table the mapped rows are upserted into
+    key: tuple[str, ...] = ()
+    high_water: Callable[[pd.DataFrame], Any] | None = None  # the cursor value of rows that will load
+    newer_wins: str | None = None  # a replayed row never overwrites an ERP row changed later (by this column)
+    # Records applied by a rule of their own, page by page, each page with the cursor in one transaction
+    # (conn, records, cursor on the last page, flow run id) -> counts. Used instead of map/suite/table.
+    apply: Callable[[Connection, list[dict[str, Any]], Mapping[str, Any] | None, str | None], Mapping[str, int]] | None = None
+    count: bool = False  # ask the source how many records the read covers, and fail a short read
+    resumable: Callable[[PagePosition], bool] = lambda position: True  # a recorded position to trust on a rerun
+    keep_cursor_on_resume: bool = True  # a rerun writes the watermark only if no run moved it meanwhile
+    full_read_must_find: str | None = None  # message when a full read found nothing (EMPTY_DATASET)
+    resolve: tuple[str, ...] = ALL_BUT_VALIDATION  # error categories a successful run resolves
+    batch_pages: int | None = None  # default: the integration's configured batch_pages
+
+    def __post_init__(self) -> None:
+        if self.apply is None and (self.map is None or self.suite is None or self.table is None or not self.key):
+            raise ValueError(f"{self.integration}.{self.dataset}: declare map, suite, table and key, or apply")
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    full_refresh: bool = False
+    page_size: int | None = None
+    parameters: Mapping[str, Any] = field(default_factory=dict)  # the flow's own knobs (an overlap, ...)
