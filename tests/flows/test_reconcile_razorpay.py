@@ -11,11 +11,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from connectors.core.client import use_transport
-from connectors.razorpay import RazorpayConnector, build_razorpay_connector
+from connectors.razorpay import RazorpayConnector
 from data_mappings.payments import update_from_payment
 from hub.core.db import get_engine
 from hub.core.models import IntegrationErrorRow
 from hub.ledger.loading import read_cursor, write_cursor
+from hub.runtime.connections import build_razorpay_connector
 from hub.systems.razorpay import apply_update, get_payment, record_order
 from sandbox.core import as_transport
 from sandbox.razorpay import RazorpaySandbox
@@ -139,7 +140,7 @@ def test_a_failed_page_is_queued_and_its_rerun_reads_the_window_from_that_page_o
             reconcile(page_size=2)
         [error] = error_rows("razorpay", "payments")
         unit = unit_of(error)
-        assert (unit["kind"], unit["page"]) == ("razorpay.payments.page", 2) and "skip=2" in unit["position"]["url"]
+        assert (unit["kind"], unit["batch"]) == ("razorpay.payments.page", 2) and "skip=2" in unit["position"]["url"]
         assert (error.error_type, error.status) == ("SERVER_ERROR", "pending") and error.next_retry_at is not None
         assert sorted(row(o["id"])["payment_status"] for o in orders).count("captured") == 2  # page 1 committed
         with get_engine().connect() as conn:
