@@ -116,7 +116,7 @@ def _event(i: int, prefix: str) -> dict[str, Any]:
 
 
 def main() -> None:
-    from connectors.microsoft365 import build_microsoft365_connector
+    from hub.runtime.connections import build_microsoft365_connector
 
     proc, url = _start_sandbox()
     results: dict[str, Any] = {}

@@ -42,12 +42,13 @@ def main() -> None:
     )
     args = parser.parse_args()
 
+    from connectors.core.config import RetryPolicy
     from connectors.core.metrics import METRICS
-    from connectors.sap.connector import build_sap_connector
     from hub.core.db import upgrade
-    from hub.core.settings import RetryPolicy, integration_config
+    from hub.core.settings import integration_config
     from hub.monitoring.config import monitoring_config
     from hub.monitoring.health import flush_metrics, stop_flusher
+    from hub.runtime.connections import build_sap_connector
     from sandbox.core import as_transport
     from sandbox.sap import SapSandbox, partner_id
 

@@ -40,10 +40,10 @@ from sqlalchemy import text
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from connectors.razorpay import build_razorpay_connector  # noqa: E402
 from hub.core.db import get_engine, upgrade  # noqa: E402
 from hub.core.settings import reset_settings_cache  # noqa: E402
 from hub.ingress.security import sign  # noqa: E402
+from hub.runtime.connections import build_razorpay_connector  # noqa: E402
 
 SECRET = b"bench-webhook-secret"
 HOST = "127.0.0.1"

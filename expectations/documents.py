@@ -37,9 +37,9 @@ MAX_PATH: Final = 400
 
 def suite_parameters(now: datetime) -> dict[str, Any]:
     """Known folders and the size limit from the configuration, read per validation."""
-    from connectors.microsoft365 import load_options
+    from hub.core.settings import microsoft365_options
 
-    documents, _ = load_options()
+    documents, _ = microsoft365_options()
     return {"known_folders": list(documents.known_folders), "max_file_bytes": documents.max_file_bytes}
 
 

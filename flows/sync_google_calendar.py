@@ -36,6 +36,7 @@ from hub.ledger.errors import record_error, record_validation_failure
 from hub.ledger.loading import read_cursor, reset_cursor, write_cursor
 from hub.ledger.retry_units import GOOGLE_CALENDAR_PULL, GOOGLE_SCHEDULES_PUSH, UnitFailed
 from hub.monitoring.health import ensure_flusher
+from hub.runtime.connections import build_google_workspace_connector
 from hub.systems.calendars import (
     PullResult,
     PushResult,
@@ -163,7 +164,7 @@ def sync_google_calendar(
     stage = "connect"
     connector: GoogleCalendarConnector | None = None
     try:
-        connector = GoogleCalendarConnector.from_settings(calendar_id=calendar_id)
+        connector = build_google_workspace_connector(calendar_id=calendar_id)
         summary.calendar_id = connector.calendar_id
         if kind in (None, GOOGLE_CALENDAR_PULL):
             stage = "pull"

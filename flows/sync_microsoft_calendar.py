@@ -34,7 +34,7 @@ from sqlalchemy import select
 
 from connectors.core.errors import InvalidRequest, ResyncRequired, classify_exception
 from connectors.core.metrics import METRICS
-from connectors.microsoft365 import Microsoft365Connector, build_microsoft365_connector
+from connectors.microsoft365 import Microsoft365Connector
 from data_mappings.microsoft365_events import PROVIDER, from_graph_event, to_graph_event
 from data_mappings.schedules import CalendarEvent, schedule_row, schedules_frame
 from hub.core.db import get_engine, session_factory
@@ -43,6 +43,7 @@ from hub.ledger.errors import record_error, record_validation_failure
 from hub.ledger.loading import read_cursor, reset_cursor, write_cursor
 from hub.ledger.retry_units import OUTLOOK_CALENDAR_PULL, OUTLOOK_SCHEDULES_PUSH, UnitFailed
 from hub.monitoring.health import ensure_flusher
+from hub.runtime.connections import build_microsoft365_connector
 from hub.systems.calendars import (
     PullResult,
     PushResult,

@@ -33,19 +33,15 @@ from prefect.utilities.annotations import quote
 
 from connectors.core.errors import IntegrationError, classify_exception
 from connectors.core.retry import backoff_delay
-from connectors.microsoft365 import (
-    DocumentOptions,
-    Microsoft365Connector,
-    UploadProgress,
-    build_microsoft365_connector,
-    load_options,
-)
+from connectors.microsoft365 import DocumentOptions, Microsoft365Connector, UploadProgress
 from data_mappings.documents import map_documents, normalise_folder
 from hub.core.db import get_engine
+from hub.core.settings import microsoft365_options as load_options
 from hub.ledger.errors import record_error, record_validation_failure
 from hub.ledger.loading import QuarantineRow, upsert_quarantine
 from hub.ledger.retry_units import DOCUMENT_UPLOAD, DOCUMENTS_PAGE, UnitFailed
 from hub.monitoring.health import ensure_flusher
+from hub.runtime.connections import build_microsoft365_connector
 from hub.systems.documents import (
     claim_page,
     read_document,

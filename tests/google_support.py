@@ -10,8 +10,10 @@ from typing import Any
 
 import pytest
 
-from connectors.google_workspace.connector import GoogleCalendarConnector, google_config
-from hub.core.settings import RetryPolicy, reset_settings_cache
+from connectors.core.config import RetryPolicy
+from connectors.google_workspace.connector import GoogleCalendarConnector
+from hub.core.settings import integration_config, reset_settings_cache
+from hub.runtime.connections import build_google_workspace_connector
 from sandbox.core import as_transport, running_server
 from sandbox.google_calendar import GoogleCalendarSandbox
 
@@ -31,9 +33,9 @@ def in_process_connector(
     """The connector talking to the sandbox through an in-process transport (Google's real URLs)."""
     write_key_file(sandbox)
     reset_settings_cache()
-    config = google_config().model_copy(update={"retry": retry, "rate_budget_per_s": 10_000})
+    config = integration_config("google_workspace").model_copy(update={"retry": retry, "rate_budget_per_s": 10_000})
     sleep: Callable[[float], None] = (lambda s: sleeps.append(s)) if sleeps is not None else (lambda s: None)
-    return GoogleCalendarConnector.from_settings(transport=as_transport(sandbox), config=config, sleep=sleep)
+    return build_google_workspace_connector(transport=as_transport(sandbox), config=config, sleep=sleep)
 
 
 @contextmanager

@@ -19,6 +19,7 @@ import httpx
 import orjson
 
 from connectors.core.cache import TTLCache
+from connectors.core.config import IntegrationConfig, RetryPolicy
 from connectors.core.errors import (
     ErrorBodyParser,
     IntegrationError,
@@ -31,7 +32,6 @@ from connectors.core.gcpause import paused_gc
 from connectors.core.metrics import METRICS, CallMetrics
 from connectors.core.redact import redact_text
 from connectors.core.retry import call_with_retry
-from hub.core.settings import IntegrationConfig, RetryPolicy, get_settings
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +157,7 @@ class IntegrationClient:
         body_parser: ErrorBodyParser | None = None,
         metrics: CallMetrics = METRICS,
         sleep: Callable[[float], None] = time.sleep,
+        debug_log: Path | None = None,
     ) -> None:
         self.config = config
         self.name = config.name
@@ -169,8 +170,8 @@ class IntegrationClient:
         if isinstance(cache, TTLCache) and cache.metrics_label is None:
             cache.metrics_label = (config.name, "token")  # token reuse shows as the cache hit rate
             cache.metrics = metrics
-        settings = get_settings()
-        self.debug = DebugLog(settings.log_dir / "integration_debug.log") if settings.integration_debug else None
+        # INTEGRATION_DEBUG: the runtime hands in where redacted request/response pairs go.
+        self.debug = DebugLog(debug_log) if debug_log is not None else None
         self.http = httpx.Client(
             base_url=config.base_url,
             auth=auth,

@@ -13,8 +13,8 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
+from connectors.core.config import RetryPolicy
 from connectors.core.errors import IntegrationError, classify_exception
-from hub.core.settings import RetryPolicy
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -13,23 +13,20 @@ forget what the cursor covered.
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-import httpx
 import orjson
 from pydantic import SecretStr
 
 from connectors.core.base import Connector, Stream
 from connectors.core.client import IntegrationClient
 from connectors.core.errors import InvalidRequest, ResyncRequired
-from connectors.core.jwt_bearer import JWTBearerGrant, load_service_account_info
+from connectors.core.jwt_bearer import JWTBearerGrant
 from connectors.core.paging import Page, PagePosition, with_query
-from hub.core.settings import IntegrationConfig, get_settings, integration_config
 
 log = logging.getLogger(__name__)
 
@@ -81,39 +78,6 @@ class GoogleCalendarConnector(Connector):
         super().__init__(client)
         self.calendar_id = calendar_id
         self.page_size = min(MAX_PAGE_SIZE, page_size or client.config.page_size)
-
-    @classmethod
-    def from_settings(
-        cls,
-        *,
-        transport: httpx.BaseTransport | None = None,
-        config: IntegrationConfig | None = None,
-        calendar_id: str | None = None,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> GoogleCalendarConnector:
-        settings = get_settings()
-        config = config or google_config()
-        from hub.core.secrets import resolve_secret
-
-        key_json = settings.google_service_account_json
-        if not key_json.get_secret_value() and settings.google_service_account_file is None:
-            # Neither in the environment: a Prefect Secret block of the documented name may hold it.
-            key_json = resolve_secret(key_json, "google-service-account-json")
-        info = load_service_account_info(key_json, settings.google_service_account_file)
-        auth = JWTBearerGrant(
-            info,
-            scopes=[s for s in settings.google_scopes.split() if s] or list(DEFAULT_SCOPES),
-            token_url=config.token_url or "https://oauth2.googleapis.com/token",
-            subject=settings.google_delegated_subject or None,
-        )
-        client = IntegrationClient(
-            config, auth=auth, transport=transport, headers={"Accept": "application/json"}, sleep=sleep
-        )
-        calendar = calendar_id or settings.google_calendar_id
-        if calendar == "primary" and auth.subject:
-            # A user's primary calendar id is their email: links and cursors then name the real calendar.
-            calendar = auth.subject
-        return cls(client, calendar_id=calendar)
 
     def __enter__(self) -> GoogleCalendarConnector:
         return self
@@ -215,18 +179,6 @@ class GoogleCalendarConnector(Connector):
             if exc.status_code not in (404, 410):
                 raise
         return self.get_event(event_id)
-
-
-def google_config() -> IntegrationConfig:
-    """[google_workspace] of config/integrations.toml with GOOGLE_BASE_URL / GOOGLE_TOKEN_URL overrides."""
-    settings = get_settings()
-    config = integration_config(INTEGRATION)
-    update: dict[str, Any] = {}
-    if settings.google_base_url:
-        update["base_url"] = settings.google_base_url
-    if settings.google_token_url:
-        update["token_url"] = settings.google_token_url
-    return config.model_copy(update=update) if update else config
 
 
 def sandbox_settings_env(base_url: str, key_file: Path | None = None, key_json: SecretStr | None = None) -> dict[str, str]:

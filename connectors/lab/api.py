@@ -15,13 +15,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import httpx
-
 from connectors.core.base import Connector, Stream
 from connectors.core.client import IntegrationClient
 from connectors.core.paging import PagePosition, query_of, with_query
 from connectors.lab.exports import FIELDS
-from hub.core.settings import IntegrationConfig, RetryPolicy, integration_config, lab_config
 
 MAX_LIMIT = 1000
 
@@ -65,22 +62,6 @@ class LabApiConnector(Connector):
 
     def first_url(self, stream: Stream, cursor: Mapping[str, Any] | None) -> str:
         return with_query(stream.path, after=int((cursor or {}).get("after", 0)), limit=self.page_size)
-
-
-def build_lab_api_connector(
-    *,
-    base_url: str | None = None,
-    transport: httpx.BaseTransport | None = None,
-    config: IntegrationConfig | None = None,
-    retry: RetryPolicy | None = None,
-    page_size: int | None = None,
-) -> LabApiConnector:
-    """The results-API connector: base URL from `LAB_API_URL` / `[lab] api_url`, knobs from `[lab]`."""
-    url = base_url or lab_config().api_url
-    if not url:
-        raise ValueError("no lab results API configured: set LAB_API_URL or [lab] api_url")
-    config = (config or integration_config("lab")).model_copy(update={"base_url": url.rstrip("/") + "/", "auth": "none"})
-    return LabApiConnector(IntegrationClient(config, transport=transport, retry=retry), page_size=page_size)
 
 
 def records_to_csv(records: list[dict[str, Any]]) -> bytes:

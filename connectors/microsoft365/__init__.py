@@ -1,19 +1,15 @@
 """Microsoft 365 through Microsoft Graph (OAuth2 client credentials): SharePoint uploads and Outlook calendars."""
 
+from connectors.core.config import CHUNK_UNIT, CalendarOptions, DocumentOptions
 from connectors.microsoft365.connector import (
     CALENDAR_DELTA,
-    CHUNK_UNIT,
     CONFLICT_POLICIES,
     BatchRequest,
     BatchResult,
-    CalendarOptions,
     DeltaPage,
-    DocumentOptions,
     Microsoft365Connector,
     UploadedItem,
     UploadProgress,
-    build_microsoft365_connector,
-    load_options,
     parse_graph_error,
 )
 
@@ -29,7 +25,5 @@ __all__ = [
     "Microsoft365Connector",
     "UploadProgress",
     "UploadedItem",
-    "build_microsoft365_connector",
-    "load_options",
     "parse_graph_error",
 ]

@@ -29,24 +29,21 @@ import logging
 import os
 import threading
 import time
-import tomllib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO, Literal
+from typing import Any, BinaryIO
 from urllib.parse import quote
 
 import httpx
 import orjson
-from pydantic import BaseModel, Field, SecretStr, field_validator
 
-from connectors.core.auth import OAuth2ClientCredentials
 from connectors.core.base import Connector, Stream
 from connectors.core.cache import TTLCache
 from connectors.core.client import IntegrationClient
+from connectors.core.config import CalendarOptions, ConflictPolicy, DocumentOptions
 from connectors.core.errors import (
-    AuthenticationFailed,
     IntegrationError,
     InvalidRequest,
     SyncFailed,
@@ -54,16 +51,12 @@ from connectors.core.errors import (
 )
 from connectors.core.paging import NextLinkPaginator, with_query
 from connectors.core.retry import backoff_delay
-from hub.core.settings import IntegrationConfig, RetryPolicy, get_settings, integration_config
 
 log = logging.getLogger(__name__)
 
 INTEGRATION = "microsoft365"
 GRAPH_SCOPE = "https://graph.microsoft.com/.default"
-CHUNK_UNIT = 320 * 1024  # Graph: every fragment but the last is a multiple of 320 KiB
-MAX_FRAGMENT = 60 * 1024 * 1024  # Graph: each request carries < 60 MiB
 MAX_BATCH = 20
-ConflictPolicy = Literal["replace", "rename", "fail"]
 CONFLICT_POLICIES: tuple[str, ...] = ("replace", "rename", "fail")
 _RETRY_STATUSES = frozenset({429, 503, 504})
 
@@ -76,42 +69,6 @@ CALENDAR_DELTA = Stream(
     record_path=("value",),
     paginator=NextLinkPaginator(("@odata.nextLink",)),
 )
-
-
-class DocumentOptions(BaseModel):
-    """`[microsoft365.documents]` in config/integrations.toml."""
-
-    upload_schedule_cron: str = "*/5 * * * *"
-    known_folders: list[str] = Field(default_factory=lambda: ["ERP/Test Certificates", "ERP/Delivery Challans", "ERP/Invoices"])
-    default_conflict_policy: ConflictPolicy = "rename"
-    simple_upload_max_bytes: int = Field(4 * 1024 * 1024, ge=1, le=4 * 1024 * 1024)
-    chunk_bytes: int = Field(10 * CHUNK_UNIT, ge=CHUNK_UNIT, le=MAX_FRAGMENT - CHUNK_UNIT)
-    max_file_bytes: int = Field(250 * 1024 * 1024, ge=1)
-    rows_per_task: int = Field(20, ge=1)
-    max_attempts: int = Field(5, ge=1)
-
-    @field_validator("chunk_bytes")
-    @classmethod
-    def _multiple_of_unit(cls, value: int) -> int:
-        if value % CHUNK_UNIT:
-            raise ValueError(f"chunk_bytes must be a multiple of 320 KiB ({CHUNK_UNIT} bytes)")
-        return value
-
-
-class CalendarOptions(BaseModel):
-    """`[microsoft365.calendar]` in config/integrations.toml."""
-
-    window_past_days: int = Field(30, ge=0)
-    window_future_days: int = Field(180, ge=1)
-    delta_page_size: int = Field(50, ge=1, le=1000)
-    push_page_size: int = Field(100, ge=1)
-
-
-def load_options() -> tuple[DocumentOptions, CalendarOptions]:
-    """The `[microsoft365.*]` sub-tables (IntegrationConfig keeps only the common knobs)."""
-    with get_settings().integrations_file.open("rb") as fh:
-        section = tomllib.load(fh).get(INTEGRATION, {})
-    return DocumentOptions(**section.get("documents", {})), CalendarOptions(**section.get("calendar", {}))
 
 
 def parse_graph_error(body: Any) -> tuple[str | None, str | None]:
@@ -624,45 +581,3 @@ class _open_source:  # noqa: N801 - used as a context manager like open()
     def __exit__(self, *exc: object) -> None:
         if self._fh is not None:
             self._fh.close()
-
-
-def build_microsoft365_connector(
-    *,
-    transport: httpx.BaseTransport | None = None,
-    config: IntegrationConfig | None = None,
-    retry: RetryPolicy | None = None,
-    sleep: Callable[[float], None] = time.sleep,
-) -> Microsoft365Connector:
-    """The Graph connector from settings (tenant, app, secret, drive, calendar user) and config/integrations.toml."""
-    from hub.core.secrets import resolve_secret
-
-    config = config or integration_config(INTEGRATION)
-    settings = get_settings()
-    if not settings.microsoft365_tenant_id or not settings.microsoft365_client_id:
-        raise AuthenticationFailed("MICROSOFT365_TENANT_ID and MICROSOFT365_CLIENT_ID must be set (see .env.example)", integration=INTEGRATION)
-    secret: SecretStr = resolve_secret(settings.microsoft365_client_secret, "microsoft365-client-secret")
-    if not secret.get_secret_value():
-        raise AuthenticationFailed("MICROSOFT365_CLIENT_SECRET is not set (see .env.example)", integration=INTEGRATION)
-    if not config.token_url:
-        raise InvalidRequest("microsoft365.token_url is not configured", integration=INTEGRATION)
-    token_url = config.token_url.replace("{tenant}", quote(settings.microsoft365_tenant_id, safe=""))
-    auth = OAuth2ClientCredentials(
-        token_url,
-        settings.microsoft365_client_id,
-        secret,
-        scope=GRAPH_SCOPE,
-        client_auth="post",
-        cache=shared_token_cache(token_url, settings.microsoft365_client_id),
-    )
-    documents, calendar = load_options()
-    client = IntegrationClient(config, auth=auth, transport=transport, headers={"Accept": "application/json"}, retry=retry,
-                               body_parser=parse_graph_error, sleep=sleep)
-    # The upload URL is pre-authenticated: this client has no auth at all, so no chunk PUT can carry a token.
-    upload_client = IntegrationClient(config, transport=transport, headers={"Accept": "application/json"}, retry=retry,
-                                      body_parser=parse_graph_error, sleep=sleep)
-    return Microsoft365Connector(
-        client, upload_client,
-        drive_id=settings.microsoft365_drive_id,
-        calendar_user=settings.microsoft365_calendar_user,
-        documents=documents, calendar=calendar, sleep=sleep,
-    )

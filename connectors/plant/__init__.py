@@ -6,7 +6,6 @@ from connectors.plant.connector import (
     TagInfo,
     TagReading,
     TagSubscription,
-    build_plant_connector,
 )
 
-__all__ = ["BatchCollection", "PlantConnector", "TagInfo", "TagReading", "TagSubscription", "build_plant_connector"]
+__all__ = ["BatchCollection", "PlantConnector", "TagInfo", "TagReading", "TagSubscription"]

@@ -32,10 +32,10 @@ from asyncua.common.subscription import DataChangeEvent, StatusChangeEvent, Subs
 from asyncua.crypto import security_policies
 from pydantic import SecretStr
 
+from connectors.core.config import PlantOpcuaConfig, RetryPolicy
 from connectors.core.errors import IntegrationError, classify_exception
 from connectors.core.metrics import METRICS
 from connectors.core.retry import backoff_delay
-from hub.core.settings import PlantOpcuaConfig, RetryPolicy
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -573,22 +573,3 @@ async def _quiet_disconnect(client: Client) -> None:
         await asyncio.wait_for(client.disconnect(), timeout=5.0)
     except Exception as exc:  # noqa: BLE001 - closing a broken session must not hide the original error
         logger.debug("disconnect after failure: %s", exc)
-
-
-def build_plant_connector(config: PlantOpcuaConfig | None = None) -> PlantConnector:
-    """The connector with the configured URL and security; the session password and the client key's
-    passphrase come from the environment or, when unset there, from the Prefect Secret blocks
-    `plant-opcua-password` and `plant-opcua-key-password` (looked up only when they are needed: a
-    username is set, or the session is secured)."""
-    from hub.core.secrets import resolve_secret
-    from hub.core.settings import get_settings, plant_opcua_config
-
-    settings = get_settings()
-    config = config or plant_opcua_config()
-    password = settings.plant_opcua_password
-    key_password = settings.plant_opcua_key_password
-    if settings.plant_opcua_username:
-        password = resolve_secret(password, "plant-opcua-password")
-    if config.security == "sign_and_encrypt":
-        key_password = resolve_secret(key_password, "plant-opcua-key-password")
-    return PlantConnector(config, username=settings.plant_opcua_username, password=password, key_password=key_password)

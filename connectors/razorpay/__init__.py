@@ -3,7 +3,6 @@
 from connectors.razorpay.connector import (
     PAYMENTS,
     RazorpayConnector,
-    build_razorpay_connector,
     parse_razorpay_error,
     payment_signature,
     verify_payment_signature,
@@ -12,7 +11,6 @@ from connectors.razorpay.connector import (
 __all__ = [
     "PAYMENTS",
     "RazorpayConnector",
-    "build_razorpay_connector",
     "parse_razorpay_error",
     "payment_signature",
     "verify_payment_signature",

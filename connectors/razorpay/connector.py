@@ -17,15 +17,12 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 from urllib.parse import quote
 
-import httpx
 import orjson
 
-from connectors.core.auth import basic_auth
 from connectors.core.base import Connector, Stream
 from connectors.core.client import IntegrationClient
-from connectors.core.errors import AuthenticationFailed, InvalidRequest
+from connectors.core.errors import InvalidRequest
 from connectors.core.paging import CountSkipPaginator, Page, with_query
-from hub.core.settings import IntegrationConfig, RetryPolicy, get_settings, integration_config
 
 log = logging.getLogger(__name__)
 
@@ -176,29 +173,3 @@ class RazorpayConnector(Connector):
 
     def verify_payment_signature(self, order_id: str, payment_id: str, signature: str) -> bool:
         return verify_payment_signature(self._key_secret, order_id, payment_id, signature)
-
-
-def build_razorpay_connector(
-    *,
-    transport: httpx.BaseTransport | None = None,
-    config: IntegrationConfig | None = None,
-    retry: RetryPolicy | None = None,
-    page_size: int | None = None,
-) -> RazorpayConnector:
-    """The Razorpay connector from settings (key pair) and config/integrations.toml (everything else)."""
-    from hub.core.secrets import resolve_secret
-
-    config = config or integration_config("razorpay")
-    settings = get_settings()
-    if not settings.razorpay_key_id:
-        raise AuthenticationFailed("RAZORPAY_KEY_ID is not set (see .env.example)", integration="razorpay")
-    secret = resolve_secret(settings.razorpay_key_secret, "razorpay-key-secret")
-    client = IntegrationClient(
-        config,
-        auth=basic_auth(settings.razorpay_key_id, secret),
-        transport=transport,
-        headers={"Accept": "application/json"},
-        retry=retry,
-        body_parser=parse_razorpay_error,
-    )
-    return RazorpayConnector(client, key_secret=secret.get_secret_value(), page_size=page_size)

@@ -1,5 +1,5 @@
 """SAP S/4HANA over OData V2 (API_BUSINESS_PARTNER)."""
 
-from connectors.sap.connector import BUSINESS_PARTNERS, SapConnector, build_sap_connector
+from connectors.sap.connector import BUSINESS_PARTNERS, SapConnector
 
-__all__ = ["BUSINESS_PARTNERS", "SapConnector", "build_sap_connector"]
+__all__ = ["BUSINESS_PARTNERS", "SapConnector"]

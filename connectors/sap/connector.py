@@ -10,13 +10,11 @@ from urllib.parse import quote
 
 import httpx
 
-from connectors.core.auth import OAuth2ClientCredentials, basic_auth
 from connectors.core.base import Connector, Stream
 from connectors.core.client import IntegrationClient
 from connectors.core.errors import AuthenticationFailed, IntegrationError, classify_exception
 from connectors.core.paging import ODataKeysetPaginator, PagePosition, query_of, with_query
-from connectors.sap.odata import datetime_literal, parse_sap_error
-from hub.core.settings import IntegrationConfig, RetryPolicy, get_settings, integration_config
+from connectors.sap.odata import datetime_literal
 
 log = logging.getLogger(__name__)
 
@@ -181,36 +179,3 @@ class SapConnector(Connector):
     def update_business_partner(self, partner: str, changes: Mapping[str, Any], etag: str) -> None:
         """PATCH a partner (If-Match with its ETag; 412 means someone changed it first)."""
         self.write("PATCH", f"A_BusinessPartner('{quote(partner)}')", json=dict(changes), if_match=etag)
-
-
-def sap_auth(config: IntegrationConfig) -> httpx.Auth:
-    """Basic (communication user) or OAuth2 client credentials; secrets from the environment or Secret blocks."""
-    from hub.core.secrets import resolve_secret
-
-    settings = get_settings()
-    if config.auth == "oauth2":
-        if not config.token_url:
-            raise AuthenticationFailed("sap.auth is oauth2 but sap.token_url is not set in config/integrations.toml")
-        secret = resolve_secret(settings.sap_client_secret, "sap-client-secret")
-        return OAuth2ClientCredentials(config.token_url, settings.sap_client_id, secret)
-    return basic_auth(settings.sap_username, resolve_secret(settings.sap_password, "sap-password"))
-
-
-def build_sap_connector(
-    *,
-    transport: httpx.BaseTransport | None = None,
-    config: IntegrationConfig | None = None,
-    retry: RetryPolicy | None = None,
-    page_size: int | None = None,
-) -> SapConnector:
-    """The SAP connector from settings (credentials) and config/integrations.toml (everything else)."""
-    config = config or integration_config("sap")
-    client = IntegrationClient(
-        config,
-        auth=sap_auth(config),
-        transport=transport,
-        headers={"Accept": "application/json"},
-        retry=retry,
-        body_parser=parse_sap_error,
-    )
-    return SapConnector(client, page_size=page_size)

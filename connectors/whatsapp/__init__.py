@@ -2,10 +2,9 @@
 
 from connectors.whatsapp.connector import (
     WhatsAppConnector,
-    build_whatsapp_connector,
     category_for_code,
     message_id,
     parse_meta_error,
 )
 
-__all__ = ["WhatsAppConnector", "build_whatsapp_connector", "category_for_code", "message_id", "parse_meta_error"]
+__all__ = ["WhatsAppConnector", "category_for_code", "message_id", "parse_meta_error"]

@@ -27,13 +27,11 @@ import orjson
 from connectors.core.base import Connector, Stream
 from connectors.core.client import IntegrationClient
 from connectors.core.errors import (
-    AuthenticationFailed,
     ErrorCategory,
     IntegrationError,
     InvalidRequest,
     make_error,
 )
-from hub.core.settings import IntegrationConfig, RetryPolicy, get_settings, integration_config
 
 log = logging.getLogger(__name__)
 
@@ -172,29 +170,3 @@ class WhatsAppConnector(Connector):
 def message_id(answer: Mapping[str, Any]) -> str:
     """The wamid of a send answer."""
     return str(answer["messages"][0]["id"])
-
-
-def build_whatsapp_connector(
-    *,
-    transport: httpx.BaseTransport | None = None,
-    config: IntegrationConfig | None = None,
-    retry: RetryPolicy | None = None,
-) -> WhatsAppConnector:
-    """The WhatsApp connector from settings (token, phone number id) and config/integrations.toml."""
-    from hub.core.secrets import resolve_secret
-
-    config = config or integration_config("whatsapp")
-    settings = get_settings()
-    if not settings.whatsapp_phone_number_id:
-        raise AuthenticationFailed("WHATSAPP_PHONE_NUMBER_ID is not set (see .env.example)", integration="whatsapp")
-    token = resolve_secret(settings.whatsapp_access_token, "whatsapp-access-token").get_secret_value()
-    if not token:
-        raise AuthenticationFailed("WHATSAPP_ACCESS_TOKEN is not set (see .env.example)", integration="whatsapp")
-    client = WhatsAppClient(
-        config,
-        transport=transport,
-        headers={"Accept": "application/json", "Authorization": f"Bearer {token}"},
-        retry=retry,
-        body_parser=parse_meta_error,
-    )
-    return WhatsAppConnector(client, phone_number_id=settings.whatsapp_phone_number_id)

@@ -15,6 +15,11 @@ from hub.cli.errors import errors_app, quarantine_app, where_the_failure_is
 from hub.cli.monitor import health as health_command
 from hub.cli.monitor import monitor_app
 from hub.cli.whatsapp import whatsapp_app
+from hub.runtime.secret_blocks import install as install_secret_blocks
+
+# A secret missing from the environment is read from its Prefect Secret block, but only from a configured
+# Prefect API (the running stack): a CLI command never starts a temporary Prefect server to look for one.
+install_secret_blocks(server_only=True)
 
 app = typer.Typer(help="DryMix Integration Hub: syncs between the ERP and SAP, Microsoft 365, Google, plant, lab, Razorpay, WhatsApp.", no_args_is_help=True)
 db_app = typer.Typer(help="The ERP database: migrations.", no_args_is_help=True)

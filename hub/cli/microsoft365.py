@@ -48,7 +48,7 @@ def sandbox_microsoft365(
 @m365_app.command("check")
 def check() -> None:
     """Prove the credentials, the permissions and the document library (token + GET drive)."""
-    from connectors.microsoft365 import build_microsoft365_connector
+    from hub.runtime.connections import build_microsoft365_connector
 
     try:
         with build_microsoft365_connector() as connector:
@@ -74,10 +74,10 @@ def enqueue(
     conflict: Annotated[str | None, typer.Option(help="replace | rename | fail (default from config)")] = None,
 ) -> None:
     """Put a document in the outbox (idempotent on the key)."""
-    from connectors.microsoft365 import load_options
+    from hub.core.settings import microsoft365_options
     from hub.systems.documents import enqueue_document
 
-    policy = conflict or load_options()[0].default_conflict_policy
+    policy = conflict or microsoft365_options()[0].default_conflict_policy
     document_id = enqueue_document(document_key, folder, name or file.name, source_path=file.resolve(), conflict_policy=policy)
     console.print(f"document_outbox #{document_id}: {document_key} -> {folder}/{name or file.name} ({policy})")
 

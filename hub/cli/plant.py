@@ -49,7 +49,7 @@ def sandbox_plant(
 @plant_app.command("tags")
 def plant_tags(as_json: Annotated[bool, typer.Option("--json", help="JSON lines for machines")] = False) -> None:
     """Browse the plant folder and list its tags (path, NodeId, unit)."""
-    from connectors.plant import build_plant_connector
+    from hub.runtime.connections import build_plant_connector
     from hub.systems.plant import run_async
 
     async def _run() -> list[dict[str, str | None]]:
@@ -76,7 +76,7 @@ def plant_tags(as_json: Annotated[bool, typer.Option("--json", help="JSON lines 
 @plant_app.command("read")
 def plant_read(as_json: Annotated[bool, typer.Option("--json", help="JSON lines for machines")] = False) -> None:
     """Read the status snapshot once (value, status code, source timestamp per tag); writes nothing."""
-    from connectors.plant import build_plant_connector
+    from hub.runtime.connections import build_plant_connector
     from hub.systems.plant import run_async
 
     async def _run() -> list[dict[str, object]]:

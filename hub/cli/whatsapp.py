@@ -56,9 +56,9 @@ def send(
         raise _usage(f"not an E.164 number (a plus and 8 to 15 digits, e.g. +919812345678): {', '.join(bad)}")
 
     from connectors.core.errors import classify_exception
-    from connectors.whatsapp import build_whatsapp_connector
     from hub.core.settings import integration_config
     from hub.monitoring.health import ensure_flusher, stop_flusher
+    from hub.runtime.connections import build_whatsapp_connector
 
     config = integration_config("whatsapp")
     if rate_per_s is not None:

@@ -5,39 +5,21 @@ from __future__ import annotations
 import tomllib
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
 
 from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# The plain config types a connector is handed live in connectors/core/config.py; old imports from here still work.
+from connectors.core.config import (  # noqa: F401 - RetryPolicy re-exported
+    CalendarOptions,
+    DocumentOptions,
+    IntegrationConfig,
+    PlantOpcuaConfig,
+    RetryPolicy,
+)
+
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_INTEGRATIONS_FILE = ROOT / "config" / "integrations.toml"
-
-
-class RetryPolicy(BaseModel):
-    """Exponential backoff with jitter: base * 2^(attempt-1) + jitter, capped."""
-
-    max_retries: int = Field(3, ge=0, le=20)
-    base_delay_ms: int = Field(1000, ge=0)
-    max_delay_ms: int = Field(60_000, ge=0)
-    jitter_ratio: float = Field(0.5, ge=0.0, le=1.0)
-
-
-class IntegrationConfig(BaseModel):
-    """Non-secret knobs of one integration, from config/integrations.toml."""
-
-    name: str
-    base_url: str
-    auth: Literal["basic", "oauth2", "none"] = "basic"
-    token_url: str | None = None
-    timeout_s: float = 30.0
-    connect_timeout_s: float = 5.0
-    page_size: int = Field(1000, ge=1)
-    batch_pages: int = Field(10, ge=1)
-    overlap_days: int = Field(1, ge=0)
-    rate_budget_per_s: float = Field(10.0, gt=0)
-    schedule_cron: str = "*/15 * * * *"
-    retry: RetryPolicy = RetryPolicy()
 
 
 class HubSettings(BaseSettings):
@@ -240,17 +222,26 @@ def integration_config(name: str) -> IntegrationConfig:
         "razorpay": settings.razorpay_base_url,
         "whatsapp": settings.whatsapp_base_url,
         "microsoft365": settings.microsoft365_base_url,
+        "google_workspace": settings.google_base_url,
         "plant_opcua": settings.plant_opcua_url,
     }.get(name)
     if override:
         config = config.model_copy(update={"base_url": override})
-    if name == "microsoft365" and settings.microsoft365_token_url:
-        config = config.model_copy(update={"token_url": settings.microsoft365_token_url})
+    token_url = {"microsoft365": settings.microsoft365_token_url, "google_workspace": settings.google_token_url}.get(name)
+    if token_url:
+        config = config.model_copy(update={"token_url": token_url})
     return config
 
 
 def all_integrations() -> dict[str, IntegrationConfig]:
     return dict(_load_integrations(get_settings().integrations_file))
+
+
+def microsoft365_options() -> tuple[DocumentOptions, CalendarOptions]:
+    """The `[microsoft365.documents]` and `[microsoft365.calendar]` sub-tables (IntegrationConfig keeps only the common knobs)."""
+    with get_settings().integrations_file.open("rb") as fh:
+        section = tomllib.load(fh).get("microsoft365", {})
+    return DocumentOptions(**section.get("documents", {})), CalendarOptions(**section.get("calendar", {}))
 
 
 class LabConfig(BaseModel):
@@ -285,23 +276,6 @@ def lab_config() -> LabConfig:
     if settings.lab_api_url:
         values["api_url"] = settings.lab_api_url
     return LabConfig(**values)
-
-
-class PlantOpcuaConfig(IntegrationConfig):
-    """[plant_opcua] in config/integrations.toml: the common knobs plus what OPC UA needs."""
-
-    namespace_uri: str = "urn:drymix:plant"
-    root_path: str = Field("Plant", description="browse name of the plant folder under Objects (namespace_uri)")
-    security: Literal["none", "sign_and_encrypt"] = "none"
-    client_certificate: Path = ROOT / "var" / "plant_pki" / "hub_client_cert.der"
-    client_private_key: Path = ROOT / "var" / "plant_pki" / "hub_client_key.pem"
-    server_certificate: Path | None = Field(None, description="pin the server's certificate; unset = take it from GetEndpoints")
-    application_uri: str = "urn:drymix:hub:plant-client"
-    stale_after_s: float = Field(120.0, gt=0, description="a continuously sampled tag whose source timestamp is older is stale")
-    subscription_period_ms: float = Field(500.0, gt=0)
-    reconnect_max_delay_s: float = Field(10.0, gt=0)
-    buffer_dir: Path = ROOT / "var" / "plant_buffer"
-    flush_chunk: int = Field(5000, ge=1, description="buffered entries loaded per database transaction")
 
 
 def plant_opcua_config() -> PlantOpcuaConfig:

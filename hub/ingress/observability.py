@@ -244,13 +244,10 @@ def monitor_token(settings: HubSettings) -> str:
     """MONITOR_TOKEN, else the Prefect Secret block `monitor-token` when a Prefect API is configured, else
     empty (registered for redaction). Without PREFECT_API_URL no block is looked up: the lookup would start
     an ephemeral Prefect server inside the ingress process."""
-    from prefect.settings import PREFECT_API_URL
-
     from hub.core.secrets import resolve_secret
+    from hub.runtime.secret_blocks import read_secret_block_from_server
 
-    if not settings.monitor_token.get_secret_value() and not PREFECT_API_URL.value():
-        return ""
-    return resolve_secret(settings.monitor_token, MONITOR_TOKEN_BLOCK).get_secret_value()
+    return resolve_secret(settings.monitor_token, MONITOR_TOKEN_BLOCK, fallback=read_secret_block_from_server).get_secret_value()
 
 
 def authorized(header: str | None, token: str) -> bool:

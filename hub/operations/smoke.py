@@ -9,7 +9,6 @@ Every failed check says why; the whole is green only when all pass.
 
 from __future__ import annotations
 
-import importlib
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -73,22 +72,10 @@ def check_http(url: str) -> str:
 def connector_builders() -> dict[str, Callable[..., Any] | None]:
     """integration -> a builder of its (synchronous) connector, or None when it has none of that kind.
 
-    By convention `connectors.<name>.build_<name>_connector`; the integrations whose connector is built
-    otherwise are named here."""
-    builders: dict[str, Callable[..., Any] | None] = {}
-    for name in sorted(all_integrations()):
-        if name == "google_workspace":
-            from connectors.google_workspace.connector import GoogleCalendarConnector
+    By convention `hub.runtime.connections.build_<name>_connector`."""
+    from hub.runtime import connections
 
-            builders[name] = GoogleCalendarConnector.from_settings
-            continue
-        try:
-            module = importlib.import_module(f"connectors.{name}")
-        except ModuleNotFoundError:
-            builders[name] = None
-            continue
-        builders[name] = getattr(module, f"build_{name}_connector", None)
-    return builders
+    return {name: getattr(connections, f"build_{name}_connector", None) for name in sorted(all_integrations())}
 
 
 def check_connection(builder: Callable[..., Any]) -> str:
@@ -104,7 +91,7 @@ def check_connection(builder: Callable[..., Any]) -> str:
 
 def check_plant() -> str:
     """Open an OPC UA session (endpoint, security, user) and browse the plant's tags."""
-    from connectors.plant import build_plant_connector
+    from hub.runtime.connections import build_plant_connector
     from hub.systems.plant import run_async
 
     async def browse() -> int:
@@ -132,7 +119,7 @@ def check_lab() -> str:
         raise RuntimeError(f"lab drop folder {folder} is not readable{' and writable (archive = true)' if config.archive else ''}")
     detail = f"drop folder {folder} readable{' and writable' if config.archive else ''}"
     if config.api_url:
-        from connectors.lab.api import build_lab_api_connector
+        from hub.runtime.connections import build_lab_api_connector
 
         detail += f"; results API {check_connection(build_lab_api_connector)}"
     return detail
@@ -175,6 +162,9 @@ def run_smoke(
     from prefect.client.orchestration import get_client
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
+    from hub.runtime.secret_blocks import install as install_secret_blocks
+
+    install_secret_blocks(server_only=True)  # the connection checks use the stack's Secret blocks, as its flows do
     checks: list[Check] = []
     progress("database")
     checks.append(_timed("database", "erp", check_database))

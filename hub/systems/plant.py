@@ -96,7 +96,7 @@ async def collect_from_plant(plant: PlantConnector, after_seq: int | None, *, li
 
 def read_plant(config: PlantOpcuaConfig, after_seq: int | None, *, listen_seconds: float = 0.0) -> PlantCollection:
     """Open a session, collect, close (synchronous entry point for flows and the CLI)."""
-    from connectors.plant import build_plant_connector
+    from hub.runtime.connections import build_plant_connector
 
     async def _run() -> PlantCollection:
         async with build_plant_connector(config) as plant:

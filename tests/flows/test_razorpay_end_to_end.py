@@ -9,11 +9,12 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from connectors.razorpay import RazorpayConnector, build_razorpay_connector
+from connectors.razorpay import RazorpayConnector
 from hub.core.db import get_engine
 from hub.core.models import WebhookEvent
 from hub.core.settings import reset_settings_cache
 from hub.ingress.app import create_app
+from hub.runtime.connections import build_razorpay_connector
 from hub.systems.razorpay import get_payment, record_order
 from sandbox.core import running_server
 from sandbox.razorpay import RazorpaySandbox

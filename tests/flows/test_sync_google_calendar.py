@@ -146,14 +146,14 @@ def test_cursor_is_never_ahead_of_applied_changes_after_a_crash_mid_read(
     from connectors.google_workspace.connector import GoogleCalendarConnector
     from hub.systems.calendars import apply_remote_page
 
-    original = GoogleCalendarConnector.from_settings
+    original = module.build_google_workspace_connector
 
     def one_event_per_page(**kw: Any) -> GoogleCalendarConnector:
         connector = original(**kw)
         connector.page_size = 1
         return connector
 
-    monkeypatch.setattr(GoogleCalendarConnector, "from_settings", staticmethod(one_event_per_page))
+    monkeypatch.setattr(module, "build_google_workspace_connector", one_event_per_page)
     for n, ref in enumerate(("DLV-A", "DLV-B", "DLV-C")):
         plan(ref, hours=n * 3)
     run()

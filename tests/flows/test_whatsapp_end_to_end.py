@@ -9,11 +9,12 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from connectors.whatsapp import WhatsAppConnector, build_whatsapp_connector, message_id
+from connectors.whatsapp import WhatsAppConnector, message_id
 from hub.core.db import get_engine
 from hub.core.models import WebhookEvent
 from hub.core.settings import get_settings, reset_settings_cache
 from hub.ingress.app import create_app
+from hub.runtime.connections import build_whatsapp_connector
 from hub.systems.whatsapp import get_message, record_sent
 from sandbox.core import running_server
 from sandbox.whatsapp import WhatsAppSandbox

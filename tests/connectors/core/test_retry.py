@@ -4,9 +4,9 @@ import random
 
 import pytest
 
+from connectors.core.config import RetryPolicy
 from connectors.core.errors import AuthenticationFailed, InvalidRequest, RateLimitExceeded, ServerError
 from connectors.core.retry import backoff_delay, call_with_retry
-from hub.core.settings import RetryPolicy
 
 POLICY = RetryPolicy(max_retries=3, base_delay_ms=1000, max_delay_ms=60_000, jitter_ratio=0.5)
 

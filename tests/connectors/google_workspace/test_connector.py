@@ -166,15 +166,16 @@ def test_key_file_problems_are_clear_authentication_errors(tmp_path) -> None:
 def test_quota_storm_over_real_http_loses_and_duplicates_nothing(
     sandbox: GoogleCalendarSandbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from connectors.google_workspace.connector import GoogleCalendarConnector, google_config
+    from hub.core.settings import integration_config
+    from hub.runtime.connections import build_google_workspace_connector
     from tests.google_support import FAST_RETRY, served
 
     sleeps: list[float] = []
     with served(sandbox, monkeypatch):
-        config = google_config().model_copy(update={"retry": FAST_RETRY, "rate_budget_per_s": 10_000})
+        config = integration_config("google_workspace").model_copy(update={"retry": FAST_RETRY, "rate_budget_per_s": 10_000})
         sandbox.quota.reason, sandbox.quota.every_n = "userRateLimitExceeded", 3  # every third call refused
         sandbox.faults.update({"rate_limit_every_n": 5, "retry_after_s": None, "drop_connection_every_n": 7})
-        with GoogleCalendarConnector.from_settings(config=config, sleep=sleeps.append) as connector:
+        with build_google_workspace_connector(config=config, sleep=sleeps.append) as connector:
             for n in range(30):
                 connector.insert_event(event_body(f"evt{n:02d}"))
             items = [i for page in connector.read_events(None) for i in page.items]

@@ -5,11 +5,12 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from connectors.core.config import RetryPolicy
 from connectors.core.errors import ServerError
 from connectors.core.paging import PagePosition
-from connectors.lab.api import RESULTS, AfterSeqPaginator, build_lab_api_connector, records_to_csv
+from connectors.lab.api import RESULTS, AfterSeqPaginator, records_to_csv
 from connectors.lab.exports import parse_export
-from hub.core.settings import RetryPolicy
+from hub.runtime.connections import build_lab_api_connector
 from sandbox.core import as_transport, running_server
 from sandbox.lab import LabSandbox
 

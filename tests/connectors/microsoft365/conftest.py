@@ -6,9 +6,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from connectors.microsoft365 import Microsoft365Connector, build_microsoft365_connector
+from connectors.microsoft365 import Microsoft365Connector
 from connectors.microsoft365.connector import _TOKEN_CACHES
 from hub.core.settings import reset_settings_cache
+from hub.runtime.connections import build_microsoft365_connector
 from sandbox.core import as_transport
 from sandbox.microsoft365 import Microsoft365Sandbox
 

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from hub.core.settings import PlantOpcuaConfig, RetryPolicy, plant_opcua_config, reset_settings_cache
+from connectors.core.config import PlantOpcuaConfig, RetryPolicy
+from hub.core.settings import plant_opcua_config, reset_settings_cache
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from asyncua import ua
 
+from connectors.core.config import PlantOpcuaConfig, RetryPolicy
 from connectors.core.errors import (
     AuthenticationFailed,
     ErrorCategory,
@@ -21,7 +22,6 @@ from connectors.core.errors import (
     ServerError,
 )
 from connectors.plant import PlantConnector
-from hub.core.settings import PlantOpcuaConfig, RetryPolicy
 from sandbox.plant import PlantSimulator, free_port, running_plant
 
 
@@ -193,8 +193,8 @@ def test_builder_takes_the_session_password_from_a_prefect_secret_block(
     from prefect.blocks.system import Secret
 
     from connectors.core.redact import redact_text
-    from connectors.plant import build_plant_connector
     from hub.core.settings import reset_settings_cache
+    from hub.runtime.connections import build_plant_connector
 
     Secret(value="plant-block-pw-771").save("plant-opcua-password", overwrite=True)
     monkeypatch.setenv("PLANT_OPCUA_USERNAME", "hub")

@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from connectors.core.config import PlantOpcuaConfig
 from connectors.plant import PlantConnector
-from hub.core.settings import PlantOpcuaConfig
 from sandbox.plant import PlantSimulator
 
 

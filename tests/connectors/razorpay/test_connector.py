@@ -6,15 +6,16 @@ from collections.abc import Iterator
 
 import pytest
 
+from connectors.core.config import RetryPolicy
 from connectors.core.errors import AuthenticationFailed, ErrorCategory, IntegrationError, InvalidRequest
 from connectors.core.metrics import METRICS
 from connectors.razorpay import (
     RazorpayConnector,
-    build_razorpay_connector,
     parse_razorpay_error,
     verify_payment_signature,
 )
-from hub.core.settings import RetryPolicy, integration_config, reset_settings_cache
+from hub.core.settings import integration_config, reset_settings_cache
+from hub.runtime.connections import build_razorpay_connector
 from sandbox.core import as_transport, running_server
 from sandbox.razorpay import RazorpaySandbox
 

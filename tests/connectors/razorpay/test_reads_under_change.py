@@ -7,8 +7,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from connectors.razorpay import RazorpayConnector, build_razorpay_connector
-from hub.core.settings import RetryPolicy
+from connectors.core.config import RetryPolicy
+from connectors.razorpay import RazorpayConnector
+from hub.runtime.connections import build_razorpay_connector
 from sandbox.core import as_transport
 from sandbox.razorpay import RazorpaySandbox
 

@@ -10,8 +10,9 @@ import pytest
 
 from connectors.core.errors import AuthenticationFailed, InvalidRequest
 from connectors.core.paging import query_of
-from connectors.sap import BUSINESS_PARTNERS, SapConnector, build_sap_connector
+from connectors.sap import BUSINESS_PARTNERS, SapConnector
 from hub.core.settings import integration_config, reset_settings_cache
+from hub.runtime.connections import build_sap_connector
 from sandbox.core import as_transport, running_server
 from sandbox.sap import SapSandbox
 
@@ -108,7 +109,7 @@ def test_connection_check_reports_bad_credentials(sandbox: SapSandbox, monkeypat
 
 def test_missing_password_is_a_clear_authentication_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SAP_PASSWORD", "")
-    monkeypatch.setattr("hub.core.secrets.resolve_secret", lambda value, name: value)
+    monkeypatch.setattr("hub.core.secrets._FALLBACK", None)  # no Secret-block lookup either
     reset_settings_cache()
     try:
         with pytest.raises(AuthenticationFailed, match="no password configured"):

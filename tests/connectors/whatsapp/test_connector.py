@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from connectors.core.config import RetryPolicy
 from connectors.core.errors import (
     AuthenticationFailed,
     ErrorCategory,
@@ -16,12 +17,12 @@ from connectors.core.errors import (
 from connectors.core.metrics import METRICS
 from connectors.whatsapp import (
     WhatsAppConnector,
-    build_whatsapp_connector,
     category_for_code,
     message_id,
     parse_meta_error,
 )
-from hub.core.settings import RetryPolicy, integration_config, reset_settings_cache
+from hub.core.settings import integration_config, reset_settings_cache
+from hub.runtime.connections import build_whatsapp_connector
 from sandbox.core import as_transport, running_server
 from sandbox.whatsapp import WhatsAppSandbox
 

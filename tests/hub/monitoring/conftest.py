@@ -18,12 +18,13 @@ from urllib.parse import parse_qs
 import pytest
 from aiosmtpd.controller import Controller
 
+from connectors.core.config import RetryPolicy
 from connectors.core.errors import IntegrationError
 from connectors.core.metrics import METRICS
-from connectors.sap.connector import SapConnector, build_sap_connector
+from connectors.sap.connector import SapConnector
 from hub.core.db import get_engine
 from hub.core.models import CallMetric, CallMetricTotal
-from hub.core.settings import HubSettings, RetryPolicy, integration_config
+from hub.core.settings import HubSettings, integration_config
 from hub.monitoring.config import (
     ChannelsConfig,
     EmailChannel,
@@ -33,6 +34,7 @@ from hub.monitoring.config import (
     SmsChannel,
 )
 from hub.monitoring.health import stop_flusher
+from hub.runtime.connections import build_sap_connector
 from sandbox.core import running_server
 from sandbox.sap import SapSandbox, partner_id
 

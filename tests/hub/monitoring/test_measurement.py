@@ -9,11 +9,11 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, select
 
+from connectors.core.config import RetryPolicy
 from connectors.core.metrics import LATENCY_BUCKETS_S, METRICS, MinuteAggregate
-from connectors.sap.connector import build_sap_connector
 from hub.core.db import get_engine
 from hub.core.models import CallMetric, CallMetricTotal
-from hub.core.settings import RetryPolicy, integration_config
+from hub.core.settings import integration_config
 from hub.monitoring.config import HealthThresholds, MonitoringConfig
 from hub.monitoring.health import (
     MetricsFlusher,
@@ -25,6 +25,7 @@ from hub.monitoring.health import (
     parse_window,
     prune_metrics,
 )
+from hub.runtime.connections import build_sap_connector
 from sandbox.core import running_server
 from sandbox.sap import SapSandbox, partner_id
 from tests.hub.monitoring.conftest import FakeClock, SapTraffic

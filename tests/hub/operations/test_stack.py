@@ -204,8 +204,8 @@ def test_new_simulators_are_reached_at_their_addresses_with_state_under_the_stac
 
 
 def test_google_simulator_started_with_the_stack_key_accepts_the_connector_using_it(stack_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from connectors.google_workspace.connector import GoogleCalendarConnector
     from hub.core.settings import reset_settings_cache
+    from hub.runtime.connections import build_google_workspace_connector
     from sandbox.core import as_transport
     from sandbox.google_calendar import GoogleCalendarSandbox, load_service_account
 
@@ -220,7 +220,7 @@ def test_google_simulator_started_with_the_stack_key_accepts_the_connector_using
     monkeypatch.setenv("GOOGLE_CALENDAR_ID", plan.worker_env["GOOGLE_CALENDAR_ID"])
     reset_settings_cache()
     try:
-        with GoogleCalendarConnector.from_settings(transport=as_transport(sandbox)) as connector:
+        with build_google_workspace_connector(transport=as_transport(sandbox)) as connector:
             result = connector.test_connection()
     finally:
         monkeypatch.undo()
