@@ -19,7 +19,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from hub.datasets import DATASETS, Dataset, runnable
+from hub.datasets import Dataset, all_datasets, runnable
 
 console = Console()
 err_console = Console(stderr=True)
@@ -74,7 +74,7 @@ def dataset_statuses() -> list[DatasetStatus]:
     schedules = configured_schedules()
     result = []
     with get_engine().connect() as conn:
-        for d in DATASETS:
+        for d in all_datasets():
             states = conn.execute(
                 select(SyncState.dataset, SyncState.cursor, SyncState.last_success_at, SyncState.last_run_id)
                 .where(SyncState.integration == d.integration, _matches(SyncState.dataset, d.cursor_datasets))

@@ -1,9 +1,10 @@
 """Post-deployment verification (`drymix smoke`): is the deployed hub able to do its job right now?
 
 Checks, in order: the ERP database (reachable, migrations at head), the Prefect server, a worker online
-in the work pool, every deployment of prefect.yaml registered with its schedule active, every rate
-limit in place, the webhook ingress, `test_connection` of every integration that has a connector, and one
-real run of every deployment through the Prefect API (its worker, its Secret blocks, its rate limits).
+in the work pool, every deployment of prefect.yaml (rendered from the dataset registry) registered with its
+schedule active, every rate limit in place, the webhook ingress, `test_connection` of every integration a
+registered dataset calls, and one real run of every deployment through the Prefect API (its worker, its
+Secret blocks, its rate limits).
 Every failed check says why; the whole is green only when all pass.
 """
 
@@ -126,9 +127,14 @@ def check_lab() -> str:
 
 
 def connection_checks() -> dict[str, Callable[[], str] | None]:
-    """integration -> its connection check (test_connection of its connector), None when there is none."""
+    """integration -> its connection check (test_connection of its connector), None when there is none: one per
+    integration a registered dataset calls (hub/datasets.py `monitored_integrations`)."""
+    from hub.datasets import monitored_integrations
+
+    builders = connector_builders()
     checks: dict[str, Callable[[], str] | None] = {}
-    for name, builder in connector_builders().items():
+    for name in monitored_integrations():
+        builder = builders.get(name)
         if name == "plant_opcua":
             checks[name] = check_plant
         elif name == "lab":

@@ -1,5 +1,5 @@
 """The local production stack: a small process supervisor for the Prefect server, the worker, the webhook
-ingress and (in sandbox mode) every simulator `drymix sandbox` offers.
+ingress and (in sandbox mode) the simulator of every registered dataset (hub/datasets.py `simulator`).
 
 `drymix stack up` plans the processes (free ports, environment), starts `drymix stack supervise` detached,
 waits for the Prefect server, then registers the work pool, the Secret blocks, the rate limits and the
@@ -207,6 +207,23 @@ def _stack_service_account_key(path: Path) -> str:
     return key_json
 
 
+def registry_simulators() -> dict[str, dict[str, Any]]:
+    """The simulator of every registered dataset (hub/datasets.py `simulator`), each once -> its `drymix sandbox`
+    option defaults; a simulator no `drymix sandbox` command offers is a KeyError naming the dataset."""
+    from hub.datasets import all_datasets
+
+    commands = sandbox_commands()
+    simulators: dict[str, dict[str, Any]] = {}
+    for dataset in all_datasets():
+        name = dataset.simulator
+        if name is None or name in simulators:
+            continue
+        if name not in commands:
+            raise KeyError(f"{dataset.name}: simulator {name!r} is no `drymix sandbox` command (there are {', '.join(sorted(commands))})")
+        simulators[name] = commands[name]
+    return simulators
+
+
 def sandbox_commands() -> dict[str, dict[str, Any]]:
     """Every `drymix sandbox <name>` command registered at runtime -> its option defaults (aliases once)."""
     from hub.cli.main import sandbox_app
@@ -292,7 +309,7 @@ def plan_stack(
     ingress_env: dict[str, str] = {}
     secrets: dict[str, str] = {}
     if sandbox:
-        for name, options in sandbox_commands().items():
+        for name, options in registry_simulators().items():
             wiring = sandbox_wiring(name)
             argv = [bin_path("drymix"), "sandbox", name]
             url = None
