@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export GX_ANALYTICS_ENABLED ?= false
 
-.PHONY: install demo test lint typecheck bench clean chromium up down status smoke
+.PHONY: install demo test lint typecheck bench clean chromium up down status smoke prefect-yaml
 
 # The virtual environment, rebuilt when the dependencies or their pins change.
 $(STAMP): pyproject.toml constraints.txt
@@ -47,6 +47,10 @@ status: install
 ## Post-deployment verification against the running stack (or PREFECT_API_URL).
 smoke: install
 	$(BIN)/drymix smoke
+
+## prefect.yaml rendered from the dataset registry (hub/datasets.py) and config/integrations.toml; commit the result.
+prefect-yaml: install
+	$(BIN)/drymix deploy render
 
 lint: install
 	$(BIN)/ruff check .

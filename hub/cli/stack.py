@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -14,7 +15,7 @@ stack_app = typer.Typer(
     help="The local production stack: Prefect server, work pool and worker, webhook ingress, simulators (`make up` / `make down`).",
     no_args_is_help=True,
 )
-deploy_app = typer.Typer(help="Deployments of prefect.yaml: schedules from the config, registration, Secret blocks.", no_args_is_help=True)
+deploy_app = typer.Typer(help="Deployments of prefect.yaml: rendered from the dataset registry and the config, registration, Secret blocks.", no_args_is_help=True)
 
 console = Console()
 err_console = Console(stderr=True)
@@ -216,19 +217,34 @@ def stack_resume(
     _set_paused(False, deployments, api_url)
 
 
-@deploy_app.command("schedules")
-def deploy_schedules(write: Annotated[bool, typer.Option("--write", help="rewrite prefect.yaml's schedules from the config")] = False) -> None:
-    """Check (or with --write regenerate) prefect.yaml's schedules against config/integrations.toml."""
-    from hub.operations.deploy import PREFECT_YAML, schedule_drift, write_schedules
+@deploy_app.command("render")
+def deploy_render(
+    check: Annotated[bool, typer.Option("--check", help="write nothing: exit 1 and print the difference when the file is not what renders")] = False,
+    path: Annotated[Path | None, typer.Option(help="the file (default: the project's prefect.yaml)")] = None,
+) -> None:
+    """Write prefect.yaml from the dataset registry (hub/datasets.py) and the schedules of config/integrations.toml."""
+    from hub.operations.deploy import PREFECT_YAML, prefect_yaml_diff, write_prefect_yaml
 
-    if write and write_schedules():
-        console.print(f"rewrote the schedules of {PREFECT_YAML} from the config")
-    problems = schedule_drift()
-    if problems:
-        for problem in problems:
-            err_console.print(f"[red]✗[/red] {problem}")
-        raise typer.Exit(EXIT_FAILED)
-    console.print("[green]✓[/green] prefect.yaml schedules equal config/integrations.toml")
+    target = path or PREFECT_YAML
+    shown = path or "prefect.yaml"
+    if check:
+        diff = prefect_yaml_diff(target)
+        if diff:
+            typer.echo(diff, nl=False)
+            err_console.print(f"[red]✗[/red] {shown} is not what hub/datasets.py and the config render: run `drymix deploy render` (`make prefect-yaml`)")
+            raise typer.Exit(EXIT_FAILED)
+        console.print(f"[green]✓[/green] {shown} is what hub/datasets.py and config/integrations.toml render")
+        return
+    if write_prefect_yaml(target):
+        console.print(f"[green]✓[/green] wrote {shown} from hub/datasets.py and config/integrations.toml")
+    else:
+        console.print(f"[green]✓[/green] {shown} was already up to date")
+
+
+@deploy_app.command("schedules", hidden=True)
+def deploy_schedules(write: Annotated[bool, typer.Option("--write", help="rewrite prefect.yaml")] = False) -> None:
+    """The older verb: `deploy render --check` (with --write, `deploy render`)."""
+    deploy_render(check=not write, path=None)
 
 
 @deploy_app.command("apply")
@@ -238,11 +254,10 @@ def deploy_apply(
 ) -> None:
     """Register the work pool, rate limits and every deployment of prefect.yaml on a Prefect server."""
     from hub.core.settings import get_settings
-    from hub.operations.deploy import bootstrap, schedule_drift, secrets_from_environment
+    from hub.operations.deploy import bootstrap, prefect_yaml_diff, secrets_from_environment
 
-    problems = schedule_drift()
-    if problems:
-        err_console.print("[red]prefect.yaml disagrees with the config:[/red] " + "; ".join(problems))
+    if prefect_yaml_diff():
+        err_console.print("[red]prefect.yaml is not what hub/datasets.py and the config render:[/red] `drymix deploy render --check` shows how; `drymix deploy render` rewrites it")
         raise typer.Exit(EXIT_FAILED)
     url = _api_url(api_url)
     values = secrets_from_environment(get_settings()) if secrets else {}

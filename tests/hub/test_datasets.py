@@ -64,6 +64,62 @@ def test_every_deployment_of_prefect_yaml_is_a_registered_dataset_or_a_hub_job()
     assert prefect_yaml_diff() == "", "prefect.yaml is rendered from the registry: run `drymix deploy render`"
 
 
+def _declared_elsewhere(name: str = "lab.elsewhere", deployment: str | None = "collect-elsewhere") -> Dataset:
+    import dataclasses
+
+    return dataclasses.replace(by_name("lab.lab_results"), name=name, deployment=deployment)
+
+
+def test_a_registered_dataset_joins_the_registry_and_leaves_it() -> None:
+    from hub.datasets import register, unregister
+
+    extra = _declared_elsewhere()
+    assert register(extra) is extra and register(extra) is extra  # the same declaration twice: no change
+    try:
+        assert all_datasets()[-1] is extra and by_name("lab.elsewhere") is extra
+    finally:
+        assert unregister("lab.elsewhere") is extra
+    assert extra not in all_datasets()
+    with pytest.raises(KeyError, match="no registered dataset 'lab.elsewhere'"):
+        unregister("lab.elsewhere")
+    with pytest.raises(ValueError, match="cannot be unregistered"):
+        unregister("sap.customers")
+
+
+def test_register_refuses_a_name_or_deployment_that_is_taken() -> None:
+    from hub.datasets import register, registered
+
+    with pytest.raises(ValueError, match="a dataset named 'sap.customers' is already hub/datasets.py DATASETS"):
+        register(_declared_elsewhere(name="sap.customers"))
+    with pytest.raises(ValueError, match="deployment 'collect-lab-results' is lab.lab_results's"):
+        register(_declared_elsewhere(deployment="collect-lab-results"))
+    with pytest.raises(ValueError, match="is a hub job"):
+        register(_declared_elsewhere(deployment="retry-failed-units"))
+    with registered(_declared_elsewhere()):
+        with pytest.raises(ValueError, match="a dataset named 'lab.elsewhere' is already registered"):
+            register(_declared_elsewhere(deployment=None))
+    assert [d.name for d in all_datasets() if d.name == "lab.elsewhere"] == []
+
+
+def test_registered_unregisters_after_a_failing_block() -> None:
+    from hub.datasets import registered
+
+    with pytest.raises(RuntimeError, match="boom"), registered(_declared_elsewhere()):
+        raise RuntimeError("boom")
+    assert "lab.elsewhere" not in {d.name for d in all_datasets()}
+
+
+def test_a_plugin_that_cannot_be_loaded_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from hub.datasets import PLUGINS_ENV
+
+    monkeypatch.setenv(PLUGINS_ENV, "tests.hub.no_such_module:DATASETS")
+    with pytest.raises(ImportError, match="DRYMIX_DATASETS: cannot load 'tests.hub.no_such_module:DATASETS'"):
+        all_datasets()
+    monkeypatch.setenv(PLUGINS_ENV, "hub.datasets:NO_SUCH_NAME")
+    with pytest.raises(ImportError, match="has no attribute 'NO_SUCH_NAME'"):
+        all_datasets()
+
+
 def test_every_failed_unit_kind_has_a_rerun_handler_and_every_handler_a_dataset() -> None:
     from hub.ledger.retry_units import _REGISTRY, rerun_spec
 
@@ -132,6 +188,21 @@ def test_every_registered_simulator_is_wired_into_the_stack(tmp_path: Path, monk
         if d.simulator is not None:
             wiring = sandbox_wiring(d.simulator)
             assert wiring is not None and wiring.env, f"{d.name}: `drymix stack up` does not point the worker at {d.simulator}"
+
+
+def test_the_stack_starts_the_simulator_of_every_registered_dataset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import dataclasses
+
+    from hub.datasets import registered
+    from hub.operations.stack import plan_stack
+
+    monkeypatch.setenv("DRYMIX_STACK_DIR", str(tmp_path))
+    plan = plan_stack(sandbox=True, fixed_ports=False)
+    started = {p.name for p in plan.processes if p.name.startswith("sandbox-")}
+    assert started == {f"sandbox-{d.simulator}" for d in all_datasets() if d.simulator}
+    with registered(dataclasses.replace(_declared_elsewhere(), simulator="widgets")):
+        with pytest.raises(KeyError, match="lab.elsewhere: simulator 'widgets' is no `drymix sandbox` command"):
+            plan_stack(sandbox=True, fixed_ports=False)
 
 
 def test_health_report_lists_every_registered_integration_before_any_call(db: str) -> None:

@@ -1,4 +1,5 @@
-"""prefect.yaml: one deployment per flow, schedules from config/integrations.toml, shared definitions, no secrets."""
+"""prefect.yaml: rendered from the dataset registry and config/integrations.toml, one deployment per flow, shared
+definitions, no secrets."""
 
 from __future__ import annotations
 
@@ -16,15 +17,34 @@ from hub.operations.deploy import (
     configured_schedules,
     declared_deployments,
     load_prefect_yaml,
-    schedule_drift,
+    prefect_yaml_diff,
+    render_prefect_yaml,
     secret_block_names,
-    write_schedules,
+    write_prefect_yaml,
 )
 from hub.runtime.rate_limits import declared_rate_limits
 
 
+def test_the_committed_prefect_yaml_is_what_the_registry_renders() -> None:
+    assert prefect_yaml_diff() == "", "prefect.yaml is out of date: run `drymix deploy render` (`make prefect-yaml`)"
+    assert PREFECT_YAML.read_text(encoding="utf-8") == render_prefect_yaml()
+
+
+def test_every_registered_deployment_runs_its_dataset_flow_on_its_schedule() -> None:
+    from hub.datasets import HUB_JOBS, all_datasets
+
+    deployed = {d.name: d for d in declared_deployments()}
+    for dataset in all_datasets():
+        if dataset.deployment is not None:
+            assert deployed[dataset.deployment].entrypoint == dataset.flow
+            assert deployed[dataset.deployment].integrations == [dataset.schedule]
+            assert deployed[dataset.deployment].concurrency_limit == dataset.concurrency_limit
+    for job, key in HUB_JOBS.items():
+        assert (deployed[job].entrypoint, deployed[job].integrations) == (f"flows/{key}.py:{key}", [key])
+    assert set(deployed) == {d.deployment for d in all_datasets() if d.deployment} | set(HUB_JOBS)
+
+
 def test_prefect_yaml_schedules_equal_the_config() -> None:
-    assert schedule_drift() == []
     shared = load_prefect_yaml()["definitions"]["schedules"]
     assert {name: s["cron"] for name, s in shared.items()} == configured_schedules()
 
@@ -52,7 +72,7 @@ def test_every_flow_has_a_deployment() -> None:
         assert by_flow[name] == entrypoint
 
 
-def test_schedule_drift_is_reported_and_write_regenerates_prefect_yaml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_changed_cron_is_a_diff_and_render_rewrites_prefect_yaml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from hub.core.settings import get_settings
 
     config = tmp_path / "integrations.toml"
@@ -60,22 +80,47 @@ def test_schedule_drift_is_reported_and_write_regenerates_prefect_yaml(tmp_path:
     changed = next(n for n, c in all_integrations().items() if c.schedule_cron == "*/15 * * * *")
     copy = tmp_path / "prefect.yaml"
     shutil.copy(PREFECT_YAML, copy)
-    for folder in ("flows",):
-        shutil.copytree(ROOT / folder, tmp_path / folder)
+    shutil.copytree(ROOT / "flows", tmp_path / "flows")  # flow names are read from the entrypoints' sources
     monkeypatch.setenv("INTEGRATIONS_FILE", str(config))
     reset_settings_cache()
     try:
-        problems = schedule_drift(copy)
-        assert any(changed in p for p in problems)
-        assert write_schedules(copy) is True
-        assert schedule_drift(copy) == []
+        diff = prefect_yaml_diff(copy)
+        assert '-      cron: "*/15 * * * *"' in diff and '+      cron: "7 * * * *"' in diff
+        assert write_prefect_yaml(copy) is True
+        assert prefect_yaml_diff(copy) == ""
         assert load_prefect_yaml(copy)["definitions"]["schedules"][changed]["cron"] == "7 * * * *"
-        # Everything outside the generated block is untouched.
-        assert copy.read_text().split("# BEGIN schedules")[0] == PREFECT_YAML.read_text().split("# BEGIN schedules")[0]
-        assert write_schedules(copy) is False
+        assert write_prefect_yaml(copy) is False
     finally:
         monkeypatch.delenv("INTEGRATIONS_FILE")
         reset_settings_cache()
+
+
+def test_a_hand_edited_deployment_is_a_diff_that_render_check_reports(tmp_path: Path) -> None:
+    copy = tmp_path / "prefect.yaml"
+    copy.write_text(
+        PREFECT_YAML.read_text(encoding="utf-8")
+        .replace("  - name: collect-plant\n", "  - name: collect-plant-v2\n")
+        .replace("entrypoint: flows/sync_sap_customers.py:sync_sap_customers", "entrypoint: flows/collect_plant.py:collect_plant"),
+        encoding="utf-8",
+    )
+    diff = prefect_yaml_diff(copy)
+    assert "-  - name: collect-plant-v2\n" in diff and "+  - name: collect-plant\n" in diff
+    assert "+    entrypoint: flows/sync_sap_customers.py:sync_sap_customers\n" in diff
+    checked = subprocess.run(
+        [sys.executable, "-m", "hub.cli.main", "deploy", "render", "--check", "--path", str(copy)], cwd=ROOT, capture_output=True, text=True, check=False
+    )
+    assert checked.returncode == 1 and checked.stdout == diff
+    assert "drymix deploy render" in checked.stderr
+
+
+def test_render_refuses_a_schedule_key_the_config_does_not_have() -> None:
+    import dataclasses
+
+    from hub.datasets import by_name, registered
+
+    orphan = dataclasses.replace(by_name("lab.lab_results"), name="lab.orphan", deployment="collect-orphan", schedule="no_such_key")
+    with registered(orphan), pytest.raises(ValueError, match="schedule key 'no_such_key' is not in"):
+        render_prefect_yaml()
 
 
 def test_prefect_yaml_templates_no_secret() -> None:
@@ -110,18 +155,18 @@ def test_rate_limits_follow_the_config_budgets() -> None:
         assert specs[name].limit >= 1
 
 
-def test_deploy_schedules_command_passes_on_the_shipped_files() -> None:
-    done = subprocess.run([sys.executable, "-m", "hub.cli.main", "deploy", "schedules"], cwd=ROOT, capture_output=True, text=True, check=False)
-    assert done.returncode == 0, done.stdout + done.stderr
+def test_deploy_render_check_passes_on_the_shipped_files() -> None:
+    for verb in (["render", "--check"], ["schedules"]):  # `deploy schedules`: the older verb
+        done = subprocess.run([sys.executable, "-m", "hub.cli.main", "deploy", *verb], cwd=ROOT, capture_output=True, text=True, check=False)
+        assert done.returncode == 0, done.stdout + done.stderr
 
 
 def test_deployments_that_must_not_overlap_run_one_at_a_time() -> None:
-    """A flow that keeps a watermark in sync_state (and the SAP customer sync by name) has concurrency_limit 1."""
-    from hub.operations.deploy import keeps_a_watermark
+    """A dataset that keeps a watermark in sync_state (cursor_datasets) deploys with concurrency_limit 1."""
+    from hub.datasets import all_datasets
 
     deployments = {d.name: d for d in declared_deployments()}
-    assert deployments["sync-sap-customers"].concurrency_limit == 1
-    watermarked = [d.name for d in deployments.values() if keeps_a_watermark(d)]
+    watermarked = [d.deployment for d in all_datasets() if d.cursor_datasets and d.deployment]
     assert {"sync-sap-customers", "reconcile-razorpay", "sync-microsoft-calendar", "sync-google-calendar"} <= set(watermarked)
     overlapping = [name for name in watermarked if deployments[name].concurrency_limit != 1]
     assert not overlapping, f"deployments that keep a watermark but may overlap: {overlapping}"
