@@ -17,10 +17,10 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import pandas as pd
@@ -32,13 +32,105 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from connectors.core.gcpause import paused_gc
 from hub.core.models import QuarantinedRecord, QuarantineStatus, SyncState
 
+if TYPE_CHECKING:
+    from expectations.runner import ValidationOutcome
+
+_CRITICAL = "critical"  # expectations.runner.CRITICAL: only these failures refuse a row
+
 
 @dataclass
 class QuarantineRow:
     record_key: str
     raw_record: dict[str, Any]
     mapped_record: dict[str, Any] | None
-    failed_expectations: list[dict[str, Any]]
+    failed_expectations: list[dict[str, Any]]  # items built by `failure_entry`
+
+
+FAILURE_VALUE_MAX_CHARS = 500  # an offending value kept in a failure (a whole document's text is not evidence)
+
+
+def failure_entry(
+    expectation: str,
+    *,
+    column: str | None = None,
+    rule_id: str | None = None,
+    kwargs: Mapping[str, Any] | None = None,
+    value: Any = None,
+) -> dict[str, Any]:
+    """One item of `failed_expectations`, the same five keys for every integration, JSON-safe, the value bounded."""
+    return {
+        "expectation": str(expectation),
+        "column": None if column is None else str(column),
+        "rule_id": rule_id or None,
+        "kwargs": json_safe(kwargs) if kwargs else {},
+        "value": _bounded(json_safe(value)),
+    }
+
+
+def _bounded(value: Any) -> Any:
+    # A long text is cut; a long list or dict (a multi-column value) is kept as its cut JSON text.
+    if type(value) is str:
+        return value if len(value) <= FAILURE_VALUE_MAX_CHARS else value[: FAILURE_VALUE_MAX_CHARS - 1] + "…"
+    if type(value) is dict or type(value) is list:
+        text = json.dumps(value, default=str)
+        if len(text) > FAILURE_VALUE_MAX_CHARS:
+            return text[: FAILURE_VALUE_MAX_CHARS - 1] + "…"
+    return value
+
+
+def quarantine_rows(
+    outcome: ValidationOutcome,
+    frame: pd.DataFrame,
+    *,
+    raw_of: Callable[[Any], Mapping[str, Any]],
+    key_of: Callable[[Any], str | None] | None = None,
+    critical_only: bool = True,
+) -> list[QuarantineRow]:
+    """A quarantine row for every refused row of `outcome`: its source record, its mapped values, its failures.
+
+    `raw_of(label)` is the source record of the frame row `label`; `key_of(label)` its record key (a record
+    without one is keyed by the digest of its source record). Warnings are left out unless `critical_only` is off.
+    """
+    labels = list(outcome.invalid.index)
+    if not labels:
+        return []
+    mapped = frame.loc[labels].drop(columns=["row_hash"], errors="ignore").to_dict("records")
+    rows = []
+    for label, mapped_record in zip(labels, mapped, strict=True):
+        raw = dict(raw_of(label))
+        key = json_safe(key_of(label)) if key_of is not None else None  # a missing value (NaN, NA) is no key
+        failures = [
+            failure_entry(f.expectation, column=f.column, rule_id=f.rule_id, kwargs=f.kwargs, value=f.value)
+            for f in outcome.failures.get(label, [])
+            if not critical_only or f.severity == _CRITICAL
+        ]
+        rows.append(
+            QuarantineRow(
+                record_key=str(key) if key not in (None, "") else record_digest(raw),
+                raw_record=raw,
+                mapped_record={str(k): json_safe(v) for k, v in mapped_record.items()},
+                failed_expectations=failures,
+            )
+        )
+    return rows
+
+
+def failure_name(failure: Mapping[str, Any]) -> str:
+    """How a failure is counted and reported: its rule id, else `expectation(column)` (or the bare expectation)."""
+    if failure.get("rule_id"):
+        return str(failure["rule_id"])
+    column = failure.get("column")
+    return f"{failure.get('expectation')}({column})" if column else str(failure.get("expectation"))
+
+
+def count_failures(rows: Iterable[QuarantineRow]) -> dict[str, int]:
+    """Failures by `failure_name`, for a DATA_VALIDATION_FAILED error's `failures_by_expectation`."""
+    counts: dict[str, int] = {}
+    for row in rows:
+        for failure in row.failed_expectations:
+            name = failure_name(failure)
+            counts[name] = counts.get(name, 0) + 1
+    return counts
 
 
 @dataclass
@@ -90,7 +182,7 @@ def json_safe(value: Any) -> Any:
         return [json_safe(v) for v in value]
     if kind is float:
         return None if value != value else value
-    if value is pd.NaT:
+    if value is pd.NaT or value is pd.NA:
         return None
     if isinstance(value, pd.Timestamp | datetime | date):
         return value.isoformat()
@@ -523,12 +615,12 @@ def _refused_row(batch: BatchLoad, row: pd.DataFrame, error: BaseException) -> Q
         raw_record=raw,
         mapped_record=mapped,
         failed_expectations=[
-            {
-                "expectation": "database_refused",
-                "column": _refused_column(error) or _column_with_nul(mapped),
-                "kwargs": {"sqlstate": getattr(error, "sqlstate", None) or getattr(diag, "sqlstate", None), "table": batch.table.name},
-                "value": str(message)[:500],
-            }
+            failure_entry(
+                "database_refused",
+                column=_refused_column(error) or _column_with_nul(mapped),
+                kwargs={"sqlstate": getattr(error, "sqlstate", None) or getattr(diag, "sqlstate", None), "table": batch.table.name},
+                value=str(message),
+            )
         ],
     )
 
