@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
-from collections.abc import Coroutine, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar, cast
@@ -30,7 +30,14 @@ from connectors.core.errors import classify_exception
 from hub.core.models import PlantReading, ProductionBatch
 from hub.core.settings import PlantOpcuaConfig
 from hub.ledger.buffer import BufferedEntry, DurableBuffer
-from hub.ledger.loading import BatchLoad, QuarantineRow, load_batch, read_cursor, record_digest
+from hub.ledger.loading import (
+    BatchLoad,
+    QuarantineRow,
+    count_failures,
+    load_batch,
+    quarantine_rows,
+    read_cursor,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -209,6 +216,28 @@ def flagged_valid(dataset: str, outcome: ValidationOutcome) -> tuple[pd.DataFram
     return add_quality_flags(outcome.valid, flags, batches=dataset == BATCHES), len(flags)
 
 
+def _quarantine_rows(dataset: str, frame: pd.DataFrame, raw: list[dict[str, Any]], outcome: ValidationOutcome) -> list[QuarantineRow]:
+    """Refused readings or batches with their raw record, keyed by reading key or batch id."""
+    key_column = "reading_key" if dataset == READINGS else "batch_id"
+
+    def key_of(label: Any) -> str | None:
+        key = frame.at[label, key_column]
+        return key if isinstance(key, str) else None
+
+    return quarantine_rows(outcome, frame, raw_of=lambda label: raw[int(label)], key_of=key_of)
+
+
+def _failure_counts(dataset: str, rows: Sequence[QuarantineRow]) -> dict[str, int]:
+    """`count_failures` with every name under its dataset (the run's counts hold both datasets)."""
+    prefix = f"{dataset}."
+    return {name if name.startswith(prefix) else prefix + name: n for name, n in count_failures(rows).items()}
+
+
+def _add_counts(into: dict[str, int], other: Mapping[str, int]) -> None:
+    for name, n in other.items():
+        into[name] = into.get(name, 0) + n
+
+
 def prepare_chunk(entries: Sequence[BufferedEntry], *, stale_after_s: float, run_name: str | None) -> PreparedChunk:
     """Map and validate one chunk; refused rows become quarantine rows with their raw record."""
     readings, batches, raw_readings, raw_batches = map_entries(entries, stale_after_s)
@@ -228,27 +257,11 @@ def prepare_chunk(entries: Sequence[BufferedEntry], *, stale_after_s: float, run
             valid_frames[dataset] = frame
             continue
         outcome = validate_plant(dataset, frame, run_name)
-        for label in outcome.invalid.index:
-            failures = [
-                {"expectation": f.expectation, "column": f.column, "rule_id": f.rule_id, "kwargs": f.kwargs, "value": f.value}
-                for f in outcome.failures.get(label, [])
-                if f.severity == "critical"
-            ]
-            for failure in failures:
-                name = f"{failure['rule_id'] or failure['expectation']}"
-                counts[name] = counts.get(name, 0) + 1
-            raw_record = raw[int(label)]
-            key_column = "reading_key" if dataset == READINGS else "batch_id"
-            key = frame.at[label, key_column]
-            row = QuarantineRow(
-                record_key=str(key) if isinstance(key, str) and key else record_digest(raw_record),
-                raw_record=raw_record,
-                mapped_record={k: v for k, v in frame.loc[label].to_dict().items() if k != "row_hash"},
-                failed_expectations=failures,
-            )
-            quarantines[dataset].append(row)
-            if len(sample) < 10:
-                sample.append({"dataset": dataset, "record_key": row.record_key, "failed": failures[:3]})
+        refused = _quarantine_rows(dataset, frame, raw, outcome)
+        _add_counts(counts, _failure_counts(dataset, refused))
+        quarantines[dataset] = refused
+        for row in refused[: max(0, 10 - len(sample))]:
+            sample.append({"dataset": dataset, "record_key": row.record_key, "failed": row.failed_expectations[:3]})
         valid, flagged_rows = flagged_valid(dataset, outcome)
         flagged += flagged_rows
         valid_frames[dataset] = valid
@@ -378,9 +391,8 @@ class FlushResult:
             by_database = loaded.refused.get(dataset, [])
             self.checked_by_dataset[dataset] = self.checked_by_dataset.get(dataset, 0) + len(valid) + len(refused)
             self.quarantined_by_dataset[dataset] = self.quarantined_by_dataset.get(dataset, 0) + len(refused) + len(by_database)
+            _add_counts(self.failures_by_expectation, _failure_counts(dataset, by_database))
             for row in by_database:
-                name = f"{dataset}.database_refused({row.failed_expectations[0]['column']})"
-                self.failures_by_expectation[name] = self.failures_by_expectation.get(name, 0) + 1
                 if len(self.sample) < 10:
                     self.sample.append({"dataset": dataset, "record_key": row.record_key, "failed": row.failed_expectations})
         self.entries += chunk.entries
