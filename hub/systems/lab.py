@@ -40,7 +40,14 @@ from hub.core.models import (
     ProductionBatch,
 )
 from hub.core.settings import LabConfig, lab_config
-from hub.ledger.loading import BatchLoad, QuarantineRow, load_batch
+from hub.ledger.loading import (
+    BatchLoad,
+    QuarantineRow,
+    count_failures,
+    failure_entry,
+    load_batch,
+    quarantine_rows,
+)
 
 INTEGRATION = "lab"
 DATASET = "lab_results"
@@ -177,10 +184,22 @@ def result_rows(valid: pd.DataFrame, *, export_sha256: str | list[str], export_f
     )
 
 
+def _dialect(parsed: ParsedExport) -> dict[str, Any]:
+    return {"decimal_comma": parsed.dialect.decimal_comma, "load_unit": parsed.dialect.load_unit}
+
+
+def _raw_line(parsed: ParsedExport, label: Any) -> dict[str, Any]:
+    """A mapped row's source: its export line, its text and parsed values, its number format (a replay maps it again)."""
+    record = parsed.records[int(label)]
+    line = int(record.get("source_line") or 0)
+    return {"file": parsed.name, "sha256": parsed.sha256, "line": line, "text": parsed.line_text(line), "values": record,
+            "dialect": _dialect(parsed)}
+
+
 def _quarantine_rows(parsed: ParsedExport, frame: pd.DataFrame, outcome: Any) -> list[QuarantineRow]:
     """Unreadable lines and refused rows, each with its export line, its text, its number format and the reasons."""
     rows: list[QuarantineRow] = []
-    dialect = {"decimal_comma": parsed.dialect.decimal_comma, "load_unit": parsed.dialect.load_unit}
+    dialect = _dialect(parsed)
     for bad in parsed.bad_lines:
         rows.append(
             QuarantineRow(
@@ -188,30 +207,17 @@ def _quarantine_rows(parsed: ParsedExport, frame: pd.DataFrame, outcome: Any) ->
                 raw_record={"file": parsed.name, "sha256": parsed.sha256, "line": bad.line, "text": bad.text, "values": bad.values,
                             "dialect": dialect, "reason": bad.reason},
                 mapped_record=None,
-                failed_expectations=[{"expectation": "readable_line", "column": None, "kwargs": {}, "value": bad.reason}],
+                failed_expectations=[failure_entry("readable_line", value=bad.reason)],
             )
         )
-    if outcome is not None and len(outcome.invalid):
-        labels = list(outcome.invalid.index)
-        mapped = frame.loc[labels].drop(columns=["row_hash"]).to_dict("records")
-        for label, mapped_record in zip(labels, mapped, strict=True):
+    if outcome is not None:
+
+        def key_of(label: Any) -> str:
             record = parsed.records[int(label)]
-            line = int(record.get("source_line") or 0)
-            failures = [
-                {"expectation": f.expectation, "column": f.column, "kwargs": f.kwargs, "value": f.value}
-                for f in outcome.failures.get(label, [])
-                if f.severity == "critical"
-            ]
             specimen = record.get("specimen_id")
-            rows.append(
-                QuarantineRow(
-                    record_key=_key(str(specimen) if specimen else None, parsed.sha256, line),
-                    raw_record={"file": parsed.name, "sha256": parsed.sha256, "line": line, "text": parsed.line_text(line), "values": record,
-                                "dialect": dialect},
-                    mapped_record=mapped_record,
-                    failed_expectations=failures,
-                )
-            )
+            return _key(str(specimen) if specimen else None, parsed.sha256, int(record.get("source_line") or 0))
+
+        rows += quarantine_rows(outcome, frame, raw_of=lambda label: _raw_line(parsed, label), key_of=key_of)
     # Two refused lines with one specimen id must not collapse into one quarantine entry.
     counts = Counter(r.record_key for r in rows)
     for row in rows:
@@ -281,13 +287,10 @@ def process_export(
         rows_loaded=len(rows),
         rows_quarantined=len(quarantine),
     )
-    dialect = {"decimal_comma": parsed.dialect.decimal_comma, "load_unit": parsed.dialect.load_unit}
 
     def raw_line(label: Any) -> dict[str, Any]:
         """A row the database refuses is quarantined like a refused line: a replay maps its values again."""
-        record = parsed.records[int(label)]
-        line = int(record.get("source_line") or 0)
-        return {"file": parsed.name, "sha256": parsed.sha256, "line": line, "text": parsed.line_text(line), "values": record, "dialect": dialect}
+        return _raw_line(parsed, label)
 
     try:
         with engine.begin() as conn:
@@ -308,12 +311,9 @@ def process_export(
         return ExportOutcome(name=name, sha256=sha256, status="duplicate", reason="processed by a concurrent run")
     stages["load"] = round(time.perf_counter() - clock, 4)
 
-    failures: Counter[str] = Counter()
     sample: list[dict[str, Any]] = []
     quarantine = [*quarantine, *result.refused_rows]
     for row in quarantine:
-        for failure in row.failed_expectations:
-            failures[f"{failure['expectation']}({failure['column']})"] += 1
         if len(sample) < 10:
             sample.append({"record_key": row.record_key, "file": name, "line": row.raw_record["line"], "failed": row.failed_expectations[:3]})
     return ExportOutcome(
@@ -328,7 +328,7 @@ def process_export(
         batch_unknown=int((~rows["batch_known"].astype(bool)).sum()) if len(rows) else 0,
         delimiter=parsed.dialect.delimiter,
         decimal_comma=parsed.dialect.decimal_comma,
-        failures_by_expectation=dict(failures),
+        failures_by_expectation=count_failures(quarantine),
         sample=sample,
         stage_seconds=stages,
     )
@@ -347,7 +347,7 @@ def _reject(engine: Engine, content: bytes, name: str, sha256: str, reason: str,
         record_key=f"export:{sha256[:40]}",
         raw_record=raw,
         mapped_record=None,
-        failed_expectations=[{"expectation": "readable_export", "column": None, "kwargs": {}, "value": reason}],
+        failed_expectations=[failure_entry("readable_export", value=reason)],
     )
     ledger = _ledger_row(name, sha256, content, status=LabExportStatus.REJECTED.value, source=source, run_id=run_id, file_mtime=file_mtime, received_at=received_at)
     ledger.update(note=reason, rows_quarantined=1)
@@ -360,7 +360,7 @@ def _reject(engine: Engine, content: bytes, name: str, sha256: str, reason: str,
         return ExportOutcome(name=name, sha256=sha256, status="duplicate", reason="processed by a concurrent run")
     return ExportOutcome(
         name=name, sha256=sha256, status=LabExportStatus.REJECTED.value, quarantined=1, reason=reason,
-        failures_by_expectation={"readable_export(None)": 1},
+        failures_by_expectation=count_failures([entry]),
         sample=[{"record_key": entry.record_key, "file": name, "line": None, "failed": entry.failed_expectations}],
     )
 
