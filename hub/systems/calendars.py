@@ -30,7 +30,7 @@ from data_mappings.schedules import (
     schedules_frame,
 )
 from hub.core.models import Schedule, ScheduleCalendarLink, utcnow
-from hub.ledger.loading import QuarantineRow, json_safe, upsert_quarantine
+from hub.ledger.loading import QuarantineRow, count_failures, json_safe, quarantine_rows, upsert_quarantine
 from hub.systems.schedules import (
     adopt_link,
     apply_pull,
@@ -77,7 +77,7 @@ class PullResult:
     ignored: int = 0  # events that are not ours
     adopted: int = 0  # our events found without a link (an insert whose answer was lost)
     actions: dict[str, int] = field(default_factory=dict)
-    failure_counts: dict[str, int] = field(default_factory=dict)  # "expectation(column)" -> rows
+    failure_counts: dict[str, int] = field(default_factory=dict)  # failure name (rule id) -> failures
     quarantine_sample: list[dict[str, Any]] = field(default_factory=list)
 
     def add(self, other: PullResult) -> None:
@@ -109,15 +109,6 @@ def _merge_counts(into: dict[str, int], other: dict[str, int]) -> None:
         into[key] = into.get(key, 0) + value
 
 
-def _failure_counts(rows: list[QuarantineRow]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for row in rows:
-        for failure in row.failed_expectations:
-            name = f"{failure['expectation']}({failure['column']})"
-            counts[name] = counts.get(name, 0) + 1
-    return counts
-
-
 def _validate(rows: list[dict[str, Any]], run_name: str | None) -> tuple[set[str], list[QuarantineRow]]:
     """Keys of rows that pass the schedules suite, and quarantine rows for the others."""
     if not rows:
@@ -126,21 +117,12 @@ def _validate(rows: list[dict[str, Any]], run_name: str | None) -> tuple[set[str
 
     frame = schedules_frame(rows)
     outcome = validate_frame(SCHEDULES_DATASET, frame, run_name=run_name)
-    bad: list[QuarantineRow] = []
-    for label in outcome.invalid.index:
+
+    def raw_of(label: Any) -> dict[str, Any]:
         row = rows[int(label)]
-        failures = [
-            {"expectation": f.expectation, "column": f.column, "kwargs": f.kwargs, "value": f.value}
-            for f in outcome.failures.get(label, [])
-        ]
-        bad.append(
-            QuarantineRow(
-                record_key=str(row["record_key"]),
-                raw_record=json_safe(row.get("_raw") or {k: v for k, v in row.items() if not k.startswith("_")}),
-                mapped_record=json_safe({k: v for k, v in row.items() if not k.startswith("_")}),
-                failed_expectations=failures,
-            )
-        )
+        return dict(json_safe(row.get("_raw") or {k: v for k, v in row.items() if not k.startswith("_")}))
+
+    bad = quarantine_rows(outcome, frame, raw_of=raw_of, key_of=lambda label: str(rows[int(label)]["record_key"]))
     good = {str(rows[int(label)]["record_key"]) for label in outcome.valid.index}
     return good, bad
 
@@ -182,7 +164,7 @@ def apply_remote_page(
     if bad:
         upsert_quarantine(session.connection(), integration, EVENTS_DATASET, bad, run_name)
         result.quarantine_sample = [{"record_key": q.record_key, "failed": q.failed_expectations[:3]} for q in bad[:10]]
-        result.failure_counts = _failure_counts(bad)
+        result.failure_counts = count_failures(bad)
 
     for event_id, (schedule, link, event) in pairs.items():
         if schedule is not None and not event.cancelled and event_id not in good:
@@ -244,7 +226,7 @@ def push_pending(
             if bad:
                 upsert_quarantine(session.connection(), integration, SCHEDULES_DATASET, bad, run_name)
                 result.quarantined += len(bad)
-                _merge_counts(result.failure_counts, _failure_counts(bad))
+                _merge_counts(result.failure_counts, count_failures(bad))
                 result.quarantine_sample.extend(
                     {"record_key": q.record_key, "failed": q.failed_expectations[:3]} for q in bad[: 10 - len(result.quarantine_sample)]
                 )
