@@ -38,7 +38,7 @@ from data_mappings.documents import map_documents, normalise_folder
 from hub.core.db import get_engine
 from hub.core.settings import microsoft365_options as load_options
 from hub.ledger.errors import record_error, record_validation_failure
-from hub.ledger.loading import QuarantineRow, upsert_quarantine
+from hub.ledger.loading import count_failures, failure_name, quarantine_rows, upsert_quarantine
 from hub.ledger.retry_units import DOCUMENT_UPLOAD, DOCUMENTS_PAGE, UnitFailed
 from hub.monitoring.health import ensure_flusher
 from hub.runtime.connections import build_microsoft365_connector
@@ -108,20 +108,14 @@ def _raw_for_quarantine(row: dict[str, Any]) -> dict[str, Any]:
 def quarantine_refused(rows: list[dict[str, Any]], frame: Any, outcome: Any, run_id: str | None, result: PageOutcome) -> None:
     """Refused rows: a quarantine entry each (raw row, mapped values, failed rules) and status `quarantined`."""
     by_id = {int(r["id"]): r for r in rows}
-    entries: list[QuarantineRow] = []
+    entries = quarantine_rows(outcome, frame, raw_of=lambda label: _raw_for_quarantine(by_id[int(label)]),
+                              key_of=lambda label: str(by_id[int(label)].get("document_key") or "") or None)
+    for name, count in count_failures(entries).items():
+        result.failures_by_rule[name] = result.failures_by_rule.get(name, 0) + count
     reasons: dict[int, str] = {}
-    for label in outcome.invalid.index:
-        failures = [f for f in outcome.failures.get(label, []) if f.severity == "critical"]
-        for f in failures:
-            result.failures_by_rule[f.rule_id or f.expectation] = result.failures_by_rule.get(f.rule_id or f.expectation, 0) + 1
+    for label, entry in zip(outcome.invalid.index, entries, strict=True):
         row = by_id[int(label)]
-        entries.append(QuarantineRow(
-            record_key=str(row["document_key"]),
-            raw_record=_raw_for_quarantine(row),
-            mapped_record={k: v for k, v in frame.loc[label].to_dict().items()},
-            failed_expectations=[{"expectation": f.expectation, "column": f.column, "rule_id": f.rule_id, "value": f.value} for f in failures],
-        ))
-        reasons[int(label)] = "refused by the documents suite: " + ", ".join(sorted({f.rule_id or f.expectation for f in failures}))
+        reasons[int(label)] = "refused by the documents suite: " + ", ".join(sorted({failure_name(f) for f in entry.failed_expectations}))
         if len(result.sample) < 10:
             result.sample.append({"document_key": row["document_key"], "file_name": row["file_name"], "reasons": reasons[int(label)]})
     if entries:
