@@ -409,11 +409,12 @@ def quarantine_show(
         expand=False,
     ))
     failures = Table(title="failed expectations")
-    for col in ("expectation", "column", "value", "rule"):
+    for col in ("rule id", "expectation", "column", "value", "kwargs"):
         failures.add_column(col, overflow="fold")
     for f in row.failed_expectations or []:
         rule = {k: v for k, v in (f.get("kwargs") or {}).items() if k not in ("result_format",)}
-        failures.add_row(str(f.get("expectation")), str(f.get("column") or ""), json.dumps(f.get("value"), default=str), json.dumps(rule, default=str)[:200])
+        failures.add_row(str(f.get("rule_id") or ""), str(f.get("expectation")), str(f.get("column") or ""),
+                         json.dumps(f.get("value"), default=str), json.dumps(rule, default=str)[:200])
     console.print(failures)
     console.print("[bold]mapped record[/bold]")
     console.print_json(json.dumps(data.get("mapped_record"), default=str))
