@@ -16,47 +16,49 @@ Top to bottom:
 Failed units are queued for a rerun (hub/ledger/retry_units.py): the pull (`microsoft365.calendar_events.pull`) and
 the push (`microsoft365.schedules.push`: the schedules whose push failed, or every pending one when the push
 stage itself failed). `resume=` reruns exactly that unit: a pull reruns from the saved delta link and pushes
-nothing; a push pushes just those schedules and reads nothing.
+nothing; a push pushes just those schedules and reads nothing. The run's bookkeeping (metrics, the error rows,
+the validation-failure row, the run summary) is tasks/engine.py `DatasetRun`'s.
 """
 
 from __future__ import annotations
 
-import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
-from prefect.runtime import flow_run
 from prefect.utilities.annotations import quote
 from sqlalchemy import select
 
-from connectors.core.errors import InvalidRequest, ResyncRequired, classify_exception
-from connectors.core.metrics import METRICS
+from connectors.core.errors import InvalidRequest, ResyncRequired
 from connectors.microsoft365 import Microsoft365Connector
 from data_mappings.microsoft365_events import PROVIDER, from_graph_event, to_graph_event
 from data_mappings.schedules import CalendarEvent, schedule_row, schedules_frame
 from hub.core.db import get_engine, session_factory
 from hub.core.models import Schedule, ScheduleCalendarLink
-from hub.ledger.errors import record_error, record_validation_failure
 from hub.ledger.loading import read_cursor, reset_cursor, write_cursor
 from hub.ledger.retry_units import OUTLOOK_CALENDAR_PULL, OUTLOOK_SCHEDULES_PUSH, UnitFailed
-from hub.monitoring.health import ensure_flusher
 from hub.runtime.connections import build_microsoft365_connector
 from hub.systems.calendars import (
+    SCHEDULES_DATASET,
+    CalendarSyncSummary,
+    CalendarUnits,
     PullResult,
     PushResult,
     apply_remote_page,
+    cursor_dataset,
     failed_push_error,
-    failed_push_refs,
     push_pending,
+    refused,
 )
 from hub.systems.schedules import record_push, schedules_to_push
+from tasks.engine import DatasetRun
 from tasks.retry import retry_transient_only
 
 INTEGRATION = "microsoft365"
 DATASET = "calendar_events"
+UNITS = CalendarUnits(pull=OUTLOOK_CALENDAR_PULL, push=OUTLOOK_SCHEDULES_PUSH)
 
 
 class GraphCalendarRemote:
@@ -90,28 +92,13 @@ class GraphCalendarRemote:
 
 
 @dataclass
-class CalendarSyncSummary:
+class OutlookSyncSummary(CalendarSyncSummary):
     integration: str = INTEGRATION
-    dataset: str = DATASET
-    calendar_id: str = ""
-    mode: str = "incremental"
-    flow_run_id: str | None = None
-    pages: int = 0
-    vanished_checked: int = 0
-    batch_created: int = 0
-    pull: dict[str, Any] = field(default_factory=dict)
-    push: dict[str, Any] = field(default_factory=dict)
-    retries: int = 0
-    seconds: float = 0.0
-    error_ids: list[int] = field(default_factory=list)
+    vanished_checked: int = 0  # linked events a full read did not return, looked up one by one
+    batch_created: int = 0  # events created by $batch (the rest of the push is in `push`)
 
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def _cursor_dataset(calendar_id: str) -> str:
-    # One cursor per mailbox: delta tokens belong to a calendar view. sync_state.dataset holds 64 characters.
-    return f"events:{calendar_id}"[:64]
+    def written(self) -> int:
+        return super().written() + self.batch_created
 
 
 @task(name="apply_outlook_page", cache_policy=NO_CACHE, persist_result=False, retries=2, retry_condition_fn=retry_transient_only,
@@ -122,11 +109,11 @@ def apply_outlook_page(items: list[dict[str, Any]], calendar_id: str, *, cursor:
     events = [from_graph_event(item, calendar_id) for item in items]
     with session_factory()() as session:
         if reset:
-            reset_cursor(session.connection(), INTEGRATION, _cursor_dataset(calendar_id))
+            reset_cursor(session.connection(), INTEGRATION, cursor_dataset(calendar_id))
         result = apply_remote_page(session, provider=PROVIDER, calendar_id=calendar_id, integration=INTEGRATION,
                                    events=events, run_name=run_id)
         if cursor is not None:
-            write_cursor(session.connection(), INTEGRATION, _cursor_dataset(calendar_id), cursor, flow_run_id=run_id,
+            write_cursor(session.connection(), INTEGRATION, cursor_dataset(calendar_id), cursor, flow_run_id=run_id,
                          rows_added=result.pulled)
         session.commit()
     return result
@@ -202,15 +189,12 @@ def push_outlook_schedules(connector: Microsoft365Connector, run_id: str | None,
 def sync_microsoft_calendar(full_resync: bool = False, push_batch_size: int | None = None, resume: dict[str, Any] | None = None) -> dict[str, Any]:
     """One two-way sync of the configured mailbox's calendar: pull people's changes, then push the ERP's. With
     `resume`, only the failed unit: the pull, or the push (of the schedules it names)."""
-    ensure_flusher()  # this process's connector calls reach call_metrics in batches (and at exit)
-    logger = get_run_logger()
-    started = time.perf_counter()
-    run_id = str(flow_run.id) if flow_run.id else None
-    retries_before = METRICS.total(INTEGRATION, "retries")
+    run = DatasetRun(INTEGRATION, DATASET, "sync-microsoft-calendar", resume=resume)
+    logger, run_id = run.logger, run.run_id
     connector = build_microsoft365_connector()
     options = connector.calendar
     calendar_id = connector.calendar_user
-    summary = CalendarSyncSummary(calendar_id=calendar_id, flow_run_id=run_id)
+    summary = OutlookSyncSummary(calendar_id=calendar_id, flow_run_id=run_id)
     kind = resume.get("kind") if resume is not None else None
     only: list[str] | None = list(resume["schedule_refs"]) if resume is not None and resume.get("schedule_refs") else None
     if resume is not None:
@@ -228,7 +212,7 @@ def sync_microsoft_calendar(full_resync: bool = False, push_batch_size: int | No
                                  "rerun it with that MICROSOFT365_CALENDAR_USER", integration=INTEGRATION)
         if kind in (None, OUTLOOK_CALENDAR_PULL):
             with get_engine().connect() as conn:
-                saved = None if full_resync else read_cursor(conn, INTEGRATION, _cursor_dataset(calendar_id))
+                saved = None if full_resync else read_cursor(conn, INTEGRATION, cursor_dataset(calendar_id))
             now = datetime.now(UTC)
             link = (saved or {}).get("delta_link")
             window_end = datetime.fromisoformat(saved["window_end"]) if saved and saved.get("window_end") else None
@@ -281,55 +265,21 @@ def sync_microsoft_calendar(full_resync: bool = False, push_batch_size: int | No
             summary.push = asdict(pushed)
             push_error = failed_push_error(pushed, INTEGRATION)
             if push_error is not None:
-                failed = {"kind": OUTLOOK_SCHEDULES_PUSH, "calendar_id": calendar_id, "stage": "push", "schedule_refs": failed_push_refs(pushed)}
+                failed = UNITS.of_failed_pushes(calendar_id, pushed)
                 if resume is not None:
                     raise UnitFailed(push_error, failed)
-                summary.error_ids.append(record_error(push_error, integration=INTEGRATION, dataset="schedules", flow_run_id=run_id, unit=failed))
-        quarantined = pulled.quarantined + pushed.quarantined
-        if quarantined:
-            summary.error_ids.append(record_validation_failure(
-                integration=INTEGRATION, dataset="schedules", flow_run_id=run_id,
-                rows_checked=pulled.validated + pushed.considered, rows_quarantined=quarantined,
-                failures_by_expectation=_count_failures(pulled.quarantine_sample + pushed.quarantine_sample),
-                sample=pulled.quarantine_sample + pushed.quarantine_sample, report_path=None,
-            ))
+                summary.error_ids.append(run.record_failure(push_error, unit=failed, dataset=SCHEDULES_DATASET))
     except UnitFailed:
         raise
     except Exception as exc:
-        error = classify_exception(exc, integration=INTEGRATION, operation=f"sync_calendar_{stage}")
-        if resume is not None:
-            # A rerun of a recorded unit: the retry workflow updates that row; no new row.
-            logger.error("rerun of integration_errors #%s failed in the %s stage: %s", resume.get("error_id"), stage, error)
-            raise UnitFailed(error) from exc
-        unit = {"kind": OUTLOOK_CALENDAR_PULL if stage == "pull" else OUTLOOK_SCHEDULES_PUSH, "calendar_id": calendar_id,
-                "stage": stage, "pages_committed": summary.pages}
-        error_id = record_error(error, integration=INTEGRATION, dataset=DATASET, flow_run_id=run_id, unit=unit)
-        logger.error(
-            "Outlook calendar sync failed in the %s stage after %d committed page(s): %s. integration_errors #%d. %s "
-            "`drymix errors retry %d` reruns just that stage (the cursor never passed what was committed).",
-            stage, summary.pages, error, error_id, error.remedy, error_id,
-        )
-        if error is exc:
-            raise
-        raise error from exc
+        # A rerun that fails again leaves its unit as it was (the retry workflow updates that row).
+        run.fail(exc, operation=f"sync_calendar_{stage}", unit=UNITS.of_stage(stage, calendar_id, summary.pages) if resume is None else None,
+                 done=f"in the {stage} stage after {summary.pages} committed page(s)")
     finally:
         connector.close()
-    summary.retries = METRICS.total(INTEGRATION, "retries") - retries_before
-    summary.seconds = round(time.perf_counter() - started, 3)
-    logger.info(
-        "Outlook calendar %s (%s): pulled %d, cancelled in ERP %d, conflicts %d; created %d by $batch, %d singly, "
-        "updated %d, cancelled %d, failed %d; quarantined %d",
-        calendar_id, summary.mode, pulled.pulled, pulled.cancelled_in_erp, pulled.conflicts, summary.batch_created,
-        summary.push.get("created", 0), summary.push.get("updated", 0), summary.push.get("cancelled", 0),
-        len(summary.push.get("failed", [])), pulled.quarantined + summary.push.get("quarantined", 0),
-    )
-    return summary.as_dict()
-
-
-def _count_failures(sample: list[dict[str, Any]]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for row in sample:
-        for failure in row.get("failed", []):
-            name = f"{failure.get('expectation')}({failure.get('column')})"
-            counts[name] = counts.get(name, 0) + 1
-    return counts
+    summary.quarantined = pulled.quarantined + pushed.quarantined
+    run.failures, run.sample = refused(pulled, pushed)
+    logger.info("Outlook calendar %s (%s): %s; created %d by $batch", calendar_id, summary.mode, summary.outcome(), summary.batch_created)
+    # Errors are resolved by their reruns: a later run may have read another mailbox's calendar.
+    return run.finish(summary, rows_checked=pulled.validated + pushed.considered, report=bool(summary.quarantined), resolve=(),
+                      validation_dataset=SCHEDULES_DATASET)

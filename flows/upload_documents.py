@@ -14,21 +14,20 @@ Reads top to bottom like the pipeline it runs, one page of outbox rows per task:
 Failed units are queued for a rerun (hub/ledger/retry_units.py): a document's upload
 (`microsoft365.documents.document`) and a page the run itself stopped in (`microsoft365.documents.page`: its
 outbox id range). `resume=` reruns exactly that unit: the one document (whatever its retry time), or the
-rows of that one page; nothing after them.
+rows of that one page; nothing after them. The run's bookkeeping (metrics, the page's error row, the
+validation-failure row, Data Docs, the run summary) is tasks/engine.py `DatasetRun`'s.
 """
 
 from __future__ import annotations
 
-import time
 import unicodedata
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
-from prefect.runtime import flow_run
 from prefect.utilities.annotations import quote
 
 from connectors.core.errors import IntegrationError, classify_exception
@@ -37,10 +36,9 @@ from connectors.microsoft365 import DocumentOptions, Microsoft365Connector, Uplo
 from data_mappings.documents import map_documents, normalise_folder
 from hub.core.db import get_engine
 from hub.core.settings import microsoft365_options as load_options
-from hub.ledger.errors import record_error, record_validation_failure
-from hub.ledger.loading import count_failures, failure_name, quarantine_rows, upsert_quarantine
+from hub.ledger.errors import record_error
+from hub.ledger.loading import QuarantineRow, failure_name, quarantine_rows, upsert_quarantine
 from hub.ledger.retry_units import DOCUMENT_UPLOAD, DOCUMENTS_PAGE, UnitFailed
-from hub.monitoring.health import ensure_flusher
 from hub.runtime.connections import build_microsoft365_connector
 from hub.systems.documents import (
     claim_page,
@@ -52,6 +50,7 @@ from hub.systems.documents import (
     resolve_document_errors,
     start_attempt,
 )
+from tasks.engine import DatasetRun
 from tasks.retry import retry_transient_only
 from tasks.transform import map_batch, validate_batch
 
@@ -63,11 +62,8 @@ DATASET = "documents"
 class PageOutcome:
     uploaded: int = 0
     failed: int = 0
-    quarantined: int = 0
     bytes_uploaded: int = 0
     error_ids: list[int] = field(default_factory=list)
-    failures_by_rule: dict[str, int] = field(default_factory=dict)
-    sample: list[dict[str, Any]] = field(default_factory=list)
     unrecorded: list[IntegrationError] = field(default_factory=list)  # a document rerun's failure: its error row is updated
 
 
@@ -83,11 +79,13 @@ class UploadSummary:
     uploaded: int = 0
     failed: int = 0
     bytes_uploaded: int = 0
+    retries: int = 0
     seconds: float = 0.0
+    report_path: str | None = None
     error_ids: list[int] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "upserted": self.uploaded}  # the run summary's "loaded" figure
 
 
 @task(name="read_outbox_page", cache_policy=NO_CACHE, persist_result=False, retries=2, retry_delay_seconds=[1.0, 4.0],
@@ -105,24 +103,18 @@ def _raw_for_quarantine(row: dict[str, Any]) -> dict[str, Any]:
     return raw
 
 
-def quarantine_refused(rows: list[dict[str, Any]], frame: Any, outcome: Any, run_id: str | None, result: PageOutcome) -> None:
+def quarantine_refused(rows: list[dict[str, Any]], frame: Any, outcome: Any, run_id: str | None) -> list[QuarantineRow]:
     """Refused rows: a quarantine entry each (raw row, mapped values, failed rules) and status `quarantined`."""
     by_id = {int(r["id"]): r for r in rows}
     entries = quarantine_rows(outcome, frame, raw_of=lambda label: _raw_for_quarantine(by_id[int(label)]),
                               key_of=lambda label: str(by_id[int(label)].get("document_key") or "") or None)
-    for name, count in count_failures(entries).items():
-        result.failures_by_rule[name] = result.failures_by_rule.get(name, 0) + count
-    reasons: dict[int, str] = {}
-    for label, entry in zip(outcome.invalid.index, entries, strict=True):
-        row = by_id[int(label)]
-        reasons[int(label)] = "refused by the documents suite: " + ", ".join(sorted({failure_name(f) for f in entry.failed_expectations}))
-        if len(result.sample) < 10:
-            result.sample.append({"document_key": row["document_key"], "file_name": row["file_name"], "reasons": reasons[int(label)]})
+    reasons = {int(label): "refused by the documents suite: " + ", ".join(sorted({failure_name(f) for f in entry.failed_expectations}))
+               for label, entry in zip(outcome.invalid.index, entries, strict=True)}
     if entries:
         with get_engine().begin() as conn:
             upsert_quarantine(conn, INTEGRATION, DATASET, entries, run_id)
         record_quarantined(reasons)
-        result.quarantined += len(entries)
+    return entries
 
 
 def upload_row(connector: Microsoft365Connector, row: dict[str, Any], options: DocumentOptions, run_id: str | None,
@@ -185,15 +177,11 @@ def upload_documents_page(connector: Microsoft365Connector, rows: list[dict[str,
 def upload_documents(max_pages: int | None = None, rows_per_page: int | None = None, resume: dict[str, Any] | None = None) -> dict[str, Any]:
     """Drain the document outbox: every due row, a page per task; returns the run's counts. With `resume`, only
     the failed unit: one document, or one page."""
-    ensure_flusher()  # this process's connector calls reach call_metrics in batches (and at exit)
-    logger = get_run_logger()
-    started = time.perf_counter()
-    run_id = str(flow_run.id) if flow_run.id else None
+    run = DatasetRun(INTEGRATION, DATASET, "upload-documents", resume=resume)
+    logger, run_id = run.logger, run.run_id
     options, _ = load_options()
     limit = rows_per_page or options.rows_per_task
     summary = UploadSummary(flow_run_id=run_id)
-    failures_by_rule: dict[str, int] = {}
-    sample: list[dict[str, Any]] = []
     connector: Microsoft365Connector | None = None
     kind = resume.get("kind") if resume is not None else None
     rerun_of = int(resume.get("error_id") or 0) if resume is not None and kind == DOCUMENT_UPLOAD else None
@@ -223,59 +211,33 @@ def upload_documents(max_pages: int | None = None, rows_per_page: int | None = N
             frame = map_batch(DATASET, map_documents, quote(rows))  # type: ignore[call-overload]
             frame.index = [int(r["id"]) for r in rows]
             outcome = validate_batch(DATASET, frame, run_name=run_id)  # type: ignore[call-overload]
-            page = PageOutcome()
-            quarantine_refused(rows, frame, outcome, run_id, page)
+            refused = quarantine_refused(rows, frame, outcome, run_id)
+            run.count_quarantined(refused)
+            summary.quarantined += len(refused)
             valid_ids = [int(i) for i in outcome.valid.index]
             summary.valid += len(valid_ids)
             if valid_ids:
-                page_result = upload_documents_page(quote(connector), quote(rows), valid_ids, options, run_id, rerun_of)  # type: ignore[call-overload]
-                page.uploaded, page.failed = page_result.uploaded, page_result.failed
-                page.bytes_uploaded, page.error_ids = page_result.bytes_uploaded, page_result.error_ids
-                unrecorded.extend(page_result.unrecorded)
-            summary.quarantined += page.quarantined
-            summary.uploaded += page.uploaded
-            summary.failed += page.failed
-            summary.bytes_uploaded += page.bytes_uploaded
-            summary.error_ids.extend(page.error_ids)
-            for rule, count in page.failures_by_rule.items():
-                failures_by_rule[rule] = failures_by_rule.get(rule, 0) + count
-            sample.extend(page.sample)
+                page = upload_documents_page(quote(connector), quote(rows), valid_ids, options, run_id, rerun_of)  # type: ignore[call-overload]
+                summary.uploaded += page.uploaded
+                summary.failed += page.failed
+                summary.bytes_uploaded += page.bytes_uploaded
+                summary.error_ids.extend(page.error_ids)
+                unrecorded.extend(page.unrecorded)
             if kind == DOCUMENTS_PAGE:
                 break  # exactly the failed page
     except Exception as exc:
-        # Only the run's own machinery fails here (credentials, database): files record their own failures.
-        error = classify_exception(exc, integration=INTEGRATION, operation="upload_documents")
+        # Only the run's own machinery fails here (credentials, database): files record their own failures. A
+        # document's rerun that fails so leaves its unit as it was (the retry workflow updates that row).
         unit = {"kind": DOCUMENTS_PAGE, "after_document_id": page_start, "through_document_id": page_end, "rows": limit,
                 "pages_done": summary.pages}
-        if resume is not None:
-            # A rerun of a recorded unit: the retry workflow updates that row; no new row.
-            raise UnitFailed(error, unit if kind == DOCUMENTS_PAGE else None) from exc
-        error_id = record_error(error, integration=INTEGRATION, dataset=DATASET, flow_run_id=run_id, unit=unit)
-        logger.error("document upload stopped after %d page(s): %s. Recorded as integration_errors #%d. %s "
-                     "`drymix errors retry %d` reruns just that page.", summary.pages, error, error_id, error.remedy, error_id)
-        if isinstance(exc, IntegrationError):
-            raise
-        raise error from exc
+        run.fail(exc, operation="upload_documents", unit=None if kind == DOCUMENT_UPLOAD else unit,
+                 done=f"after {summary.pages} page(s)")
     finally:
         if connector is not None:
             connector.close()
     if unrecorded:
         raise UnitFailed(unrecorded[0])  # the rerun document failed again: its own error row is updated
-    if summary.quarantined:
-        summary.error_ids.append(record_validation_failure(
-            integration=INTEGRATION, dataset=DATASET, flow_run_id=run_id, rows_checked=summary.claimed,
-            rows_quarantined=summary.quarantined, failures_by_expectation=failures_by_rule, sample=sample, report_path=None,
-        ))
-    summary.seconds = round(time.perf_counter() - started, 3)
     logger.info("documents: %d claimed, %d uploaded (%d bytes), %d failed (recorded per document), %d quarantined, in %d page(s)",
                 summary.claimed, summary.uploaded, summary.bytes_uploaded, summary.failed, summary.quarantined, summary.pages)
-    _publish(summary)
-    return summary.as_dict()
-
-
-def _publish(summary: UploadSummary) -> None:
-    from prefect.artifacts import create_table_artifact
-
-    table = [{"figure": k, "value": str(v)} for k, v in summary.as_dict().items() if k not in ("error_ids",)]
-    create_table_artifact(key="microsoft365-documents-upload-summary", table=table,
-                          description=f"{summary.uploaded} uploaded, {summary.failed} failed, {summary.quarantined} quarantined")
+    # A document's errors are resolved when it uploads (hub.systems.documents.resolve_document_errors).
+    return run.finish(summary, rows_checked=summary.claimed, report=bool(summary.quarantined), resolve=())

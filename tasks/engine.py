@@ -24,7 +24,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, NoReturn, cast
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol, cast
 
 import pandas as pd
 from prefect import get_run_logger, task
@@ -116,6 +116,19 @@ class RunSummary:
         return {**data, **read, **counts}
 
 
+class Summary(Protocol):
+    """What `DatasetRun.finish` fills in and publishes: a `RunSummary`, or a push-shaped flow's own summary
+    (whose `as_dict()` carries `integration`, `dataset`, `upserted` and `quarantined` for the artifact)."""
+
+    retries: int
+    seconds: float
+    report_path: str | None
+    quarantined: int
+    error_ids: list[int]
+
+    def as_dict(self) -> dict[str, Any]: ...
+
+
 class DatasetRun:
     """One run of one dataset: what every flow of the hub does around its own work, in one place."""
 
@@ -191,14 +204,16 @@ class DatasetRun:
 
     def finish(
         self,
-        summary: RunSummary,
+        summary: Summary,
         *,
         rows_checked: int,
         report: bool = True,
         resolve: Sequence[str] = ALL_BUT_VALIDATION,
         note: str | None = None,
+        validation_dataset: str | None = None,
     ) -> dict[str, Any]:
-        """After a run that did its work: report, the validation-failure row, resolve what it fixed, publish."""
+        """After a run that did its work: report, the validation-failure row (under `validation_dataset` when the
+        refused rows are another dataset's), resolve what it fixed, publish."""
         summary.retries = self.retries
         summary.seconds = round(time.perf_counter() - self.started, 3)
         if report:
@@ -207,7 +222,7 @@ class DatasetRun:
             summary.error_ids.append(
                 record_validation_failure(
                     integration=self.integration,
-                    dataset=self.dataset,
+                    dataset=validation_dataset or self.dataset,
                     flow_run_id=self.run_id,
                     rows_checked=rows_checked,
                     rows_quarantined=summary.quarantined,

@@ -6,6 +6,8 @@
 - `push_pending`: ERP schedules changed since their last push -> validate -> create / update / cancel the remote
   event through a `CalendarRemote` -> record the link; one transaction per batch, failures recorded per schedule
   (the schedule stays pending and the next run retries it).
+- `CalendarSyncSummary` and `CalendarUnits`: what a two-way run reports, and the units its failures are queued
+  as (the flows run them through tasks/engine.py `DatasetRun`).
 
 Rule and reasons: docs/calendar-sync.md.
 """
@@ -14,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -294,6 +296,12 @@ def _push_one(
     session.flush()
 
 
+def cursor_dataset(calendar_id: str) -> str:
+    """The `sync_state` name of one calendar's read position (delta link, sync token): one per calendar, as a
+    provider's change token belongs to one calendar. sync_state.dataset holds 64 characters."""
+    return f"events:{calendar_id}"[:64]
+
+
 def failed_push_refs(result: PushResult) -> list[str]:
     """The schedules whose push failed in this run (they stay pending): the unit a rerun pushes again."""
     return sorted({str(f["schedule_ref"]) for f in result.failed})
@@ -316,3 +324,65 @@ def failed_push_error(result: PushResult, integration: str) -> IntegrationError 
         operation="push_schedules",
         response_data={"failed": result.failed[:50]},
     )
+
+
+# --- what a two-way run reports, and the units its failures are queued as -----------------------------
+
+
+@dataclass
+class CalendarSyncSummary:
+    """One two-way run: the flow's return value and its run summary (tasks/engine.py `DatasetRun.finish`)."""
+
+    integration: str = ""
+    dataset: str = EVENTS_DATASET
+    calendar_id: str = ""
+    mode: str = "incremental"
+    flow_run_id: str | None = None
+    pages: int = 0
+    pull: dict[str, Any] = field(default_factory=dict)
+    push: dict[str, Any] = field(default_factory=dict)
+    quarantined: int = 0
+    retries: int = 0
+    seconds: float = 0.0
+    report_path: str | None = None
+    error_ids: list[int] = field(default_factory=list)
+
+    def written(self) -> int:
+        """Schedules the pull changed in the ERP and events the push wrote to the calendar."""
+        pull, push = self.pull, self.push
+        return (pull.get("pulled", 0) + pull.get("cancelled_in_erp", 0) + push.get("created", 0) + push.get("updated", 0)
+                + push.get("recreated", 0) + push.get("cancelled", 0))
+
+    def outcome(self) -> str:
+        """One line for the run's log."""
+        pull, push = self.pull, self.push
+        return (f"pulled {pull.get('pulled', 0)}, cancelled in ERP {pull.get('cancelled_in_erp', 0)}, conflicts "
+                f"{pull.get('conflicts', 0)}; pushed created {push.get('created', 0)}, updated {push.get('updated', 0)}, "
+                f"cancelled {push.get('cancelled', 0)}, failed {len(push.get('failed', []))}; quarantined {self.quarantined}")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "upserted": self.written()}
+
+
+def refused(pulled: PullResult, pushed: PushResult) -> tuple[dict[str, int], list[dict[str, Any]]]:
+    """The rows both halves refused, by rule, and their sample: what the run's DATA_VALIDATION_FAILED row holds."""
+    counts = dict(pulled.failure_counts)
+    _merge_counts(counts, pushed.failure_counts)
+    return counts, pulled.quarantine_sample + pushed.quarantine_sample
+
+
+@dataclass(frozen=True)
+class CalendarUnits:
+    """The two units of one provider's calendar run a rerun takes (hub/ledger/retry_units.py)."""
+
+    pull: str
+    push: str
+
+    def of_stage(self, stage: str, calendar_id: str, pages_committed: int) -> dict[str, Any]:
+        """The stage that stopped the run: the pull (also when it stopped before, connecting), or the whole push."""
+        return {"kind": self.push if stage == "push" else self.pull, "calendar_id": calendar_id, "stage": stage,
+                "pages_committed": pages_committed}
+
+    def of_failed_pushes(self, calendar_id: str, result: PushResult) -> dict[str, Any]:
+        """The schedules whose push failed while the others went out."""
+        return {"kind": self.push, "calendar_id": calendar_id, "stage": "push", "schedule_refs": failed_push_refs(result)}
