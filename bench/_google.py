@@ -58,7 +58,7 @@ def _bodies(prefix: str, n: int) -> list[dict[str, Any]]:
         to_google_event(
             ScheduleSnapshot(
                 schedule_ref=f"{prefix}-{i:06d}", kind="delivery", title=f"Delivery {i}", location="Site",
-                starts_at=start + timedelta(minutes=i), ends_at=start + timedelta(minutes=i + 60),
+                starts_at=start + timedelta(minutes=i), ends_at=start + timedelta(minutes=i + 60), updated_at=start,
             )
         )
         for i in range(n)

@@ -193,6 +193,3 @@ def records_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
     """Parsed export records -> the raw frame `map_lab_results` reads (index = position in the export)."""
     return pd.DataFrame.from_records(records) if records else pd.DataFrame(columns=["source_line"])
 
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
@@ -89,7 +89,7 @@ class ScheduleSnapshot:
     status: str = "scheduled"
     owner: str = "erp"
     version: int = 1
-    updated_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    updated_at: datetime = field(kw_only=True)  # handed in: a mapping never reads the clock
 
 
 @dataclass

@@ -17,7 +17,8 @@ IST_NINE = datetime(2026, 12, 1, 3, 30, tzinfo=UTC)  # 09:00 in Kolkata
 
 def test_schedule_goes_out_in_its_zone_with_a_versioned_transaction_id() -> None:
     schedule = ScheduleSnapshot(schedule_ref="DLV-2026-000042", kind="delivery", title="Delivery 42", starts_at=IST_NINE,
-                                ends_at=IST_NINE.replace(hour=5), location="Whitefield", description="Gate 3", version=3)
+                                ends_at=IST_NINE.replace(hour=5), location="Whitefield", description="Gate 3", version=3,
+                                updated_at=IST_NINE)
     body = to_graph_event(schedule)
     assert body["start"] == {"dateTime": "2026-12-01T09:00:00", "timeZone": "India Standard Time"}
     assert body["transactionId"] == "drymix.DLV-2026-000042.v3"
