@@ -30,6 +30,7 @@ chromium:
 test: install chromium
 	$(BIN)/ruff check .
 	$(BIN)/mypy hub connectors data_mappings expectations tasks flows sandbox
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 ## The local production stack in the background: Prefect server (UI), process work pool + worker, webhook
@@ -52,8 +53,10 @@ smoke: install
 prefect-yaml: install
 	$(BIN)/drymix deploy render
 
+## Style, and the walls between the packages (import-linter contracts in pyproject.toml, docs/architecture.md).
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
 typecheck: install
 	$(BIN)/mypy hub connectors data_mappings expectations tasks flows sandbox
