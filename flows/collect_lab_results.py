@@ -10,35 +10,34 @@ With a results API configured (`LAB_API_URL`), its pages since the `after` curso
 page processed as an export of its own with the cursor in the same transaction (`collect_lab_api`).
 After that, results whose batch has since reached `production_batches` get `batch_known`.
 
-Failed units are queued for a rerun (hub/ledger/retry_units.py): a file (`lab.lab_results.file`) and the API read
-(`lab.lab_results.api`). `resume=` reruns exactly that unit: the one file from the drop folder, or the API
-from its committed cursor, and nothing else.
+Failed units are queued for a rerun: a file (`lab.lab_results.file`) and the API read (`lab.lab_results.api`),
+both declared in the registry (hub/datasets.py), so `drymix errors retry <id>` reruns them through this flow
+with `resume=`: exactly that unit, the one file from the drop folder or the API from its committed cursor,
+and nothing else. The run logic every flow shares (error rows, the rerun's `UnitFailed`, Data Docs, the
+validation-failure row, resolving earlier errors, the summary artifact) is the engine's (tasks/engine.py `DatasetRun`).
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
-from prefect.runtime import flow_run
 
-from connectors.core.errors import ErrorCategory, InvalidRequest, SyncFailed, classify_exception
+from connectors.core.errors import InvalidRequest, SyncFailed
 from connectors.lab.exports import DropFile, archive, read_settled, scan_drop_folder
 from hub.core.db import get_engine
-from hub.core.settings import LabConfig, get_settings, lab_config
-from hub.ledger.errors import record_error, record_validation_failure, resolve_open_errors
+from hub.core.settings import LabConfig, lab_config
 from hub.ledger.loading import read_cursor
-from hub.ledger.retry_units import LAB_EXPORT_FILE, LAB_RESULTS_API, UnitFailed
-from hub.monitoring.health import ensure_flusher
+from hub.ledger.retry_units import LAB_EXPORT_FILE, LAB_RESULTS_API
 from hub.systems.lab import DATASET, INTEGRATION, process_export, processed_under_name, refresh_batch_flags
-from tasks.report import publish_sync_summary
+from tasks.engine import SAMPLE_SIZE, DatasetRun
 from tasks.retry import retry_transient_only
+from tasks.streams import ALL_BUT_VALIDATION
 
 ARCHIVE_FOR = {"processed": "processed", "duplicate": "duplicates", "rejected": "rejected"}
 
@@ -66,6 +65,7 @@ class CollectSummary:
     unchanged: int = 0
     batch_unknown: int = 0
     batch_flags_set: int = 0
+    retries: int = 0
     seconds: float = 0.0
     report_path: str | None = None
     error_ids: list[int] = field(default_factory=list)
@@ -137,9 +137,8 @@ def collect_lab_results(
 ) -> dict[str, Any]:
     """Process every settled export in the drop folder once; quarantine what cannot be trusted. With `resume`,
     only the failed unit: one file, or the results API."""
-    ensure_flusher()  # this process's connector calls reach call_metrics in batches (and at exit)
-    logger = get_run_logger()
-    started = time.perf_counter()
+    run = DatasetRun(INTEGRATION, DATASET, "collect-lab-results", resume=resume)
+    logger = run.logger
     config = lab_config()
     updates: dict[str, Any] = {}
     if drop_dir is not None:
@@ -151,7 +150,7 @@ def collect_lab_results(
     if resume is not None and resume.get("api"):
         updates["api_url"] = resume["api"]
     config = config.model_copy(update=updates)
-    run_id = str(flow_run.id) if flow_run.id else None
+    run_id = run.run_id
     summary = CollectSummary(flow_run_id=run_id, drop_dir=str(config.drop_dir))
     kind = resume.get("kind") if resume is not None else None
     if resume is not None:
@@ -163,7 +162,7 @@ def collect_lab_results(
     if kind in (None, LAB_EXPORT_FILE):
         ready, settling = scan_drop_folder(config.drop_dir, settle_s=config.settle_s)
         if resume is not None:
-            ready = _resumed_file(resume, ready, settling, config)
+            ready = _resumed_file(run, resume, ready, settling, config)
             settling = []
         summary.files_ready, summary.files_settling = len(ready), len(settling)
         if settling:
@@ -171,28 +170,20 @@ def collect_lab_results(
     limit = max_files or config.max_files_per_run
 
     # --- per export: parse, map, validate, load (one transaction each) -----------------------
-    failures: dict[str, int] = {}
-    sample: list[dict[str, Any]] = []
     for found in ready[:limit]:
         try:
             result = process_lab_export(found, config, run_id)
-        except Exception as exc:  # noqa: BLE001 - one failed file must not stop the others
-            error = classify_exception(exc, integration=INTEGRATION, operation="process_export")
+        except Exception as exc:  # noqa: BLE001 - one failed file must not stop the others (a rerun of it fails)
             unit = {"kind": LAB_EXPORT_FILE, "file": found.name, "size": found.size, "drop_dir": str(config.drop_dir)}
-            if resume is not None:
-                # A rerun of a recorded unit: the retry workflow updates that row; no new row.
-                raise UnitFailed(error, unit) from exc
+            summary.error_ids.append(run.unit_failed(exc, operation="process_export", what=f"lab export {found.name}", unit=unit,
+                                                     max_retries=1, then="the file stays and is retried next run"))
             summary.files_failed += 1
-            error_id = record_error(error, integration=INTEGRATION, dataset=DATASET, flow_run_id=run_id, unit=unit, max_retries=1)
-            summary.error_ids.append(error_id)
-            logger.error("lab export %s failed: %s (recorded as integration_errors #%d; the file stays and is retried next run, "
-                         "or just it: `drymix errors retry %d`)", found.name, error, error_id, error_id)
             continue
         status = result["status"]
         if status == "settling":
             if resume is not None:
-                raise UnitFailed(SyncFailed(f"{found.name} changed while it was read: it is still being written", code="EXPORT_SETTLING",
-                                            integration=INTEGRATION, operation="process_export"))
+                run.fail(SyncFailed(f"{found.name} changed while it was read: it is still being written", code="EXPORT_SETTLING"),
+                         operation="process_export")
             summary.files_settling += 1
             continue
         summary.exports.append({k: result.get(k) for k in ("name", "sha256", "status", "rows_total", "valid", "quarantined", "written", "reason")})
@@ -202,7 +193,7 @@ def collect_lab_results(
             continue
         summary.exports_processed += status == "processed"
         summary.exports_rejected += status == "rejected"
-        _count(summary, result, failures, sample)
+        _count(run, summary, result)
         logger.info(
             "%s: %s, %d rows, %d loaded (%d new or changed), %d quarantined%s",
             found.name, status, result["rows_total"], result["valid"], result["written"], result["quarantined"],
@@ -213,39 +204,26 @@ def collect_lab_results(
         try:
             pages = collect_lab_api(config, run_id)
         except Exception as exc:  # noqa: BLE001 - recorded like a failed file; the cursor stays at the last committed page
-            error = classify_exception(exc, integration=INTEGRATION, operation="read_results_api")
-            if resume is not None:
-                raise UnitFailed(error) from exc
+            summary.error_ids.append(run.unit_failed(exc, operation="read_results_api", what="lab results API",
+                                                     unit={"kind": LAB_RESULTS_API, "api": config.api_url},
+                                                     then="the next run resumes from the cursor"))
             summary.files_failed += 1
-            error_id = record_error(error, integration=INTEGRATION, dataset=DATASET, flow_run_id=run_id,
-                                    unit={"kind": LAB_RESULTS_API, "api": config.api_url})
-            summary.error_ids.append(error_id)
-            logger.error("lab results API failed: %s (recorded as integration_errors #%d; the next run resumes from the cursor)", error, error_id)
             pages = []
         for result in pages:
             summary.api_pages += 1
-            _count(summary, result, failures, sample)
+            _count(run, summary, result)
 
     # --- batches that arrived since: flag their results ----------------------------------------
     with get_engine().begin() as conn:
         summary.batch_flags_set = refresh_batch_flags(conn)
 
-    summary.seconds = round(time.perf_counter() - started, 3)
-    if summary.exports_processed or summary.api_pages:
-        summary.report_path = _build_report(run_id)
-    if summary.quarantined:
-        summary.error_ids.append(
-            record_validation_failure(
-                integration=INTEGRATION, dataset=DATASET, flow_run_id=run_id, rows_checked=summary.extracted + summary.exports_rejected,
-                rows_quarantined=summary.quarantined, failures_by_expectation=failures, sample=sample, report_path=summary.report_path,
-            )
-        )
-    if not summary.files_failed and resume is None:
-        resolve_open_errors(
-            INTEGRATION, DATASET, note=f"a later run ({run_id}) processed the drop folder",
-            categories=tuple(c.value for c in ErrorCategory if c is not ErrorCategory.DATA_VALIDATION_FAILED),
-        )
-    publish_sync_summary(summary.as_dict())
+    outcome = run.finish(
+        summary,
+        rows_checked=summary.extracted + summary.exports_rejected,
+        report=bool(summary.exports_processed or summary.api_pages),
+        resolve=ALL_BUT_VALIDATION if not summary.files_failed and resume is None else (),
+        note=f"a later run ({run_id}) processed the drop folder",
+    )
     if summary.files_failed:
         raise SyncFailed(
             f"{summary.files_failed} lab export(s) failed and stay in {config.drop_dir} for the next run "
@@ -253,30 +231,30 @@ def collect_lab_results(
             code="LAB_EXPORTS_FAILED",
             operation="collect_lab_results",
         )
-    return summary.as_dict()
+    return outcome
 
 
-def _resumed_file(resume: dict[str, Any], ready: list[DropFile], settling: list[DropFile], config: LabConfig) -> list[DropFile]:
+def _resumed_file(run: DatasetRun, resume: dict[str, Any], ready: list[DropFile], settling: list[DropFile], config: LabConfig) -> list[DropFile]:
     """The failed export, if it still waits in the drop folder; [] when a later run already processed it."""
     name = str(resume["file"])
     if any(f.name == name for f in settling):
-        raise UnitFailed(SyncFailed(f"{name} is being written again (changed in the last {config.settle_s:.0f} s): retried later",
-                                    code="EXPORT_SETTLING", integration=INTEGRATION, operation="process_export"))
+        run.fail(SyncFailed(f"{name} is being written again (changed in the last {config.settle_s:.0f} s): retried later",
+                            code="EXPORT_SETTLING"), operation="process_export")
     found = [f for f in ready if f.name == name]
     if found:
         return found
     with get_engine().connect() as conn:
         done = processed_under_name(conn, name)
     if not done:
-        raise UnitFailed(InvalidRequest(
+        run.fail(InvalidRequest(
             f"{name} is no longer in {config.drop_dir} and no export of that name was processed: it was moved or deleted "
             "by hand; drop it again (it is then processed once) or resolve this error",
-            code="EXPORT_GONE", integration=INTEGRATION, operation="process_export",
-        ))
+            code="EXPORT_GONE",
+        ), operation="process_export")
     return []  # a later run processed it (and archived it): nothing left to do
 
 
-def _count(summary: CollectSummary, result: dict[str, Any], failures: dict[str, int], sample: list[dict[str, Any]]) -> None:
+def _count(run: DatasetRun, summary: CollectSummary, result: dict[str, Any]) -> None:
     summary.extracted += result["rows_total"]
     summary.valid += result["valid"]
     summary.quarantined += result["quarantined"]
@@ -284,12 +262,5 @@ def _count(summary: CollectSummary, result: dict[str, Any], failures: dict[str, 
     summary.unchanged += result["unchanged"]
     summary.batch_unknown += result["batch_unknown"]
     for name, count in result["failures_by_expectation"].items():
-        failures[name] = failures.get(name, 0) + count
-    sample.extend(result["sample"][: max(0, 10 - len(sample))])
-
-
-def _build_report(run_id: str | None) -> str | None:
-    from expectations.runner import build_data_docs
-
-    settings = get_settings()
-    return build_data_docs(settings.data_docs_dir, run_name=run_id, keep_runs=settings.data_docs_keep_runs)
+        run.failures[name] = run.failures.get(name, 0) + count
+    run.sample.extend(result["sample"][: max(0, SAMPLE_SIZE - len(run.sample))])

@@ -11,36 +11,29 @@ reach the plant still flushes what earlier runs buffered. See hub/systems/plant.
 
 A failed flush is recorded as a unit (`plant_opcua.buffer.flush`: the buffer file and the seq range that was
 waiting). `resume=` reruns exactly that: it reads nothing from the plant and loads the buffered entries up to
-that seq, oldest first (hub/ledger/retry_units.py; `drymix errors retry <id>`); what later runs buffered waits for
-them. A failed read needs no rerun: past OPC UA values cannot be read again, and the next minute's run reads
-the batch records after the cursor anyway.
+that seq, oldest first (the unit is declared in the registry, hub/datasets.py, so `drymix errors retry <id>` reruns
+it through this flow); what later runs buffered waits for them. A failed read needs no rerun: past OPC UA values
+cannot be read again, and the next minute's run reads the batch records after the cursor anyway. The run logic
+every flow shares (error rows, the rerun's `UnitFailed`, Data Docs, the validation-failure rows, resolving
+earlier errors, the summary artifact) is the engine's (tasks/engine.py `DatasetRun`).
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
-from prefect.runtime import flow_run
 from prefect.utilities.annotations import quote
 from sqlalchemy import Engine
 
-from connectors.core.errors import (
-    ErrorCategory,
-    IntegrationError,
-    InvalidRequest,
-    SyncFailed,
-    classify_exception,
-)
+from connectors.core.errors import IntegrationError, InvalidRequest, SyncFailed, classify_exception
 from hub.core.db import get_engine
-from hub.core.settings import PlantOpcuaConfig, get_settings, plant_opcua_config
+from hub.core.settings import PlantOpcuaConfig, plant_opcua_config
 from hub.ledger.buffer import BufferedEntry, DurableBuffer
-from hub.ledger.retry_units import PLANT_BUFFER_FLUSH, UnitFailed
-from hub.monitoring.health import ensure_flusher
+from hub.ledger.retry_units import PLANT_BUFFER_FLUSH
 from hub.systems.plant import (
     BATCHES,
     INTEGRATION,
@@ -56,8 +49,9 @@ from hub.systems.plant import (
     read_plant,
     start_position,
 )
-from tasks.report import publish_sync_summary
+from tasks.engine import DatasetRun
 from tasks.retry import retry_transient_only
+from tasks.streams import ALL_BUT_VALIDATION
 
 
 @dataclass
@@ -84,6 +78,7 @@ class CollectSummary:
     upserted: int = 0
     unchanged: int = 0
     batches: int = 0  # chunks loaded
+    retries: int = 0
     seconds: float = 0.0
     report_path: str | None = None
     error_ids: list[int] = field(default_factory=list)
@@ -118,17 +113,14 @@ def load_task(engine: Engine, chunk: PreparedChunk, flow_run_id: str | None) -> 
     return load_chunk(engine, chunk, flow_run_id=flow_run_id)
 
 
-def _record(error: IntegrationError, dataset: str, run_id: str | None, unit: dict[str, Any] | None = None) -> int | None:
-    """Record an error row; when the database itself is down, say so in the log instead."""
-    from hub.ledger.errors import record_error
-
-    logger = get_run_logger()
+def _record(run: DatasetRun, error: IntegrationError, dataset: str = READINGS, unit: dict[str, Any] | None = None) -> list[int]:
+    """The error row of a failure the run goes on after; when the database itself is down, the log says so instead
+    (and the error waits in the local error spool)."""
     try:
-        return record_error(error, integration=INTEGRATION, dataset=dataset, flow_run_id=run_id, unit=unit,
-                            max_retries=plant_opcua_config().retry.max_retries)
+        return [run.record_failure(error, dataset=dataset, unit=unit, max_retries=plant_opcua_config().retry.max_retries)]
     except Exception as exc:  # noqa: BLE001 - the ledger lives in the database that may be the failure
-        logger.error("could not record the error in integration_errors (%s): %s", classify_exception(exc), error)
-        return None
+        run.logger.error("could not record the error in integration_errors (%s): %s", classify_exception(exc), error)
+        return []
 
 
 def flush_unit(buffer: DurableBuffer, through_seq: int | None = None) -> dict[str, Any]:
@@ -138,15 +130,15 @@ def flush_unit(buffer: DurableBuffer, through_seq: int | None = None) -> dict[st
     return {"kind": PLANT_BUFFER_FLUSH, "buffer": str(buffer.path), "first_seq": first, "through_seq": last, "entries": entries}
 
 
-def _resumed_buffer(resume: dict[str, Any], config: PlantOpcuaConfig) -> DurableBuffer:
+def _resumed_buffer(run: DatasetRun, resume: dict[str, Any], config: PlantOpcuaConfig) -> DurableBuffer:
     path = Path(resume["buffer"]) if resume.get("buffer") else config.buffer_dir / "plant_buffer.sqlite3"
     if not path.is_file():
         # The buffer is local to the worker that collects the plant; a rerun elsewhere cannot see it.
-        raise UnitFailed(InvalidRequest(
+        run.fail(InvalidRequest(
             f"the plant buffer {path} is not on this machine: rerun integration_errors #{resume.get('error_id')} "
             "on the worker that runs collect-plant",
-            code="BUFFER_NOT_FOUND", integration=INTEGRATION, operation="load_plant",
-        ))
+            code="BUFFER_NOT_FOUND",
+        ), operation="load_plant")
     return DurableBuffer(path)
 
 
@@ -154,14 +146,14 @@ def _resumed_buffer(resume: dict[str, Any], config: PlantOpcuaConfig) -> Durable
 def collect_plant(listen_seconds: float = 0.0, resume: dict[str, Any] | None = None) -> dict[str, Any]:
     """Collect from the plant, buffer durably, flush the buffer in order into the ERP; with `resume`, only load
     the buffered entries of a failed flush."""
-    ensure_flusher()  # this process's connector calls reach call_metrics in batches (and at exit)
-    logger = get_run_logger()
-    started = time.perf_counter()
+    # Errors are recorded under plant_readings; a success resolves those of both datasets.
+    run = DatasetRun(INTEGRATION, READINGS, "collect-plant", resume=resume, datasets=(READINGS, BATCHES))
+    logger = run.logger
     config = plant_opcua_config()
     engine = get_engine()
-    run_id = str(flow_run.id) if flow_run.id else None
+    run_id = run.run_id
     summary = CollectSummary(flow_run_id=run_id)
-    buffer = open_buffer(config) if resume is None else _resumed_buffer(resume, config)
+    buffer = open_buffer(config) if resume is None else _resumed_buffer(run, resume, config)
     through_seq = int(resume["through_seq"]) if resume is not None and resume.get("through_seq") is not None else None
     read_error: IntegrationError | None = None
 
@@ -188,7 +180,7 @@ def collect_plant(listen_seconds: float = 0.0, resume: dict[str, Any] | None = N
                     code="BATCH_RECORDS_MISSED",
                     operation="read_batches",
                 )
-                summary.error_ids += [i for i in [_record(gap, BATCHES, run_id, {"after_seq": position.after_seq})] if i]
+                summary.error_ids += _record(run, gap, BATCHES, {"after_seq": position.after_seq})
             logger.info("plant: %d readings (%d from the subscription), %d new batch records (counter %d) buffered",
                         summary.readings_read, summary.subscribed_changes, summary.batches_read, collection.counter)
         except Exception as exc:  # noqa: BLE001 - classified; the buffer is flushed before the run fails
@@ -205,19 +197,12 @@ def collect_plant(listen_seconds: float = 0.0, resume: dict[str, Any] | None = N
             result.add(chunk, loaded)
     except Exception as exc:
         error = classify_exception(exc, integration=INTEGRATION, operation="load_plant")
-        summary.buffer_pending = buffer.count()
-        unit = flush_unit(buffer, through_seq)
-        if resume is not None:
-            # A rerun of a recorded unit: the retry workflow updates that row; no new row.
-            logger.error("rerun of integration_errors #%s failed after %d loaded chunk(s): %s", resume.get("error_id"), result.chunks, error)
-            raise UnitFailed(error, unit) from exc
-        error.message = f"{error.message}; {summary.buffer_pending} entries stay in the local buffer and load on the next run"
-        error_id = _record(error, READINGS, run_id, unit)
-        logger.error("loading the plant buffer failed: %s. %s%s", error, error.remedy,
-                     f" Recorded as integration_errors #{error_id}: `drymix errors retry {error_id}` loads just these entries." if error_id else "")
-        if error is exc:
-            raise
-        raise error from exc
+        if resume is None:
+            error.message = f"{error.message}; {buffer.count()} entries stay in the local buffer and load on the next run"
+        if error is not exc:
+            error.__cause__ = exc
+        run.fail(error, operation="load_plant", unit=flush_unit(buffer, through_seq), max_retries=config.retry.max_retries,
+                 done=f"after {result.chunks} loaded chunk(s)")
 
     summary.batches = result.chunks
     summary.extracted = result.entries
@@ -235,45 +220,27 @@ def collect_plant(listen_seconds: float = 0.0, resume: dict[str, Any] | None = N
             f"row counts do not balance: {summary.valid} valid, {summary.upserted} upserted + {summary.unchanged} unchanged",
             code="COUNT_IMBALANCE",
         )
-    if result.chunks:
-        summary.report_path = _build_report(run_id)
-    if summary.quarantined:
-        from hub.ledger.errors import record_validation_failure
-
-        # One error per dataset: each links (and is resolved by a replay of) its own quarantined rows.
-        for dataset in (READINGS, BATCHES):
-            if result.quarantined_by_dataset.get(dataset):
-                summary.error_ids.append(
-                    record_validation_failure(
-                        integration=INTEGRATION,
-                        dataset=dataset,
-                        flow_run_id=run_id,
-                        rows_checked=result.checked_by_dataset[dataset],
-                        rows_quarantined=result.quarantined_by_dataset[dataset],
-                        failures_by_expectation={k: n for k, n in result.failures_by_expectation.items() if k.startswith(f"{dataset}.")},
-                        sample=[s for s in result.sample if s["dataset"] == dataset],
-                        report_path=summary.report_path,
-                    )
-                )
-    summary.seconds = round(time.perf_counter() - started, 3)
+    # One validation-failure row per dataset: each links (and is resolved by a replay of) its own quarantined rows.
+    for dataset in (READINGS, BATCHES):
+        run.count_refused(
+            dataset,
+            checked=result.checked_by_dataset.get(dataset, 0),
+            quarantined=result.quarantined_by_dataset.get(dataset, 0),
+            failures={k: n for k, n in result.failures_by_expectation.items() if k.startswith(f"{dataset}.")},
+            sample=[s for s in result.sample if s["dataset"] == dataset],
+        )
     if read_error is not None:
-        summary.error_ids += [i for i in [_record(read_error, READINGS, run_id)] if i]
-        publish_sync_summary(summary.as_dict())
+        summary.error_ids += _record(run, read_error)
+    else:
+        logger.info("plant: %d entries loaded (%d upserted, %d unchanged, %d quarantined, %d flagged), batch cursor %s",
+                    summary.extracted, summary.upserted, summary.unchanged, summary.quarantined, summary.flagged, summary.watermark)
+    done = run.finish(
+        summary,
+        rows_checked=summary.mapped,
+        report=bool(result.chunks),
+        resolve=ALL_BUT_VALIDATION if read_error is None and resume is None else (),
+        note=f"a later run ({run_id}) collected the plant",
+    )
+    if read_error is not None:
         raise read_error
-    if resume is None:
-        from hub.ledger.errors import resolve_open_errors
-
-        transient = tuple(c.value for c in ErrorCategory if c is not ErrorCategory.DATA_VALIDATION_FAILED)
-        for dataset in (READINGS, BATCHES):
-            resolve_open_errors(INTEGRATION, dataset, note=f"a later run ({run_id}) collected the plant", categories=transient)
-    logger.info("plant: %d entries loaded (%d upserted, %d unchanged, %d quarantined, %d flagged), batch cursor %s",
-                summary.extracted, summary.upserted, summary.unchanged, summary.quarantined, summary.flagged, summary.watermark)
-    publish_sync_summary(summary.as_dict())
-    return summary.as_dict()
-
-
-def _build_report(run_id: str | None) -> str | None:
-    from expectations.runner import build_data_docs
-
-    settings = get_settings()
-    return build_data_docs(settings.data_docs_dir, run_name=run_id, keep_runs=settings.data_docs_keep_runs)
+    return done

@@ -24,7 +24,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, NoReturn, Protocol, cast
+from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn, Protocol, cast
 
 import pandas as pd
 from prefect import get_run_logger, task
@@ -43,7 +43,13 @@ from connectors.core.metrics import METRICS
 from connectors.core.paging import PagePosition
 from hub.core.db import get_engine
 from hub.core.settings import get_settings, integration_config
-from hub.ledger.errors import flow_actor, record_error, record_validation_failure, resolve_open_errors
+from hub.ledger.errors import (
+    flow_actor,
+    record_error,
+    record_validation_failure,
+    resolve_open_errors,
+    retry_command,
+)
 from hub.ledger.loading import (
     BatchLoad,
     LoadResult,
@@ -52,7 +58,7 @@ from hub.ledger.loading import (
     quarantine_rows,
     read_cursor,
 )
-from hub.ledger.retry_units import UnitFailed
+from hub.ledger.retry_units import UnitFailed, has_rerun_handler
 from hub.monitoring.health import ensure_flusher
 from tasks.extract import ExtractedBatch, drop_exact_duplicates, extract_batch
 from tasks.load import load_batch_task
@@ -129,13 +135,25 @@ class Summary(Protocol):
     def as_dict(self) -> dict[str, Any]: ...
 
 
+class Refused(NamedTuple):
+    """What validation refused in one dataset of a run: its DATA_VALIDATION_FAILED row's counts."""
+
+    checked: int
+    quarantined: int
+    failures: dict[str, int]
+    sample: list[dict[str, Any]]
+
+
 class DatasetRun:
     """One run of one dataset: what every flow of the hub does around its own work, in one place."""
 
-    def __init__(self, integration: str, dataset: str, flow_name: str, *, resume: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self, integration: str, dataset: str, flow_name: str, *, resume: Mapping[str, Any] | None = None, datasets: Sequence[str] = ()
+    ) -> None:
         ensure_flusher()  # this process's connector calls reach call_metrics in batches, under a worker too
         self.integration = integration
-        self.dataset = dataset
+        self.dataset = dataset  # errors are recorded under it
+        self.datasets = tuple(datasets) or (dataset,)  # a run that loads several (plant): a success resolves each one's errors
         self.flow_name = flow_name
         self.resume = resume
         self.logger = get_run_logger()
@@ -144,6 +162,7 @@ class DatasetRun:
         self._retries_before = METRICS.total(integration, "retries")
         self.failures: dict[str, int] = {}
         self.sample: list[dict[str, Any]] = []
+        self.refused: dict[str, Refused] = {}  # a run of several datasets: what each one refused (count_refused)
 
     @property
     def retries(self) -> int:
@@ -158,6 +177,10 @@ class DatasetRun:
             if len(self.sample) >= SAMPLE_SIZE:
                 break
             self.sample.append({"record_key": row.record_key, "failed": row.failed_expectations[:3]})
+
+    def count_refused(self, dataset: str, *, checked: int, quarantined: int, failures: Mapping[str, int], sample: Sequence[Mapping[str, Any]]) -> None:
+        """What validation refused in one dataset of a run that loads several: `finish` records one row for each."""
+        self.refused[dataset] = Refused(checked, quarantined, dict(failures), [dict(s) for s in sample[:SAMPLE_SIZE]])
 
     def fail(
         self,
@@ -191,9 +214,24 @@ class DatasetRun:
             raise error
         raise error from exc
 
-    def record_failure(self, error: IntegrationError, *, unit: Mapping[str, Any] | None = None, dataset: str | None = None) -> int:
+    def record_failure(
+        self, error: IntegrationError, *, unit: Mapping[str, Any] | None = None, dataset: str | None = None, max_retries: int = 0
+    ) -> int:
         """One error row for a failure the run survives (a unit that failed while the others went on)."""
-        return record_error(error, integration=self.integration, dataset=dataset or self.dataset, flow_run_id=self.run_id, unit=unit, retry_count=self.retries)
+        return record_error(error, integration=self.integration, dataset=dataset or self.dataset, flow_run_id=self.run_id, unit=unit,
+                            retry_count=self.retries, max_retries=max_retries)
+
+    def unit_failed(self, exc: BaseException, *, operation: str, what: str, unit: Mapping[str, Any] | None = None,
+                    max_retries: int = 0, then: str = "") -> int:
+        """A unit failed and the run goes on with the others: one error row (its id returned) and a log line saying
+        what happens to it (`then`); on the rerun of a unit, `fail` (`UnitFailed`): the rerun is of that unit only."""
+        if self.resume is not None:
+            self.fail(exc, operation=operation, unit=unit, max_retries=max_retries)
+        error = classify_exception(exc, integration=self.integration, operation=operation)
+        error_id = self.record_failure(error, unit=unit, max_retries=max_retries)
+        rerun = f"; just it: `{retry_command(error_id)}`" if unit is not None and has_rerun_handler(unit) else ""
+        self.logger.error("%s failed: %s (recorded as integration_errors #%d%s%s)", what, error, error_id, f"; {then}" if then else "", rerun)
+        return error_id
 
     def build_report(self) -> str | None:
         """Data Docs for the validations this run made (GX imported only now)."""
@@ -218,23 +256,25 @@ class DatasetRun:
         summary.seconds = round(time.perf_counter() - self.started, 3)
         if report:
             summary.report_path = self.build_report()
-        if summary.quarantined:
-            summary.error_ids.append(
-                record_validation_failure(
-                    integration=self.integration,
-                    dataset=validation_dataset or self.dataset,
-                    flow_run_id=self.run_id,
-                    rows_checked=rows_checked,
-                    rows_quarantined=summary.quarantined,
-                    failures_by_expectation=self.failures,
-                    sample=self.sample,
-                    report_path=summary.report_path,
+        refused = self.refused or {validation_dataset or self.dataset: Refused(rows_checked, summary.quarantined, self.failures, self.sample)}
+        for dataset, counts in refused.items() if summary.quarantined else ():
+            if counts.quarantined:
+                summary.error_ids.append(
+                    record_validation_failure(
+                        integration=self.integration,
+                        dataset=dataset,
+                        flow_run_id=self.run_id,
+                        rows_checked=counts.checked,
+                        rows_quarantined=counts.quarantined,
+                        failures_by_expectation=counts.failures,
+                        sample=counts.sample,
+                        report_path=summary.report_path,
+                    )
                 )
-            )
-        if resolve:
+        for dataset in self.datasets if resolve else ():
             resolved = resolve_open_errors(
                 self.integration,
-                self.dataset,
+                dataset,
                 note=note
                 or (
                     f"a later run ({self.run_id}) synced {self.dataset} successfully"
@@ -245,7 +285,7 @@ class DatasetRun:
                 actor=flow_actor(self.flow_name),
             )
             if resolved:
-                self.logger.info("resolved %d earlier error(s) of this sync", resolved)
+                self.logger.info("resolved %d earlier error(s) of %s", resolved, dataset)
         result = summary.as_dict()
         publish_sync_summary(result)
         return result
