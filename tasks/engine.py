@@ -35,6 +35,7 @@ from prefect.utilities.annotations import quote
 from connectors.core.errors import (
     DataValidationFailed,
     IntegrationError,
+    ResyncRequired,
     SyncFailed,
     classify_exception,
 )
@@ -64,7 +65,7 @@ from tasks.extract import ExtractedBatch, drop_exact_duplicates, extract_batch
 from tasks.load import load_batch_task
 from tasks.report import publish_error_row, publish_sync_summary
 from tasks.retry import retry_transient_only
-from tasks.streams import ALL_BUT_VALIDATION, PullStream, ReadPlan, RunOptions
+from tasks.streams import ALL_BUT_VALIDATION, ApplyContext, PullStream, ReadPlan, RunOptions
 from tasks.transform import map_batch, validate_batch
 
 if TYPE_CHECKING:
@@ -303,11 +304,12 @@ class DatasetRun:
     retry_condition_fn=retry_transient_only,
     task_run_name="apply-{dataset}",
 )
-def apply_batch(dataset: str, spec: PullStream, records: list[dict[str, Any]], cursor: Mapping[str, Any] | None, run_id: str | None) -> Mapping[str, int]:
+def apply_batch(dataset: str, spec: PullStream, records: list[dict[str, Any]], cursor: Mapping[str, Any] | None,
+                context: ApplyContext) -> Mapping[str, int]:
     """A batch applied by the dataset's own rule, with the cursor (on the last batch), in one transaction."""
     assert spec.apply is not None
     with get_engine().begin() as conn:
-        return spec.apply(conn, records, cursor, run_id)
+        return spec.apply(conn, records, cursor, context)
 
 
 def run_pull(
@@ -327,6 +329,7 @@ def run_pull(
     summary = RunSummary(integration=spec.integration, dataset=spec.dataset, flow_run_id=run.run_id)
     first_batch = int(resume.get("batch") or resume.get("page") or 1) if resume is not None else 1
     options = RunOptions(full_refresh=full_refresh, page_size=page_size, parameters=parameters)
+    cursor_key = spec.cursor_key(options) if spec.cursor_key is not None else spec.dataset
 
     cursor: Mapping[str, Any] | None = None
     if resume is not None:
@@ -334,7 +337,7 @@ def run_pull(
     else:
         try:
             with get_engine().connect() as conn:
-                cursor = None if full_refresh else read_cursor(conn, spec.integration, spec.dataset)
+                cursor = None if full_refresh else read_cursor(conn, spec.integration, cursor_key)
         except Exception as exc:
             # The database is gone before anything was read: no unit to rerun (the next scheduled run
             # starts from the same watermark), but the failure is on the books (spooled while it is down).
@@ -350,7 +353,7 @@ def run_pull(
     rerun_batch: int | None = None  # where a rerun starts when it is not the batch that failed
     key_field = spec.stream.primary_key
     try:
-        connector = spec.connect(page_size)
+        connector = spec.connect(options)
         if resume is not None and resume.get("position") and spec.resumable(PagePosition.from_dict(resume["position"])):
             plan = ReadPlan(
                 position=PagePosition.from_dict(resume["position"]),
@@ -376,7 +379,21 @@ def run_pull(
         while pending is not None:
             clock = time.perf_counter()
             position = fetching  # a failed fetch is recorded with the start of the batch it was fetching
-            batch: ExtractedBatch = pending.result()
+            try:
+                batch: ExtractedBatch = pending.result()
+            except ResyncRequired:
+                if not spec.resync or plan.mode.startswith("full") or cursor is None:
+                    raise
+                # The source no longer knows the cursor (expired sync token, lost delta state): read it all
+                # again. The old watermark stays until the new one commits with the read's last batch.
+                logger.warning("%s %s: the source refused the cursor (resync required): running a full read",
+                               spec.integration, spec.dataset)
+                plan = spec.plan(connector, spec.stream, None, options)
+                plan.mode = "full (resync required)"
+                summary.mode, summary.since, summary.read = plan.mode, plan.since, dict(plan.state)
+                fetching = position = plan.position
+                pending = extract_batch.submit(connector, spec.stream, position, batch_pages)
+                continue
             clock = summary.timed("extract_wait", clock)
             position = batch.start
             # Start fetching the next batch while this one is mapped, validated and loaded.
@@ -389,8 +406,9 @@ def run_pull(
             last = pending is None
             shortfall = last and summary.source_count is not None and summary.distinct_read < summary.source_count
             if spec.apply is not None:
-                new_cursor = spec.next_cursor(plan, None, read_started) if last and not shortfall else None
-                counts = apply_batch(spec.dataset, quote(spec), quote(records), new_cursor, run.run_id)  # type: ignore[call-overload]
+                new_cursor = spec.next_cursor(plan, batch.end_cursor, read_started) if last and not shortfall else None
+                context = ApplyContext(spec.integration, cursor_key, run.run_id, plan, options)
+                counts = apply_batch(spec.dataset, quote(spec), quote(records), new_cursor, quote(context))  # type: ignore[call-overload]
                 for name, n in counts.items():
                     summary.counts[name] = summary.counts.get(name, 0) + int(n)
                 summary.timed("load", clock)

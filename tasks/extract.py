@@ -21,6 +21,7 @@ class ExtractedBatch:
     records: list[dict[str, Any]] = field(default_factory=list)
     pages: int = 0
     next: PagePosition | None = None
+    end_cursor: dict[str, Any] | None = None  # the source's cursor for the next read, with a read's last page
 
 
 def read_batch(connector: Connector, stream: Stream, start: PagePosition, max_pages: int) -> ExtractedBatch:
@@ -31,6 +32,7 @@ def read_batch(connector: Connector, stream: Stream, start: PagePosition, max_pa
         batch.records.extend(page.records)
         batch.pages += 1
         position = page.next
+        batch.end_cursor = page.end_cursor
     batch.next = position
     return batch
 

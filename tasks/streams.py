@@ -43,18 +43,25 @@ class PullStream:
     unit_kind: str
     operation: str  # what a failure is classified under (sync_customers, reconcile_payments, ...)
     stream: Stream
-    connect: Callable[[int | None], Connector]  # page size -> a connector, settings and secrets handed in
+    connect: Callable[[RunOptions], Connector]  # a connector for the run's options, settings and secrets handed in
     plan: Callable[[Connector, Stream, Mapping[str, Any] | None, RunOptions], ReadPlan]  # the read from the watermark
-    next_cursor: Callable[[ReadPlan, Any, datetime], dict[str, Any] | None]  # after a complete read
+    # The watermark after a complete read, from the plan and the high water of rows that loaded (or, for
+    # a source that hands its own cursor with the last page, that cursor).
+    next_cursor: Callable[[ReadPlan, Any, datetime], dict[str, Any] | None]
     map: Callable[[list[dict[str, Any]]], pd.DataFrame] | None = None
     suite: str | None = None  # expectations/<suite>.py, validated by the one runner
     table: Callable[[], Table] | None = None  # lazy: the ERP table the mapped rows are upserted into
     key: tuple[str, ...] = ()
     high_water: Callable[[pd.DataFrame], Any] | None = None  # the cursor value of rows that will load
     newer_wins: str | None = None  # a replayed row never overwrites an ERP row changed later (by this column)
-    # Records applied by a rule of their own, page by page, each page with the cursor in one transaction
-    # (conn, records, cursor on the last page, flow run id) -> counts. Used instead of map/suite/table.
-    apply: Callable[[Connection, list[dict[str, Any]], Mapping[str, Any] | None, str | None], Mapping[str, int]] | None = None
+    # Records applied by a rule of their own, batch by batch, each with the cursor (on the last batch) in
+    # one transaction: (conn, records, cursor or None, context) -> counts. Used instead of map/suite/table.
+    apply: Callable[[Connection, list[dict[str, Any]], Mapping[str, Any] | None, ApplyContext], Mapping[str, int]] | None = None
+    # The sync_state dataset of the watermark, when it is not `dataset` (one per calendar, say).
+    cursor_key: Callable[[RunOptions], str] | None = None
+    # The source can refuse a stale cursor (ResyncRequired: Google 410, Graph syncStateNotFound): then
+    # the read starts again without it, as a full read; the old watermark stays until the new one commits.
+    resync: bool = False
     count: bool = False  # ask the source how many records the read covers, and fail a short read
     resumable: Callable[[PagePosition], bool] = lambda position: True  # a recorded position to trust on a rerun
     keep_cursor_on_resume: bool = True  # a rerun writes the watermark only if no run moved it meanwhile
@@ -65,10 +72,23 @@ class PullStream:
     def __post_init__(self) -> None:
         if self.apply is None and (self.map is None or self.suite is None or self.table is None or not self.key):
             raise ValueError(f"{self.integration}.{self.dataset}: declare map, suite, table and key, or apply")
+        if self.apply is None and self.cursor_key is not None:
+            raise ValueError(f"{self.integration}.{self.dataset}: a mapped dataset keeps its watermark under its own name")
 
 
 @dataclass(frozen=True)
 class RunOptions:
     full_refresh: bool = False
     page_size: int | None = None
-    parameters: Mapping[str, Any] = field(default_factory=dict)  # the flow's own knobs (an overlap, ...)
+    parameters: Mapping[str, Any] = field(default_factory=dict)  # the flow's own knobs (an overlap, a calendar, ...)
+
+
+@dataclass(frozen=True)
+class ApplyContext:
+    """What an `apply` needs beyond its records: where the watermark goes, the run, the read."""
+
+    integration: str
+    cursor_key: str  # sync_state dataset of the watermark
+    flow_run_id: str | None
+    plan: ReadPlan
+    options: RunOptions

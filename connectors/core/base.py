@@ -30,6 +30,9 @@ class Stream:
     expand: tuple[str, ...] = ()
     order_by: tuple[str, ...] = ()
     paginator: Paginator = field(default_factory=ODataV2Paginator)
+    # (field of the last page's body, cursor key): the source's own cursor for the next read, e.g.
+    # ("nextSyncToken", "sync_token"); None when the cursor is a value of the records.
+    end_cursor: tuple[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -89,7 +92,11 @@ class Connector(abc.ABC):
                 integration=self.integration,
                 operation=f"read_{stream.name}",
             )
-        return Page(position=position, records=records, next=stream.paginator.next_position(position, body, records))
+        following = stream.paginator.next_position(position, body, records)
+        end_cursor = None
+        if following is None and stream.end_cursor is not None and isinstance(body, dict) and body.get(stream.end_cursor[0]):
+            end_cursor = {stream.end_cursor[1]: body[stream.end_cursor[0]]}
+        return Page(position=position, records=records, next=following, end_cursor=end_cursor)
 
     def sync(
         self, stream: Stream, cursor: Mapping[str, Any] | None = None, *, start: PagePosition | None = None

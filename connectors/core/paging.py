@@ -31,6 +31,9 @@ class Page:
     position: PagePosition
     records: list[dict[str, Any]]
     next: PagePosition | None
+    # Where a later read starts, handed by the source with a read's last page (Google's nextSyncToken,
+    # Graph's @odata.deltaLink); None for sources whose cursor is a value of the records.
+    end_cursor: dict[str, Any] | None = None
 
 
 class Paginator(Protocol):

@@ -30,7 +30,7 @@ from hub.core.models import Payment
 from hub.core.settings import get_settings
 from hub.ingress.inbox import InboxEvent
 from hub.ledger.retry_units import RAZORPAY_PAYMENTS_PAGE
-from tasks.streams import PullStream, ReadPlan, RunOptions
+from tasks.streams import ApplyContext, PullStream, ReadPlan, RunOptions
 
 if TYPE_CHECKING:
     from connectors.core.base import Connector, Stream
@@ -155,7 +155,7 @@ DEFAULT_LOOKBACK_S = 15 * 24 * 3600
 
 
 def apply_payments(conn: Connection, records: list[dict[str, Any]], cursor: Mapping[str, Any] | None,
-                   flow_run_id: str | None) -> dict[str, int]:
+                   context: ApplyContext) -> dict[str, int]:
     """One page of payments (and, on the last page, the watermark unless it already stands later), in the caller's transaction."""
     from data_mappings.payments import update_from_payment
     from hub.ledger.loading import read_cursor, write_cursor
@@ -174,7 +174,7 @@ def apply_payments(conn: Connection, records: list[dict[str, Any]], cursor: Mapp
         current = read_cursor(conn, "razorpay", "payments") or {}
         # A rerun of an older window finishes after a later run moved the watermark: leave it there.
         if current.get("since") is None or int(current["since"]) < int(cursor["since"]):
-            write_cursor(conn, "razorpay", "payments", dict(cursor), flow_run_id=flow_run_id, rows_added=counts["applied"])
+            write_cursor(conn, "razorpay", "payments", dict(cursor), flow_run_id=context.flow_run_id, rows_added=counts["applied"])
     return counts
 
 
@@ -193,10 +193,10 @@ def _reconcile_plan(connector: Connector, stream: Stream, cursor: Mapping[str, A
     )
 
 
-def _connect_razorpay(page_size: int | None) -> Connector:
+def _connect_razorpay(options: RunOptions) -> Connector:
     from hub.runtime.connections import build_razorpay_connector
 
-    return build_razorpay_connector(page_size=page_size)
+    return build_razorpay_connector(page_size=options.page_size)
 
 
 RECONCILIATION = PullStream(

@@ -55,10 +55,10 @@ def _plan(connector: Connector, stream: Stream, cursor: Mapping[str, Any] | None
     )
 
 
-def _connect(page_size: int | None) -> Connector:
+def _connect(options: RunOptions) -> Connector:
     from hub.runtime.connections import build_sap_connector
 
-    return build_sap_connector(page_size=page_size)
+    return build_sap_connector(page_size=options.page_size)
 
 
 def _customers_table() -> Table:
