@@ -31,6 +31,9 @@ _ROWS = [
 ]
 
 
+_NOT_FIGURES = {"integration", "dataset", "flow_run_id"}
+
+
 def artifact_key(integration: str, dataset: str) -> str:
     """Prefect artifact keys allow lowercase letters, digits and dashes only."""
     return f"{integration}-{dataset}-sync-summary".lower().replace("_", "-")
@@ -40,6 +43,13 @@ def publish_sync_summary(summary: dict[str, Any]) -> None:
     """A table artifact (one row per figure) plus a short markdown note pointing at the report."""
     safe = redact_mapping(summary)
     table = [{"figure": label, "value": "" if safe.get(key) is None else str(safe.get(key))} for key, label in _ROWS]
+    # A dataset's own figures (Razorpay's applied/stale, a calendar's pushed, ...) follow the common ones.
+    known = {key for key, _ in _ROWS} | _NOT_FIGURES
+    table += [
+        {"figure": key.replace("_", " "), "value": str(value)}
+        for key, value in safe.items()
+        if key not in known and isinstance(value, str | int | float) and not isinstance(value, bool)
+    ]
     key = artifact_key(safe["integration"], safe["dataset"])
     create_table_artifact(
         key=key,

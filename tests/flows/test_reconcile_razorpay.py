@@ -203,3 +203,22 @@ def test_a_genuine_event_refused_as_stale_at_the_door_is_recovered_by_reconcilia
     assert rejections("stale_event", "razorpay") == 1 and row(order["id"])["payment_status"] == "created"
     assert reconcile()["applied"] == 1
     assert (row(order["id"])["payment_status"], row(order["id"])["source"]) == ("captured", "reconciliation")
+
+
+def test_the_run_summary_artifact_shows_the_reconciliation_s_own_figures(razorpay: RazorpaySandbox) -> None:
+    """Run on the sync engine, reconciliation publishes the common summary plus its applied/stale counts."""
+    import json
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    order = new_order("INV-R-ART")
+    razorpay.pay(order["id"], "captured")
+    summary = reconcile()
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["razorpay-payments-sync-summary"])))
+    [mine] = [a for a in artifacts if str(a.flow_run_id) == summary["flow_run_id"]]
+    table = mine.data if isinstance(mine.data, list) else json.loads(mine.data)
+    figures = {row["figure"]: row["value"] for row in table}
+    assert figures["applied"] == "1" and figures["stale"] == "0" and figures["Pages"] == str(summary["pages"])
+    assert figures["until"] == str(summary["until"])
