@@ -273,6 +273,7 @@ DATASETS: tuple[Dataset, ...] = (
         simulator="google",
         full_refresh_parameter="full_resync",
         command="google sync",
+        stream="hub.systems.google:CALENDAR_EVENTS",
         concurrency_limit=1,  # two runs would use the same sync token and push the same schedules twice
     ),
     Dataset(

@@ -4,16 +4,16 @@ Declared on the shared core: one pooled IntegrationClient (retries with backoff 
 the JWT bearer grant of connectors/core/jwt_bearer.py, and the one error classifier (403 rateLimitExceeded /
 userRateLimitExceeded and 429 -> RATE_LIMIT_EXCEEDED, retried; 410 -> ResyncRequired).
 
-Incremental read (developers.google.com/calendar/api/guides/sync): send the saved `syncToken`; follow
-`nextPageToken`; the `nextSyncToken` of the LAST page is the new cursor. A 410 means the token is gone: the read
-starts again as a full sync (showDeleted, no token) and says so (`EventsPage.full_sync`), so the caller can
-forget what the cursor covered.
+Incremental read (developers.google.com/calendar/api/guides/sync), declared on `EVENTS` and paged by the core's
+`fetch_page`: send the saved `syncToken`; follow `nextPageToken`; the `nextSyncToken` of the LAST page is the new
+cursor (`Stream.end_cursor`). A 410 (`ResyncRequired`) means the token is gone: the sync engine reads again as a
+full sync (showDeleted, no token).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,9 +24,9 @@ from pydantic import SecretStr
 
 from connectors.core.base import Connector, Stream
 from connectors.core.client import IntegrationClient
-from connectors.core.errors import InvalidRequest, ResyncRequired
+from connectors.core.errors import InvalidRequest
 from connectors.core.jwt_bearer import JWTBearerGrant
-from connectors.core.paging import Page, PagePosition, with_query
+from connectors.core.paging import PagePosition, with_query
 
 log = logging.getLogger(__name__)
 
@@ -53,16 +53,8 @@ EVENTS = Stream(
     cursor_field="syncToken",
     record_path=("items",),
     paginator=PageTokenPaginator(),
+    end_cursor=("nextSyncToken", "sync_token"),
 )
-
-
-@dataclass(frozen=True)
-class EventsPage:
-    """One page of an events read; `next_sync_token` only on the last page; `full_sync` after a 410."""
-
-    items: list[dict[str, Any]]
-    next_sync_token: str | None
-    full_sync: bool
 
 
 @dataclass(frozen=True)
@@ -106,27 +98,6 @@ class GoogleCalendarConnector(Connector):
         self.client.get_json(with_query(self._events_path(), maxResults=1), operation="connect")
 
     # -- reads ----------------------------------------------------------------------------------
-
-    def read_events(self, sync_token: str | None) -> Iterator[EventsPage]:
-        """Every page of changes since `sync_token` (everything when None); a 410 restarts as a full sync."""
-        full = sync_token is None
-        position: PagePosition | None = EVENTS.paginator.start(self.first_url(EVENTS, {"sync_token": sync_token}))
-        while position is not None:
-            try:
-                body = self.client.get_json(position.url, operation="list_events")
-            except ResyncRequired:
-                if full:
-                    raise
-                log.warning("sync token of calendar %s expired (410): running a full sync", self.calendar_id)
-                full = True
-                position = EVENTS.paginator.start(self.first_url(EVENTS, None))
-                continue
-            items = body.get("items") if isinstance(body, dict) else None
-            if not isinstance(items, list):
-                raise InvalidRequest("events.list answered without an items list", integration=self.integration)
-            page = Page(position, items, EVENTS.paginator.next_position(position, body, items))
-            position = page.next
-            yield EventsPage(items=items, next_sync_token=None if position else body.get("nextSyncToken"), full_sync=full)
 
     def get_event(self, event_id: str) -> dict[str, Any] | None:
         try:

@@ -214,11 +214,17 @@ def build_google_workspace_connector(
     client = IntegrationClient(
         config, auth=auth, transport=transport, headers={"Accept": "application/json"}, sleep=sleep, debug_log=debug_log()
     )
+    return GoogleCalendarConnector(client, calendar_id=google_calendar_id(calendar_id))
+
+
+def google_calendar_id(calendar_id: str | None = None) -> str:
+    """The calendar a Google sync reads and writes: the one asked for, else the configured one."""
+    settings = get_settings()
     calendar = calendar_id or settings.google_calendar_id
-    if calendar == "primary" and auth.subject:
+    if calendar == "primary" and settings.google_delegated_subject:
         # A user's primary calendar id is their email: links and cursors then name the real calendar.
-        calendar = auth.subject
-    return GoogleCalendarConnector(client, calendar_id=calendar)
+        calendar = settings.google_delegated_subject
+    return calendar
 
 
 def build_plant_connector(config: PlantOpcuaConfig | None = None) -> PlantConnector:

@@ -6,6 +6,9 @@
 - `push_pending`: ERP schedules changed since their last push -> validate -> create / update / cancel the remote
   event through a `CalendarRemote` -> record the link; one transaction per batch, failures recorded per schedule
   (the schedule stays pending and the next run retries it).
+- `calendar_apply`: the pull as the sync engine runs it (tasks/engine.py `run_pull`, declared in hub/systems/google.py
+  and hub/systems/microsoft365.py): each page mapped by the provider's mapping and applied by `apply_remote_page` in
+  the engine's transaction, with the source's cursor (sync token, delta link) on the last page.
 - `CalendarSyncSummary` and `CalendarUnits`: what a two-way run reports, and the units its failures are queued
   as (the flows run them through tasks/engine.py `DatasetRun`).
 
@@ -15,10 +18,10 @@ Rule and reasons: docs/calendar-sync.md.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy.orm import Session
 
@@ -42,6 +45,11 @@ from hub.systems.schedules import (
     schedules_by_ref,
     schedules_to_push,
 )
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
+
+    from tasks.streams import ApplyContext
 
 log = logging.getLogger(__name__)
 
@@ -296,6 +304,45 @@ def _push_one(
     session.flush()
 
 
+# --- the pull, as the sync engine runs it -------------------------------------------------------------
+
+REFUSED = "refused: "  # prefix of a pull's counts of refused events by rule (what the validation-failure row holds)
+
+
+def calendar_apply(
+    provider: str, integration: str, to_event: Callable[[dict[str, Any], str], CalendarEvent]
+) -> Callable[[Connection, list[dict[str, Any]], Mapping[str, Any] | None, ApplyContext], dict[str, int]]:
+    """A `PullStream.apply` for one provider's calendar: its events mapped by `to_event`, decided and applied in the
+    engine's transaction, the source's cursor written under the run's cursor key with the last page."""
+
+    def apply(conn: Connection, records: list[dict[str, Any]], cursor: Mapping[str, Any] | None, context: ApplyContext) -> dict[str, int]:
+        from hub.ledger.loading import write_cursor
+
+        calendar_id = str(context.plan.state["calendar_id"])
+        events = [to_event(item, calendar_id) for item in records]
+        with Session(bind=conn) as session:
+            result = apply_remote_page(session, provider=provider, calendar_id=calendar_id, integration=integration,
+                                       events=events, run_name=context.flow_run_id)
+        if cursor is not None:
+            write_cursor(conn, integration, context.cursor_key, dict(cursor), flow_run_id=context.flow_run_id, rows_added=result.pulled)
+        return pull_counts(result)
+
+    return apply
+
+
+def pull_counts(result: PullResult) -> dict[str, int]:
+    """A page's outcome as the engine sums it into the run's counts (refused events by rule under `REFUSED`)."""
+    counts = {name: int(getattr(result, name)) for name in
+              ("seen", "validated", "quarantined", "pulled", "cancelled_in_erp", "conflicts", "ignored", "adopted")}
+    counts.update({f"{REFUSED}{name}": n for name, n in result.failure_counts.items()})
+    return counts
+
+
+def pulled_refusals(pull: Mapping[str, Any]) -> dict[str, int]:
+    """The refused events by rule of a pull's summary (`pull_counts`)."""
+    return {key.removeprefix(REFUSED): int(n) for key, n in pull.items() if key.startswith(REFUSED)}
+
+
 def cursor_dataset(calendar_id: str) -> str:
     """The `sync_state` name of one calendar's read position (delta link, sync token): one per calendar, as a
     provider's change token belongs to one calendar. sync_state.dataset holds 64 characters."""
@@ -369,6 +416,14 @@ def refused(pulled: PullResult, pushed: PushResult) -> tuple[dict[str, int], lis
     counts = dict(pulled.failure_counts)
     _merge_counts(counts, pushed.failure_counts)
     return counts, pulled.quarantine_sample + pushed.quarantine_sample
+
+
+def refused_in_run(pull: Mapping[str, Any], pushed: PushResult) -> tuple[dict[str, int], list[dict[str, Any]]]:
+    """The rows both halves refused, by rule (the pull's from its summary, `pull_counts`), and the push's sample:
+    what the run's DATA_VALIDATION_FAILED row holds."""
+    counts = pulled_refusals(pull)
+    _merge_counts(counts, pushed.failure_counts)
+    return counts, list(pushed.quarantine_sample)
 
 
 @dataclass(frozen=True)

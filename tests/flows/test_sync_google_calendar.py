@@ -113,7 +113,7 @@ def test_an_expired_sync_token_clears_the_cursor_and_runs_a_full_sync(sandbox: G
     sandbox.expire_sync_tokens()
     sandbox.person_edits(CALENDAR, event_id_for("MNT-1"), action="move", minutes=30)
     result = run()
-    assert result["mode"] == "full (sync token expired)"
+    assert result["mode"] == "full (resync required)"
     assert schedule("MNT-1").starts_at == START + timedelta(minutes=30)
     with get_engine().connect() as conn:
         new = read_cursor(conn, "google_workspace", f"events:{CALENDAR}")
@@ -142,18 +142,19 @@ def test_a_bad_schedule_is_quarantined_and_the_rest_still_reach_the_calendar(san
 def test_cursor_is_never_ahead_of_applied_changes_after_a_crash_mid_read(
     sandbox: GoogleCalendarSandbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import flows.sync_google_calendar as module
+    import hub.runtime.connections as connections
+    import hub.systems.calendars as module
     from connectors.google_workspace.connector import GoogleCalendarConnector
     from hub.systems.calendars import apply_remote_page
 
-    original = module.build_google_workspace_connector
+    original = connections.build_google_workspace_connector
 
     def one_event_per_page(**kw: Any) -> GoogleCalendarConnector:
         connector = original(**kw)
         connector.page_size = 1
         return connector
 
-    monkeypatch.setattr(module, "build_google_workspace_connector", one_event_per_page)
+    monkeypatch.setattr(connections, "build_google_workspace_connector", one_event_per_page)
     for n, ref in enumerate(("DLV-A", "DLV-B", "DLV-C")):
         plan(ref, hours=n * 3)
     run()
@@ -205,8 +206,8 @@ def test_missing_service_account_key_fails_clearly_and_is_recorded(
         reset_settings_cache()
     with session_scope() as session:
         rows = session.scalars(select(IntegrationErrorRow)).all()
-        assert [(r.integration, r.error_type, r.unit["stage"]) for r in rows] == [
-            ("google_workspace", "AUTHENTICATION_FAILED", "connect")
+        assert [(r.integration, r.error_type, r.unit["kind"]) for r in rows] == [
+            ("google_workspace", "AUTHENTICATION_FAILED", "google_workspace.calendar_events.pull")
         ]
 
 
@@ -242,7 +243,9 @@ def test_a_failed_pull_is_queued_and_its_rerun_applies_the_changes_without_pushi
     with pytest.raises(Exception, match="SERVER_ERROR"):
         run()
     (error,) = [r for r in error_rows("google_workspace") if r.error_type != "DATA_VALIDATION_FAILED"]
-    assert unit_of(error) == {"kind": "google_workspace.calendar_events.pull", "calendar_id": CALENDAR, "stage": "pull", "pages_committed": 0}
+    unit = unit_of(error)  # the sync engine's unit: the read again from the failed run's sync token
+    assert (unit["kind"], unit["calendar_id"], unit["batch"]) == ("google_workspace.calendar_events.pull", CALENDAR, 1)
+    assert unit["cursor"] and unit["cursor"]["sync_token"]
     assert (error.error_type, error.status) == ("SERVER_ERROR", "pending") and error.next_retry_at is not None
     assert schedule("DLV-1").starts_at == START
 

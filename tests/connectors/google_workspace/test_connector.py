@@ -10,9 +10,11 @@ from connectors.core.errors import (
     AuthenticationFailed,
     ErrorCategory,
     RateLimitExceeded,
+    ResyncRequired,
     classify_response,
 )
 from connectors.core.jwt_bearer import load_service_account_info
+from connectors.google_workspace.connector import EVENTS
 from data_mappings.google_events import event_id_for
 from sandbox.google_calendar import GOOGLE_TOKEN_URL, GoogleCalendarSandbox
 from tests.google_support import CALENDAR, event_body, in_process_connector
@@ -44,7 +46,7 @@ def test_token_is_fetched_once_and_shared_by_every_call(sandbox: GoogleCalendarS
     with in_process_connector(sandbox) as connector:
         for n in range(5):
             connector.insert_event(event_body(f"evt{n:02d}"))
-        list(connector.read_events(None))
+        list(connector.sync(EVENTS))
         assert connector.auth.token_requests == 1
     assert sandbox.token_requests == 1
 
@@ -120,26 +122,28 @@ def test_incremental_read_pages_to_the_last_page_for_the_cursor(sandbox: GoogleC
         for n in range(5):
             connector.insert_event(event_body(f"evt{n:02d}"))
         sandbox.empty_first_page = True  # Google may answer an empty page that still has a nextPageToken
-        pages = list(connector.read_events(None))
-        assert [p.next_sync_token is not None for p in pages] == [False] * (len(pages) - 1) + [True]
-        assert sum(len(p.items) for p in pages) == 5 and pages[0].items == []
-        token = pages[-1].next_sync_token
+        pages = list(connector.sync(EVENTS))
+        assert [p.end_cursor is not None for p in pages] == [False] * (len(pages) - 1) + [True]
+        assert sum(len(p.records) for p in pages) == 5 and pages[0].records == []
+        cursor = pages[-1].end_cursor
+        assert cursor is not None and cursor["sync_token"]
         connector.patch_event("evt03", {"summary": "Moved by the hub"})
         sandbox.person_edits(CALENDAR, "evt04", action="cancel")
-        changes = list(connector.read_events(token))
-        assert {i["id"]: i["status"] for p in changes for i in p.items} == {"evt03": "confirmed", "evt04": "cancelled"}
-        assert not any(p.full_sync for p in changes)
+        changes = list(connector.sync(EVENTS, cursor))
+        assert {i["id"]: i["status"] for p in changes for i in p.records} == {"evt03": "confirmed", "evt04": "cancelled"}
+        assert changes[-1].end_cursor
 
 
-def test_an_expired_sync_token_turns_the_read_into_a_full_sync(sandbox: GoogleCalendarSandbox) -> None:
+def test_an_expired_sync_token_is_refused_as_resync_required_and_a_full_read_starts_over(sandbox: GoogleCalendarSandbox) -> None:
     with in_process_connector(sandbox) as connector:
         connector.insert_event(event_body("evt00"))
-        token = list(connector.read_events(None))[-1].next_sync_token
+        cursor = list(connector.sync(EVENTS))[-1].end_cursor
         sandbox.expire_sync_tokens()
-        pages = list(connector.read_events(token))
-    assert all(p.full_sync for p in pages)
-    assert [i["id"] for p in pages for i in p.items] == ["evt00"]
-    assert pages[-1].next_sync_token
+        with pytest.raises(ResyncRequired):
+            list(connector.sync(EVENTS, cursor))
+        pages = list(connector.sync(EVENTS))  # what the sync engine then reads (tasks/engine.py, resync)
+    assert [i["id"] for p in pages for i in p.records] == ["evt00"]
+    assert pages[-1].end_cursor and pages[-1].end_cursor["sync_token"] != (cursor or {}).get("sync_token")
 
 
 def test_cancel_is_idempotent_and_keeps_the_event_as_cancelled(sandbox: GoogleCalendarSandbox) -> None:
@@ -178,6 +182,6 @@ def test_quota_storm_over_real_http_loses_and_duplicates_nothing(
         with build_google_workspace_connector(config=config, sleep=sleeps.append) as connector:
             for n in range(30):
                 connector.insert_event(event_body(f"evt{n:02d}"))
-            items = [i for page in connector.read_events(None) for i in page.items]
+            items = [i for page in connector.sync(EVENTS) for i in page.records]
     assert sorted(i["id"] for i in items) == [f"evt{n:02d}" for n in range(30)]
     assert sandbox.quota.fired > 0 and sleeps
