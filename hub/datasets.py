@@ -249,6 +249,7 @@ DATASETS: tuple[Dataset, ...] = (
         simulator="microsoft365",
         full_refresh_parameter="full_resync",
         command="m365 sync-calendar",
+        stream="hub.systems.microsoft365:CALENDAR_EVENTS",
         concurrency_limit=1,  # two runs would use the same delta link and push the same schedules twice
     ),
     Dataset(

@@ -29,7 +29,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -49,7 +49,7 @@ from connectors.core.errors import (
     SyncFailed,
     classify_response,
 )
-from connectors.core.paging import NextLinkPaginator, with_query
+from connectors.core.paging import NextLinkPaginator, Page, PagePosition, with_query
 from connectors.core.retry import backoff_delay
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,8 @@ MAX_BATCH = 20
 CONFLICT_POLICIES: tuple[str, ...] = ("replace", "rename", "fail")
 _RETRY_STATUSES = frozenset({429, 503, 504})
 
-#: Calendar view delta, declared like every other stream; `read_delta` adds Graph's Prefer header and deltaLink.
+#: Calendar view delta, declared like every other stream; `fetch_page` adds Graph's Prefer header. The last
+#: page's deltaLink is the cursor of the next read.
 CALENDAR_DELTA = Stream(
     name="calendar_events",
     path="users/{user}/calendarView/delta",
@@ -68,6 +69,7 @@ CALENDAR_DELTA = Stream(
     cursor_field="@odata.deltaLink",
     record_path=("value",),
     paginator=NextLinkPaginator(("@odata.nextLink",)),
+    end_cursor=("@odata.deltaLink", "delta_link"),
 )
 
 
@@ -132,15 +134,6 @@ class UploadedItem:
             method=method,
             raw=dict(body),
         )
-
-
-@dataclass
-class DeltaPage:
-    """One page of a calendar view delta read; the last page carries the deltaLink (the next cursor)."""
-
-    records: list[dict[str, Any]]
-    next_link: str | None
-    delta_link: str | None
 
 
 @dataclass(frozen=True)
@@ -229,13 +222,30 @@ class Microsoft365Connector(Connector):
         self.client.get_json(f"drives/{quote(self.drive_id, safe='')}", operation="test_connection")
 
     def first_url(self, stream: Stream, cursor: Mapping[str, Any] | None) -> str:
+        """The saved deltaLink (`{"delta_link": ...}`), or a first (full) round over a window (`{"start": ..., "end": ...}`)."""
         if stream.name != CALENDAR_DELTA.name:
             raise InvalidRequest(f"unknown stream {stream.name}", integration=self.integration)
         if cursor and cursor.get("delta_link"):
             return str(cursor["delta_link"])
         if not cursor or not cursor.get("start") or not cursor.get("end"):
             raise InvalidRequest("a first delta read needs a window (start, end)", integration=self.integration)
-        return with_query(stream.path.format(user=quote(self.calendar_user, safe="@")), startDateTime=cursor["start"], endDateTime=cursor["end"])
+        start, end = (_z(v) if isinstance(v, datetime) else str(v) for v in (cursor["start"], cursor["end"]))
+        return with_query(stream.path.format(user=quote(self.calendar_user, safe="@")), startDateTime=start, endDateTime=end)
+
+    def fetch_page(self, stream: Stream, position: PagePosition) -> Page:
+        """A delta page, asked for in pages of `delta_page_size` with times in UTC; an expired token raises
+        `ResyncRequired`."""
+        if stream.name != CALENDAR_DELTA.name:
+            return super().fetch_page(stream, position)
+        headers = {"Prefer": f'odata.maxpagesize={self.calendar.delta_page_size}, outlook.timezone="UTC"'}
+        body = self.client.get_json(position.url, operation="calendar_delta", headers=headers)
+        records = body.get("value") if isinstance(body, dict) else None
+        if not isinstance(records, list):
+            raise SyncFailed("calendar delta page has no value list", integration=self.integration, operation="calendar_delta")
+        following = stream.paginator.next_position(position, body, records)
+        delta = body.get("@odata.deltaLink")
+        end_cursor = {"delta_link": str(delta)} if following is None and delta else None
+        return Page(position=position, records=records, next=following, end_cursor=end_cursor)
 
     # ---------------------------------------------------------------------------------------- documents
 
@@ -449,30 +459,6 @@ class Microsoft365Connector(Connector):
             if error.status_code == 404:
                 return None
             raise
-
-    def read_delta(self, *, delta_link: str | None = None, start: datetime | None = None, end: datetime | None = None,
-                   resume_link: str | None = None) -> Iterator[DeltaPage]:
-        """Pages of the calendar view delta: from `resume_link` (a nextLink), the cursor `delta_link`, or a
-        first (full) round over [start, end). Raises `ResyncRequired` when the token has expired."""
-        if resume_link:
-            url = resume_link
-        elif delta_link:
-            url = delta_link
-        else:
-            if start is None or end is None:
-                raise InvalidRequest("a first delta read needs a window", integration=self.integration)
-            url = self.first_url(CALENDAR_DELTA, {"start": _z(start), "end": _z(end)})
-        next_url: str | None = url
-        headers = {"Prefer": f'odata.maxpagesize={self.calendar.delta_page_size}, outlook.timezone="UTC"'}
-        while next_url:
-            body = self.client.get_json(next_url, operation="calendar_delta", headers=headers)
-            records = body.get("value")
-            if not isinstance(records, list):
-                raise SyncFailed("calendar delta page has no value list", integration=self.integration, operation="calendar_delta")
-            next_link = body.get("@odata.nextLink")
-            delta = body.get("@odata.deltaLink")
-            yield DeltaPage(records, str(next_link) if next_link else None, str(delta) if delta else None)
-            next_url = str(next_link) if next_link else None
 
     # -------------------------------------------------------------------------------------------- batch
 

@@ -411,13 +411,6 @@ class CalendarSyncSummary:
         return {**asdict(self), "upserted": self.written()}
 
 
-def refused(pulled: PullResult, pushed: PushResult) -> tuple[dict[str, int], list[dict[str, Any]]]:
-    """The rows both halves refused, by rule, and their sample: what the run's DATA_VALIDATION_FAILED row holds."""
-    counts = dict(pulled.failure_counts)
-    _merge_counts(counts, pushed.failure_counts)
-    return counts, pulled.quarantine_sample + pushed.quarantine_sample
-
-
 def refused_in_run(pull: Mapping[str, Any], pushed: PushResult) -> tuple[dict[str, int], list[dict[str, Any]]]:
     """The rows both halves refused, by rule (the pull's from its summary, `pull_counts`), and the push's sample:
     what the run's DATA_VALIDATION_FAILED row holds."""

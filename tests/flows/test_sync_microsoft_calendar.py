@@ -111,7 +111,7 @@ def test_expired_delta_token_runs_a_full_resync_that_misses_nothing(graph: Micro
     graph.expire_delta_tokens()
 
     summary = sync_microsoft_calendar()
-    assert summary["mode"] == "full (syncStateNotFound)"
+    assert summary["mode"] == "full (resync required)"
     assert summary["vanished_checked"] == 1  # the deletion no full read can show was looked up
     after = _schedules()
     assert after["DLV-2026-000003"].status == "cancelled"
@@ -174,7 +174,9 @@ def test_a_failed_pull_is_queued_and_its_rerun_applies_peoples_changes_without_p
         with pytest.raises(IntegrationError):
             sync_microsoft_calendar()
         (error,) = error_rows("microsoft365", "calendar_events")
-        assert unit_of(error) == {"kind": "microsoft365.calendar_events.pull", "calendar_id": USER, "stage": "pull", "pages_committed": 0}
+        unit = unit_of(error)  # the sync engine's unit: the read again from the failed run's delta link
+        assert (unit["kind"], unit["calendar_id"], unit["batch"]) == ("microsoft365.calendar_events.pull", USER, 1)
+        assert unit["cursor"] and unit["cursor"]["delta_link"]
         assert (error.error_type, error.status) == ("SERVER_ERROR", "pending") and error.next_retry_at is not None
         assert _schedules()["DLV-2026-000000"].starts_at == moved.starts_at
 

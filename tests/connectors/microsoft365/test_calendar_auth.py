@@ -14,7 +14,7 @@ from connectors.core.errors import (
     ResyncRequired,
     classify_response,
 )
-from connectors.microsoft365 import BatchRequest, Microsoft365Connector
+from connectors.microsoft365 import CALENDAR_DELTA, BatchRequest, Microsoft365Connector
 from connectors.microsoft365.connector import _TOKEN_CACHES
 from hub.core.settings import reset_settings_cache
 from hub.runtime.connections import build_microsoft365_connector
@@ -142,8 +142,8 @@ def test_update_and_delete_are_safe_to_repeat(connector: Microsoft365Connector, 
 
 def test_delta_pages_to_a_delta_link_then_reads_changes_from_both_sides(connector: Microsoft365Connector, graph: Microsoft365Sandbox) -> None:
     connector.calendar = connector.calendar.model_copy(update={"delta_page_size": 5})
-    first = list(connector.read_delta(**_window()))
-    assert len(first) > 1 and all(p.next_link for p in first[:-1]) and first[-1].delta_link and not first[-1].next_link
+    first = list(connector.sync(CALENDAR_DELTA, _window()))
+    assert len(first) > 1 and all(p.next and not p.end_cursor for p in first[:-1]) and first[-1].end_cursor and not first[-1].next
     seen = {r["id"] for p in first for r in p.records}
     assert len(seen) == sum(len(p.records) for p in first)
 
@@ -152,25 +152,25 @@ def test_delta_pages_to_a_delta_link_then_reads_changes_from_both_sides(connecto
     graph.person_edits(moved, "move", minutes=90)  # people in Outlook
     graph.person_edits(cancelled, "cancel")
 
-    second = list(connector.read_delta(delta_link=first[-1].delta_link))
+    second = list(connector.sync(CALENDAR_DELTA, first[-1].end_cursor))
     changes = {r["id"]: r for p in second for r in p.records}
     assert set(changes) == {ours["id"], moved, cancelled}
     assert changes[cancelled]["@removed"] == {"reason": "deleted"}
     assert "@removed" not in changes[moved] and changes[moved]["lastModifiedDateTime"]
 
-    third = list(connector.read_delta(delta_link=second[-1].delta_link))
+    third = list(connector.sync(CALENDAR_DELTA, second[-1].end_cursor))
     assert [r for p in third for r in p.records] == []  # nothing changed since
 
 
 def test_expired_delta_token_raises_resync_required(connector: Microsoft365Connector, graph: Microsoft365Sandbox) -> None:
-    first = list(connector.read_delta(**_window()))
+    first = list(connector.sync(CALENDAR_DELTA, _window()))
     graph.expire_delta_tokens()
     with pytest.raises(ResyncRequired) as gone:
-        list(connector.read_delta(delta_link=first[-1].delta_link))
+        list(connector.sync(CALENDAR_DELTA, first[-1].end_cursor))
     assert gone.value.status_code == 410 and gone.value.code == "syncStateNotFound" and not gone.value.transient
     graph.switches.expired_delta_code = "resyncRequired"
     with pytest.raises(ResyncRequired):
-        list(connector.read_delta(delta_link=first[-1].delta_link))
+        list(connector.sync(CALENDAR_DELTA, first[-1].end_cursor))
 
 
 # -- $batch ----------------------------------------------------------------------------------------------
