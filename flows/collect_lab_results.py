@@ -6,8 +6,9 @@ rows, its quarantined lines and its `lab_exports` ledger row (see hub/systems/la
 counts as processed with everything it carried, or not at all and is read again next run. A file
 that fails (database down, ...) is recorded in `integration_errors` with the file as the unit, and
 the other files go on; the file stays in the drop folder, so the next run retries exactly it.
-With a results API configured (`LAB_API_URL`), its pages since the `after` cursor are read too, each
-page processed as an export of its own with the cursor in the same transaction (`collect_lab_api`).
+With a results API configured (`LAB_API_URL`), its pages since the `after` cursor are read too, by the sync
+engine (tasks/engine.py `run_pull` on hub/systems/lab.py `RESULTS_API`): each page processed as an export of
+its own with the cursor in the same transaction; its figures join the drop folder's in one summary.
 After that, results whose batch has since reached `production_batches` get `batch_known`.
 
 Failed units are queued for a rerun: a file (`lab.lab_results.file`) and the API read (`lab.lab_results.api`),
@@ -27,15 +28,26 @@ from typing import Any
 
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
+from sqlalchemy import select
 
-from connectors.core.errors import InvalidRequest, SyncFailed
+from connectors.core.errors import ErrorCategory, InvalidRequest, SyncFailed
 from connectors.lab.exports import DropFile, archive, read_settled, scan_drop_folder
 from hub.core.db import get_engine
+from hub.core.models import IntegrationErrorRow
 from hub.core.settings import LabConfig, lab_config
 from hub.ledger.loading import read_cursor
-from hub.ledger.retry_units import LAB_EXPORT_FILE, LAB_RESULTS_API
-from hub.systems.lab import DATASET, INTEGRATION, process_export, processed_under_name, refresh_batch_flags
-from tasks.engine import SAMPLE_SIZE, DatasetRun
+from hub.ledger.retry_units import LAB_EXPORT_FILE, LAB_RESULTS_API, UnitFailed
+from hub.systems.lab import (
+    DATASET,
+    INTEGRATION,
+    REFUSED_BY,
+    RESULTS_API,
+    api_quarantine_sample,
+    process_export,
+    processed_under_name,
+    refresh_batch_flags,
+)
+from tasks.engine import SAMPLE_SIZE, DatasetRun, run_pull
 from tasks.retry import retry_transient_only
 from tasks.streams import ALL_BUT_VALIDATION
 
@@ -99,36 +111,6 @@ def process_lab_export(found: DropFile, config: LabConfig, run_id: str | None) -
             # The ledger already marks the content processed: the next scan skips it by checksum.
             logging.getLogger(__name__).warning("could not move %s to the archive: %s", found.path, exc)
     return result
-
-
-@task(
-    name="collect_lab_api",
-    cache_policy=NO_CACHE,
-    persist_result=False,
-    retries=1,
-    retry_delay_seconds=[2.0],
-    retry_condition_fn=retry_transient_only,
-)
-def collect_lab_api(config: LabConfig, run_id: str | None) -> list[dict[str, Any]]:
-    """Every results-API page since the cursor, each one transaction with its cursor (one task for all pages)."""
-    from connectors.lab.api import RESULTS, records_to_csv
-    from hub.runtime.connections import build_lab_api_connector
-
-    engine = get_engine()
-    with engine.connect() as conn:
-        cursor = read_cursor(conn, INTEGRATION, DATASET)
-    outcomes: list[dict[str, Any]] = []
-    with build_lab_api_connector(base_url=config.api_url) as connector:
-        for page in connector.sync(RESULTS, cursor):
-            if not page.records:
-                break
-            first, last = page.records[0]["seq"], page.records[-1]["seq"]
-            outcome = process_export(
-                records_to_csv(page.records), f"api-results-{first}-{last}.csv", engine=engine, config=config,
-                run_id=run_id, source="api", cursor={"after": last},
-            )
-            outcomes.append(outcome.as_dict())
-    return outcomes
 
 
 @flow(name="collect-lab-results", description="Lab testing-machine exports (drop folder) into the ERP lab_results table.")
@@ -201,17 +183,7 @@ def collect_lab_results(
         )
 
     if config.api_url and kind in (None, LAB_RESULTS_API):
-        try:
-            pages = collect_lab_api(config, run_id)
-        except Exception as exc:  # noqa: BLE001 - recorded like a failed file; the cursor stays at the last committed page
-            summary.error_ids.append(run.unit_failed(exc, operation="read_results_api", what="lab results API",
-                                                     unit={"kind": LAB_RESULTS_API, "api": config.api_url},
-                                                     then="the next run resumes from the cursor"))
-            summary.files_failed += 1
-            pages = []
-        for result in pages:
-            summary.api_pages += 1
-            _count(run, summary, result)
+        _collect_api(run, summary, config, resume)
 
     # --- batches that arrived since: flag their results ----------------------------------------
     with get_engine().begin() as conn:
@@ -252,6 +224,47 @@ def _resumed_file(run: DatasetRun, resume: dict[str, Any], ready: list[DropFile]
             code="EXPORT_GONE",
         ), operation="process_export")
     return []  # a later run processed it (and archived it): nothing left to do
+
+
+def _collect_api(run: DatasetRun, summary: CollectSummary, config: LabConfig, resume: dict[str, Any] | None) -> None:
+    """The results API on the sync engine; its figures join the run's. A failed read is the engine's one error row
+    (its unit reruns the API read); the drop folder's work stands and the run fails at the end."""
+    if resume is not None:
+        # Each page committed with its cursor: the rerun reads on from the committed one, whatever the unit recorded.
+        with get_engine().connect() as conn:
+            resume = {**resume, "position": None, "cursor": read_cursor(conn, INTEGRATION, DATASET)}
+    try:
+        api = run_pull(RESULTS_API, resume=resume, api_url=config.api_url)
+    except UnitFailed:
+        raise
+    except Exception:  # noqa: BLE001 - recorded by run_pull like a failed file; the cursor stays at the last committed page
+        summary.files_failed += 1
+        with get_engine().connect() as conn:
+            summary.error_ids += [i for i in _error_ids(conn, run.run_id) if i not in summary.error_ids]
+        return
+    summary.api_pages += api.get("api_pages", 0)
+    summary.extracted += api.get("rows_total", 0)
+    summary.valid += api.get("rows_loaded", 0)
+    summary.quarantined += api.get("rows_quarantined", 0)
+    summary.upserted += api.get("rows_written", 0)
+    summary.unchanged += api.get("rows_unchanged", 0)
+    summary.batch_unknown += api.get("batch_unknown", 0)
+    for key, n in api.items():
+        if key.startswith(REFUSED_BY):
+            name = key.removeprefix(REFUSED_BY)
+            run.failures[name] = run.failures.get(name, 0) + n
+    if api.get("rows_quarantined"):
+        with get_engine().connect() as conn:
+            run.sample.extend(api_quarantine_sample(conn, run.run_id, SAMPLE_SIZE - len(run.sample)))
+
+
+def _error_ids(conn: Any, run_id: str | None) -> list[int]:
+    """The error rows this run recorded (the engine's row for a failed API read among them)."""
+    query = select(IntegrationErrorRow.id).where(
+        IntegrationErrorRow.integration == INTEGRATION, IntegrationErrorRow.flow_run_id == run_id,
+        IntegrationErrorRow.error_type != ErrorCategory.DATA_VALIDATION_FAILED.value,
+    )
+    return list(conn.execute(query).scalars()) if run_id else []
 
 
 def _count(run: DatasetRun, summary: CollectSummary, result: dict[str, Any]) -> None:

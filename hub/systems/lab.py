@@ -23,7 +23,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import pandas as pd
 from sqlalchemy import Connection, Engine, Table, delete, insert, or_, select, update
@@ -31,6 +31,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from connectors.core.errors import SyncFailed
+from connectors.lab.api import RESULTS, records_to_csv
 from connectors.lab.exports import ExportRejected, ParsedExport, checksum, parse_export, uses_decimal_comma
 from data_mappings.lab import LabMappingOptions, map_lab_results, records_frame
 from hub.core.models import (
@@ -38,6 +39,7 @@ from hub.core.models import (
     LabExportStatus,
     LabResult,
     ProductionBatch,
+    QuarantinedRecord,
 )
 from hub.core.settings import LabConfig, lab_config
 from hub.ledger.loading import (
@@ -48,6 +50,11 @@ from hub.ledger.loading import (
     load_batch,
     quarantine_rows,
 )
+from hub.ledger.retry_units import LAB_RESULTS_API
+from tasks.streams import ApplyContext, PullStream, ReadPlan, RunOptions
+
+if TYPE_CHECKING:
+    from connectors.core.base import Connector, Stream
 
 INTEGRATION = "lab"
 DATASET = "lab_results"
@@ -438,3 +445,96 @@ def forget_export(engine: Engine, sha_prefix: str) -> LabExport:
 def list_exports(engine: Engine, limit: int = 50) -> list[LabExport]:
     with Session(engine) as session:
         return list(session.scalars(select(LabExport).order_by(LabExport.id.desc()).limit(limit)))
+
+
+# --- the results API, as the sync engine runs it (flows/collect_lab_results.py) ----------------------
+#
+# Each page is an export of its own (`records_to_csv`), processed like a dropped file by `process_export`:
+# its rows, its quarantined lines, its ledger row and the `after` cursor commit in one transaction, exactly
+# once by checksum. So the cursor moves with every page, not only with the read's last one, and a failed
+# read reruns from the committed cursor.
+
+API_PAGE_PREFIX = "api-results-"
+REFUSED_BY = "refused_by:"  # an apply's counts are integers: failures by expectation travel under this prefix
+
+
+def apply_results_page(conn: Connection, records: list[dict[str, Any]], cursor: Mapping[str, Any] | None,
+                       context: ApplyContext) -> dict[str, int]:
+    """One results-API page with its `after` cursor, in `process_export`'s transaction (which writes it under
+    `lab_results`, the `context.cursor_key` of a stream that declares no other).
+
+    The engine's own cursor (last page only) is not needed: every page writes its own. Quarantined rows are
+    this dataset's own counts (`rows_quarantined`, `refused_by:<expectation>`): to the engine every record of
+    the page was applied. The engine's transaction (`conn`) holds nothing: `process_export` commits in its own,
+    so that a concurrent run's commit of the same page is told apart (a duplicate) from a failure."""
+    if not records:
+        return {}  # the empty page after a full last one
+    first, last = records[0]["seq"], records[-1]["seq"]
+    outcome = process_export(
+        records_to_csv(records), f"{API_PAGE_PREFIX}{first}-{last}.csv", engine=conn.engine, config=lab_config(),
+        run_id=context.flow_run_id, source="api", cursor={"after": last},
+    )
+    counts = {
+        "api_pages": 1,
+        "pages_duplicate": int(outcome.status == "duplicate"),
+        "rows_total": outcome.rows_total,
+        "rows_loaded": outcome.valid,
+        "rows_quarantined": outcome.quarantined,
+        "rows_written": outcome.written,
+        "rows_unchanged": outcome.unchanged,
+        "batch_unknown": outcome.batch_unknown,
+    }
+    counts.update({f"{REFUSED_BY}{name}": n for name, n in outcome.failures_by_expectation.items()})
+    return counts
+
+
+def api_quarantine_sample(conn: Connection, run_id: str | None, limit: int) -> list[dict[str, Any]]:
+    """Rows this run's results-API pages quarantined, for the validation-failure row's sample."""
+    if run_id is None or limit <= 0:
+        return []
+    query = (
+        select(QuarantinedRecord.record_key, QuarantinedRecord.raw_record, QuarantinedRecord.failed_expectations)
+        .where(QuarantinedRecord.integration == INTEGRATION, QuarantinedRecord.dataset == DATASET, QuarantinedRecord.flow_run_id == run_id)
+        .order_by(QuarantinedRecord.id)
+    )
+    sample: list[dict[str, Any]] = []
+    for row in conn.execute(query):
+        raw = row.raw_record or {}
+        if str(raw.get("file") or "").startswith(API_PAGE_PREFIX):
+            sample.append({"record_key": row.record_key, "file": raw.get("file"), "line": raw.get("line"), "failed": row.failed_expectations[:3]})
+            if len(sample) >= limit:
+                break
+    return sample
+
+
+def _api_plan(connector: Connector, stream: Stream, cursor: Mapping[str, Any] | None, options: RunOptions) -> ReadPlan:
+    return ReadPlan(
+        position=connector.start(stream, cursor),
+        mode="incremental" if cursor else "full",
+        since=(cursor or {}).get("after"),
+        state={"api": options.parameters.get("api_url")},  # in the failed unit: the rerun reads the same API
+    )
+
+
+def _connect_api(options: RunOptions) -> Connector:
+    from hub.runtime.connections import build_lab_api_connector
+
+    return build_lab_api_connector(base_url=options.parameters.get("api_url"), page_size=options.page_size)
+
+
+RESULTS_API = PullStream(
+    integration=INTEGRATION,
+    dataset=DATASET,
+    flow_name="collect-lab-results",
+    unit_kind=LAB_RESULTS_API,
+    operation="read_results_api",
+    stream=RESULTS,
+    connect=_connect_api,
+    plan=_api_plan,
+    next_cursor=lambda plan, high_water, started: None,  # every page wrote its own cursor
+    apply=apply_results_page,
+    batch_pages=1,  # each page commits with its cursor
+    keep_cursor_on_resume=False,  # the cursor is the last page committed, by whichever run
+    # Nothing resolved here: the flow resolves after the whole run, and a file that failed in it stays open.
+    resolve=(),
+)

@@ -272,6 +272,34 @@ def test_results_api_pages_load_once_with_their_cursor(drop: Path, monkeypatch: 
         assert read_cursor(conn, "lab", "lab_results") == {"after": 27}
 
 
+def test_results_api_rows_refused_by_the_suite_are_quarantined_counted_and_reported(drop: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from connectors.core.client import use_transport
+    from hub.core.settings import reset_settings_cache
+    from hub.ledger.loading import read_cursor
+    from sandbox.core import as_transport
+
+    add_batches(BATCHES)
+    sim = LabSandbox(seed=45)
+    sim.test_session(batch_ids=BATCHES)
+    sim.test_session(batch_ids=BATCHES, age_days=14)  # not a planned age: the suite refuses all 18
+    monkeypatch.setenv("LAB_API_URL", "http://lab.sandbox")
+    reset_settings_cache()
+    try:
+        with use_transport("lab", as_transport(sim)):
+            summary = collect(drop)  # an apply-shaped read: the engine's counts balance with rows quarantined
+    finally:
+        monkeypatch.delenv("LAB_API_URL")
+        reset_settings_cache()
+    assert (summary["api_pages"], summary["extracted"], summary["valid"], summary["quarantined"], summary["upserted"]) == (1, 36, 18, 18, 18)
+    assert count(LabResult) == 18 and len(quarantined()) == 18
+    (error,) = errors("DATA_VALIDATION_FAILED")
+    assert "18 of 36 lab_results rows failed validation" in error.error_message
+    assert error.response_data["failures_by_expectation"] and error.response_data["sample"]
+    assert all(s["file"].startswith("api-results-") for s in error.response_data["sample"])
+    with get_engine().connect() as conn:
+        assert read_cursor(conn, "lab", "lab_results") == {"after": 36}
+
+
 def test_a_failed_export_is_queued_and_its_rerun_processes_only_that_file(drop: Path, machine: LabSandbox) -> None:
     from hub.ledger.errors import get_error
     from hub.ledger.retry_units import rerun
@@ -316,10 +344,14 @@ def test_a_failed_results_api_read_is_queued_and_its_rerun_reads_only_the_api(dr
     reset_settings_cache()
     try:
         with use_transport("lab", api):
-            with pytest.raises(SyncFailed, match="1 lab export"):
+            with pytest.raises(SyncFailed, match="1 lab export") as failed:
                 collect(drop)
-            (failure,) = errors("SERVER_ERROR")
-            assert failure.unit == {"kind": "lab.lab_results.api", "api": "http://lab.sandbox"}
+            (failure,) = errors("SERVER_ERROR")  # the engine's one row: the flow records no other
+            assert f"integration_errors [{failure.id}]" in str(failed.value)
+            # The engine's unit (tasks/engine.py run_pull): the API read from the first page, nothing committed yet.
+            assert {k: failure.unit[k] for k in ("kind", "api", "batch", "cursor")} == {
+                "kind": "lab.lab_results.api", "api": "http://lab.sandbox", "batch": 1, "cursor": None}
+            assert "after=0" in failure.unit["position"]["url"]
             assert failure.status == "pending" and failure.next_retry_at is not None and api.failed > 1
             dropped = LabSandbox(drop_dir=drop, seed=44).test_session(batch_ids=BATCHES)  # a file arrives meanwhile
             _age(drop / dropped.file_name, 30)
