@@ -351,7 +351,7 @@ def test_postgres_inbox_connection_lost_is_not_acknowledged_and_the_next_deliver
         assert post(base, "/webhooks/razorpay", first, razorpay_headers(first, event_id="evt_before_drop")).status_code == 200
         with get_engine().begin() as conn:
             dropped = conn.execute(
-                text("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = :name"),
+                text("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = :name AND datname = current_database()"),
                 {"name": APPLICATION_NAME},
             ).scalar_one()
         assert dropped == 1
