@@ -68,6 +68,34 @@ _CUSTOMER_FIELDS = ["CustomerAccountGroup", "OrderIsBlockedForCustomer", "Deleti
 _NESTED_FIELDS = ["Email", "PhoneNumber", "PhoneInternational", "MobileNumber", "MobileInternational", "GSTIN"]
 RAW_COLUMNS = _FLAT_FIELDS + _ADDRESS_FIELDS + _CUSTOMER_FIELDS + _NESTED_FIELDS
 
+# What the mapping reads from an A_BusinessPartner record, as OData V2 paths (nested paths select inside an
+# $expand). The one list: the dataset's `$select` and `$expand` are derived from it (hub/systems/sap.py).
+_ADDRESS = "to_BusinessPartnerAddress"
+SOURCE_FIELDS: tuple[str, ...] = (
+    *_FLAT_FIELDS,
+    *(f"to_Customer/{f}" for f in _CUSTOMER_FIELDS),
+    "to_BusinessPartnerTax/BPTaxType",
+    "to_BusinessPartnerTax/BPTaxNumber",
+    *(f"{_ADDRESS}/{f}" for f in _ADDRESS_FIELDS),
+    f"{_ADDRESS}/to_EmailAddress/EmailAddress",
+    f"{_ADDRESS}/to_PhoneNumber/PhoneNumber",
+    f"{_ADDRESS}/to_PhoneNumber/InternationalPhoneNumber",
+    f"{_ADDRESS}/to_MobilePhoneNumber/PhoneNumber",
+    f"{_ADDRESS}/to_MobilePhoneNumber/InternationalPhoneNumber",
+)
+
+
+def source_expand(fields: Iterable[str] = SOURCE_FIELDS) -> tuple[str, ...]:
+    """Every navigation path the fields go through, parents first (`a`, `a/b` for `a/b/Field`)."""
+    paths: list[str] = []
+    for field in fields:
+        steps = field.split("/")[:-1]
+        for depth in range(1, len(steps) + 1):
+            path = "/".join(steps[:depth])
+            if path not in paths:
+                paths.append(path)
+    return tuple(paths)
+
 
 def _results(nav: Any) -> list[Mapping[str, Any]]:
     """An expanded to-many navigation property: `{"results": [...]}` (a bare list is tolerated)."""

@@ -18,57 +18,14 @@ from connectors.sap.odata import datetime_literal
 
 log = logging.getLogger(__name__)
 
-# Business partners with their customer data, addresses (e-mail, phones) and tax numbers. $select keeps
-# the payload to what the mapping reads; nested paths are how OData V2 selects inside an $expand.
+# Business partners (A_BusinessPartner), keyset-paged on the key. What a read selects and expands is the
+# dataset's choice (the customers mapping's SOURCE_FIELDS, hub/systems/sap.py): `dataclasses.replace` it in.
 BUSINESS_PARTNERS = Stream(
     name="customers",
     path="A_BusinessPartner",
     primary_key="BusinessPartner",
     cursor_field="LastChangeDate",
     record_path=("d", "results"),
-    select=(
-        "BusinessPartner",
-        "Customer",
-        "BusinessPartnerCategory",
-        "BusinessPartnerFullName",
-        "OrganizationBPName1",
-        "FirstName",
-        "LastName",
-        "SearchTerm1",
-        "BusinessPartnerGrouping",
-        "CorrespondenceLanguage",
-        "Industry",
-        "CreationDate",
-        "CreationTime",
-        "LastChangeDate",
-        "LastChangeTime",
-        "BusinessPartnerIsBlocked",
-        "IsMarkedForArchiving",
-        "to_Customer/CustomerAccountGroup",
-        "to_Customer/OrderIsBlockedForCustomer",
-        "to_Customer/DeletionIndicator",
-        "to_BusinessPartnerTax/BPTaxType",
-        "to_BusinessPartnerTax/BPTaxNumber",
-        "to_BusinessPartnerAddress/StreetName",
-        "to_BusinessPartnerAddress/HouseNumber",
-        "to_BusinessPartnerAddress/CityName",
-        "to_BusinessPartnerAddress/PostalCode",
-        "to_BusinessPartnerAddress/Region",
-        "to_BusinessPartnerAddress/Country",
-        "to_BusinessPartnerAddress/to_EmailAddress/EmailAddress",
-        "to_BusinessPartnerAddress/to_PhoneNumber/PhoneNumber",
-        "to_BusinessPartnerAddress/to_PhoneNumber/InternationalPhoneNumber",
-        "to_BusinessPartnerAddress/to_MobilePhoneNumber/PhoneNumber",
-        "to_BusinessPartnerAddress/to_MobilePhoneNumber/InternationalPhoneNumber",
-    ),
-    expand=(
-        "to_Customer",
-        "to_BusinessPartnerTax",
-        "to_BusinessPartnerAddress",
-        "to_BusinessPartnerAddress/to_EmailAddress",
-        "to_BusinessPartnerAddress/to_PhoneNumber",
-        "to_BusinessPartnerAddress/to_MobilePhoneNumber",
-    ),
     # Keyset paging on the key (connectors/core/paging.py says why offsets over changing data skip rows).
     order_by=("BusinessPartner asc",),
     paginator=ODataKeysetPaginator("BusinessPartner"),

@@ -11,6 +11,7 @@ rerun. The watermark is the latest LastChangeDate among rows that loaded (a quar
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
@@ -18,7 +19,13 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from connectors.sap import BUSINESS_PARTNERS
-from data_mappings.customers import change_dates, flatten_business_partners, map_customers
+from data_mappings.customers import (
+    SOURCE_FIELDS,
+    change_dates,
+    flatten_business_partners,
+    map_customers,
+    source_expand,
+)
 from hub.ledger.retry_units import SAP_CUSTOMERS_BATCH
 from tasks.streams import PullStream, ReadPlan, RunOptions
 
@@ -79,7 +86,8 @@ CUSTOMERS = PullStream(
     flow_name="sync-sap-customers",
     unit_kind=SAP_CUSTOMERS_BATCH,
     operation="sync_customers",
-    stream=BUSINESS_PARTNERS,
+    # The partners with what the mapping reads: addresses (e-mail, phones), customer data, tax numbers.
+    stream=dataclasses.replace(BUSINESS_PARTNERS, select=SOURCE_FIELDS, expand=source_expand()),
     connect=_connect,
     plan=_plan,
     next_cursor=lambda plan, high_water, started: next_cursor(high_water, plan.since, started),

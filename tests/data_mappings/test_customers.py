@@ -88,3 +88,20 @@ def test_row_hash_changes_only_when_values_change() -> None:
 def test_html_and_sql_looking_strings_are_kept_verbatim() -> None:
     evil = partner(8, BusinessPartnerFullName="Robert'); DROP TABLE customers;--")
     assert mapped(evil).loc[0, "name"] == "Robert'); DROP TABLE customers;--"
+
+
+def test_the_mapping_selects_every_field_it_reads_and_expands_every_path_to_them() -> None:
+    """SOURCE_FIELDS is the one list of what the customers mapping reads; the dataset's $select and $expand come from it."""
+    from data_mappings.customers import BOOLEAN_MAP, COLUMN_MAP, SOURCE_FIELDS, source_expand
+
+    selected_leaves = {field.rsplit("/", 1)[-1] for field in SOURCE_FIELDS}
+    assert set(COLUMN_MAP) | set(BOOLEAN_MAP) <= selected_leaves
+    assert source_expand() == (
+        "to_Customer",
+        "to_BusinessPartnerTax",
+        "to_BusinessPartnerAddress",
+        "to_BusinessPartnerAddress/to_EmailAddress",
+        "to_BusinessPartnerAddress/to_PhoneNumber",
+        "to_BusinessPartnerAddress/to_MobilePhoneNumber",
+    )
+    assert source_expand(["a/b/c/Field", "a/Other", "Flat"]) == ("a", "a/b", "a/b/c")

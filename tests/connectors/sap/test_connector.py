@@ -10,11 +10,14 @@ import pytest
 
 from connectors.core.errors import AuthenticationFailed, InvalidRequest
 from connectors.core.paging import query_of
-from connectors.sap import BUSINESS_PARTNERS, SapConnector
+from connectors.sap import SapConnector
 from hub.core.settings import integration_config, reset_settings_cache
 from hub.runtime.connections import build_sap_connector
+from hub.systems.sap import CUSTOMERS
 from sandbox.core import as_transport, running_server
 from sandbox.sap import SapSandbox
+
+PARTNERS = CUSTOMERS.stream  # the endpoint with what the customers dataset selects and expands
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +34,7 @@ def sap(sandbox: SapSandbox) -> Iterator[SapConnector]:
 
 
 def test_reads_every_partner_once_by_key_even_when_the_server_pages_shorter(sap: SapConnector) -> None:
-    pages = list(sap.sync(BUSINESS_PARTNERS, None))
+    pages = list(sap.sync(PARTNERS, None))
     ids = [r["BusinessPartner"] for p in pages for r in p.records]
     assert len(ids) == 1500 == len(set(ids))
     assert ids == sorted(ids)
@@ -48,7 +51,7 @@ def test_a_partner_changed_mid_read_skips_nothing() -> None:
     sandbox = SapSandbox(partners=1500, seed=4, max_page_size=400)
     ids: list[str] = []
     with build_sap_connector(transport=as_transport(sandbox)) as sap:
-        for number, page in enumerate(sap.sync(BUSINESS_PARTNERS, None), start=1):
+        for number, page in enumerate(sap.sync(PARTNERS, None), start=1):
             ids += [r["BusinessPartner"] for r in page.records]
             if number == 1:
                 sandbox.mutate(200, rng_seed=5)
@@ -60,32 +63,32 @@ def test_count_answers_for_the_same_filter_as_the_read() -> None:
     sap = build_sap_connector(transport=as_transport(sandbox))
     today = sandbox.now().date()
     sandbox.mutate(9, rng_seed=11)
-    position = sap.start(BUSINESS_PARTNERS, {"last_change_date": today.isoformat()})
-    read = {r["BusinessPartner"] for p in sap.sync(BUSINESS_PARTNERS, start=position) for r in p.records}
-    assert sap.count(BUSINESS_PARTNERS, position) == len(read) >= 9
-    assert sap.count(BUSINESS_PARTNERS, sap.start(BUSINESS_PARTNERS, None)) == sandbox.partner_count
+    position = sap.start(PARTNERS, {"last_change_date": today.isoformat()})
+    read = {r["BusinessPartner"] for p in sap.sync(PARTNERS, start=position) for r in p.records}
+    assert sap.count(PARTNERS, position) == len(read) >= 9
+    assert sap.count(PARTNERS, sap.start(PARTNERS, None)) == sandbox.partner_count
 
 
 def test_first_url_selects_expands_orders_and_filters_incrementally(sap: SapConnector) -> None:
-    query = query_of(sap.first_url(BUSINESS_PARTNERS, {"last_change_date": "2026-05-10"}))
+    query = query_of(sap.first_url(PARTNERS, {"last_change_date": "2026-05-10"}))
     assert query["$filter"] == "(LastChangeDate ge datetime'2026-05-09T00:00:00' or CreationDate ge datetime'2026-05-09T00:00:00')"
     assert query["$orderby"] == "BusinessPartner asc"
     assert "to_Customer/CustomerAccountGroup" in query["$select"]
     assert "to_BusinessPartnerAddress/to_EmailAddress" in query["$expand"]
-    assert "$filter" not in query_of(sap.first_url(BUSINESS_PARTNERS, None))
+    assert "$filter" not in query_of(sap.first_url(PARTNERS, None))
 
 
 def test_incremental_read_returns_only_partners_changed_since_the_watermark(sandbox: SapSandbox, sap: SapConnector) -> None:
     changed = set(sandbox.mutate(7))
     today = sandbox.now().date()
-    records = [r for p in sap.sync(BUSINESS_PARTNERS, {"last_change_date": today.isoformat()}) for r in p.records]
+    records = [r for p in sap.sync(PARTNERS, {"last_change_date": today.isoformat()}) for r in p.records]
     ids = {r["BusinessPartner"] for r in records}
     assert changed <= ids
     assert len(ids) < 100
 
 
 def test_selected_shape_has_nested_navigation(sap: SapConnector) -> None:
-    record = next(iter(sap.sync(BUSINESS_PARTNERS, None))).records[0]
+    record = next(iter(sap.sync(PARTNERS, None))).records[0]
     assert record["LastChangeDate"] is None or record["LastChangeDate"].startswith("/Date(")
     assert "results" in record["to_BusinessPartnerAddress"]
     assert "FirstName" in record and "Supplier" not in record
@@ -178,7 +181,7 @@ def test_connector_speaks_real_http(sandbox: SapSandbox) -> None:
         config = integration_config("sap").model_copy(update={"base_url": f"{base}/sap/opu/odata/sap/API_BUSINESS_PARTNER/"})
         sap = build_sap_connector(config=config)
         try:
-            pages = iter(sap.sync(BUSINESS_PARTNERS, None))
+            pages = iter(sap.sync(PARTNERS, None))
             first, second = next(pages), next(pages)
         finally:
             sap.close()
