@@ -6,6 +6,8 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export GX_ANALYTICS_ENABLED ?= false
+# pytest-xdist workers for `make test` (each gets its own database: tests/conftest.py); 1 runs serially.
+TEST_WORKERS ?= 2
 
 .PHONY: install demo test lint typecheck bench clean chromium up down status smoke prefect-yaml
 
@@ -31,7 +33,7 @@ test: install chromium
 	$(BIN)/ruff check .
 	$(BIN)/mypy hub connectors data_mappings expectations tasks flows sandbox
 	$(BIN)/lint-imports
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile
 
 ## The local production stack in the background: Prefect server (UI), process work pool + worker, webhook
 ## ingress, every simulator; deployments, Secret blocks and rate limits registered. UP_ARGS=--no-sandbox for real systems.

@@ -13,7 +13,32 @@ from pathlib import Path
 import pytest
 
 _TMP = Path(tempfile.mkdtemp(prefix="drymix-tests-"))
-os.environ.setdefault("DATABASE_URL", f"sqlite:///{_TMP / 'hub.db'}")
+
+
+def _database_of_this_worker(url: str) -> str:
+    """Under pytest-xdist (`make test` runs two workers) each worker gets its own PostgreSQL database.
+
+    The tests empty tables, drop the schema and count rows: two workers on one database would see each
+    other's rows. `test` becomes `test_gw0`, `test_gw1`, created on first use on the same server.
+    SQLite needs nothing: every worker has its own temporary directory.
+    """
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if not worker or not url.startswith("postgresql"):
+        return url
+    import psycopg
+    from psycopg import sql
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    name = f"{parsed.database}_{worker}"
+    dsn = parsed.set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is None:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    return parsed.set(database=name).render_as_string(hide_password=False)
+
+
+os.environ["DATABASE_URL"] = _database_of_this_worker(os.environ.get("DATABASE_URL") or f"sqlite:///{_TMP / 'hub.db'}")
 os.environ["PREFECT_HOME"] = str(_TMP / "prefect")
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ["GX_ANALYTICS_ENABLED"] = "false"
