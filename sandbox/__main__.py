@@ -8,7 +8,8 @@ from collections.abc import Sequence
 _USAGE = """usage: python -m sandbox <system> [options]
 
 systems:
-  sap       SAP S/4HANA API_BUSINESS_PARTNER (OData V2)   python -m sandbox sap --help
+  sap       SAP S/4HANA API_BUSINESS_PARTNER and API_SALES_ORDER_SRV (OData V2)
+                                                          python -m sandbox sap --help
   razorpay  Razorpay Orders/Payments + signed webhooks    python -m sandbox razorpay --help
   whatsapp  WhatsApp Cloud API send + signed status hooks python -m sandbox whatsapp --help
   microsoft365  Entra ID token + Microsoft Graph (drive uploads, calendar, delta, $batch)

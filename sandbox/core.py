@@ -55,6 +55,10 @@ FAULT_KINDS: tuple[str, ...] = (
     "malformed_json",
 )
 _COUNTED_KINDS: tuple[str, ...] = FAULT_KINDS[1:]
+#: Decided after the backend answered, only for a write it accepted (2xx), and only when no
+#: other fault fired: the change is committed but its answer never reaches the client.
+TIMEOUT_AFTER_COMMIT: str = "timeout_after_commit"
+_WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "MERGE", "DELETE"})
 
 ASGIScope = MutableMapping[str, Any]
 ASGIMessage = MutableMapping[str, Any]
@@ -233,6 +237,12 @@ class FaultSwitches(BaseModel):
     drop_connection_probability: _Probability = 0.0
     drop_after_fraction: Annotated[float, Field(ge=0, lt=1)] = 0.5
 
+    # Counted over successful writes only (POST/PUT/PATCH/MERGE/DELETE answered 2xx); the
+    # answer then times out like ``timeout`` (same ``timeout_sleep_s``) after the change is made.
+    timeout_after_commit_next_n: _Count = 0
+    timeout_after_commit_every_n: _Count = 0
+    timeout_after_commit_probability: _Probability = 0.0
+
     expire_tokens: bool = False
 
     @field_validator("retry_after_s", "error_5xx_retry_after_s")
@@ -291,7 +301,8 @@ class FaultInjector:
         self._rng = random.Random(0)
         self._requests = 0  # API requests since start (statistics)
         self._since_set = 0  # API requests since the switches last changed (for every_n)
-        self._fired: dict[str, int] = dict.fromkeys(FAULT_KINDS, 0)
+        self._commits_since_set = 0  # successful writes since then (for timeout_after_commit_every_n)
+        self._fired: dict[str, int] = dict.fromkeys((*FAULT_KINDS, TIMEOUT_AFTER_COMMIT), 0)
         self.replace(switches or FaultSwitches())
 
     @property
@@ -306,7 +317,7 @@ class FaultInjector:
         with self._lock:
             self._switches = new
             self._rng = random.Random(new.seed)
-            self._since_set = 0
+            self._since_set = self._commits_since_set = 0
             return new.model_copy()
 
     def update(self, changes: Mapping[str, Any]) -> FaultSwitches:
@@ -314,7 +325,7 @@ class FaultInjector:
         with self._lock:
             merged = FaultSwitches.model_validate({**self._switches.model_dump(), **dict(changes)})
             self._switches = merged
-            self._since_set = 0
+            self._since_set = self._commits_since_set = 0
             if "seed" in changes:
                 self._rng = random.Random(merged.seed)
             return merged.model_copy()
@@ -349,6 +360,23 @@ class FaultInjector:
             if kind is not None:
                 self._fired[kind] += 1
             return FaultDecision(kind, latency / 1000.0)
+
+    def decide_after_commit(self) -> bool:
+        """Count one successful write (no other fault fired on it); True if its answer must time out."""
+        with self._lock:
+            self._commits_since_set += 1
+            sw = self._switches
+            fires = sw.timeout_after_commit_next_n > 0
+            if fires:
+                object.__setattr__(sw, "timeout_after_commit_next_n", sw.timeout_after_commit_next_n - 1)
+            else:
+                every = sw.timeout_after_commit_every_n
+                fires = (every > 0 and self._commits_since_set % every == 0) or (
+                    sw.timeout_after_commit_probability > 0 and self._rng.random() < sw.timeout_after_commit_probability
+                )
+            if fires:
+                self._fired[TIMEOUT_AFTER_COMMIT] += 1
+            return fires
 
     def _fires(self, sw: FaultSwitches, kind: str) -> bool:
         remaining: int = getattr(sw, f"{kind}_next_n")
@@ -433,8 +461,19 @@ class Simulator(ABC):
         switches = self.faults.switches
         with self.lock:
             resp = self._apply_fault(decision.kind, switches, req)
+        if decision.kind is None and self.commits(req, resp) and self.faults.decide_after_commit():
+            resp.timeout = True
+            resp.timeout_sleep_s = switches.timeout_sleep_s
         resp.delay_s += decision.latency_s
         return resp
+
+    def commits(self, req: SandboxRequest, resp: SandboxResponse) -> bool:
+        """Whether answering ``req`` with ``resp`` means a change was made (``timeout_after_commit`` counts these).
+
+        A write method answered 2xx; a simulator excludes what is not a change of its data
+        (an OAuth token request, for one).
+        """
+        return req.method in _WRITE_METHODS and 200 <= resp.status < 300
 
     def _apply_fault(self, kind: str | None, sw: FaultSwitches, req: SandboxRequest) -> SandboxResponse:
         if kind == "expire_tokens":

@@ -11,15 +11,16 @@ and its entity types (:class:`EntityType` with :class:`Prop` and :class:`Nav`). 
   opaque ``$skiptoken``, a keyset seek for ``Key gt '...'`` filters, ``$inlinecount``, ``/$count``
   (text/plain whatever the Accept header says);
 * Basic auth, OAuth2 client credentials at :data:`TOKEN_PATH`, the CSRF token protocol bound to
-  a session cookie, ``PATCH``/``MERGE`` with ``If-Match`` (``428`` without, ``412`` when stale);
+  a session cookie, ``PATCH``/``MERGE`` with ``If-Match`` (``428`` without, ``412`` when stale),
+  ``POST`` creates with deep insert (``201`` with ``Location``, ``ETag`` and the created tree);
 * SAP's error envelope (JSON for JSON clients, the V2 XML error otherwise) and the fault
   responses of the Gateway, the ICM and API Management.
 
 Rows live in one :class:`Table` per entity set as tuples of wire values, with navigation links
 as row indices, so a page renders without conversions. A concrete service subclasses
 :class:`ODataSandbox`, fills :attr:`ODataSandbox.tables`, and overrides :meth:`ODataSandbox.on_update`
-for its write rules; ``sandbox/sap.py`` (``API_BUSINESS_PARTNER``) is the worked example and
-``docs/sandbox-sap.md`` explains how to add a second service.
+and :meth:`ODataSandbox.on_create` for its write rules; ``sandbox/sap.py`` (``API_BUSINESS_PARTNER``)
+is the worked example and ``docs/sandbox-sap.md`` explains how to add a second service.
 """
 
 from __future__ import annotations
@@ -112,6 +113,13 @@ class Prop:
     nullable: bool = True
     updatable: bool = True
     date_only: bool = False
+    #: May a create (``POST``) set it? ``None``: the same as ``updatable`` (keys are always creatable).
+    creatable: bool | None = None
+
+    @property
+    def can_create(self) -> bool:
+        """Whether a create's payload may set this property (``sap:creatable``)."""
+        return self.updatable if self.creatable is None else self.creatable
 
 
 @dataclass(frozen=True)
@@ -129,6 +137,8 @@ class EntityType:
 
     With ``has_etag`` the value of property ``etag_property`` is the entity's ETag: it is sent
     in ``__metadata.etag`` and the ``ETag`` header, and updates must quote it in ``If-Match``.
+    An Edm.String property is sent as ``W/"'<value>'"``; an Edm.DateTimeOffset property (SAP's
+    ``LastChangeDateTime`` with ``ConcurrencyMode="Fixed"``) as ``W/"datetimeoffset'<ISO>Z'"``.
     """
 
     name: str
@@ -143,6 +153,7 @@ class EntityType:
     nav: dict[str, Nav] = field(init=False)
     names: tuple[str, ...] = field(init=False)
     etag_at: int = field(init=False)
+    _etag_is_dto: bool = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.index = {p.name: i for i, p in enumerate(self.props)}
@@ -158,10 +169,22 @@ class EntityType:
         if self.has_etag and self.etag_property not in self.index:
             raise ValueError(f"{self.name}: ETag property {self.etag_property!r} is not declared")
         self.etag_at = self.index[self.etag_property] if self.has_etag else -1
+        self._etag_is_dto = self.has_etag and self.prop[self.etag_property].edm == "Edm.DateTimeOffset"
+
+    def etag_of(self, row: Sequence[Any]) -> str:
+        """The ETag of a row as sent in ``__metadata.etag`` and the ``ETag`` header."""
+        value = row[self.etag_at]
+        return dto_etag_header(value) if self._etag_is_dto else etag_header(value)
 
 
-def string_prop(name: str, length: int, *, key: bool = False, ro: bool = False) -> Prop:
-    """Edm.String with a MaxLength; keys are not nullable and never updatable."""
+def string_prop(name: str, length: int, *, key: bool = False, ro: bool = False, create_only: bool = False) -> Prop:
+    """Edm.String with a MaxLength; keys are not nullable and never updatable.
+
+    ``create_only``: set when the entity is created, never changed afterwards (SAP's
+    ``sap:updatable="false"`` without ``sap:creatable="false"``, e.g. a partner's category).
+    """
+    if create_only:
+        return Prop(name, "Edm.String", length, updatable=False, creatable=True)
     return Prop(name, "Edm.String", length, nullable=not key, updatable=not (ro or key))
 
 
@@ -205,6 +228,8 @@ class ODataService:
     """One OData V2 service: where it lives, what it is called, and the entity types it serves.
 
     ``updatable`` names the entity sets that accept ``PATCH``/``MERGE`` on a single entity;
+    ``creatable`` those that accept ``POST`` to the collection (a create, with deep insert of
+    the children given under navigation properties);
     ``component_id`` and ``version`` appear in the error envelope (and the OAuth scope).
     """
 
@@ -215,6 +240,7 @@ class ODataService:
     updatable: frozenset[str] = frozenset()
     component_id: str = "BC-ESI-ODATA"
     version: str = "0001"
+    creatable: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         if not (self.root.startswith("/") and self.root.endswith("/")):
@@ -223,8 +249,9 @@ class ODataService:
         if len(sets) != len(self.entity_types):
             raise ValueError(f"{self.name}: entity set names must be unique")
         dangling = sorted(f"{t.name}.{n.name}" for t in self.entity_types for n in t.navs if n.target not in sets)
-        if dangling or not self.updatable <= sets:
-            raise ValueError(f"{self.name}: unknown target sets ({dangling or sorted(self.updatable - sets)})")
+        writable = self.updatable | self.creatable
+        if dangling or not writable <= sets:
+            raise ValueError(f"{self.name}: unknown target sets ({dangling or sorted(writable - sets)})")
 
     @cached_property
     def types_by_set(self) -> dict[str, EntityType]:
@@ -324,6 +351,16 @@ def _ms_of(dt: datetime) -> int:
 def etag_header(etag_value: str) -> str:
     """The ``ETag`` header (and ``__metadata.etag``) for an ETag property value: ``W/"'<value>'"``."""
     return f"W/\"'{etag_value}'\""
+
+
+def dto_etag_header(wire_value: str) -> str:
+    """The ETag of an Edm.DateTimeOffset concurrency property, as SAP Gateway sends it.
+
+    ``/Date(1130168212000+0000)/`` -> ``W/"datetimeoffset'2005-10-24T15%3A36%3A52.0000000Z'"``.
+    """
+    ms = parse_wire_datetime(wire_value)
+    stamp = datetime.fromtimestamp(ms // 1000, tz=UTC)
+    return f"W/\"datetimeoffset'{stamp:%Y-%m-%dT%H%%3A%M%%3A%S}.{ms % 1000:03d}0000Z'\""
 
 
 def make_etag(stamp: datetime, revision: int) -> str:
@@ -438,6 +475,43 @@ class Table:
         self.rows[index] = row
         self._typed.clear()
 
+    def delete(self, indices: Iterable[int]) -> Callable[[Any], Any]:
+        """Remove rows (and their own navigation links); the rest keep their order, re-indexed.
+
+        Returns ``remap(link)``, which turns a link into this table (a row index, ``-1``, a
+        :func:`span` or a sequence of indices) into the link after the deletion: deleted targets
+        are dropped (``-1`` for a single link), spans stay spans. Links from other tables into
+        this one must be passed through it; :meth:`ODataSandbox.delete_rows` does that.
+        """
+        count = len(self.rows)
+        gone = bytearray(count)
+        for i in indices:
+            if not 0 <= i < count:
+                raise IndexError(f"{self.etype.set_name} has no row {i}")
+            gone[i] = 1
+        # removed_before[i]: deleted rows before row i, so a kept row i moves to i - removed_before[i].
+        removed_before = [0] * (count + 1)
+        removed = 0
+        for i in range(count):
+            removed_before[i] = removed
+            removed += gone[i]
+        removed_before[count] = removed
+        if removed:
+            self.rows = [row for i, row in enumerate(self.rows) if not gone[i]]
+            for name, links in self.links.items():
+                self.links[name] = [link for i, link in enumerate(links) if not gone[i]]
+            self.invalidate()
+
+        def remap(link: Any) -> Any:
+            if isinstance(link, int):
+                return -1 if link < 0 or gone[link] else link - removed_before[link]
+            if isinstance(link, range):
+                # Kept rows of a contiguous block stay contiguous after the compaction.
+                return span(link.start - removed_before[link.start], link.stop - removed_before[link.stop])
+            return [i - removed_before[i] for i in link if not gone[i]]
+
+        return remap
+
     def find(self, key: tuple[str, ...]) -> int | None:
         """Row index for a key tuple (in the entity type's key order)."""
         if self._by_key is None:
@@ -497,14 +571,27 @@ _SAP_NOTE = "See SAP Note 1797736 for error analysis (https://service.sap.com/sa
 
 
 class ODataError(Exception):
-    """An OData error answer (status, SAP-style code and message)."""
+    """An OData error answer (status, SAP-style code and message).
 
-    def __init__(self, status: int, code: str, message: str, headers: Iterable[tuple[str, str]] = ()) -> None:
+    ``details`` become ``innererror.errordetails`` (each ``(code, message, target)``, the target
+    naming the property, e.g. ``to_BusinessPartnerAddress[0]/Country``); without them the
+    envelope repeats the main message there, as SAP Gateway does.
+    """
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        headers: Iterable[tuple[str, str]] = (),
+        details: Sequence[tuple[str, str, str]] = (),
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.headers = list(headers)
+        self.details = list(details)
 
 
 def bad_request(message: str) -> ODataError:
@@ -578,7 +665,7 @@ def _parse_datetime_literal(body: str, with_offset: bool, pos: int) -> int:
     if "." in text:
         # Python parses at most 6 fractional digits; OData allows 7.
         head, _, tail = text.partition(".")
-        digits = "".join(ch for ch in tail if ch.isdigit())
+        digits = tail[: len(tail) - len(tail.lstrip("0123456789"))]  # the fraction, not the offset's digits
         rest = tail[len(digits) :]
         text = f"{head}.{digits[:6].ljust(6, '0')}{rest}"
     try:
@@ -1019,6 +1106,7 @@ def _renderer(shape: _Shape, service_url: str) -> Callable[[int], dict[str, Any]
     else:
         getter = lambda row: ()  # noqa: E731
     etag_at = table.etype.etag_at
+    etag_of = table.etype.etag_of
     navs = [
         (name, None if sub is None else _renderer(sub, service_url), many, table.links[name])
         for name, sub, many in shape.navs
@@ -1029,7 +1117,7 @@ def _renderer(shape: _Shape, service_url: str) -> Callable[[int], dict[str, Any]
         uri = service_url + key_path(row)
         metadata = {"id": uri, "uri": uri, "type": type_name}
         if etag_at >= 0:
-            metadata["etag"] = f"W/\"'{row[etag_at]}'\""
+            metadata["etag"] = etag_of(row)
         out: dict[str, Any] = {"__metadata": metadata}
         out.update(zip(names, row if getter is None else getter(row), strict=False))
         for name, sub, many, links in navs:
@@ -1248,6 +1336,8 @@ class ODataSandbox(Simulator):
         self._sessions: OrderedDict[str, _Session] = OrderedDict()
         self._metadata = service.metadata_xml
         self._txn = 0
+        #: The primary service when this one runs as another service of its SAP system (join_system).
+        self._system: ODataSandbox | None = None
 
     # -- clock, tokens, data version -----------------------------------------------------------
 
@@ -1260,6 +1350,9 @@ class ODataSandbox(Simulator):
 
     def advance_clock(self, seconds: float) -> datetime:
         """Move the sandbox clock forward (token and CSRF expiry drills); returns the new now."""
+        if self._system is not None:
+            self._system.advance_clock(seconds)  # one system, one clock
+            return self.now()
         with self.lock:
             self._clock_offset += timedelta(seconds=seconds)
             return self.now()
@@ -1289,6 +1382,40 @@ class ODataSandbox(Simulator):
         self._version += 1
         self._results.clear()
 
+    def join_system(self, primary: ODataSandbox) -> None:
+        """Serve as another service of ``primary``'s SAP system (see :class:`ODataSystem`).
+
+        One system has one logon: the same users and OAuth client, one token store behind the one
+        token endpoint, one set of CSRF sessions (the session cookie names the system and client),
+        one clock and one fault layer.
+        """
+        if (self.sap_client, self.session_cookie) != (primary.sap_client, primary.session_cookie):
+            raise ValueError("services of one system share the SAP client and the system id")
+        self.username, self.password = primary.username, primary.password
+        self.client_id, self.client_secret = primary.client_id, primary.client_secret
+        self.token_ttl_s, self.csrf_ttl_s = primary.token_ttl_s, primary.csrf_ttl_s
+        self._tokens = primary._tokens
+        self._sessions = primary._sessions
+        self._clock = primary.now
+        self._clock_offset = timedelta(0)
+        self._system = primary
+        self.faults = primary.faults
+        self.lock = primary.lock
+
+    def delete_rows(self, set_name: str, indices: Iterable[int]) -> None:
+        """Remove rows of one entity set and re-point every navigation link into that set.
+
+        Links to a deleted row disappear (a single-valued one becomes ``-1``); the deleted rows'
+        own links go with them. Children are not deleted: a service deletes them explicitly
+        (each set with its own call), as a composition in SAP deletes its items.
+        """
+        remap = self.tables[set_name].delete(indices)
+        for table in self.tables.values():
+            for nav in table.etype.navs:
+                if nav.target == set_name:
+                    table.links[nav.name] = [remap(link) for link in table.links[nav.name]]
+        self.data_changed()
+
     # -- hooks for a service -------------------------------------------------------------------
 
     def on_update(self, table: Table, index: int, row: list[Any], changes: Mapping[str, Any], user: str) -> None:
@@ -1301,6 +1428,15 @@ class ODataSandbox(Simulator):
         etag_at = table.etype.etag_at
         if etag_at >= 0:
             row[etag_at] = next_etag(row[etag_at], self.now())
+
+    def on_create(self, entity: NewEntity, user: str) -> None:
+        """Service create rules, called with the type-checked tree of a ``POST`` (deep insert).
+
+        Assign the keys the service numbers (``entity.values[...] = ...``, children too; child
+        keys named like a parent property are filled from the parent afterwards), stamp and
+        derive fields, add children SAP creates implicitly, or refuse with :class:`ODataError`.
+        Nothing is stored until the hook returns. The default stores the tree as given.
+        """
 
     def control_post(self, action: str, body: Mapping[str, Any]) -> SandboxResponse:
         """Answer ``POST /_sandbox/<name>/<action>`` for an action in :attr:`control_actions`.
@@ -1382,6 +1518,10 @@ class ODataSandbox(Simulator):
                 [("www-authenticate", _REALM)],
             )
         return self._unauthorized(bearer=(req.headers.get("authorization") or "").lower().startswith("bearer"))
+
+    def commits(self, req: SandboxRequest, resp: SandboxResponse) -> bool:
+        """A successful write to the service; fetching an OAuth token changes no data."""
+        return req.path != TOKEN_PATH and super().commits(req, resp)
 
     def rate_limited_response(self, req: SandboxRequest, retry_after: str | None) -> SandboxResponse:
         """429 as SAP API Management (in front of the backend) answers a spike arrest."""
@@ -1470,6 +1610,10 @@ class ODataSandbox(Simulator):
         if table is None:
             raise ODataError(404, _CODE_NOT_FOUND, f"Resource not found for segment '{match.group('set')}'")
         key_text, nav_name, count = match.group("key"), match.group("nav"), match.group("count")
+        if method == "POST" and key_text is None and nav_name is None and not count:
+            if table.etype.set_name not in self.service.creatable:
+                raise ODataError(405, _CODE_METHOD, f"Entity set '{table.etype.set_name}' does not support creates")
+            return self._create(req, table, user)
         if method in ("PATCH", "MERGE"):
             updatable = self.service.updatable
             if table.etype.set_name not in updatable or key_text is None or nav_name or count:
@@ -1537,7 +1681,7 @@ class ODataSandbox(Simulator):
         body = {"d": _renderer(shape, req.base_url + self.service_root)(index)}
         headers = [("content-type", _JSON_CT)]
         if table.etype.has_etag:
-            headers.append(("etag", etag_header(table.rows[index][table.etype.etag_at])))
+            headers.append(("etag", table.etype.etag_of(table.rows[index])))
         return SandboxResponse(200, headers, dumps(body))
 
     def _count(self, req: SandboxRequest, table: Table, base: list[int] | None, query: _Query) -> SandboxResponse:
@@ -1681,7 +1825,7 @@ class ODataSandbox(Simulator):
                 raise ODataError(
                     428, _CODE_PRECONDITION, "Precondition required: send the entity's ETag in the If-Match header"
                 )
-            if not _etag_matches(if_match, etag_header(row[etag_at])):
+            if not _etag_matches(if_match, etype.etag_of(row)):
                 raise ODataError(
                     412,
                     _CODE_PRECONDITION,
@@ -1702,7 +1846,52 @@ class ODataSandbox(Simulator):
             self.on_update(table, index, row, changes, user)
             table.replace(index, tuple(row))
             self._version += 1
-        return SandboxResponse(204, [("etag", etag_header(row[etag_at]))] if etag_at >= 0 else [])
+        return SandboxResponse(204, [("etag", etype.etag_of(row))] if etag_at >= 0 else [])
+
+    def _create(self, req: SandboxRequest, table: Table, user: str) -> SandboxResponse:
+        """``POST <set>``: validate the tree, let the service number and check it, store it, answer 201."""
+        payload = _payload_object(req, "the properties of the new entity")
+        entity = _parse_new_entity(self.tables, table, payload, "")
+        self.on_create(entity, user)
+        _inherit_keys(entity)
+        _check_new_keys(entity, {})
+        self._stamp_fresh_etags(entity)
+        self._store_new(entity)
+        self._version += 1
+        service_url = req.base_url + self.service_root
+        shape = _build_shape(table, None, _expand_tree(entity), self.tables)
+        body = {"d": _renderer(shape, service_url)(entity.index)}
+        row = table.rows[entity.index]
+        headers = [("content-type", _JSON_CT), ("location", service_url + table.key_path(row))]
+        if table.etype.has_etag:
+            headers.append(("etag", table.etype.etag_of(row)))
+        return SandboxResponse(201, headers, dumps(body))
+
+    def _stamp_fresh_etags(self, entity: NewEntity) -> None:
+        """New entities with an ETag get one now, unless the service assigned it."""
+        etype = entity.table.etype
+        if etype.has_etag and not entity.values.get(etype.etag_property):
+            now = self.now()
+            if etype.prop[etype.etag_property].edm == "Edm.DateTimeOffset":
+                entity.values[etype.etag_property] = f"/Date({_ms_of(now)}+0000)/"
+            else:
+                entity.values[etype.etag_property] = make_etag(now, 1)
+        for children in entity.children.values():
+            for child in children:
+                self._stamp_fresh_etags(child)
+
+    def _store_new(self, entity: NewEntity) -> int:
+        """Append a new entity's row, then its children's, and link them; returns its row index."""
+        table = entity.table
+        etype = table.etype
+        row = _defaults(etype)
+        for name, value in entity.values.items():
+            row[etype.index[name]] = value
+        entity.index = table.append(tuple(row))
+        for nav_name, children in entity.children.items():
+            indices = tuple(self._store_new(child) for child in children)
+            table.links[nav_name][entity.index] = indices if etype.nav[nav_name].many else (indices or (-1,))[0]
+        return entity.index
 
     # -- authentication, OAuth, CSRF -----------------------------------------------------------
 
@@ -1846,13 +2035,8 @@ class ODataSandbox(Simulator):
                         "timestamp": timestamp,
                         "Error_Resolution": {"SAP_Transaction": _SAP_TRANSACTION, "SAP_Note": _SAP_NOTE},
                         "errordetails": [
-                            {
-                                "code": exc.code,
-                                "message": exc.message,
-                                "propertyref": "",
-                                "severity": "error",
-                                "target": "",
-                            }
+                            {"code": code, "message": message, "propertyref": "", "severity": "error", "target": target}
+                            for code, message, target in (exc.details or [(exc.code, exc.message, "")])
                         ],
                     },
                 }
@@ -1865,6 +2049,39 @@ class ODataSandbox(Simulator):
             f"<innererror><transactionid>{txn}</transactionid><timestamp>{timestamp}</timestamp></innererror></error>"
         )
         return SandboxResponse(exc.status, [("content-type", _XML_CT), *exc.headers], xml.encode())
+
+
+def value_problem(name: str, prop: Prop, value: Any) -> str | None:
+    """Why ``value`` does not fit property ``prop`` (its type, length or nullability), or ``None``."""
+    if value is None:
+        return None if prop.nullable else f"Property '{name}' must not be null"
+    if prop.edm == "Edm.Boolean":
+        if not isinstance(value, bool):
+            return f"Invalid value for property '{name}': expected true or false"
+    elif prop.edm == "Edm.String":
+        if not isinstance(value, str) or any(ord(ch) < 32 for ch in value):
+            return f"Invalid value for property '{name}': expected a string"
+        if prop.max_length is not None and len(value) > prop.max_length:
+            return f"Value for property '{name}' is longer than {prop.max_length} characters"
+    elif prop.edm == "Edm.DateTime":
+        if not isinstance(value, str) or not _DATE_WIRE_RE.fullmatch(value):
+            return f"Invalid value for property '{name}': expected \"/Date(<ms>)/\""
+    elif prop.edm == "Edm.DateTimeOffset":
+        if not isinstance(value, str) or not _DTO_WIRE_RE.fullmatch(value):
+            return f"Invalid value for property '{name}': expected \"/Date(<ms>+0000)/\""
+    elif prop.edm == "Edm.Int32":
+        if isinstance(value, bool) or not isinstance(value, int) or not -(2**31) <= value < 2**31:
+            return f"Invalid value for property '{name}': expected a 32-bit integer"
+    elif prop.edm == "Edm.Decimal":
+        if not isinstance(value, str) or _typed_or_none(_parse_decimal, value) is None:
+            return f"Invalid value for property '{name}': expected a decimal number as a string"
+    elif prop.edm == "Edm.Time":
+        if not isinstance(value, str) or _typed_or_none(parse_wire_time, value) is None:
+            return f"Invalid value for property '{name}': expected a duration such as \"PT14H30M00S\""
+    elif prop.edm == "Edm.Guid":
+        if not isinstance(value, str) or _typed_or_none(uuid.UUID, value) is None:
+            return f"Invalid value for property '{name}': expected a GUID"
+    return None
 
 
 def _validate_changes(etype: EntityType, row: Sequence[Any], payload: Mapping[str, Any]) -> dict[str, Any]:
@@ -1883,38 +2100,163 @@ def _validate_changes(etype: EntityType, row: Sequence[Any], payload: Mapping[st
             if value != current:
                 raise bad_request(f"Property '{name}' is read-only and cannot be changed")
             continue
-        if value is None:
-            if not prop.nullable:
-                raise bad_request(f"Property '{name}' must not be null")
-        elif prop.edm == "Edm.Boolean":
-            if not isinstance(value, bool):
-                raise bad_request(f"Invalid value for property '{name}': expected true or false")
-        elif prop.edm == "Edm.String":
-            if not isinstance(value, str) or any(ord(ch) < 32 for ch in value):
-                raise bad_request(f"Invalid value for property '{name}': expected a string")
-            if prop.max_length is not None and len(value) > prop.max_length:
-                raise bad_request(f"Value for property '{name}' is longer than {prop.max_length} characters")
-        elif prop.edm == "Edm.DateTime":
-            if not isinstance(value, str) or not _DATE_WIRE_RE.fullmatch(value):
-                raise bad_request(f"Invalid value for property '{name}': expected \"/Date(<ms>)/\"")
-        elif prop.edm == "Edm.DateTimeOffset":
-            if not isinstance(value, str) or not _DTO_WIRE_RE.fullmatch(value):
-                raise bad_request(f"Invalid value for property '{name}': expected \"/Date(<ms>+0000)/\"")
-        elif prop.edm == "Edm.Int32":
-            if isinstance(value, bool) or not isinstance(value, int) or not -(2**31) <= value < 2**31:
-                raise bad_request(f"Invalid value for property '{name}': expected a 32-bit integer")
-        elif prop.edm == "Edm.Decimal":
-            if not isinstance(value, str) or _typed_or_none(_parse_decimal, value) is None:
-                raise bad_request(f"Invalid value for property '{name}': expected a decimal number as a string")
-        elif prop.edm == "Edm.Time":
-            if not isinstance(value, str) or _typed_or_none(parse_wire_time, value) is None:
-                raise bad_request(f"Invalid value for property '{name}': expected a duration such as \"PT14H30M00S\"")
-        elif prop.edm == "Edm.Guid":
-            if not isinstance(value, str) or _typed_or_none(uuid.UUID, value) is None:
-                raise bad_request(f"Invalid value for property '{name}': expected a GUID")
+        problem = value_problem(name, prop, value)
+        if problem is not None:
+            raise bad_request(problem)
         if value != current:
             changes[name] = value
     return changes
+
+
+# ============================================================================================
+# Creates: a POST's payload as a tree of new entities (deep insert)
+# ============================================================================================
+
+
+@dataclass
+class NewEntity:
+    """One entity of a create (``POST``), before it is stored; children come from a deep insert.
+
+    ``values`` holds the properties the payload set (type-checked) and those the service's
+    :meth:`ODataSandbox.on_create` assigns; every other property gets SAP's initial value.
+    ``children`` maps a navigation property to the entities created under it (at most one for
+    a single-valued navigation). ``path`` names the entity in error targets, for example
+    ``to_BusinessPartnerAddress[0]``; ``index`` is its row once stored.
+    """
+
+    table: Table
+    values: dict[str, Any]
+    children: dict[str, list[NewEntity]] = field(default_factory=dict)
+    path: str = ""
+    index: int = -1
+
+    def get(self, name: str) -> Any:
+        """A property's value: set by the payload or the service, else its initial value."""
+        if name in self.values:
+            return self.values[name]
+        etype = self.table.etype
+        return _defaults(etype)[etype.index[name]]
+
+    def kids(self, nav: str) -> list[NewEntity]:
+        """The entities created under navigation ``nav`` (empty when none were given)."""
+        return self.children.get(nav, [])
+
+    def target(self, name: str) -> str:
+        """Error target for one of this entity's properties: ``to_X[0]/Name``."""
+        return f"{self.path}/{name}" if self.path else name
+
+
+def _payload_object(req: SandboxRequest, what: str) -> dict[str, Any]:
+    """A request body as a JSON object, unwrapped from ``{"d": {...}}``."""
+    try:
+        payload = req.json()
+    except ValueError:
+        raise bad_request("The request body is not valid JSON") from None
+    if isinstance(payload, dict) and set(payload) == {"d"} and isinstance(payload["d"], dict):
+        payload = payload["d"]
+    if not isinstance(payload, dict):
+        raise bad_request(f"The request body must be a JSON object with {what}")
+    return payload
+
+
+def _parse_new_entity(tables: Mapping[str, Table], table: Table, payload: Mapping[str, Any], path: str) -> NewEntity:
+    """Type-check a create's payload against the declarations, children included (else 400).
+
+    A collection-valued navigation takes a JSON array or ``{"results": [...]}`` (SAP Gateway
+    accepts both); a single-valued one takes an object or ``null``.
+    """
+    etype = table.etype
+    entity = NewEntity(table, {}, path=path)
+    for name, value in payload.items():
+        if name == "__metadata":
+            continue
+        where = f"{path}/{name}" if path else name
+        nav = etype.nav.get(name)
+        if nav is not None and isinstance(value, dict) and set(value) == {"__deferred"}:
+            continue  # a read echoed back: the navigation is not part of the create
+        if nav is not None:
+            items: Any = value
+            if nav.many and isinstance(value, dict) and set(value) == {"results"}:
+                items = value["results"]
+            if not nav.many:
+                items = [] if value is None else [value]
+            if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
+                shape = "an array of objects or {\"results\": [...]}" if nav.many else "an object"
+                message = f"Invalid value for navigation property '{name}': expected {shape}"
+                raise ODataError(400, _CODE_BAD_REQUEST, message, details=[(_CODE_BAD_REQUEST, message, where)])
+            target = tables[nav.target]
+            entity.children[name] = [
+                _parse_new_entity(tables, target, item, f"{where}[{n}]" if nav.many else where)
+                for n, item in enumerate(items)
+            ]
+            continue
+        prop = etype.prop.get(name)
+        if prop is None:
+            message = f"Property '{name}' is invalid for entity type '{etype.name}'"
+            raise ODataError(400, _CODE_BAD_REQUEST, message, details=[(_CODE_BAD_REQUEST, message, where)])
+        problem = value_problem(name, prop, value)
+        if problem is None and not (prop.can_create or name in etype.keys) and value not in ("", None, False):
+            problem = f"Property '{name}' is read-only and cannot be set on create"
+        if problem is not None:
+            raise ODataError(400, _CODE_BAD_REQUEST, problem, details=[(_CODE_BAD_REQUEST, problem, where)])
+        entity.values[name] = value
+    return entity
+
+
+_URI_SAFE_KEY_RE = re.compile(r"[A-Za-z0-9_.:-]*")
+
+
+def _inherit_keys(entity: NewEntity) -> None:
+    """Children take key properties named like a property of their parent (``BusinessPartner``,
+    ``AddressID``, ``SalesOrder``) from it, as SAP's deep insert fills the foreign key."""
+    for children in entity.children.values():
+        for child in children:
+            for key in child.table.etype.keys:
+                if key not in entity.table.etype.index:
+                    continue
+                inherited = entity.get(key)
+                given = child.values.get(key)
+                if given in (None, ""):
+                    child.values[key] = inherited
+                elif inherited not in (None, "") and given != inherited:
+                    message = f"Key property '{key}' must be '{inherited}' like its parent's, not '{given}'"
+                    raise ODataError(
+                        400, _CODE_BAD_REQUEST, message, details=[(_CODE_BAD_REQUEST, message, child.target(key))]
+                    )
+            _inherit_keys(child)
+
+
+def _check_new_keys(entity: NewEntity, seen: dict[str, set[Any]]) -> None:
+    """Every new entity has a complete, URI-safe key that no row (old or new) has yet."""
+    table = entity.table
+    etype = table.etype
+    key: list[Any] = []
+    for name in etype.keys:
+        value = entity.get(name)
+        if not isinstance(value, str) or not _URI_SAFE_KEY_RE.fullmatch(value):
+            message = f"Key property '{name}' of '{etype.name}' is missing or has characters a key cannot have"
+            raise ODataError(400, _CODE_BAD_REQUEST, message, details=[(_CODE_BAD_REQUEST, message, entity.target(name))])
+        key.append(value)
+    taken = seen.setdefault(etype.set_name, set())
+    lookup = tuple(key)
+    if table.find(lookup) is not None or lookup in taken:
+        text = ",".join(f"{k}='{v}'" for k, v in zip(etype.keys, key, strict=True))
+        message = f"{etype.name}({text}) already exists"
+        raise ODataError(400, _CODE_BAD_REQUEST, message, details=[(_CODE_BAD_REQUEST, message, entity.path)])
+    taken.add(lookup)
+    for children in entity.children.values():
+        for child in children:
+            _check_new_keys(child, seen)
+
+
+def _expand_tree(entity: NewEntity) -> dict[str, Any]:
+    """``$expand`` tree of the navigations a create filled, so the answer shows what was created."""
+    tree: dict[str, Any] = {}
+    for nav, children in entity.children.items():
+        below = tree.setdefault(nav, {})
+        for child in children:
+            below.update(_expand_tree(child))
+    return tree
 
 
 @contextmanager
@@ -1991,8 +2333,13 @@ def _metadata_xml(service: ODataService) -> str:
                 attrs.append('Precision="7"')
             if prop.date_only:
                 attrs.append('sap:display-format="Date"')
-            if not prop.updatable and prop.name not in etype.keys:
-                attrs.append('sap:creatable="false" sap:updatable="false"')
+            if etype.has_etag and prop.name == etype.etag_property:
+                attrs.append('ConcurrencyMode="Fixed"')
+            if prop.name not in etype.keys:
+                if not prop.can_create:
+                    attrs.append('sap:creatable="false"')
+                if not prop.updatable:
+                    attrs.append('sap:updatable="false"')
             out.append(f"    <Property {' '.join(attrs)}/>")
         for nav in etype.navs:
             assoc = f"assoc_{etype.set_name}_{nav.name}"
@@ -2015,8 +2362,9 @@ def _metadata_xml(service: ODataService) -> str:
     )
     for etype in service.entity_types:
         updatable = "true" if etype.set_name in service.updatable else "false"
+        creatable = "true" if etype.set_name in service.creatable else "false"
         out.append(
-            f'    <EntitySet Name="{etype.set_name}" EntityType="{ns}.{etype.name}" sap:creatable="false" '
+            f'    <EntitySet Name="{etype.set_name}" EntityType="{ns}.{etype.name}" sap:creatable="{creatable}" '
             f'sap:updatable="{updatable}" sap:deletable="false" sap:content-version="1"/>'
         )
     for assoc, etype, nav in associations:
@@ -2049,3 +2397,65 @@ def faults_with_env(faults: Mapping[str, Any] | None = None) -> FaultSwitches:
         merged.update(loaded)
     merged.update(faults or {})
     return FaultSwitches.from_value(merged)
+
+
+# ============================================================================================
+# Several services on one SAP system
+# ============================================================================================
+
+
+class ODataSystem(Simulator):
+    """Several OData services on one SAP system (one host and port), as SAP Gateway serves them.
+
+    The first service is the primary; the others :meth:`~ODataSandbox.join_system` it, so a
+    token from the one token endpoint or a CSRF session fetched on one service is good on every
+    service, and the clock and ``/_sandbox/faults`` are the system's. A request goes to the
+    service whose root starts its path (anything else to the primary, which answers the token
+    endpoint and the ICF 404); ``/_sandbox/<name>/...`` goes to the service named ``<name>``.
+    """
+
+    def __init__(self, services: Sequence[ODataSandbox], name: str | None = None) -> None:
+        if not services:
+            raise ValueError("a system serves at least one service")
+        roots = [service.service_root for service in services]
+        names = [service.name for service in services]
+        if len(set(roots)) != len(roots) or len(set(names)) != len(names):
+            raise ValueError("services of one system need distinct roots and names")
+        super().__init__()
+        self.primary = services[0]
+        self.services = tuple(services)
+        self.name = name or self.primary.name
+        for service in self.services[1:]:
+            service.join_system(self.primary)
+        self.faults = self.primary.faults
+        self.lock = self.primary.lock
+
+    def service_for(self, path: str) -> ODataSandbox:
+        """The service that answers ``path``."""
+        for service in self.services:
+            root = service.service_root
+            if path.startswith(root) or path == root[:-1]:
+                return service
+        return self.primary
+
+    def handle(self, req: SandboxRequest) -> SandboxResponse:
+        return self.service_for(req.path).handle(req)
+
+    def handle_control(self, req: SandboxRequest) -> SandboxResponse | None:
+        for service in self.services:
+            resp = service.handle_control(req)
+            if resp is not None:
+                return resp
+        return None
+
+    def control_routes(self) -> list[str]:
+        return [route for service in self.services for route in service.control_routes()]
+
+    def unauthorized_response(self, req: SandboxRequest) -> SandboxResponse:
+        return self.service_for(req.path).unauthorized_response(req)
+
+    def rate_limited_response(self, req: SandboxRequest, retry_after: str | None) -> SandboxResponse:
+        return self.service_for(req.path).rate_limited_response(req, retry_after)
+
+    def server_error_response(self, req: SandboxRequest, status: int, retry_after: str | None) -> SandboxResponse:
+        return self.service_for(req.path).server_error_response(req, status, retry_after)

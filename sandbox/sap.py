@@ -2,22 +2,26 @@
 
 What it serves (all under ``/sap/opu/odata/sap/API_BUSINESS_PARTNER/``):
 
-* ``A_BusinessPartner`` with ``to_Customer``, ``to_BusinessPartnerTax`` and
-  ``to_BusinessPartnerAddress`` (and below it ``to_EmailAddress``, ``to_PhoneNumber``,
-  ``to_MobilePhoneNumber``), plus the entity sets ``A_Customer``, ``A_BusinessPartnerAddress``,
-  ``A_BusinessPartnerTaxNumber``, ``A_AddressEmailAddress``, ``A_AddressPhoneNumber``.
+* ``A_BusinessPartner`` with ``to_Customer`` (and below it ``to_CustomerSalesArea``),
+  ``to_BusinessPartnerRole``, ``to_BusinessPartnerTax`` and ``to_BusinessPartnerAddress`` (and
+  below it ``to_EmailAddress``, ``to_PhoneNumber``, ``to_MobilePhoneNumber``), plus the entity
+  sets ``A_Customer``, ``A_CustomerSalesArea``, ``A_BusinessPartnerRole``,
+  ``A_BusinessPartnerAddress``, ``A_BusinessPartnerTaxNumber``, ``A_AddressEmailAddress``,
+  ``A_AddressPhoneNumber``.
 * ``$metadata`` (EDMX, ``DataServiceVersion="2.0"``) and the service document.
 * Query options ``$filter $select $expand $orderby $top $skip $skiptoken $inlinecount $format``,
   server-driven paging with ``__next``, ``/$count``.
 * Basic auth, OAuth2 client credentials (``POST /sap/bc/sec/oauth2/token``), the CSRF token
-  protocol, and ``PATCH``/``MERGE`` with ``If-Match`` on ``A_BusinessPartner``.
+  protocol, ``POST A_BusinessPartner`` with deep insert (roles, addresses with e-mail and phone
+  numbers, tax numbers, customer with sales areas) and SAP's refusals, ``PATCH``/``MERGE`` with
+  ``If-Match`` on ``A_BusinessPartner`` and without it on addresses, e-mails and phone numbers.
 
 The protocol is the generic engine in :mod:`sandbox.odata`; this module is the service on top
-of it: the entity types, the data, the write rules (derived names, change stamps) and the
-drills (mutations, added partners, raw fields, dirty records). The data is a deterministic
-(by ``seed``) Indian building-materials customer base with a few percent of deliberately dirty
-records; see :attr:`SapSandbox.dirty_ids`. Everything is JSON only: requests that do not ask
-for JSON get ``406`` (see ``docs/sandbox-sap.md``).
+of it: the entity types, the data, the write rules (numbering, refusals, derived names, change
+stamps) and the drills (mutations, added partners, raw fields, edits by SAP users, dirty
+records). The data is a deterministic (by ``seed``) Indian building-materials customer base
+with a few percent of deliberately dirty records; see :attr:`SapSandbox.dirty_ids`. Everything
+is JSON only: requests that do not ask for JSON get ``406`` (see ``docs/sandbox-sap.md``).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import random
 import re
 import sys
 import time
+import uuid
 from bisect import bisect_right
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -41,9 +46,11 @@ from sandbox.odata import (
     TOKEN_PATH,
     EntityType,
     Nav,
+    NewEntity,
     ODataError,
     ODataSandbox,
     ODataService,
+    ODataSystem,
     Prop,
     Table,
     bool_prop,
@@ -62,6 +69,7 @@ from sandbox.odata import (
     span,
     string_prop,
     time_prop,
+    value_problem,
     wire_date,
     wire_day,
     wire_dto_day,
@@ -88,6 +96,7 @@ __all__ = [
     "Prop",
     "SapSandbox",
     "build_sandbox",
+    "build_sap_system",
     "gstin_checksum",
     "is_valid_gstin",
     "main",
@@ -132,9 +141,9 @@ BP_TYPE = EntityType(
         _s("Supplier", 10, ro=True),
         _s("AcademicTitle", 4),
         _s("AuthorizationGroup", 4),
-        _s("BusinessPartnerCategory", 1, ro=True),
+        _s("BusinessPartnerCategory", 1, create_only=True),
         _s("BusinessPartnerFullName", 81, ro=True),
-        _s("BusinessPartnerGrouping", 4, ro=True),
+        _s("BusinessPartnerGrouping", 4, create_only=True),
         _s("BusinessPartnerName", 81, ro=True),
         _g("BusinessPartnerUUID", ro=True),
         _s("CorrespondenceLanguage", 2),
@@ -200,10 +209,24 @@ BP_TYPE = EntityType(
     ("BusinessPartner",),
     (
         Nav("to_BusinessPartnerAddress", "A_BusinessPartnerAddress", True),
+        Nav("to_BusinessPartnerRole", "A_BusinessPartnerRole", True),
         Nav("to_BusinessPartnerTax", "A_BusinessPartnerTaxNumber", True),
         Nav("to_Customer", "A_Customer", False),
     ),
     has_etag=True,
+)
+
+ROLE_TYPE = EntityType(
+    "A_BusinessPartnerRoleType",
+    "A_BusinessPartnerRole",
+    (
+        _s("BusinessPartner", 10, key=True),
+        _s("BusinessPartnerRole", 6, key=True),
+        _dto("ValidFrom"),
+        _dto("ValidTo"),
+        _s("AuthorizationGroup", 4),
+    ),
+    ("BusinessPartner", "BusinessPartnerRole"),
 )
 
 CUSTOMER_TYPE = EntityType(
@@ -251,6 +274,49 @@ CUSTOMER_TYPE = EntityType(
         _s("County", 3),
     ),
     ("Customer",),
+    (Nav("to_CustomerSalesArea", "A_CustomerSalesArea", True),),
+)
+
+SALES_AREA_TYPE = EntityType(
+    "A_CustomerSalesAreaType",
+    "A_CustomerSalesArea",
+    (
+        _s("Customer", 10, key=True),
+        _s("SalesOrganization", 4, key=True),
+        _s("DistributionChannel", 2, key=True),
+        _s("Division", 2, key=True),
+        _s("AccountByCustomer", 12),
+        _s("AuthorizationGroup", 4),
+        _s("BillingIsBlockedForCustomer", 2),
+        _b("CompleteDeliveryIsDefined"),
+        _s("CreditControlArea", 4),
+        _s("Currency", 5),
+        _s("CustIsRlvtForSettlmtMgmt", 1),
+        _s("CustomerABCClassification", 2),
+        _s("CustomerAccountAssignmentGroup", 2),
+        _s("CustomerGroup", 2),
+        _s("CustomerPaymentTerms", 4),
+        _s("CustomerPriceGroup", 2),
+        _s("CustomerPricingProcedure", 2),
+        _s("CustomerStatisticsGroup", 1),
+        _s("DeliveryIsBlockedForCustomer", 2),
+        _s("DeliveryPriority", 2),
+        _s("IncotermsClassification", 3),
+        _s("IncotermsLocation1", 70),
+        _s("IncotermsTransferLocation", 28),
+        _s("InvoiceDate", 2),
+        _s("ItemOrderProbabilityInPercent", 3),
+        _s("OrderCombinationIsAllowed", 1),
+        _s("OrderIsBlockedForCustomer", 2),
+        _s("PriceListType", 2),
+        _s("SalesDistrict", 6),
+        _s("SalesGroup", 3),
+        _s("SalesOffice", 4),
+        _s("ShippingCondition", 2),
+        _s("SupplyingPlant", 4),
+        _b("DeletionIndicator"),
+    ),
+    ("Customer", "SalesOrganization", "DistributionChannel", "Division"),
 )
 
 ADDRESS_TYPE = EntityType(
@@ -350,7 +416,7 @@ PHONE_TYPE = EntityType(
         _s("PhoneNumber", 30),
         _s("PhoneNumberExtension", 10),
         _s("InternationalPhoneNumber", 30, ro=True),
-        _s("PhoneNumberType", 1),
+        _s("PhoneNumberType", 1, create_only=True),
         _s("AddressCommunicationRemarkText", 50),
     ),
     ("AddressID", "Person", "OrdinalNumber"),
@@ -361,17 +427,21 @@ ENTITY_TYPES: Final[tuple[EntityType, ...]] = (
     PHONE_TYPE,
     BP_TYPE,
     ADDRESS_TYPE,
+    ROLE_TYPE,
     TAX_TYPE,
     CUSTOMER_TYPE,
+    SALES_AREA_TYPE,
 )
-#: The service on the engine: only business partners take updates, as in the real API's common use.
+#: The service on the engine: partners are created by deep insert; a partner, its addresses and
+#: their e-mail and phone entries take updates (only the partner carries an ETag, as in SAP).
 SERVICE: Final = ODataService(
     SERVICE_NAME,
     SERVICE_ROOT,
     NAMESPACE,
     ENTITY_TYPES,
-    updatable=frozenset({BP_TYPE.set_name}),
+    updatable=frozenset({BP_TYPE.set_name, ADDRESS_TYPE.set_name, EMAIL_TYPE.set_name, PHONE_TYPE.set_name}),
     component_id="LO-MD-BP",
+    creatable=frozenset({BP_TYPE.set_name}),
 )
 TYPES_BY_SET: Final[dict[str, EntityType]] = SERVICE.types_by_set
 #: Validity end SAP uses for open-ended addresses (9999-12-31T23:59:59Z).
@@ -1075,6 +1145,26 @@ _build_phone: Final = row_builder(
     {"IsDefaultPhoneNumber": True},
 )
 _build_tax: Final = row_builder(TAX_TYPE, ("BusinessPartner", "BPTaxNumber"), {"BPTaxType": "IN3"})
+_build_role: Final = row_builder(ROLE_TYPE, ("BusinessPartner", "BusinessPartnerRole", "ValidFrom"), {"ValidTo": _OPEN_END_DTO})
+#: Roles of a generated partner: a customer has both customer roles, a prospect the general role only.
+_CUSTOMER_ROLES: Final = ("FLCU00", "FLCU01")
+_PROSPECT_ROLES: Final = ("000000",)
+_build_sales_area: Final = row_builder(
+    SALES_AREA_TYPE,
+    ("Customer", "Currency", "CustomerPaymentTerms", "IncotermsClassification", "IncotermsLocation1"),
+    {
+        "SalesOrganization": "1000",
+        "DistributionChannel": "10",
+        "Division": "00",
+        "CreditControlArea": "1000",
+        "CustomerPricingProcedure": "01",
+        "ShippingCondition": "01",
+        "SupplyingPlant": "1100",
+        "InvoiceDate": "",
+    },
+)
+#: Payment terms of the generated sales area by customer classification (A pays later than C).
+_TERMS_BY_CLASS: Final = {"A": "ZN45", "B": "ZN30", "C": "0001"}
 
 _Row = Any  # a row is a tuple while stored, a list while being edited
 _AddressBundle = tuple[_Row, list[_Row], list[_Row], list[_Row]]
@@ -1520,6 +1610,147 @@ def _mobile_row(
 
 
 # ============================================================================================
+# Write rules: SAP's refusals (codes in SAP's message-class style, chosen by the sandbox)
+# ============================================================================================
+
+_CODE_CATEGORY: Final = "R11/401"
+_CODE_NAME: Final = "R11/402"
+_CODE_NUMBER: Final = "R11/403"
+_CODE_ROLE: Final = "R11/404"
+_CODE_CUSTOMER: Final = "R11/405"
+_CODE_BLOCKED: Final = "R11/406"
+_CODE_SALES_AREA: Final = "CVI_EI/101"
+_CODE_COUNTRY: Final = "AM/216"
+_CODE_POSTAL: Final = "AM/175"
+_CODE_EMAIL: Final = "AM/117"
+_CODE_PHONE: Final = "AM/172"
+_CODE_TAX: Final = "AR/103"
+#: Roles the sandbox knows: general, customer (FI and sales), supplier (FI and purchasing), contact person.
+_KNOWN_ROLES: Final = frozenset({"000000", "FLCU00", "FLCU01", "FLVN00", "FLVN01", "BUP001"})
+_CREATED_ADDRESS_BASE: Final = 9_000_000_000
+_COUNTRY_RE: Final = re.compile(r"[A-Z]{2}")
+_EMAIL_RE: Final = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s.]+")
+_PHONE_RE: Final = re.compile(r"\+?[0-9][0-9 ()/-]*")
+#: Dialling codes for InternationalPhoneNumber (countries the sandbox serves, and a few more).
+_DIAL: Final = {
+    "IN": "+91",
+    **{code: cities[0][3] for code, cities in _FOREIGN},
+    "US": "+1",
+    "GB": "+44",
+    "DE": "+49",
+    "SG": "+65",
+}
+
+
+def _refusal(problems: Sequence[tuple[str, str, str]]) -> ODataError:
+    """400 with every problem in ``errordetails`` (code, message, target); the first one leads."""
+    code, message, _target = problems[0]
+    return ODataError(400, code, message, details=problems)
+
+
+def _blocked_error(partner: str) -> ODataError:
+    message = (
+        f"Business partner {partner} is blocked (BusinessPartnerIsBlocked); "
+        "changes are not allowed until the block is lifted"
+    )
+    return ODataError(400, _CODE_BLOCKED, message, details=[(_CODE_BLOCKED, message, "BusinessPartnerIsBlocked")])
+
+
+def _words(name: str) -> str:
+    """``SalesOrganization`` -> ``sales organization`` for messages."""
+    return re.sub(r"(?<!^)(?=[A-Z])", " ", name).lower()
+
+
+def _name_problems(category: Any, get: Callable[[str], Any], path: str) -> list[tuple[str, str, str]]:
+    """The name a category needs: an organization's or group's Name 1, a person's last name."""
+    prefix = f"{path}/" if path else ""
+    if category == "1" and not (get("LastName") or "").strip():
+        return [(_CODE_NAME, "Enter a last name for a person", f"{prefix}LastName")]
+    if category in ("2", "3") and not (get("OrganizationBPName1") or "").strip():
+        return [(_CODE_NAME, "Enter a name (Name 1) for an organization", f"{prefix}OrganizationBPName1")]
+    return []
+
+
+def _address_problems(get: Callable[[str], Any], path: str) -> list[tuple[str, str, str]]:
+    """An address needs an existing country; an Indian PIN code has 6 digits."""
+    prefix = f"{path}/" if path else ""
+    country = get("Country") or ""
+    if not country:
+        return [(_CODE_COUNTRY, "Enter a country for the address", f"{prefix}Country")]
+    if not _COUNTRY_RE.fullmatch(country):
+        return [(_CODE_COUNTRY, f"Country '{country}' does not exist", f"{prefix}Country")]
+    postal = get("PostalCode") or ""
+    if country == "IN" and postal and not (len(postal) == 6 and postal.isdigit() and postal[0] != "0"):
+        return [(_CODE_POSTAL, f"Postal code '{postal}' must have 6 digits in country IN", f"{prefix}PostalCode")]
+    return []
+
+
+def _email_problems(address: Any, target: str) -> list[tuple[str, str, str]]:
+    if not address or not _EMAIL_RE.fullmatch(address):
+        return [(_CODE_EMAIL, f"E-mail address '{address or ''}' is not valid", target)]
+    return []
+
+
+def _phone_problems(number: Any, target: str) -> list[tuple[str, str, str]]:
+    if not number or not _PHONE_RE.fullmatch(number):
+        return [(_CODE_PHONE, f"Telephone number '{number or ''}' contains invalid characters", target)]
+    return []
+
+
+def _international(number: Any, country: Any) -> str:
+    """SAP's InternationalPhoneNumber: the dialling code and the digits without the trunk prefix 0."""
+    text = number or ""
+    digits = "".join(ch for ch in text if ch.isdigit())
+    if text.startswith("+"):
+        return f"+{digits}"
+    dial = _DIAL.get(country or "")
+    return f"{dial}{digits.lstrip('0')}" if dial and digits else ""
+
+
+def _full_name(category: Any, get: Callable[[str], Any]) -> str:
+    """BusinessPartnerFullName: first and last name of a person, Name 1 to 4 of an organization."""
+    if category == "1":
+        parts = (get("FirstName"), get("LastName"))
+    else:
+        parts = tuple(get(f"OrganizationBPName{n}") for n in range(1, 5))
+    return " ".join(p for p in parts if p)[:81]
+
+
+def _number_entries(address: NewEntity) -> None:
+    """Ordinal numbers, types and derived fields of a new address's e-mail and phone entries."""
+    country = address.get("Country")
+    for n, email in enumerate(address.kids("to_EmailAddress")):
+        email.values["OrdinalNumber"] = str(n + 1)
+        email.values.setdefault("IsDefaultEmailAddress", n == 0)
+        email.values["SearchEmailAddress"] = (email.get("EmailAddress") or "").upper()[:20]
+    ordinal = 0
+    for nav, kind in (("to_PhoneNumber", "1"), ("to_MobilePhoneNumber", "3")):
+        for n, phone in enumerate(address.kids(nav)):
+            ordinal += 1
+            phone.values["OrdinalNumber"] = str(ordinal)
+            phone.values["PhoneNumberType"] = kind
+            phone.values.setdefault("IsDefaultPhoneNumber", n == 0)
+            phone.values.setdefault("DestinationLocationCountry", country)
+            phone.values["InternationalPhoneNumber"] = _international(
+                phone.get("PhoneNumber"), phone.get("DestinationLocationCountry")
+            )
+
+
+def _checked(etype: EntityType, values: Mapping[str, Any]) -> dict[str, Any]:
+    """Drill values for non-key properties, type-checked against the declarations (else ValueError)."""
+    checked: dict[str, Any] = {}
+    for name, value in values.items():
+        prop = etype.prop.get(name)
+        if prop is None or name in etype.keys:
+            raise ValueError(f"{name!r} is not a non-key property of {etype.name}")
+        problem = value_problem(name, prop, value)
+        if problem is not None:
+            raise ValueError(problem)
+        checked[name] = value
+    return checked
+
+
+# ============================================================================================
 # The sandbox: the service on the OData engine, plus its data and drills
 # ============================================================================================
 
@@ -1556,7 +1787,7 @@ class SapSandbox(ODataSandbox):
     """
 
     name = "sap"
-    control_actions = ("mutate", "add-partners", "set-field")
+    control_actions = ("mutate", "add-partners", "set-field", "edit")
     control_subject = "partner"
 
     def __init__(
@@ -1596,6 +1827,10 @@ class SapSandbox(ODataSandbox):
         )
         #: BusinessPartner id -> reason code (see DIRTY_KINDS) for every deliberately dirty partner.
         self.dirty_ids: dict[str, str] = {}
+        #: Address numbers of created partners come from their own range (SAP's ADRC numbering).
+        self._created_address_id = _CREATED_ADDRESS_BASE
+        #: AddressID -> owning BusinessPartner, rebuilt when addresses were added.
+        self._address_owner: dict[str, str] = {}
         self._bp = self.tables["A_BusinessPartner"]
         self._generator = _Generator(seed)
         started = time.perf_counter()
@@ -1690,7 +1925,11 @@ class SapSandbox(ODataSandbox):
         addr_rows = addr_table.rows
         email_rows = tables["A_AddressEmailAddress"].rows
         phone_rows = tables["A_AddressPhoneNumber"].rows
+        role_rows = tables["A_BusinessPartnerRole"].rows
+        area_rows = tables["A_CustomerSalesArea"].rows
         to_customer = self._bp.links["to_Customer"]
+        to_role = self._bp.links["to_BusinessPartnerRole"]
+        to_area = tables["A_Customer"].links["to_CustomerSalesArea"]
         to_tax = self._bp.links["to_BusinessPartnerTax"]
         to_address = self._bp.links["to_BusinessPartnerAddress"]
         to_email = addr_table.links["to_EmailAddress"]
@@ -1701,9 +1940,25 @@ class SapSandbox(ODataSandbox):
             bp_id: str = partner.bp[0]
             ids.append(bp_id)
             bp_rows.append(partner.bp)
+            first = len(role_rows)
+            valid_from = _dto_of_day(partner.bp[_BPX["CreationDate"]])
+            for role in _CUSTOMER_ROLES if partner.customer is not None else _PROSPECT_ROLES:
+                role_rows.append(_build_role(bp_id, role, valid_from))
+            to_role.append(span(first, len(role_rows)))
             if partner.customer is not None:
                 to_customer.append(len(customer_rows))
                 customer_rows.append(partner.customer)
+                export = partner.customer[_CUX["CustomerAccountGroup"]] == "ZEXP"
+                to_area.append(span(len(area_rows), len(area_rows) + 1))
+                area_rows.append(
+                    _build_sales_area(
+                        bp_id,
+                        "USD" if export else "INR",
+                        _TERMS_BY_CLASS.get(partner.customer[_CUX["CustomerClassification"]] or "", "0001"),
+                        "FOB" if export else "EXW",
+                        "Nhava Sheva" if export else "Ex works",
+                    )
+                )
             else:
                 to_customer.append(-1)
             first = len(tax_rows)
@@ -1908,10 +2163,238 @@ class SapSandbox(ODataSandbox):
     # -- write rules (the engine has checked types, ETag and CSRF) -----------------------------
 
     def on_update(self, table: Table, index: int, row: list[Any], changes: Mapping[str, Any], user: str) -> None:
-        """A partner update re-derives the names it touches and stamps the partner as changed."""
-        if _NAME_FIELDS & changes.keys():
-            self._derive_names(index, row)
-        self._touch(row, user, self.now())
+        """SAP's update rules: a blocked partner refuses changes; a change stamps its partner.
+
+        A partner update re-derives the names it touches. An address, e-mail or phone update
+        is checked like a create's and moves its partner's ``LastChangeDate``/``Time`` and ETag,
+        so delta syncs see it.
+        """
+        set_name = table.etype.set_name
+        now = self.now()
+        if set_name == BP_TYPE.set_name:
+            # Setting or lifting the block itself is allowed; anything else waits for the block to go.
+            if "BusinessPartnerIsBlocked" not in changes and row[_BPX["BusinessPartnerIsBlocked"]]:
+                raise _blocked_error(row[0])
+            problems = _name_problems(row[_BPX["BusinessPartnerCategory"]], lambda name: row[_BPX[name]], "")
+            if problems:
+                raise _refusal(problems)
+            if _NAME_FIELDS & changes.keys():
+                self._derive_names(index, row)
+            self._touch(row, user, now)
+            return
+        bp_index = self._owner_index(set_name, row)
+        bp = list(self._bp.rows[bp_index])
+        if bp[_BPX["BusinessPartnerIsBlocked"]]:
+            raise _blocked_error(bp[0])
+        if set_name == ADDRESS_TYPE.set_name:
+            problems = _address_problems(lambda name: row[_ADX[name]], "")
+        elif set_name == EMAIL_TYPE.set_name:
+            problems = _email_problems(row[_EMX["EmailAddress"]], "EmailAddress")
+            row[_EMX["SearchEmailAddress"]] = (row[_EMX["EmailAddress"]] or "").upper()[:20]
+        else:
+            problems = _phone_problems(row[_PHX["PhoneNumber"]], "PhoneNumber")
+            row[_PHX["InternationalPhoneNumber"]] = _international(
+                row[_PHX["PhoneNumber"]], row[_PHX["DestinationLocationCountry"]]
+            )
+        if problems:
+            raise _refusal(problems)
+        self._touch(bp, user, now)
+        self._bp.replace(bp_index, tuple(bp))
+
+    def _owner_index(self, set_name: str, row: Sequence[Any]) -> int:
+        """Row index of the partner that owns an address, e-mail or phone row."""
+        if set_name == ADDRESS_TYPE.set_name:
+            partner = row[_ADX["BusinessPartner"]]
+        else:
+            addresses = self.tables[ADDRESS_TYPE.set_name].rows
+            if len(self._address_owner) != len(addresses):
+                at_id, at_bp = _ADX["AddressID"], _ADX["BusinessPartner"]
+                self._address_owner = {a[at_id]: a[at_bp] for a in addresses}
+            partner = self._address_owner.get(row[0], "")
+        index = self._bp.find((partner,))
+        if index is None:
+            raise KeyError(partner)
+        return index
+
+    def on_create(self, entity: NewEntity, user: str) -> None:
+        """A deep insert of a business partner, checked and numbered as S/4HANA does.
+
+        Refusals (all problems at once, in ``errordetails``): a missing or unknown category, the
+        name the category needs, a given partner number (internal numbering), unknown or doubled
+        roles, customer or sales-area data without the customer roles, an address without a
+        valid country (or an Indian PIN code that is not 6 digits), malformed e-mails and phone
+        numbers, a GSTIN (``BPTaxType`` ``IN3``) that is malformed or fails its check character.
+        ``BusinessPartnerIDByExtSystem`` is not checked for uniqueness: SAP does not either.
+        """
+        now = self.now()
+        values = entity.values
+        problems: list[tuple[str, str, str]] = []
+        category = entity.get("BusinessPartnerCategory")
+        if category not in ("1", "2", "3"):
+            text = "Enter a business partner category" if not category else f"Category '{category}' does not exist"
+            problems.append((_CODE_CATEGORY, f"{text} (1 person, 2 organization, 3 group)", "BusinessPartnerCategory"))
+        else:
+            problems += _name_problems(category, entity.get, "")
+        if entity.get("BusinessPartner"):
+            problems.append(
+                (_CODE_NUMBER, "External numbers are not allowed: SAP assigns the partner number", "BusinessPartner")
+            )
+        roles = [role.get("BusinessPartnerRole") for role in entity.kids("to_BusinessPartnerRole")]
+        for n, role in enumerate(roles):
+            where = f"to_BusinessPartnerRole[{n}]/BusinessPartnerRole"
+            if role not in _KNOWN_ROLES:
+                problems.append((_CODE_ROLE, f"Business partner role '{role or ''}' does not exist", where))
+            elif roles.index(role) != n:
+                problems.append((_CODE_ROLE, f"Business partner role '{role}' is given twice", where))
+        is_customer = bool(set(roles) & set(_CUSTOMER_ROLES))
+        customers = entity.kids("to_Customer")
+        if customers and not is_customer:
+            problems.append(
+                (_CODE_CUSTOMER, "Customer data needs the business partner role FLCU00 or FLCU01", "to_Customer")
+            )
+        areas = [area for customer in customers for area in customer.kids("to_CustomerSalesArea")]
+        if areas and "FLCU01" not in roles:
+            problems.append(
+                (
+                    _CODE_CUSTOMER,
+                    "Sales area data needs the business partner role FLCU01 (customer, sales)",
+                    "to_Customer/to_CustomerSalesArea",
+                )
+            )
+        for area in areas:
+            for key in ("SalesOrganization", "DistributionChannel", "Division"):
+                if not area.get(key):
+                    problems.append((_CODE_SALES_AREA, f"Enter the {_words(key)} of the sales area", area.target(key)))
+        addresses = entity.kids("to_BusinessPartnerAddress")
+        for address in addresses:
+            problems += _address_problems(address.get, address.path)
+            for email in address.kids("to_EmailAddress"):
+                problems += _email_problems(email.get("EmailAddress"), email.target("EmailAddress"))
+            for nav, kind in (("to_PhoneNumber", "1"), ("to_MobilePhoneNumber", "3")):
+                for phone in address.kids(nav):
+                    problems += _phone_problems(phone.get("PhoneNumber"), phone.target("PhoneNumber"))
+                    if phone.get("PhoneNumberType") not in ("", kind):
+                        text = f"PhoneNumberType must be '{kind}' under {nav}"
+                        problems.append((_CODE_PHONE, text, phone.target("PhoneNumberType")))
+        gstin = ""
+        for tax in entity.kids("to_BusinessPartnerTax"):
+            tax_type, number = tax.get("BPTaxType"), tax.get("BPTaxNumber") or ""
+            if not tax_type:
+                problems.append((_CODE_TAX, "Enter a tax number category", tax.target("BPTaxType")))
+            elif tax_type == "IN3":
+                if is_valid_gstin(number):
+                    gstin = number
+                else:
+                    text = f"Tax number '{number}' is not valid for category IN3 (GSTIN: 15 characters, check digit)"
+                    problems.append((_CODE_TAX, text, tax.target("BPTaxNumber")))
+        if problems:
+            raise _refusal(problems)
+
+        partner = partner_id(len(self._bp.rows))
+        day, secs = wire_day(now.date().toordinal()), wire_time(_seconds_of_day(now))
+        person = category == "1"
+        country = addresses[0].get("Country") if addresses else ""
+        values["BusinessPartner"] = partner
+        values["Customer"] = partner if is_customer else ""
+        values.setdefault("BusinessPartnerGrouping", "Z003" if person else ("Z001" if country in ("", "IN") else "Z002"))
+        values["BusinessPartnerUUID"] = str(uuid.uuid4())
+        values["IsNaturalPerson"] = "X" if person else ""
+        values.setdefault("Language", "EN")
+        for name, value in (("CreationDate", day), ("CreationTime", secs), ("LastChangeDate", day), ("LastChangeTime", secs)):
+            values[name] = value
+        values["CreatedByUser"] = values["LastChangedByUser"] = user[:12]
+        values["ETag"] = make_etag(now, 0)
+        full = _full_name(category, entity.get)
+        values["BusinessPartnerFullName"] = values["BusinessPartnerName"] = full
+        if person:
+            values["PersonFullName"] = full[:80]
+        for role in entity.kids("to_BusinessPartnerRole"):
+            role.values.setdefault("ValidFrom", wire_dto_day(now.date().toordinal()))
+            role.values.setdefault("ValidTo", _OPEN_END_DTO)
+        for address in addresses:
+            self._created_address_id += 1
+            address.values["AddressID"] = str(self._created_address_id)
+            address.values["AddressUUID"] = str(uuid.uuid4())
+            address.values["FullName"] = full[:80]
+            address.values.setdefault("ValidityStartDate", wire_dto_day(now.date().toordinal()))
+            address.values.setdefault("ValidityEndDate", _OPEN_END_DTO)
+            address.values.setdefault("Language", "EN")
+            if address.get("Country") == "IN":
+                address.values.setdefault("AddressTimeZone", "INDIA")
+            _number_entries(address)
+        if is_customer:
+            if not customers:
+                entity.children["to_Customer"] = customers = [NewEntity(self.tables["A_Customer"], {}, path="to_Customer")]
+            customer = customers[0].values
+            customer["Customer"] = partner
+            customer["CreatedByUser"] = user[:12]
+            customer["CreationDate"] = day
+            customer.setdefault("CustomerAccountGroup", "ZIND" if person else ("ZDLR" if country in ("", "IN") else "ZEXP"))
+            customer["CustomerName"] = full[:80]
+            customer["BPCustomerName"] = full
+            customer["CustomerFullName"] = customer["BPCustomerFullName"] = full[:220]
+            customer["NFPartnerIsNaturalPerson"] = "X" if person else ""
+            customer["TaxNumber3"] = gstin
+        logger.info("SAP sandbox: %s created partner %s", user, partner)
+
+    # -- drills: SAP's own users at work -------------------------------------------------------
+
+    def edit_as_user(
+        self,
+        partner_id: str,
+        changes: Mapping[str, Any] | None = None,
+        *,
+        address: Mapping[str, Any] | None = None,
+        email: str | None = None,
+        mobile: str | None = None,
+        user: str = "KPATIL",
+    ) -> str:
+        """A concurrent edit in SAP: someone in SAP changes a partner (a new ETag and change stamp).
+
+        ``changes`` are ``A_BusinessPartner`` properties, ``address`` those of its first address,
+        ``email``/``mobile`` replace its first e-mail address / mobile number. Values are checked
+        against the declarations like an update's, but a block does not stop SAP's own users.
+        Returns the partner's new ETag (as the ``ETag`` header sends it).
+        """
+        with self.lock:
+            index = self._bp.find((partner_id,))
+            if index is None:
+                raise KeyError(partner_id)
+            bp = list(self._bp.rows[index])
+            bp_changes = _checked(BP_TYPE, changes or {})
+            for name, value in bp_changes.items():
+                bp[_BPX[name]] = value
+            addresses = self._bp.links["to_BusinessPartnerAddress"][index]
+            if (address or email or mobile) and not addresses:
+                raise ValueError(f"partner {partner_id} has no address")
+            if address:
+                self._edit_row(ADDRESS_TYPE.set_name, addresses[0], address)
+            if email:
+                entries = self.tables[ADDRESS_TYPE.set_name].links["to_EmailAddress"][addresses[0]]
+                if not entries:
+                    raise ValueError(f"partner {partner_id} has no e-mail address")
+                self._edit_row(EMAIL_TYPE.set_name, entries[0], {"EmailAddress": email, "SearchEmailAddress": email.upper()[:20]})
+            if mobile:
+                entries = self.tables[ADDRESS_TYPE.set_name].links["to_MobilePhoneNumber"][addresses[0]]
+                if not entries:
+                    raise ValueError(f"partner {partner_id} has no mobile number")
+                phone = self.tables[PHONE_TYPE.set_name].rows[entries[0]]
+                international = _international(mobile, phone[_PHX["DestinationLocationCountry"]])
+                self._edit_row(PHONE_TYPE.set_name, entries[0], {"PhoneNumber": mobile, "InternationalPhoneNumber": international})
+            if _NAME_FIELDS & bp_changes.keys():
+                self._derive_names(index, bp)
+            self._touch(bp, user, self.now())
+            self._bp.replace(index, tuple(bp))
+            self.data_changed()
+            logger.info("SAP sandbox: %s edited partner %s", user, partner_id)
+            return etag_header(bp[_ETAG_AT])
+
+    def _edit_row(self, set_name: str, index: int, values: Mapping[str, Any]) -> None:
+        table = self.tables[set_name]
+        row = list(table.rows[index])
+        for name, value in _checked(table.etype, values).items():
+            row[table.etype.index[name]] = value
+        table.replace(index, tuple(row))
 
     def _derive_names(self, index: int, bp: list[Any]) -> None:
         """Recompute the derived full names and propagate them to customer and addresses."""
@@ -1949,6 +2432,8 @@ class SapSandbox(ODataSandbox):
             'POST /_sandbox/sap/expire-tokens {"kind": "all" | "oauth" | "csrf"}',
             'POST /_sandbox/sap/clock {"advance_s": seconds}',
             'POST /_sandbox/sap/set-field {"partner": id, "field": name, "value": any JSON}',
+            'POST /_sandbox/sap/edit {"partner": id, "changes": {...}, "address": {...}, "email": str, '
+            '"mobile": str, "user": name}',
         ]
 
     def control_get(self, action: str) -> SandboxResponse | None:
@@ -1958,7 +2443,7 @@ class SapSandbox(ODataSandbox):
         return None
 
     def control_post(self, action: str, body: Mapping[str, Any]) -> SandboxResponse:
-        """``mutate``, ``add-partners`` and ``set-field`` (the engine does ``expire-tokens`` and ``clock``)."""
+        """``mutate``, ``add-partners``, ``set-field`` and ``edit`` (the engine does ``expire-tokens`` and ``clock``)."""
         if action == "mutate":
             seed = body.get("seed")
             changed = self.mutate(_non_negative_int(body.get("count", 1), "count"), None if seed is None else int(seed))
@@ -1969,6 +2454,23 @@ class SapSandbox(ODataSandbox):
         if action == "set-field":
             self.set_raw_field(str(body.get("partner", "")), str(body.get("field", "")), body.get("value"))
             return SandboxResponse.json(200, {"partner": body.get("partner"), "field": body.get("field")})
+        if action == "edit":
+            changes, address = body.get("changes") or {}, body.get("address") or {}
+            email, mobile = body.get("email"), body.get("mobile")
+            if not isinstance(changes, dict) or not isinstance(address, dict):
+                raise ValueError("changes and address must be JSON objects of property values")
+            if not (changes or address or email or mobile):
+                raise ValueError("nothing to edit: give changes, address, email or mobile")
+            partner = str(body.get("partner", ""))
+            etag = self.edit_as_user(
+                partner,
+                changes,
+                address=address,
+                email=None if email is None else str(email),
+                mobile=None if mobile is None else str(mobile),
+                user=str(body.get("user") or "KPATIL"),
+            )
+            return SandboxResponse.json(200, {"partner": partner, "etag": etag})
         return super().control_post(action, body)
 
     def info(self) -> dict[str, Any]:
@@ -2000,6 +2502,13 @@ def _dialling(country: str | None) -> tuple[str, str, int]:
             _city, _region, _postal, dial, prefix, digits = cities[0]
             return dial, prefix, digits
     return "+91", "", 10
+
+
+def _dto_of_day(wire_datetime: Any) -> str | None:
+    """Edm.DateTimeOffset at midnight of an Edm.DateTime day (``None`` for a missing or raw value)."""
+    if not isinstance(wire_datetime, str) or not wire_datetime.startswith("/Date("):
+        return None
+    return wire_datetime[:-2] + "+0000)/"
 
 
 def _non_negative_int(value: Any, name: str) -> int:
@@ -2036,6 +2545,39 @@ def build_sandbox(
     )
 
 
+def build_sap_system(
+    partners: int = 10_000,
+    seed: int = 42,
+    max_page_size: int = 1000,
+    changes_on_start: int = 0,
+    faults: Mapping[str, Any] | None = None,
+    *,
+    orders: int = 5_000,
+    **options: Any,
+) -> ODataSystem:
+    """One SAP system: ``API_BUSINESS_PARTNER`` and ``API_SALES_ORDER_SRV`` on one host.
+
+    The services share logon, tokens, CSRF sessions, clock and faults (see :class:`ODataSystem`);
+    the sales orders' sold-to parties are this system's customers. ``system.services`` is
+    ``(SapSandbox, SalesOrderSandbox)``; control routes are ``/_sandbox/sap/...`` and
+    ``/_sandbox/sales-orders/...``.
+    """
+    from sandbox.sales_orders import SalesOrderSandbox  # imports this module
+
+    partner_sandbox = build_sandbox(partners, seed, max_page_size, changes_on_start, faults, **options)
+    at_customer = _BPX["Customer"]
+    customers = [row[at_customer] for row in partner_sandbox.tables["A_BusinessPartner"].rows if row[at_customer]]
+    order_sandbox = SalesOrderSandbox(
+        orders=orders,
+        seed=seed,
+        max_page_size=max_page_size,
+        sold_to_parties=customers,
+        sap_client=partner_sandbox.sap_client,
+        system_id=options.get("system_id", "S4H"),
+    )
+    return ODataSystem((partner_sandbox, order_sandbox), name="sap")
+
+
 def serve_sap(
     host: str = "127.0.0.1",
     port: int = 8401,
@@ -2045,28 +2587,31 @@ def serve_sap(
     changes_on_start: int = 0,
     faults: dict[str, Any] | None = None,
     *,
+    orders: int = 5_000,
     log_level: str = "info",
     **options: Any,
 ) -> None:
-    """Serve the SAP sandbox over HTTP until interrupted (the ``drymix sandbox sap`` command)."""
-    sandbox = build_sandbox(partners, seed, max_page_size, changes_on_start, faults, **options)
+    """Serve the SAP system (business partners and sales orders) over HTTP until interrupted (``drymix sandbox sap``)."""
+    system = build_sap_system(partners, seed, max_page_size, changes_on_start, faults, orders=orders, **options)
+    sandbox = system.primary
     shown = f"[{host}]" if ":" in host else host
+    roots = "\n".join(f"  http://{shown}:{port}{service.service_root}" for service in system.services)
     print(
-        f"SAP sandbox (API_BUSINESS_PARTNER, {sandbox.partner_count} partners, seed {seed}) on "
-        f"http://{shown}:{port}{SERVICE_ROOT}\n"
+        f"SAP sandbox ({partners} partners, {orders} sales orders, seed {seed}) on\n{roots}\n"
         f"  Basic user {sandbox.username}; OAuth client {sandbox.client_id} at {TOKEN_PATH}; "
         "secrets: see docs/sandbox-sap.md\n"
         f"  control: http://{shown}:{port}/_sandbox  faults: {sandbox.faults.switches.active() or 'none'}",
         file=sys.stderr,
         flush=True,
     )
-    serve(sandbox, host, port, log_level=log_level)
+    serve(system, host, port, log_level=log_level)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m sandbox sap [options]``: serve the SAP sandbox."""
     parser = argparse.ArgumentParser(
-        prog="python -m sandbox sap", description="Serve the SAP API_BUSINESS_PARTNER sandbox."
+        prog="python -m sandbox sap",
+        description="Serve the SAP sandbox: API_BUSINESS_PARTNER and API_SALES_ORDER_SRV on one host.",
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8401)
@@ -2074,6 +2619,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--max-page-size", type=int, default=1000)
     parser.add_argument("--changes-on-start", type=int, default=0)
+    parser.add_argument("--orders", type=int, default=5_000, help="sales orders (API_SALES_ORDER_SRV)")
     parser.add_argument(
         "--fault",
         action="append",
@@ -2093,6 +2639,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.max_page_size,
             args.changes_on_start,
             faults,
+            orders=args.orders,
             log_level=args.log_level,
         )
     except ValueError as exc:

@@ -129,6 +129,7 @@ def test_next_n_fails_exactly_the_next_n_requests_then_stops() -> None:
             "timeout": 0,
             "drop_connection": 0,
             "malformed_json": 0,
+            "timeout_after_commit": 0,
         },
     }
 
@@ -408,13 +409,14 @@ def test_server_drop_before_any_byte_for_empty_bodies() -> None:
 
 def test_server_latency(server: tuple[EchoSimulator, str]) -> None:
     _sim, base_url = server
-    httpx.put(f"{base_url}/_sandbox/faults", json={"latency_ms": 150})
+    # A latency far above what a loaded machine adds to a local request, so the two sides never overlap.
+    httpx.put(f"{base_url}/_sandbox/faults", json={"latency_ms": 1500})
     started = time.perf_counter()
-    httpx.get(f"{base_url}/x")
-    assert time.perf_counter() - started >= 0.14
+    httpx.get(f"{base_url}/x", timeout=10)
+    assert time.perf_counter() - started >= 1.45
     started = time.perf_counter()
-    httpx.get(f"{base_url}/_sandbox/faults")
-    assert time.perf_counter() - started < 0.14, "control routes get no latency"
+    httpx.get(f"{base_url}/_sandbox/faults", timeout=10)
+    assert time.perf_counter() - started < 1.0, "control routes get no latency"
 
 
 def test_simulator_errors_become_500_not_crashes() -> None:

@@ -483,7 +483,7 @@ def test_metadata_is_valid_edmx_matching_what_is_served(reader: SapSandbox) -> N
     assert served(address["to_EmailAddress"]["results"][0]) == declared("A_AddressEmailAddressType")
     navs = {n.get("Name"): n.get("Relationship") for n in bp.findall("edm:NavigationProperty", ns)}
     associations = {f"API_BUSINESS_PARTNER.{a.get('Name')}" for a in schema.findall("edm:Association", ns)}
-    assert set(navs) == {"to_BusinessPartnerAddress", "to_BusinessPartnerTax", "to_Customer"}
+    assert set(navs) == {"to_BusinessPartnerAddress", "to_BusinessPartnerRole", "to_BusinessPartnerTax", "to_Customer"}
     assert set(navs.values()) <= associations
     sets = {s.get("Name") for s in schema.findall("edm:EntityContainer/edm:EntitySet", ns)}
     assert {"A_BusinessPartner", "A_Customer", "A_BusinessPartnerAddress"} <= sets
@@ -670,14 +670,14 @@ def test_patch_requires_if_match_and_rejects_stale_etags(writable: SapSandbox, c
         clock.advance(60)
         done = client.patch(
             target,
-            json={"SearchTerm1": "NEW", "BusinessPartnerIsBlocked": True},
+            json={"SearchTerm1": "NEW", "IsMarkedForArchiving": True},
             headers={"X-CSRF-Token": token, "If-Match": etag},
         )
         assert done.status_code == 204
         assert done.content == b""
         after = client.get(target).json()["d"]
         assert after["SearchTerm1"] == "NEW"
-        assert after["BusinessPartnerIsBlocked"] is True
+        assert after["IsMarkedForArchiving"] is True
         stamp = NOW + timedelta(seconds=60)
         assert after["LastChangeDate"] == f"/Date({ms(stamp.date().isoformat())})/"
         assert after["LastChangeTime"] == f"PT{stamp:%H}H{stamp:%M}M{stamp:%S}S"
