@@ -105,3 +105,76 @@ PRODUCTION_BATCH_COLUMNS: tuple[str, ...] = (
     "record_complete",
     "row_hash",
 )
+
+# sales_orders (hub.core.models.SalesOrder without the hub's own columns and deleted_in_sap_at, plus row_hash).
+SALES_ORDER_COLUMNS: tuple[str, ...] = (
+    "sales_order",
+    "order_type",
+    "sales_org",
+    "distribution_channel",
+    "division",
+    "sold_to",
+    "ship_to",
+    "bill_to",
+    "payer",
+    "customer_po",
+    "customer_po_date",
+    "order_date",
+    "requested_delivery_date",
+    "net_amount",
+    "currency",
+    "gross_amount",
+    "discount_amount",
+    "tax_amount",
+    "payment_terms",
+    "incoterms",
+    "process_status",
+    "delivery_status",
+    "billing_status",
+    "credit_status",
+    "rejection_status",
+    "block_status",
+    "sap_created_at",
+    "sap_changed_at",
+    "row_hash",
+)
+
+# sales_order_items (hub.core.models.SalesOrderItem without the hub's own columns, plus row_hash).
+SALES_ORDER_ITEM_COLUMNS: tuple[str, ...] = (
+    "sales_order",
+    "item",
+    "material",
+    "text",
+    "quantity",
+    "unit",
+    "net_amount",
+    "currency",
+    "plant",
+    "storage_location",
+    "shipping_point",
+    "gross_weight",
+    "net_weight",
+    "weight_unit",
+    "batch",
+    "item_category",
+    "process_status",
+    "delivery_status",
+    "rejection_reason",
+    "row_hash",
+)
+
+
+def item_frame_column(column: str) -> str:
+    """An item column's name in the mapped sales-order frame: `item_` before it, beside the header's (`item` stays)."""
+    return column if column == "item" else f"item_{column}"
+
+
+# The mapped sales-order frame: one row per item, the order's header columns repeated on each; `record` is the
+# source record's position in the batch (several rows per record), `order_hash`/`item_hash` the two tables'
+# row hashes. The order key `sales_order` is shared by both tables.
+SALES_ORDER_FRAME_COLUMNS: tuple[str, ...] = (
+    "record",
+    *(c if c != "row_hash" else "order_hash" for c in SALES_ORDER_COLUMNS),
+    *(item_frame_column(c) if c != "row_hash" else "item_hash" for c in SALES_ORDER_ITEM_COLUMNS if c != "sales_order"),
+    "mapping_errors",
+)

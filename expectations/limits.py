@@ -24,8 +24,8 @@ Importing this module imports neither Great Expectations nor the models; only th
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
@@ -83,19 +83,29 @@ def column_limits(table: Table, columns: Iterable[str]) -> list[ColumnLimit]:
 
 
 def database_limits(
-    model: type[Any], columns: Iterable[str], existing: Sequence[Expectation], *, rule_prefix: str
+    model: type[Any],
+    columns: Iterable[str],
+    existing: Sequence[Expectation],
+    *,
+    rule_prefix: str,
+    frame_columns: Mapping[str, str] | None = None,
 ) -> list[Expectation]:
-    """GX rules for the limits of ``model``'s table on ``columns`` that ``existing`` does not already enforce as strictly."""
+    """GX rules for the limits of ``model``'s table on ``columns`` that ``existing`` does not already enforce as strictly.
+
+    ``frame_columns`` names a table column's column in the frame when they differ (a frame that carries two
+    tables' rows, such as sales orders and their items: ``{"net_amount": "item_net_amount"}``).
+    """
     import great_expectations as gx
 
     gxe = gx.expectations
     table: Table = model.__table__
     rules: list[Expectation] = []
-    for limit in column_limits(table, columns):
+    for stored in column_limits(table, columns):
+        limit = replace(stored, column=(frame_columns or {}).get(stored.column, stored.column))
         if covered(limit, existing):
             continue
-        meta = {"rule_id": f"{rule_prefix}.{limit.column}.db_{limit.kind}", "generated_from": f"{table.name}.{limit.column} {limit.sql_type}"}
-        where = f"{table.name}.{limit.column}"
+        meta = {"rule_id": f"{rule_prefix}.{limit.column}.db_{limit.kind}", "generated_from": f"{table.name}.{stored.column} {limit.sql_type}"}
+        where = f"{table.name}.{stored.column}"
         if limit.kind == LENGTH:
             rules.append(
                 gxe.ExpectColumnValueLengthsToBeBetween(

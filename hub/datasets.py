@@ -120,6 +120,32 @@ DATASETS: tuple[Dataset, ...] = (
         concurrency_limit=1,  # two runs would read from the same watermark and race to move it
     ),
     Dataset(
+        name="sap.sales_orders",
+        integration="sap",
+        dataset="sales_orders",
+        description="SAP S/4HANA sales orders with their items into the ERP sales_orders and sales_order_items "
+        "(incremental by LastChangeDateTime; a daily full read marks orders deleted in SAP).",
+        flow="flows/sync_sap_sales_orders.py:sync_sap_sales_orders",
+        deployment="sync-sap-sales-orders",
+        schedule="sap_sales_orders",
+        table="sales_orders",
+        key=("sales_order",),
+        cursor="LastChangeDateTime (timestamp, re-read overlap_s before it)",
+        cursor_datasets=("sales_orders",),
+        error_datasets=("sales_orders",),
+        units=(
+            Unit(retry_units.SAP_SALES_ORDERS_BATCH, "SAP sales orders: resume the read at the failed batch (its start position and filter) through the batches the failed run never reached; batches that committed are not read again"),
+        ),
+        replays=("sales_orders",),
+        mapping="sales_orders",
+        suite="sales_orders",
+        simulator="sap",
+        full_refresh_parameter="full_refresh",
+        command="sync sap.sales_orders",
+        stream="hub.systems.sap:SALES_ORDERS",
+        concurrency_limit=1,  # two runs would read from the same watermark and race to move it
+    ),
+    Dataset(
         name="razorpay.payments",
         integration="razorpay",
         dataset="payments",
@@ -226,6 +252,27 @@ DATASETS: tuple[Dataset, ...] = (
         suite="documents",
         simulator="microsoft365",
         command="m365 upload",
+    ),
+    Dataset(
+        name="sap.customer_push",
+        integration="sap",
+        dataset="customer_push",
+        description="ERP customer creations and changes from customer_outbox to SAP business partners (deep insert; If-Match updates under the conflict rule).",
+        flow="flows/push_sap_customers.py:push_sap_customers",
+        deployment="push-sap-customers",
+        schedule="sap_customer_push",
+        table="customer_outbox",
+        key=("id",),
+        cursor="none (the outbox status of each customer change)",
+        error_datasets=("customer_push",),
+        units=(
+            Unit(retry_units.SAP_CUSTOMER_PUSH, "SAP customer push: push the one outbox row again, whatever its retry time (a create looks its ERP reference up first, so it never makes a twin; after a conflict the ERP's owned fields are written over SAP's current version)"),
+            Unit(retry_units.SAP_CUSTOMER_PUSH_PAGE, "SAP customer push: push the one outbox page (its id range) the run stopped in; rows after it wait for push-sap-customers"),
+        ),
+        mapping=None,  # the ERP's fields go to SAP as connectors/sap/partners_write.py builds them (FIELDS: who owns what)
+        simulator="sap",
+        command="sap customers push",
+        concurrency_limit=1,  # two runs would claim the same rows and push the same change twice
     ),
     Dataset(
         name="microsoft365.calendar",

@@ -416,7 +416,7 @@ def run_pull(
                 summary.valid += len(records)
             else:
                 high_water, new_cursor = _load_mapped(spec, run, summary, records, high_water, last and not shortfall,
-                                                      plan, cursor, read_started, clock)
+                                                      plan, cursor, read_started, clock, read_keys)
             summary.batches += 1
             summary.pages += batch.pages
             summary.extracted += len(batch.records)
@@ -484,16 +484,24 @@ def _load_mapped(
     cursor: Mapping[str, Any] | None,
     read_started: datetime,
     clock: float,
+    read_keys: set[Any],
 ) -> tuple[Any, dict[str, Any] | None]:
     """Map, validate and upsert one batch; on the read's last batch, with the watermark in the same transaction."""
     assert spec.map is not None and spec.suite is not None and spec.table is not None
+    grouped = spec.record_column
     if records:
-        frame = map_batch(spec.dataset, spec.map, quote(records))  # type: ignore[call-overload]
+        frame = map_batch(spec.dataset, spec.map, quote(records), grouped)  # type: ignore[call-overload]
         clock = summary.timed("map", clock)
         outcome = validate_batch(spec.suite, frame, run_name=run.run_id)
         valid, invalid = outcome.valid, outcome.invalid
-        quarantine = quarantine_rows(outcome, frame, raw_of=lambda label: records[int(label)],
-                                     key_of=lambda label: _str_or_none(records[int(label)].get(spec.stream.primary_key)))
+        record_of = (lambda label: int(frame.at[label, grouped])) if grouped else int
+        if grouped and len(invalid):
+            # A refused row refuses its record: none of an order's items loads when one of them fails.
+            refused_records = frame.loc[invalid.index, grouped].unique()
+            valid, invalid = frame[~frame[grouped].isin(refused_records)], frame[frame[grouped].isin(refused_records)]
+        quarantine = quarantine_rows(outcome, frame, raw_of=lambda label: records[record_of(label)],
+                                     key_of=lambda label: _str_or_none(records[record_of(label)].get(spec.stream.primary_key)),
+                                     record_column=grouped, row_name=_row_name(frame, spec.row_label))
         clock = summary.timed("validate", clock)
     else:  # the empty page that ends $top/$skip paging: nothing to map or validate
         frame = valid = invalid = spec.map([])
@@ -508,6 +516,11 @@ def _load_mapped(
     if complete and plan.mode == "resume" and spec.keep_cursor_on_resume and not _watermark_unchanged(spec, cursor):
         new_cursor = None  # another run moved the watermark meanwhile: leave it to that run
     rows = valid.drop(columns=[c for c in ("mapping_errors",) if c in valid.columns]).assign(source_run_id=run.run_id)
+    # A complete, counted full read knows every key the source holds: the dataset marks what it no longer has.
+    finish = None
+    if spec.reconcile is not None and complete and plan.mode.startswith("full") and summary.source_count is not None:
+        reconcile, seen, run_id = spec.reconcile, frozenset(str(k) for k in read_keys), run.run_id
+        finish = lambda conn: reconcile(conn, seen, run_id)  # noqa: E731
     # quote(): Prefect would otherwise walk every record looking for futures (~5 s per 20k rows).
     result: LoadResult = load_batch_task(  # type: ignore[call-overload]
         quote(BatchLoad(
@@ -521,17 +534,30 @@ def _load_mapped(
             flow_run_id=run.run_id,
             run_upserted_before=summary.upserted,
             raw_of=records.__getitem__,  # a row the database refuses is quarantined with its source record
+            write=spec.load,
+            record_column=grouped,
+            finish=finish,
         ))
     )
     summary.timed("load", clock)
-    summary.mapped += len(frame)
-    summary.valid += len(valid) - result.refused
-    summary.quarantined += len(invalid) + result.refused
+    units = (lambda part: int(part[grouped].nunique())) if grouped else len
+    summary.mapped += units(frame)
+    summary.valid += units(valid) - result.refused
+    summary.quarantined += units(invalid) + result.refused
     summary.refused += result.refused
     summary.upserted += result.upserted
     summary.unchanged += result.unchanged
+    for name, n in result.counts.items():
+        summary.counts[name] = summary.counts.get(name, 0) + int(n)
     run.count_quarantined(result.refused_rows)
     return high_water, new_cursor
+
+
+def _row_name(frame: pd.DataFrame, column: str | None) -> Any:
+    """How a failure names its row inside a record (`item 20`), for a dataset of several rows per record."""
+    if column is None:
+        return None
+    return lambda label: f"{column} {frame.at[label, column]}"
 
 
 def _str_or_none(value: Any) -> str | None:

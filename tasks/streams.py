@@ -68,12 +68,29 @@ class PullStream:
     full_read_must_find: str | None = None  # message when a full read found nothing (EMPTY_DATASET)
     resolve: tuple[str, ...] = ALL_BUT_VALIDATION  # error categories a successful run resolves
     batch_pages: int | None = None  # default: the integration's configured batch_pages
+    # Several mapped rows per source record (an order and its items): the frame column holding the record's
+    # position in the batch. A row that fails validation, or that the database refuses, refuses every row of
+    # its record; the record is quarantined once with all its rows' failed rules (each naming its row by
+    # `row_label`). The run's extracted/valid/quarantined/upserted counts are in records.
+    record_column: str | None = None
+    row_label: str | None = None  # the frame column naming a row inside its record (the item number)
+    # Writes a batch's valid rows instead of the upsert into `table` (a header and its items in two tables), in
+    # the batch's transaction: (conn, rows, flow_run_id) -> counts, `upserted` and `unchanged` in records, any
+    # other key the dataset's own (items deleted, ...).
+    load: Callable[[Connection, pd.DataFrame, str | None], Mapping[str, int]] | None = None
+    # After a complete, counted full read (never an incremental, resumed or short one), in the last batch's
+    # transaction: (conn, every key the read found, flow_run_id) -> counts. Marks what the source no longer holds.
+    reconcile: Callable[[Connection, frozenset[str], str | None], Mapping[str, int]] | None = None
 
     def __post_init__(self) -> None:
         if self.apply is None and (self.map is None or self.suite is None or self.table is None or not self.key):
             raise ValueError(f"{self.integration}.{self.dataset}: declare map, suite, table and key, or apply")
         if self.apply is None and self.cursor_key is not None:
             raise ValueError(f"{self.integration}.{self.dataset}: a mapped dataset keeps its watermark under its own name")
+        if self.record_column is not None and self.load is None:
+            raise ValueError(f"{self.integration}.{self.dataset}: several rows per record need their own `load`")
+        if self.reconcile is not None and not self.count:
+            raise ValueError(f"{self.integration}.{self.dataset}: `reconcile` needs a counted read (count=True)")
 
 
 @dataclass(frozen=True)

@@ -16,11 +16,18 @@ if TYPE_CHECKING:
 
 
 @task(name="map_batch", cache_policy=NO_CACHE, persist_result=False, task_run_name="map-{dataset}")
-def map_batch(dataset: str, mapper: Callable[[list[dict[str, Any]]], pd.DataFrame], records: list[dict[str, Any]]) -> pd.DataFrame:
-    """Run a pure mapping; the frame's index is the record's position in the batch."""
+def map_batch(
+    dataset: str, mapper: Callable[[list[dict[str, Any]]], pd.DataFrame], records: list[dict[str, Any]], record_column: str | None = None
+) -> pd.DataFrame:
+    """Run a pure mapping; the frame's index is the record's position in the batch (or, with `record_column`,
+    several rows per record, that column holding the position: every record must have a row)."""
     with paused_gc():
         frame = mapper(records)
-    if len(frame) != len(records):
+    if record_column is not None:
+        positions = set(frame[record_column].tolist())
+        if positions != set(range(len(records))):
+            raise ValueError(f"mapping of {dataset} returned rows for {len(positions)} of {len(records)} records")
+    elif len(frame) != len(records):
         raise ValueError(f"mapping of {dataset} returned {len(frame)} rows for {len(records)} records")
     return frame
 

@@ -21,6 +21,20 @@ def datetime_literal(value: date | datetime) -> str:
     return f"datetime'{value.isoformat()}T00:00:00'"
 
 
+def datetimeoffset_literal(value: datetime) -> str:
+    """`datetimeoffset'2026-12-01T10:00:00Z'`: the URI literal for an Edm.DateTimeOffset filter, in UTC.
+
+    A naive datetime is refused: its zone would be a guess, and a wrong guess moves a watermark by hours.
+    """
+    if value.tzinfo is None:
+        raise ValueError("datetimeoffset_literal needs a timezone-aware datetime")
+    utc = value.astimezone(UTC)
+    stamp = utc.strftime("%Y-%m-%dT%H:%M:%S")
+    if utc.microsecond:
+        stamp += f".{utc.microsecond:06d}".rstrip("0")
+    return f"datetimeoffset'{stamp}Z'"
+
+
 def parse_edm_datetime(value: Any) -> datetime | None:
     """`/Date(ms)/` or `/Date(ms+0000)/` -> aware UTC datetime; None for null; ValueError otherwise."""
     if value is None:

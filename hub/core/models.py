@@ -7,7 +7,8 @@ PostgreSQL. Timestamps are timezone-aware UTC.
 from __future__ import annotations
 
 import enum
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import (
@@ -15,6 +16,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
+    Date,
     DateTime,
     Float,
     ForeignKey,
@@ -22,6 +24,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
+    Numeric,
     PrimaryKeyConstraint,
     String,
     Table,
@@ -222,8 +225,100 @@ class Customer(Base):
     row_hash: Mapped[str] = mapped_column(String(32), comment="digest of the mapped columns: unchanged rows are not rewritten")
     source_run_id: Mapped[str | None] = mapped_column(String(64), comment="flow run that last wrote the row")
     synced_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, comment="when the hub last wrote the row")
+    # Written by the customer push (hub/systems/sap_push.py) when a customer the ERP created reaches SAP; the
+    # SAP customers sync never writes it (it is not one of the mapping's columns, data_mappings/columns.py).
+    erp_ref: Mapped[str | None] = mapped_column(String(20), comment="the ERP's own customer key (SAP BusinessPartnerIDByExtSystem)")
 
-    __table_args__ = (Index("ix_customers_gstin", "gstin"), Index("ix_customers_sap_changed_at", "sap_changed_at"))
+    __table_args__ = (
+        Index("ix_customers_gstin", "gstin"),
+        Index("ix_customers_sap_changed_at", "sap_changed_at"),
+        Index("ix_customers_erp_ref", "erp_ref"),
+    )
+
+
+class SalesOrder(Base):
+    """An SAP sales order's header (API_SALES_ORDER_SRV A_SalesOrder, partners from to_Partner); its items in `sales_order_items`."""
+
+    __tablename__ = "sales_orders"
+
+    sales_order: Mapped[str] = mapped_column(String(10), primary_key=True, comment="SAP A_SalesOrder.SalesOrder")
+    order_type: Mapped[str | None] = mapped_column(String(4), comment="SAP SalesOrderType (OR, ...)")
+    sales_org: Mapped[str | None] = mapped_column(String(4), comment="SAP SalesOrganization")
+    distribution_channel: Mapped[str | None] = mapped_column(String(2), comment="SAP DistributionChannel")
+    division: Mapped[str | None] = mapped_column(String(2), comment="SAP OrganizationDivision")
+    sold_to: Mapped[str] = mapped_column(String(10), comment="SAP SoldToParty")
+    ship_to: Mapped[str | None] = mapped_column(String(10), comment="SAP to_Partner Customer where PartnerFunction = WE (ship-to)")
+    bill_to: Mapped[str | None] = mapped_column(String(10), comment="SAP to_Partner Customer where PartnerFunction = RE (bill-to)")
+    payer: Mapped[str | None] = mapped_column(String(10), comment="SAP to_Partner Customer where PartnerFunction = RG (payer)")
+    customer_po: Mapped[str | None] = mapped_column(String(35), comment="SAP PurchaseOrderByCustomer")
+    customer_po_date: Mapped[date | None] = mapped_column(Date, comment="SAP CustomerPurchaseOrderDate")
+    order_date: Mapped[date | None] = mapped_column(Date, comment="SAP SalesOrderDate")
+    requested_delivery_date: Mapped[date | None] = mapped_column(Date, comment="SAP RequestedDeliveryDate")
+    net_amount: Mapped[Decimal | None] = mapped_column(Numeric(16, 3), comment="SAP TotalNetAmount")
+    currency: Mapped[str | None] = mapped_column(String(5), comment="SAP TransactionCurrency")
+    gross_amount: Mapped[Decimal | None] = mapped_column(
+        Numeric(16, 3), comment="SAP to_PricingElement ConditionAmount summed over prices (ConditionClass B)"
+    )
+    discount_amount: Mapped[Decimal | None] = mapped_column(
+        Numeric(16, 3), comment="SAP to_PricingElement ConditionAmount summed over discounts and surcharges (ConditionClass A)"
+    )
+    tax_amount: Mapped[Decimal | None] = mapped_column(
+        Numeric(16, 3), comment="SAP to_PricingElement ConditionAmount summed over taxes (ConditionClass D)"
+    )
+    payment_terms: Mapped[str | None] = mapped_column(String(4), comment="SAP CustomerPaymentTerms")
+    incoterms: Mapped[str | None] = mapped_column(String(3), comment="SAP IncotermsClassification")
+    process_status: Mapped[str | None] = mapped_column(String(1), comment="SAP OverallSDProcessStatus (A open, B in process, C completed)")
+    delivery_status: Mapped[str | None] = mapped_column(String(1), comment="SAP OverallDeliveryStatus")
+    billing_status: Mapped[str | None] = mapped_column(String(1), comment="SAP OverallOrdReltdBillgStatus")
+    credit_status: Mapped[str | None] = mapped_column(String(1), comment="SAP TotalCreditCheckStatus")
+    rejection_status: Mapped[str | None] = mapped_column(String(1), comment="SAP OverallSDDocumentRejectionSts")
+    block_status: Mapped[str | None] = mapped_column(String(1), comment="SAP TotalBlockStatus")
+    sap_created_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), comment="SAP CreationDate")
+    sap_changed_at: Mapped[datetime] = mapped_column(UTCDateTime(), comment="SAP LastChangeDateTime (UTC)")
+    deleted_in_sap_at: Mapped[datetime | None] = mapped_column(
+        UTCDateTime(), comment="when a complete reconciling read no longer found the order in SAP (null: live)"
+    )
+    row_hash: Mapped[str] = mapped_column(String(32), comment="digest of the mapped header columns: unchanged rows are not rewritten")
+    source_run_id: Mapped[str | None] = mapped_column(String(64), comment="flow run that last wrote the row")
+    synced_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, comment="when the hub last wrote the row")
+
+    __table_args__ = (
+        Index("ix_sales_orders_sold_to", "sold_to"),
+        Index("ix_sales_orders_sap_changed_at", "sap_changed_at"),
+    )
+
+
+class SalesOrderItem(Base):
+    """An SAP sales order item (A_SalesOrderItem), written with its order; a rejected item is kept with its reason."""
+
+    __tablename__ = "sales_order_items"
+
+    sales_order: Mapped[str] = mapped_column(
+        String(10), ForeignKey("sales_orders.sales_order", ondelete="CASCADE"), primary_key=True, comment="SAP SalesOrder"
+    )
+    item: Mapped[str] = mapped_column(String(6), primary_key=True, comment="SAP SalesOrderItem")
+    material: Mapped[str] = mapped_column(String(40), comment="SAP Material")
+    text: Mapped[str | None] = mapped_column(String(40), comment="SAP SalesOrderItemText")
+    quantity: Mapped[Decimal] = mapped_column(Numeric(15, 3), comment="SAP RequestedQuantity")
+    unit: Mapped[str | None] = mapped_column(String(3), comment="SAP RequestedQuantityUnit")
+    net_amount: Mapped[Decimal | None] = mapped_column(Numeric(16, 3), comment="SAP NetAmount")
+    currency: Mapped[str | None] = mapped_column(String(5), comment="SAP TransactionCurrency")
+    plant: Mapped[str | None] = mapped_column(String(4), comment="SAP ProductionPlant")
+    storage_location: Mapped[str | None] = mapped_column(String(4), comment="SAP StorageLocation")
+    shipping_point: Mapped[str | None] = mapped_column(String(4), comment="SAP ShippingPoint")
+    gross_weight: Mapped[Decimal | None] = mapped_column(Numeric(15, 3), comment="SAP ItemGrossWeight")
+    net_weight: Mapped[Decimal | None] = mapped_column(Numeric(15, 3), comment="SAP ItemNetWeight")
+    weight_unit: Mapped[str | None] = mapped_column(String(3), comment="SAP ItemWeightUnit")
+    batch: Mapped[str | None] = mapped_column(String(10), comment="SAP Batch")
+    item_category: Mapped[str | None] = mapped_column(String(4), comment="SAP SalesOrderItemCategory")
+    process_status: Mapped[str | None] = mapped_column(String(1), comment="SAP SDProcessStatus")
+    delivery_status: Mapped[str | None] = mapped_column(String(1), comment="SAP DeliveryStatus")
+    rejection_reason: Mapped[str | None] = mapped_column(String(2), comment="SAP SalesDocumentRjcnReason (a rejected item is kept)")
+    row_hash: Mapped[str] = mapped_column(String(32), comment="digest of the mapped item columns: unchanged rows are not rewritten")
+    source_run_id: Mapped[str | None] = mapped_column(String(64), comment="flow run that last wrote the row")
+    synced_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, comment="when the hub last wrote the row")
+
+    __table_args__ = (Index("ix_sales_order_items_material", "material"),)
 
 
 class WebhookStatus(enum.StrEnum):
@@ -448,6 +543,49 @@ class DocumentOutbox(Base):
     uploaded_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     __table_args__ = (Index("ix_document_outbox_status", "status", "next_attempt_at", "id"),)
+
+
+class CustomerPushStatus(enum.StrEnum):
+    PENDING = "pending"  # waiting for its push, or for its next attempt after a transient failure (next_attempt_at)
+    PUSHED = "pushed"
+    CONFLICT = "conflict"  # SAP changed the partner too: a person decides (docs/sap-customer-push.md)
+    FAILED = "failed"  # SAP refused it, or attempts ran out: last_error_id says why; `drymix errors retry` pushes it again
+
+
+class CustomerOutbox(Base):
+    """An ERP customer creation or change waiting for (or done with) its push to SAP (API_BUSINESS_PARTNER).
+
+    The ERP writes the row in the same transaction as its customer change (hub/systems/sap_push.py
+    `enqueue_customer_change`): a change is pushed exactly when it committed. Not a trigger on `customers`:
+    the hub's SAP sync writes that table from SAP, and a trigger would push SAP's own changes back to SAP.
+    """
+
+    __tablename__ = "customer_outbox"
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True, autoincrement=True)
+    erp_ref: Mapped[str] = mapped_column(String(20), comment="the ERP's customer key (ERP-000123): SAP BusinessPartnerIDByExtSystem")
+    operation: Mapped[str] = mapped_column(String(8), comment="create | update")
+    partner: Mapped[str | None] = mapped_column(String(10), comment="SAP BusinessPartner when known; written back after a create")
+    fields: Mapped[dict[str, Any]] = mapped_column(JsonType, comment="the ERP's customer fields (hub/systems/sap_push.py ERP_FIELDS)")
+    base_fields: Mapped[dict[str, Any] | None] = mapped_column(
+        JsonType, comment="the partner as the ERP saw it (its customers row) when it made the change: SAP's edits since tell from the ERP's"
+    )
+    status: Mapped[str] = mapped_column(String(16), default=CustomerPushStatus.PENDING.value)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), comment="not pushed before this time (backoff after a transient failure)")
+    last_error_id: Mapped[int | None] = mapped_column(BigInteger, comment="integration_errors row of the last failure or conflict")
+    last_error: Mapped[str | None] = mapped_column(Text)
+    sap_etag: Mapped[str | None] = mapped_column(String(128), comment="the partner's ETag after our last write (or as read before it)")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+    pushed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    __table_args__ = (
+        Index("ix_customer_outbox_status", "status", "next_attempt_at", "id"),
+        Index("ix_customer_outbox_erp_ref", "erp_ref"),
+    )
+
+
 # --- Error workflow ---------------------------------------------------------------------------------
 
 

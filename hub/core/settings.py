@@ -44,6 +44,8 @@ class HubSettings(BaseSettings):
     sap_password: SecretStr = SecretStr("")
     sap_client_id: str = "drymix-hub"
     sap_client_secret: SecretStr = SecretStr("")
+    # SAP_SALES_ORDER_BASE_URL overrides sap.sales_orders.base_url (default: beside the SAP base URL).
+    sap_sales_order_base_url: str | None = None
 
     # Razorpay API keys (HTTP Basic key_id:key_secret); RAZORPAY_BASE_URL overrides razorpay.base_url.
     razorpay_base_url: str | None = None
@@ -242,6 +244,25 @@ def microsoft365_options() -> tuple[DocumentOptions, CalendarOptions]:
     with get_settings().integrations_file.open("rb") as fh:
         section = tomllib.load(fh).get("microsoft365", {})
     return DocumentOptions(**section.get("documents", {})), CalendarOptions(**section.get("calendar", {}))
+
+
+class SapSalesOrderOptions(BaseModel):
+    """[sap.sales_orders] of config/integrations.toml: what the sales-order read adds to the SAP integration's knobs."""
+
+    base_url: str | None = Field(None, description="API_SALES_ORDER_SRV root; unset = beside the business-partner service")
+    overlap_s: int = Field(300, ge=0, description="an incremental read re-reads this many seconds before the watermark")
+    reconcile_after_h: float = Field(24.0, gt=0, description="a run is a full, reconciling read when the last one is older")
+    schedule_cron: str = "*/10 * * * *"
+
+
+def sap_sales_order_options() -> SapSalesOrderOptions:
+    """[sap.sales_orders] with SAP_SALES_ORDER_BASE_URL applied."""
+    settings = get_settings()
+    with settings.integrations_file.open("rb") as fh:
+        section = dict(tomllib.load(fh).get("sap", {}).get("sales_orders", {}))
+    if settings.sap_sales_order_base_url:
+        section["base_url"] = settings.sap_sales_order_base_url
+    return SapSalesOrderOptions(**section)
 
 
 class LabConfig(BaseModel):

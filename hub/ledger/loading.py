@@ -85,15 +85,25 @@ def quarantine_rows(
     raw_of: Callable[[Any], Mapping[str, Any]],
     key_of: Callable[[Any], str | None] | None = None,
     critical_only: bool = True,
+    record_column: str | None = None,
+    row_name: Callable[[Any], str] | None = None,
 ) -> list[QuarantineRow]:
     """A quarantine row for every refused row of `outcome`: its source record, its mapped values, its failures.
 
     `raw_of(label)` is the source record of the frame row `label`; `key_of(label)` its record key (a record
     without one is keyed by the digest of its source record). Warnings are left out unless `critical_only` is off.
+
+    With `record_column` (a frame of several rows per source record, an order's items) the refused rows are
+    grouped by that column: ONE quarantine row per record, its mapped value `{"rows": [...]}` (every row of the
+    record), its failures those of all its refused rows, each failure's kwargs naming its row (`row_name(label)`,
+    `"at"`), so that one bad item reads as what it is.
     """
     labels = list(outcome.invalid.index)
     if not labels:
         return []
+    if record_column is not None:
+        return _quarantine_records(outcome, frame, labels, raw_of=raw_of, key_of=key_of, critical_only=critical_only,
+                                   record_column=record_column, row_name=row_name)
     mapped = frame.loc[labels].drop(columns=["row_hash"], errors="ignore").to_dict("records")
     rows = []
     for label, mapped_record in zip(labels, mapped, strict=True):
@@ -109,6 +119,44 @@ def quarantine_rows(
                 record_key=str(key) if key not in (None, "") else record_digest(raw),
                 raw_record=raw,
                 mapped_record={str(k): json_safe(v) for k, v in mapped_record.items()},
+                failed_expectations=failures,
+            )
+        )
+    return rows
+
+
+def _quarantine_records(
+    outcome: ValidationOutcome,
+    frame: pd.DataFrame,
+    labels: list[Any],
+    *,
+    raw_of: Callable[[Any], Mapping[str, Any]],
+    key_of: Callable[[Any], str | None] | None,
+    critical_only: bool,
+    record_column: str,
+    row_name: Callable[[Any], str] | None,
+) -> list[QuarantineRow]:
+    by_record: dict[Any, list[Any]] = {}
+    for label in labels:
+        by_record.setdefault(frame.at[label, record_column], []).append(label)
+    rows = []
+    for record, refused in by_record.items():
+        first = refused[0]
+        raw = dict(raw_of(first))
+        key = json_safe(key_of(first)) if key_of is not None else None
+        members = frame[frame[record_column] == record].drop(columns=["row_hash", record_column], errors="ignore")
+        failures = [
+            failure_entry(f.expectation, column=f.column, rule_id=f.rule_id,
+                          kwargs={**(f.kwargs or {}), **({"at": row_name(label)} if row_name is not None else {})}, value=f.value)
+            for label in refused
+            for f in outcome.failures.get(label, [])
+            if not critical_only or f.severity == _CRITICAL
+        ]
+        rows.append(
+            QuarantineRow(
+                record_key=str(key) if key not in (None, "") else record_digest(raw),
+                raw_record=raw,
+                mapped_record={"rows": [{str(k): json_safe(v) for k, v in r.items()} for r in members.to_dict("records")]},
                 failed_expectations=failures,
             )
         )
@@ -149,8 +197,19 @@ class BatchLoad:
     # The column of `rows` whose value is the record's quarantine `record_key` (default: the first key column).
     quarantine_key: str | None = None
     # Index label of a row -> the source record it came from, kept with a row the database refuses
-    # (so that a replay can map it again); without it the mapped row itself is kept.
+    # (so that a replay can map it again); without it the mapped row itself is kept. With `record_column`
+    # it is called with the record (the column's value), not the row's label.
     raw_of: Callable[[Any], Mapping[str, Any]] | None = None
+    # The rows' own writer, instead of the upsert into `table` (an order's header and items, in two tables):
+    # (conn, rows, flow_run_id) -> counts, `upserted` and `unchanged` counted in records, any other key a
+    # dataset's own count (items deleted, ...).
+    write: Callable[[Connection, pd.DataFrame, str | None], Mapping[str, int]] | None = None
+    # The column grouping rows into source records (several rows each): rows are not de-duplicated by `key`,
+    # and a row the database refuses refuses its record's rows, quarantined once.
+    record_column: str | None = None
+    # Run after the rows and before the cursor, in the same transaction: a complete full read marking what the
+    # source no longer holds. Returns the dataset's own counts.
+    finish: Callable[[Connection], Mapping[str, int]] | None = None
 
 
 @dataclass(frozen=True)
@@ -159,9 +218,10 @@ class LoadResult:
     unchanged: int
     quarantined: int  # quarantine entries written: the batch's own and the rows the database refused
     cursor_written: bool
-    refused: int = 0  # rows that passed validation but the database refused (quarantined, not loaded)
+    refused: int = 0  # rows (records, with `record_column`) that passed validation but the database refused
     released: int = 0  # open quarantine entries closed because their record has now loaded cleanly
     refused_rows: tuple[QuarantineRow, ...] = ()
+    counts: Mapping[str, int] = field(default_factory=dict)  # a `write`'s or `finish`'s own counts
 
 
 _PLAIN = (str, int, bool)
@@ -485,59 +545,79 @@ def load_batch(conn: Connection, batch: BatchLoad) -> LoadResult:
 
     Rows the database refuses are quarantined instead of failing the batch (see the module docstring).
     """
-    rows = _dedupe_last(batch.rows, batch.key) if not batch.rows.empty else batch.rows
-    upserted, refused_labels, refused = _upsert_isolating_refusals(conn, batch, rows)
+    grouped = batch.record_column is not None
+    rows = _dedupe_last(batch.rows, batch.key) if not batch.rows.empty and not grouped else batch.rows
+    counts, refused_labels, refused = _upsert_isolating_refusals(conn, batch, rows)
+    upserted = counts.pop("upserted", 0)
     key_column = batch.quarantine_key or batch.key[0]
     loaded = rows.drop(index=refused_labels) if refused_labels else rows
+    loaded_units = loaded[batch.record_column].nunique() if grouped and not loaded.empty else len(loaded)
+    unchanged = counts.pop("unchanged", loaded_units - upserted)
     released = 0
     if not loaded.empty:
         released = release_quarantine(conn, batch.integration, batch.dataset, loaded[key_column].tolist(), flow_run_id=batch.flow_run_id)
     quarantined = upsert_quarantine(conn, batch.integration, batch.dataset, [*batch.quarantine, *refused], batch.flow_run_id)
+    if batch.finish is not None:
+        for name, n in batch.finish(conn).items():
+            counts[name] = counts.get(name, 0) + int(n)
     if batch.cursor is not None:
         write_cursor(conn, batch.integration, batch.dataset, batch.cursor, flow_run_id=batch.flow_run_id, rows_added=batch.run_upserted_before + upserted)
     return LoadResult(
         upserted=upserted,
-        unchanged=len(loaded) - upserted,
+        unchanged=unchanged,
         quarantined=quarantined,
         cursor_written=batch.cursor is not None,
         refused=len(refused),
         released=released,
         refused_rows=tuple(refused),
+        counts=counts,
     )
 
 
-def _upsert_isolating_refusals(conn: Connection, batch: BatchLoad, rows: pd.DataFrame) -> tuple[int, list[Any], list[QuarantineRow]]:
-    """Upsert `rows`; rows the database refuses are bisected out under SAVEPOINTs and returned as quarantine rows.
+def _write(conn: Connection, batch: BatchLoad, rows: pd.DataFrame) -> dict[str, int]:
+    if batch.write is not None:
+        return {name: int(n) for name, n in batch.write(conn, rows, batch.flow_run_id).items()}
+    return {"upserted": upsert_rows(conn, batch.table, rows, batch.key)}
+
+
+def _add(total: dict[str, int], counts: Mapping[str, int]) -> None:
+    for name, n in counts.items():
+        total[name] = total.get(name, 0) + n
+
+
+def _upsert_isolating_refusals(conn: Connection, batch: BatchLoad, rows: pd.DataFrame) -> tuple[dict[str, int], list[Any], list[QuarantineRow]]:
+    """Write `rows`; rows the database refuses are bisected out under SAVEPOINTs and returned as quarantine rows.
 
     The whole batch is tried first under one SAVEPOINT, so a clean batch costs one savepoint. A refused
-    part is halved until single rows remain; each refused row costs about 2 log2(n) attempts.
+    part is halved until single rows remain (single records, with `record_column`: an order's rows are
+    never split); each refused row costs about 2 log2(n) attempts.
     """
     if rows.empty:
-        return 0, [], []
+        return {}, [], []
     try:
         with _savepoint(conn):
-            return upsert_rows(conn, batch.table, rows, batch.key), [], []
+            return _write(conn, batch, rows), [], []
     except Exception as exc:
         if _refusal(exc) is None:
             raise
         first = exc
-    written = 0
+    written: dict[str, int] = {}
     labels: list[Any] = []
     refused: list[QuarantineRow] = []
-    parts = _halves(rows)
+    parts = _halves(rows, batch.record_column)
     while parts:
         part = parts.pop()
         try:
             with _savepoint(conn):
-                written += upsert_rows(conn, batch.table, part, batch.key)
+                _add(written, _write(conn, batch, part))
         except Exception as exc:
             reason = _refusal(exc)
             if reason is None:
                 raise
-            if len(part) > 1:
-                parts.extend(_halves(part))
+            if _units(part, batch.record_column) > 1:
+                parts.extend(_halves(part, batch.record_column))
                 continue
-            labels.append(part.index[0])
+            labels.extend(part.index)
             refused.append(_refused_row(batch, part, reason))
             if len(refused) > MAX_REFUSED_ROWS:
                 # Not a few bad values but the table refusing rows wholesale (a constraint, a schema change):
@@ -549,7 +629,15 @@ def _upsert_isolating_refusals(conn: Connection, batch: BatchLoad, rows: pd.Data
 MAX_REFUSED_ROWS = 100  # per batch; more fail the batch (each costs about 2 log2(n) savepoint attempts)
 
 
-def _halves(rows: pd.DataFrame) -> list[pd.DataFrame]:
+def _units(rows: pd.DataFrame, record_column: str | None) -> int:
+    return len(rows) if record_column is None else int(rows[record_column].nunique())
+
+
+def _halves(rows: pd.DataFrame, record_column: str | None = None) -> list[pd.DataFrame]:
+    if record_column is not None:  # halve by records: every row of a record stays in one half
+        records = pd.unique(rows[record_column])
+        first = rows[record_column].isin(records[: len(records) // 2])
+        return [rows[~first], rows[first]]
     middle = len(rows) // 2
     return [rows.iloc[middle:], rows.iloc[:middle]]  # popped from the end: the first half is tried first
 
@@ -604,10 +692,14 @@ def _column_with_nul(mapped: Mapping[str, Any]) -> str | None:
 
 
 def _refused_row(batch: BatchLoad, row: pd.DataFrame, error: BaseException) -> QuarantineRow:
-    label = row.index[0]
+    """The quarantine row of a row (a record's rows, with `record_column`) the database refused."""
+    label = row.index[0] if batch.record_column is None else row[batch.record_column].iloc[0]
     mapped = {k: json_safe(v) for k, v in row.iloc[0].to_dict().items() if k != "row_hash"}
     raw = dict(batch.raw_of(label)) if batch.raw_of is not None else mapped
     key = mapped.get(batch.quarantine_key or batch.key[0])
+    nul_column = next((c for r in row.to_dict("records") if (c := _column_with_nul(r))), None)
+    if batch.record_column is not None:
+        mapped = {"rows": [{str(k): json_safe(v) for k, v in r.items() if k != "row_hash"} for r in row.to_dict("records")]}
     diag = getattr(error, "diag", None)
     message = getattr(diag, "message_primary", None) or next(iter(str(error).splitlines()), "") or type(error).__name__
     return QuarantineRow(
@@ -617,7 +709,7 @@ def _refused_row(batch: BatchLoad, row: pd.DataFrame, error: BaseException) -> Q
         failed_expectations=[
             failure_entry(
                 "database_refused",
-                column=_refused_column(error) or _column_with_nul(mapped),
+                column=_refused_column(error) or nul_column,
                 kwargs={"sqlstate": getattr(error, "sqlstate", None) or getattr(diag, "sqlstate", None), "table": batch.table.name},
                 value=str(message),
             )

@@ -50,6 +50,11 @@ class ReplaySpec:
     validate: Callable[[pd.DataFrame], ValidationOutcome] | None = None
     # Rows that pass -> the rows the table holds (derived columns), given the raw records and the outcome:
     to_rows: Callable[[pd.DataFrame, list[dict[str, Any]], ValidationOutcome, str], pd.DataFrame] | None = None
+    # A dataset of several rows per record (tasks/streams.py `PullStream.record_column`): the frame column holding
+    # the record's position, and the writer of a record's rows (`PullStream.load`); a record replays whole.
+    record_column: str | None = None
+    row_label: str | None = None
+    load: Callable[[Connection, pd.DataFrame, str | None], Mapping[str, int]] | None = None
 
 
 _REPLAYS: dict[tuple[str, str], ReplaySpec] = {}
@@ -82,6 +87,9 @@ def _replay_of_stream(stream: Any) -> ReplaySpec | None:
         key=stream.key,
         drop_columns=("mapping_errors",),
         changed_at_column=stream.newer_wins,
+        record_column=stream.record_column,
+        row_label=stream.row_label,
+        load=stream.load,
     )
 
 
@@ -342,6 +350,9 @@ def _replay_group(
     from expectations.runner import validate_frame
     from hub.ledger.loading import failure_entry, upsert_rows
 
+    if spec.record_column is not None:
+        _replay_records(session, spec, rows, result, touched, by=by, reason=reason, now=now)
+        return
     conn = session.connection()
     records = [dict(r.raw_record) for r in rows]
     frame = spec.to_frame(records, conn).reset_index(drop=True)
@@ -385,6 +396,60 @@ def _replay_group(
             for f in outcome.failures.get(label, [])
             if f.severity == "critical"
         ]
+        row.updated_at = now
+        result.still_failing += 1
+        result.failing_ids.append(int(row.id))
+        if row.error_id is not None:
+            touched[int(row.error_id)]["still_failing"] += 1
+
+
+def _replay_records(
+    session: Session,
+    spec: ReplaySpec,
+    rows: list[QuarantinedRecord],
+    result: ReplayResult,
+    touched: dict[int, dict[str, int]],
+    *,
+    by: str,
+    reason: str | None,
+    now: datetime,
+) -> None:
+    """Replay records of several rows each (an order and its items): a record loads whole through the dataset's
+    `load`, or stays quarantined whole with today's failed rules of all its rows."""
+    from expectations.runner import validate_frame
+    from hub.ledger.loading import quarantine_rows
+
+    assert spec.record_column is not None and spec.load is not None
+    column = spec.record_column
+    conn = session.connection()
+    records = [dict(r.raw_record) for r in rows]
+    frame = spec.to_frame(records, conn).reset_index(drop=True)
+    outcome = spec.validate(frame) if spec.validate is not None else validate_frame(spec.suite, frame)
+    failing = list(dict.fromkeys(int(p) for p in frame.loc[outcome.invalid.index, column].tolist()))
+    loadable = frame[~frame[column].isin(failing)]
+    run_id = f"quarantine-replay:{by}"[:64]
+    if not loadable.empty:
+        loadable = loadable.drop(columns=[c for c in spec.drop_columns if c in loadable.columns]).assign(source_run_id=run_id)
+        counts = spec.load(conn, loadable, run_id)
+        result.loaded += int(counts.get("upserted", 0))
+        result.unchanged += int(counts.get("unchanged", 0))
+    note = f"replayed by {by}" + (f": {reason}" if reason else "")
+    for position in sorted({int(p) for p in loadable[column].tolist()}):
+        row = rows[position]
+        row.status = QuarantineStatus.REPLAYED.value
+        row.resolved_by = by[:128]
+        row.resolved_at = now
+        row.updated_at = now
+        row.resolution_note = note
+        result.replayed_ids.append(int(row.id))
+        if row.error_id is not None:
+            touched[int(row.error_id)]["loaded"] += 1
+    row_name = (lambda label: f"{spec.row_label} {frame.at[label, spec.row_label]}") if spec.row_label else None
+    refused = quarantine_rows(outcome, frame, raw_of=lambda label: records[int(frame.at[label, column])],
+                              record_column=column, row_name=row_name)
+    for position, again in zip(failing, refused, strict=True):
+        row = rows[position]
+        row.failed_expectations = again.failed_expectations
         row.updated_at = now
         result.still_failing += 1
         result.failing_ids.append(int(row.id))

@@ -88,6 +88,7 @@ class UnitFailed(Exception):
 # --- the hub's handlers ------------------------------------------------------------------------------
 
 SAP_CUSTOMERS_BATCH = "sap.customers.batch"
+SAP_SALES_ORDERS_BATCH = "sap.sales_orders.batch"
 WEBHOOK_EVENT = "webhooks.event"
 PLANT_BUFFER_FLUSH = "plant_opcua.buffer.flush"
 LAB_EXPORT_FILE = "lab.lab_results.file"
@@ -99,6 +100,8 @@ OUTLOOK_SCHEDULES_PUSH = "microsoft365.schedules.push"
 GOOGLE_CALENDAR_PULL = "google_workspace.calendar_events.pull"
 GOOGLE_SCHEDULES_PUSH = "google_workspace.schedules.push"
 RAZORPAY_PAYMENTS_PAGE = "razorpay.payments.page"
+SAP_CUSTOMER_PUSH = "sap.customer_push.customer"
+SAP_CUSTOMER_PUSH_PAGE = "sap.customer_push.page"
 
 
 @register_rerun(WEBHOOK_EVENT, description="Webhooks: apply the one stored event again (idempotent, forward-only)")

@@ -31,6 +31,7 @@ from hub.core.settings import (
     lab_config,
     microsoft365_options,
     plant_opcua_config,
+    sap_sales_order_options,
 )
 
 if TYPE_CHECKING:
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
     from connectors.plant.connector import PlantConnector
     from connectors.razorpay.connector import RazorpayConnector
     from connectors.sap.connector import SapConnector
+    from connectors.sap.sales_orders import SapSalesOrderConnector
     from connectors.whatsapp.connector import WhatsAppConnector
 
 
@@ -82,6 +84,33 @@ def build_sap_connector(
         debug_log=debug_log(),
     )
     return SapConnector(client, page_size=page_size)
+
+
+def build_sap_sales_order_connector(
+    *,
+    transport: httpx.BaseTransport | None = None,
+    config: IntegrationConfig | None = None,
+    retry: RetryPolicy | None = None,
+    page_size: int | None = None,
+) -> SapSalesOrderConnector:
+    """The API_SALES_ORDER_SRV connector: the SAP integration's user, limits and retries on the sales-order service
+    (sap.sales_order_base_url or SAP_SALES_ORDER_BASE_URL, else the service beside the business-partner one)."""
+    from connectors.sap.odata import parse_sap_error
+    from connectors.sap.sales_orders import SALES_ORDER_SERVICE, SapSalesOrderConnector, service_url
+
+    config = config or integration_config("sap")
+    options = sap_sales_order_options()
+    config = config.model_copy(update={"base_url": options.base_url or service_url(config.base_url, SALES_ORDER_SERVICE)})
+    client = IntegrationClient(
+        config,
+        auth=sap_auth(config),
+        transport=transport,
+        headers={"Accept": "application/json"},
+        retry=retry,
+        body_parser=parse_sap_error,
+        debug_log=debug_log(),
+    )
+    return SapSalesOrderConnector(client, page_size=page_size, overlap_s=options.overlap_s)
 
 
 def build_razorpay_connector(

@@ -294,6 +294,29 @@ def _sap(tmp: Path) -> Iterator[list[str]]:
 
 
 @contextmanager
+def _sap_sales_orders(tmp: Path) -> Iterator[list[str]]:
+    from sandbox.core import running_server
+    from sandbox.sap import build_sap_system
+
+    # One SAP host serving both services: the sales-order service is found beside SAP_BASE_URL's.
+    with running_server(build_sap_system(partners=20, orders=30, seed=9)) as base:
+        yield [f"SAP_BASE_URL={base}/sap/opu/odata/sap/API_BUSINESS_PARTNER/"]
+
+
+@contextmanager
+def _sap_customer_push(tmp: Path) -> Iterator[list[str]]:
+    from hub.core.db import get_engine
+    from hub.systems.sap_push import enqueue_customer_change
+    from sandbox.core import running_server
+    from sandbox.sap import SapSandbox
+
+    with get_engine().begin() as conn:
+        enqueue_customer_change(conn, "ERP-REG-001", {"name": "Registry Traders", "city": "Pune", "postal_code": "411001", "country": "IN"})
+    with running_server(SapSandbox(partners=5, seed=9)) as base:
+        yield [f"SAP_BASE_URL={base}/sap/opu/odata/sap/API_BUSINESS_PARTNER/"]
+
+
+@contextmanager
 def _razorpay(tmp: Path) -> Iterator[list[str]]:
     from sandbox.core import running_server
     from sandbox.razorpay import RazorpaySandbox
@@ -392,6 +415,8 @@ def _whatsapp(tmp: Path) -> Iterator[list[str]]:
 # Each registered dataset against its simulator, small: a new dataset fails the test below until it is added here.
 SANDBOXES: dict[str, Runner] = {
     "sap.customers": _sap,
+    "sap.customer_push": _sap_customer_push,
+    "sap.sales_orders": _sap_sales_orders,
     "razorpay.payments": _razorpay,
     "webhooks.events": _webhooks,
     "plant_opcua.plant": _plant,
