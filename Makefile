@@ -66,6 +66,7 @@ typecheck: install
 ## 100,000 partners over real HTTP into the PostgreSQL named by DATABASE_URL, against a COPY floor.
 bench: install
 	$(BIN)/python bench/sap_sync.py
+	$(BIN)/python bench/sap_writeback.py
 	$(BIN)/python bench/metrics_overhead.py
 
 clean:

@@ -217,6 +217,29 @@ def make_error(category: ErrorCategory, message: str, **kw: Any) -> IntegrationE
     return _CLASS_FOR[category](message, **kw)
 
 
+# A write the remote system refused because of the record it carried (a missing mandatory field, an invalid tax
+# number, a blocked partner) rather than because the request was malformed: the record is bad data.
+REFUSED_RECORD_STATUSES = frozenset({400, 409, 422})
+
+
+def refused_write(error: IntegrationError) -> IntegrationError:
+    """A write's refusal -> DATA_VALIDATION_FAILED with the remote system's code, message and snapshots; any other
+    failure unchanged. The record is refused as our expectation suites refuse one: never retried as it is, fixed
+    at the source and pushed again (`drymix errors retry`)."""
+    if error.category is not ErrorCategory.INVALID_REQUEST or error.status_code not in REFUSED_RECORD_STATUSES:
+        return error
+    refused = DataValidationFailed(
+        error.message,
+        code=error.code,
+        status_code=error.status_code,
+        request_data=error.request_data,
+        response_data=error.response_data,
+        integration=error.integration,
+        operation=error.operation,
+    )
+    return refused
+
+
 def category_for_status(status: int) -> ErrorCategory | None:
     """HTTP status -> category; None for a success status."""
     if status < 400:

@@ -254,8 +254,18 @@ def errors_show(
     lines += ["", row.error_message, "", f"[bold]What to do:[/bold] {row.remedy or '-'}"]
     console.print(Panel("\n".join(lines), title=f"integration_errors #{row.id}", expand=False))
     if row.unit:
+        conflict = row.unit.get("conflict") if isinstance(row.unit.get("conflict"), dict) else None
+        shown = {k: v for k, v in row.unit.items() if k != "conflict"} if conflict else row.unit
         console.print(f"[bold]Failed unit[/bold] ({spec.description if spec else 'no rerun handler registered for this kind'}):")
-        console.print_json(json.dumps(row.unit, default=str))
+        console.print_json(json.dumps(shown, default=str))
+        if conflict:
+            console.print(_versions_side_by_side(conflict))
+            if row.status != "resolved":
+                console.print(
+                    f"A person decides (docs/sap-customer-push.md): the ERP's values: [bold]drymix errors retry {row.id}[/bold]; "
+                    f"chosen values: [bold]drymix sap customers requeue {row.unit.get('outbox_id')} --set field=value[/bold]; "
+                    f"SAP's: [bold]drymix errors resolve {row.id} --reason 'SAP keeps ...'[/bold]"
+                )
     events_table = Table(title="audit trail")
     for col in ("at", "actor", "action", "status", "reason"):
         events_table.add_column(col, overflow="fold")
@@ -264,7 +274,7 @@ def errors_show(
         events_table.add_row(e.at.strftime("%Y-%m-%d %H:%M:%S"), e.actor, e.action, change, (e.reason or "")[:300])
     console.print(events_table)
     if row.status != "resolved":
-        if row.error_type == "DATA_VALIDATION_FAILED":
+        if row.error_type == "DATA_VALIDATION_FAILED" and not spec:
             console.print(
                 f"{open_quarantine} quarantined row(s) open: `drymix quarantine list --error {row.id}`, then "
                 f"`drymix quarantine replay --error {row.id}` after a fix, or `drymix quarantine discard --error {row.id} --reason '...'`"
@@ -272,6 +282,29 @@ def errors_show(
         elif spec:
             console.print(f"Rerun the failed unit: [bold]drymix errors retry {row.id}[/bold]")
         console.print(f"Close it: drymix errors resolve {row.id} --reason '...'   Hand it over: drymix errors escalate {row.id} --reason '...'")
+
+
+def _versions_side_by_side(conflict: dict[str, Any]) -> Table:
+    """A conflict's two versions (the ERP's change, SAP's partner now) field by field, with what the ERP last saw."""
+    erp, sap = conflict.get("erp") or {}, conflict.get("sap") or {}
+    base = conflict.get("base") if isinstance(conflict.get("base"), dict) else None
+    disputed = set(conflict.get("fields") or ())
+    table = Table(title="conflict: both versions (* = disputed)")
+    table.add_column("field")
+    table.add_column("ERP (queued change)", overflow="fold")
+    table.add_column("SAP (now)", overflow="fold")
+    if base is not None:
+        table.add_column("as the ERP last saw it", overflow="fold")
+    for name in [n for n in erp if n in sap or n in disputed] + [n for n in sap if n not in erp and n in disputed]:
+        cells = [f"{'* ' if name in disputed else ''}{name}", _cell(erp.get(name)), _cell(sap.get(name))]
+        if base is not None:
+            cells.append(_cell(base.get(name)))
+        table.add_row(*cells, style="bold" if name in disputed else None)
+    return table
+
+
+def _cell(value: Any) -> str:
+    return "-" if value is None else json.dumps(value, default=str) if isinstance(value, dict | list) else str(value)
 
 
 @errors_app.command("retry")

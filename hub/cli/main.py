@@ -56,6 +56,11 @@ from hub.cli.plant import plant_app, sandbox_plant  # noqa: E402 - light: typer 
 
 app.add_typer(plant_app, name="plant")
 sandbox_app.command("plant")(sandbox_plant)
+
+from hub.cli.sap import sap_app  # noqa: E402 - light: typer and rich only
+
+app.add_typer(sap_app, name="sap")
+
 from hub.cli.stack import deploy_app, smoke, stack_app  # noqa: E402 - production stack (docs/deployment.md)
 
 app.add_typer(stack_app, name="stack")
@@ -89,19 +94,20 @@ def sandbox_sap(
     port: Annotated[int, typer.Option(help="TCP port")] = 8401,
     host: Annotated[str, typer.Option(help="interface to bind")] = "127.0.0.1",
     partners: Annotated[int, typer.Option(help="business partners to generate")] = 10_000,
+    orders: Annotated[int, typer.Option(help="sales orders to generate (API_SALES_ORDER_SRV)")] = 5_000,
     seed: Annotated[int, typer.Option(help="data seed (same seed, same data)")] = 42,
     page_size: Annotated[int, typer.Option(help="server-side page cap (d.__next)")] = 1000,
     changes_on_start: Annotated[int, typer.Option(help="partners changed at start, for incremental syncs")] = 0,
     faults: Annotated[str | None, typer.Option(help='fault switches as JSON, e.g. \'{"latency_ms": 50}\'')] = None,
 ) -> None:
-    """Serve the SAP S/4HANA OData simulator over HTTP until Ctrl-C."""
+    """Serve the SAP S/4HANA OData simulator (API_BUSINESS_PARTNER and API_SALES_ORDER_SRV on one port) until Ctrl-C."""
     from sandbox.sap import serve_sap
 
-    console.print(f"SAP sandbox on http://{host}:{port}/sap/opu/odata/sap/API_BUSINESS_PARTNER/ ({partners} partners)")
     serve_sap(
         host=host,
         port=port,
         partners=partners,
+        orders=orders,
         seed=seed,
         max_page_size=page_size,
         changes_on_start=changes_on_start,

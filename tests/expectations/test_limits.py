@@ -33,7 +33,7 @@ SUITES: list[tuple[Callable[[], Any], type[Any], tuple[str, ...]]] = [
 ]
 # Columns of the tables load_batch writes that the hub stamps after validation (never source data).
 STAMPED_BY_HUB = {
-    "customers": {"source_run_id", "synced_at"},
+    "customers": {"source_run_id", "synced_at", "erp_ref"},  # erp_ref: written by the customer push, never by the SAP sync
     "lab_results": {"export_sha256", "export_file", "source_run_id", "synced_at"},
     "plant_readings": {"id", "loaded_at"},
     "production_batches": {"id", "source_run_id", "loaded_at"},
