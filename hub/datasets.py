@@ -141,7 +141,6 @@ DATASETS: tuple[Dataset, ...] = (
         suite="sales_orders",
         simulator="sap",
         full_refresh_parameter="full_refresh",
-        command="sync sap.sales_orders",
         stream="hub.systems.sap:SALES_ORDERS",
         concurrency_limit=1,  # two runs would read from the same watermark and race to move it
     ),
