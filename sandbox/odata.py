@@ -13,6 +13,8 @@ and its entity types (:class:`EntityType` with :class:`Prop` and :class:`Nav`). 
 * Basic auth, OAuth2 client credentials at :data:`TOKEN_PATH`, the CSRF token protocol bound to
   a session cookie, ``PATCH``/``MERGE`` with ``If-Match`` (``428`` without, ``412`` when stale),
   ``POST`` creates with deep insert (``201`` with ``Location``, ``ETag`` and the created tree);
+* ``$batch`` (``multipart/mixed``): retrieve parts and atomic change sets, one CSRF check for the batch,
+  each part routed as a single request, a failed change set undone (``MAX_BATCH_PARTS`` requests at most);
 * SAP's error envelope (JSON for JSON clients, the V2 XML error otherwise) and the fault
   responses of the Gateway, the ICM and API Management.
 
@@ -53,6 +55,7 @@ from xml.sax.saxutils import quoteattr
 from sandbox.core import (
     CONTROL_PREFIX,
     FaultSwitches,
+    Headers,
     SandboxRequest,
     SandboxResponse,
     Simulator,
@@ -437,6 +440,8 @@ class Table:
         self._link_defaults: dict[str, Any] = {nav.name: () if nav.many else -1 for nav in etype.navs}
         self._by_key: dict[Any, int] | None = None
         self._typed: dict[str, list[Any]] = {}
+        #: While a ``$batch`` change set runs: row index -> the row before its first replacement (for its undo).
+        self.journal: dict[int, tuple[Any, ...]] | None = None
         positions = [etype.index[k] for k in etype.keys]
         self.key_of: Callable[[tuple[Any, ...]], Any] = (
             itemgetter(positions[0]) if len(positions) == 1 else itemgetter(*positions)
@@ -472,6 +477,8 @@ class Table:
 
     def replace(self, index: int, row: tuple[Any, ...]) -> None:
         """Swap a row for an updated version (keys never change)."""
+        if self.journal is not None and index not in self.journal:
+            self.journal[index] = self.rows[index]
         self.rows[index] = row
         self._typed.clear()
 
@@ -1254,6 +1261,117 @@ def _encode_query(pairs: Iterable[tuple[str, str]]) -> str:
 # ============================================================================================
 
 _MODIFYING = frozenset({"POST", "PUT", "PATCH", "MERGE", "DELETE"})
+#: Requests in one ``$batch`` (retrieve parts plus every change set's requests); more is a 400.
+MAX_BATCH_PARTS: Final = 1000
+_BOUNDARY_RE = re.compile(r'boundary\s*=\s*(?:"(?P<quoted>[^"]+)"|(?P<plain>[^;\s]+))', re.IGNORECASE)
+_REQUEST_LINE_RE = re.compile(rb"(?P<method>[A-Z]+) (?P<url>\S+)(?: HTTP/1\.[01])?")
+_REASONS: Final = {
+    200: "OK", 201: "Created", 202: "Accepted", 204: "No Content", 400: "Bad Request", 401: "Unauthorized",
+    403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed", 406: "Not Acceptable", 409: "Conflict",
+    412: "Precondition Failed", 428: "Precondition Required", 500: "Internal Server Error", 501: "Not Implemented",
+}
+
+
+@dataclass
+class _BatchRequest:
+    """One request of a ``$batch`` body (a retrieve part, or one request of a change set)."""
+
+    method: str
+    url: str
+    headers: list[tuple[str, str]]
+    body: bytes
+    content_id: str | None
+
+
+def multipart_boundary(content_type: str) -> str:
+    """The boundary of a ``multipart/mixed`` content type; 400 when it is not one."""
+    media = content_type.split(";", 1)[0].strip().lower()
+    match = _BOUNDARY_RE.search(content_type)
+    if media != "multipart/mixed" or match is None:
+        raise bad_request("A $batch request needs Content-Type: multipart/mixed; boundary=...")
+    return match.group("quoted") or match.group("plain")
+
+
+def _split_head(data: bytes) -> tuple[list[tuple[str, str]], bytes]:
+    """Header lines (until the first empty line) and what follows; CRLF or bare LF line ends."""
+    if data.startswith((b"\r\n", b"\n")):
+        return [], data[2:] if data.startswith(b"\r\n") else data[1:]
+    ends = [(i, len(sep)) for sep in (b"\r\n\r\n", b"\n\n") if (i := data.find(sep)) >= 0]
+    if not ends:
+        head, rest = data, b""
+    else:
+        at, size = min(ends)
+        head, rest = data[:at], data[at + size :]
+    headers = []
+    for line in head.decode("utf-8", "replace").splitlines():
+        name, sep, value = line.partition(":")
+        if not sep or not name.strip():
+            raise bad_request(f"Malformed header line in $batch part: {line[:80]!r}")
+        headers.append((name.strip(), value.strip()))
+    return headers, rest
+
+
+def multipart_parts(body: bytes, boundary: str) -> list[tuple[Headers, bytes]]:
+    """The parts of a multipart body: each part's MIME headers and its content (RFC 2046 delimiters)."""
+    delimiter = b"--" + boundary.encode()
+    chunks = body.split(delimiter)
+    parts: list[tuple[Headers, bytes]] = []
+    closed = False
+    for chunk in chunks[1:]:
+        if chunk.startswith(b"--"):
+            closed = True
+            break
+        line_end = chunk.find(b"\n")
+        if line_end < 0 or chunk[:line_end].strip():
+            raise bad_request("Malformed multipart body: a delimiter line must end after the boundary")
+        content = chunk[line_end + 1 :]
+        # The line break before the next delimiter belongs to the delimiter.
+        if content.endswith(b"\r\n"):
+            content = content[:-2]
+        elif content.endswith(b"\n"):
+            content = content[:-1]
+        headers, rest = _split_head(content)
+        parts.append((Headers(headers), rest))
+    if not closed:
+        raise bad_request(f"Malformed multipart body: the closing delimiter --{boundary}-- is missing")
+    return parts
+
+
+def _batch_request(part_headers: Headers, content: bytes) -> _BatchRequest:
+    """An ``application/http`` part -> the request it carries."""
+    ctype = (part_headers.get("content-type") or "").split(";", 1)[0].strip().lower()
+    if ctype != "application/http":
+        raise bad_request(f"A $batch request part must be application/http, not '{ctype or '(none)'}'")
+    line_end = content.find(b"\n")
+    first = (content if line_end < 0 else content[:line_end]).strip()
+    match = _REQUEST_LINE_RE.fullmatch(first)
+    if match is None:
+        raise bad_request(f"Malformed request line in $batch part: {first[:80]!r}")
+    headers, body = _split_head(content[line_end + 1 :] if line_end >= 0 else b"")
+    inner = Headers(headers)
+    length = inner.get("content-length")
+    if length and length.isdigit():
+        body = body[: int(length)]
+    content_id = part_headers.get("content-id") or inner.get("content-id")
+    return _BatchRequest(match.group("method").decode(), match.group("url").decode(), headers, body, content_id)
+
+
+def _http_part(resp: SandboxResponse, content_id: str | None = None) -> bytes:
+    """A response as an ``application/http`` part (MIME headers, status line, headers, body)."""
+    mime = "Content-Type: application/http\r\nContent-Transfer-Encoding: binary\r\n"
+    if content_id:
+        mime += f"Content-ID: {content_id}\r\n"
+    lines = [f"HTTP/1.1 {resp.status} {_REASONS.get(resp.status, 'Unknown')}"]
+    lines += [f"{k}: {v}" for k, v in resp.headers if k.lower() not in ("content-length", "set-cookie")]
+    lines.append(f"Content-Length: {len(resp.body)}")
+    return (mime + "\r\n" + "\r\n".join(lines) + "\r\n\r\n").encode() + resp.body
+
+
+def _multipart(boundary: str, parts: Sequence[bytes]) -> bytes:
+    out = b"".join(b"--" + boundary.encode() + b"\r\n" + part + b"\r\n" for part in parts)
+    return out + b"--" + boundary.encode() + b"--\r\n"
+
+
 _RESULT_CACHE_SIZE = 32
 _ICF_404 = (
     "<html><head><title>Service cannot be reached</title></head><body>"
@@ -1602,7 +1720,9 @@ class ODataSandbox(Simulator):
             self._only_reads(method)
             return SandboxResponse(200, [("content-type", _XML_CT)], self._metadata)
         if rel == "$batch":
-            raise ODataError(501, _CODE_METHOD, "$batch is not supported by the sandbox; send individual requests")
+            if method != "POST":
+                raise ODataError(405, _CODE_METHOD, f"Method '{method}' is not allowed on $batch")
+            return self._batch(req, user)
         match = _RESOURCE_RE.fullmatch(rel)
         if match is None:
             raise ODataError(404, _CODE_NOT_FOUND, f"Resource not found for segment '{rel.split('/')[0]}'")
@@ -1892,6 +2012,119 @@ class ODataSandbox(Simulator):
             indices = tuple(self._store_new(child) for child in children)
             table.links[nav_name][entity.index] = indices if etype.nav[nav_name].many else (indices or (-1,))[0]
         return entity.index
+
+    # -- $batch --------------------------------------------------------------------------------
+
+    def _batch(self, req: SandboxRequest, user: str) -> SandboxResponse:
+        """``POST $batch``: retrieve parts and change sets, answered ``202`` with a part each, in order.
+
+        The outer request was authenticated and its CSRF token checked (inner parts carry none).
+        A change set is atomic: the first failing request undoes the set's earlier changes and is
+        the set's whole answer; the batch's other parts still run.
+        """
+        boundary = multipart_boundary(req.headers.get("content-type") or "")
+        items: list[_BatchRequest | list[_BatchRequest]] = []
+        for part_headers, content in multipart_parts(req.body, boundary):
+            ctype = part_headers.get("content-type") or ""
+            if ctype.split(";", 1)[0].strip().lower() == "multipart/mixed":
+                changeset = [_batch_request(h, c) for h, c in multipart_parts(content, multipart_boundary(ctype))]
+                for inner in changeset:
+                    if inner.method not in _MODIFYING:
+                        raise bad_request(f"A change set holds modifying requests only, not {inner.method} {inner.url}")
+                items.append(changeset)
+            else:
+                single = _batch_request(part_headers, content)
+                if single.method != "GET":
+                    raise bad_request(f"{single.method} {single.url} must be sent inside a change set")
+                items.append(single)
+        total = sum(len(item) if isinstance(item, list) else 1 for item in items)
+        if total > MAX_BATCH_PARTS:
+            raise bad_request(f"A $batch holds at most {MAX_BATCH_PARTS} requests; this one holds {total}")
+        answer_boundary = f"batch_{uuid.uuid4()}"
+        parts: list[bytes] = []
+        for item in items:
+            if isinstance(item, list):
+                parts.append(self._changeset(req, item, user))
+            else:
+                parts.append(_http_part(self._batch_dispatch(req, item, user, {})))
+        return SandboxResponse(202, [("content-type", f"multipart/mixed; boundary={answer_boundary}")], _multipart(answer_boundary, parts))
+
+    def _changeset(self, req: SandboxRequest, requests: Sequence[_BatchRequest], user: str) -> bytes:
+        """Run one change set all or nothing; its answer part (a nested multipart, or the one error)."""
+        lengths = {name: len(table.rows) for name, table in self.tables.items()}
+        for table in self.tables.values():
+            table.journal = {}
+        answers: list[tuple[SandboxResponse, str | None]] = []
+        locations: dict[str, str] = {}
+        failed: SandboxResponse | None = None
+        failed_id: str | None = None
+        try:
+            for inner in requests:
+                resp = self._batch_dispatch(req, inner, user, locations)
+                if resp.status >= 400:
+                    failed, failed_id = resp, inner.content_id
+                    break
+                location = resp.header("location")
+                if inner.content_id and location:
+                    locations[inner.content_id] = location
+                answers.append((resp, inner.content_id))
+        except BaseException:
+            self._undo(lengths)
+            raise
+        finally:
+            journals = {name: table.journal for name, table in self.tables.items()}
+            for table in self.tables.values():
+                table.journal = None
+        if failed is not None:
+            self._undo(lengths, journals)
+            return _http_part(failed, failed_id)
+        boundary = f"changeset_{uuid.uuid4()}"
+        nested = _multipart(boundary, [_http_part(resp, content_id) for resp, content_id in answers])
+        return f"Content-Type: multipart/mixed; boundary={boundary}\r\n\r\n".encode() + nested
+
+    def _undo(self, lengths: Mapping[str, int], journals: Mapping[str, dict[int, tuple[Any, ...]] | None] | None = None) -> None:
+        """Put the tables back as a change set found them: replaced rows restored, appended rows removed."""
+        for name, table in self.tables.items():
+            journal = (journals or {}).get(name) if journals is not None else table.journal
+            for index, row in (journal or {}).items():
+                if index < lengths[name]:
+                    table.rows[index] = row
+            table.invalidate()
+        for name, table in self.tables.items():
+            if len(table.rows) > lengths[name]:
+                self.delete_rows(name, range(lengths[name], len(table.rows)))
+        self.data_changed()
+
+    def _batch_dispatch(
+        self, req: SandboxRequest, inner: _BatchRequest, user: str, locations: Mapping[str, str]
+    ) -> SandboxResponse:
+        """One request of a batch through the same routes as a single request (the outer request's logon)."""
+        url = inner.url
+        if url.startswith("$") and url[1:].split("/", 1)[0] in locations:
+            # A change set refers to an entity created earlier in it by its Content-ID.
+            ref, _, rest = url[1:].partition("/")
+            url = locations[ref] + ("/" + rest if rest else "")
+        root = self.service_root
+        full_prefix = req.base_url + root
+        if url.startswith(full_prefix):
+            url = url[len(full_prefix) :]
+        elif url.startswith(root):
+            url = url[len(root) :]
+        path, _, query = url.partition("?")
+        headers = list(inner.headers)
+        names = {k.lower() for k, _v in headers}
+        for name in ("accept", "accept-language", "sap-client"):
+            value = req.headers.get(name)
+            if name not in names and value is not None:
+                headers.append((name, value))
+        sub = SandboxRequest(
+            inner.method, root + path, parse_qsl(query, keep_blank_values=True), Headers(headers), inner.body,
+            scheme=req.scheme, host=req.host,
+        )
+        try:
+            return self._route(sub, inner.method, path, user)
+        except ODataError as exc:
+            return self._error_body(sub, exc)
 
     # -- authentication, OAuth, CSRF -----------------------------------------------------------
 
