@@ -1,7 +1,8 @@
 """Benchmark: ERP customers pushed to SAP over real HTTP under SAP's rate budget, against a bare-POST floor.
 
 Run: DATABASE_URL=postgresql+psycopg://postgres@127.0.0.1:5432/test .venv/bin/python bench/sap_writeback.py
-(without DATABASE_URL: a SQLite file in a temporary directory). Under a minute with the defaults.
+(without DATABASE_URL: a SQLite file in a temporary directory). Under a minute with the defaults. The database is a
+scratch one: the run empties `customers` and `customer_outbox` first, as bench/sap_sync.py empties `customers`.
 
 1. The SAP sandbox is served over real HTTP by a separate process (as SAP would be).
 2. The floor, in the same run: bare creates (CSRF fetch once, then one POST deep insert each, plain httpx, no
@@ -124,13 +125,17 @@ def main() -> None:
         from sqlalchemy import delete
 
         from hub.core.db import get_engine, upgrade
-        from hub.core.models import CustomerOutbox
+        from hub.core.models import Customer, CustomerOutbox
         from hub.core.settings import integration_config
         from hub.systems.sap_push import enqueue_customer_change
 
         upgrade()
         with get_engine().begin() as conn:
-            conn.execute(delete(CustomerOutbox).where(CustomerOutbox.erp_ref.like("BENCH-%")))
+            # A scratch database, as bench/sap_sync.py's: `customers` rows left by another SAP (the sync bench's
+            # 100k partners share this sandbox's numbering) would be the ERP's "last seen" version of the new
+            # partners, and every update would rightly be a conflict.
+            conn.execute(delete(CustomerOutbox))
+            conn.execute(delete(Customer))
         floor = bare_posts(service_url, args.baseline)
 
         from prefect.testing.utilities import prefect_test_harness
