@@ -16,6 +16,8 @@ systems:
                                                           python -m sandbox microsoft365 --help
   google    Google OAuth (JWT bearer) + Calendar v3 events python -m sandbox google --help
   plant     OPC UA dry-mix plant (asyncua server)         python -m sandbox plant --help
+  plant-vendor  the plant in a vendor's shape (Kepware or S7-1500 layout)
+                                                          python -m sandbox plant-vendor --help
   lab       lab testing machine: CSV exports + results API python -m sandbox lab --help
 """
 
@@ -56,6 +58,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from sandbox.plant import main as plant_main
 
         return plant_main(rest)
+    if system == "plant-vendor":
+        from sandbox.plant_vendor import main as plant_vendor_main
+
+        return plant_vendor_main(rest)
     print(f"unknown sandbox system {system!r}\n\n{_USAGE}", end="", file=sys.stderr)
     return 2
 
