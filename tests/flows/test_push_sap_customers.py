@@ -206,7 +206,12 @@ def test_a_second_412_is_a_conflict_with_both_versions_for_a_person(sap: SapSand
 
     from hub.cli.main import app
 
-    shown = CliRunner().invoke(app, ["errors", "show", str(error.id)], env={"COLUMNS": "200"})
+    import hub.cli.errors as errors_cli
+
+    # The CLI's console took its width when first imported (80 columns without a terminal): widen it so that
+    # no cell folds and each version reads on one line.
+    monkeypatch.setattr(errors_cli.console, "width", 200)
+    shown = CliRunner().invoke(app, ["errors", "show", str(error.id)])
     assert shown.exit_code == 0, shown.output
     assert "both versions" in shown.output
     name_line = next(line for line in shown.output.splitlines() if "* name" in line)
