@@ -204,9 +204,8 @@ def test_a_second_412_is_a_conflict_with_both_versions_for_a_person(sap: SapSand
     assert conflict["sap"]["name"] == "Shree Ganesh Builders 103" and conflict["sap"]["search_term"] == "GANESH103"
     assert sap.get_partner(partner)["SearchTerm2"] == "SAP-EDIT-1"
 
-    from hub.cli.main import app
-
     import hub.cli.errors as errors_cli
+    from hub.cli.main import app
 
     # The CLI's console took its width when first imported (80 columns without a terminal): widen it so that
     # no cell folds and each version reads on one line.
