@@ -20,7 +20,8 @@ import pandas as pd
 
 from data_mappings.columns import PLANT_READING_COLUMNS, PRODUCTION_BATCH_COLUMNS
 
-#: Measurements a device samples all the time: an old source timestamp means the value is stale.
+#: Measurements a device samples all the time: an old source timestamp means the value is stale. The tag map's
+#: ``sampling = "subscription"`` says it per tag; this set serves readings buffered without it.
 #: Setpoints and states (TargetKg, State, Material ...) legitimately keep their timestamp until they change.
 CONTINUOUS_MEASUREMENTS: frozenset[str] = frozenset(
     {"MotorCurrentA", "LevelPct", "SandTemperatureC", "ExhaustTemperatureC", "MoistureInPct"}
@@ -73,14 +74,16 @@ def map_plant_readings(records: Iterable[Mapping[str, Any]], *, stale_after_s: f
     raw = pd.DataFrame(list(records))
     if raw.empty:
         return pd.DataFrame({c: pd.Series(dtype="object") for c in PLANT_READING_COLUMNS})
-    for column in ("tag", "node_id", "unit", "value", "status_code", "status_name", "source_timestamp", "server_timestamp", "collected_at"):
+    for column in ("tag", "node_id", "unit", "value", "status_code", "status_name", "source_timestamp", "server_timestamp", "collected_at",
+                   "equipment", "sampling"):
         if column not in raw.columns:
             raw[column] = None
     out = pd.DataFrame(index=raw.index)
     out["tag"] = raw["tag"].astype("string").str.strip().str.strip("/").astype(object)
     out["node_id"] = raw["node_id"]
     parts = out["tag"].fillna("").str.rsplit("/", n=1)
-    out["equipment"] = [p[0] if len(p) == 2 else "" for p in parts]
+    # The site tag map names the equipment; records without it (buffered before the map) take the tag's parent path.
+    out["equipment"] = [e if isinstance(e, str) and e else (p[0] if len(p) == 2 else "") for e, p in zip(raw["equipment"], parts, strict=True)]
     out["measurement"] = [p[-1] if p else "" for p in parts]
     status = pd.to_numeric(raw["status_code"], errors="coerce").fillna(0x80000000).astype("int64")
     quality = [quality_of(int(code)) for code in status]
@@ -94,7 +97,12 @@ def map_plant_readings(records: Iterable[Mapping[str, Any]], *, stale_after_s: f
     out["server_timestamp"] = _utc(raw["server_timestamp"])
     out["collected_at"] = _utc(raw["collected_at"])
     age_s = (out["collected_at"] - out["source_timestamp"]).dt.total_seconds()
-    stale = out["measurement"].isin(CONTINUOUS_MEASUREMENTS) & (age_s > stale_after_s)
+    # Continuously sampled: what the map subscribes to; records without `sampling` fall back to the known measurements.
+    continuous = pd.Series(
+        [s == "subscription" if isinstance(s, str) else m in CONTINUOUS_MEASUREMENTS for s, m in zip(raw["sampling"], out["measurement"], strict=True)],
+        index=out.index,
+    )
+    stale = continuous & (age_s > stale_after_s)
     flags: list[list[str]] = []
     final_quality: list[str] = []
     for q, is_stale, has_source in zip(quality, stale.fillna(False), out["source_timestamp"].notna(), strict=True):

@@ -82,6 +82,9 @@ class CollectSummary:
     seconds: float = 0.0
     report_path: str | None = None
     error_ids: list[int] = field(default_factory=list)
+    batches_note: str | None = None  # e.g. "batches: not declared in config/plant/kepware.toml" (information, not a failure)
+    drift_warning: str | None = None  # the tag map and the server disagree (drymix plant tags --check lists it)
+    drift: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -173,6 +176,13 @@ def collect_plant(listen_seconds: float = 0.0, resume: dict[str, Any] | None = N
             summary.batches_read = len(collection.batches)
             summary.batches_missed = collection.missed
             summary.buffered = buffer_task(buffer, quote(collection))  # type: ignore[call-overload]
+            summary.batches_note = collection.batches_note
+            summary.drift_warning = collection.drift_warning
+            summary.drift = collection.drift
+            if collection.batches_note:
+                (logger.info if not collection.batches_declared else logger.warning)("plant: %s", collection.batches_note)
+            if collection.drift_warning:
+                logger.warning("plant: %s (drymix plant tags --check lists it)", collection.drift_warning)
             if collection.missed:
                 gap = SyncFailed(
                     f"{collection.missed} batch record(s) after seq {position.after_seq} were overwritten in the server's ring "

@@ -48,8 +48,8 @@ class IntegrationConfig(BaseModel):
 class PlantOpcuaConfig(IntegrationConfig):
     """[plant_opcua] in config/integrations.toml: the common knobs plus what OPC UA needs."""
 
-    namespace_uri: str = "urn:drymix:plant"
-    root_path: str = Field("Plant", description="browse name of the plant folder under Objects (namespace_uri)")
+    tag_map: Path = Field(_ROOT / "config" / "plant" / "drymix-simulator.toml",
+                          description="the site tag map (config/plant/*.toml): what to collect, namespaces by URI, batch records")
     security: Literal["none", "sign_and_encrypt"] = "none"
     client_certificate: Path = _ROOT / "var" / "plant_pki" / "hub_client_cert.der"
     client_private_key: Path = _ROOT / "var" / "plant_pki" / "hub_client_key.pem"

@@ -52,10 +52,11 @@ from hub.cli.lab import lab_app, sandbox_lab  # noqa: E402 - light: typer and ri
 app.add_typer(lab_app, name="lab")
 sandbox_app.command("lab")(sandbox_lab)
 
-from hub.cli.plant import plant_app, sandbox_plant  # noqa: E402 - light: typer and rich only
+from hub.cli.plant import plant_app, sandbox_plant, sandbox_plant_vendor  # noqa: E402 - light: typer and rich only
 
 app.add_typer(plant_app, name="plant")
 sandbox_app.command("plant")(sandbox_plant)
+sandbox_app.command("plant-vendor")(sandbox_plant_vendor)
 
 from hub.cli.sap import sap_app  # noqa: E402 - light: typer and rich only
 

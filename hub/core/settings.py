@@ -86,6 +86,7 @@ class HubSettings(BaseSettings):
     plant_opcua_password: SecretStr = SecretStr("")
     plant_opcua_key_password: SecretStr = SecretStr("")
     plant_opcua_buffer_dir: str = Field("", description="overrides plant_opcua.buffer_dir (the durable local buffer); empty = config")
+    plant_opcua_tag_map: str = Field("", description="overrides plant_opcua.tag_map (the site tag map file); empty = config")
 
     # Webhook ingress (docs/webhooks.md). Secret lists are comma-separated, current first: during a
     # rotation both the new and the previous secret verify.
@@ -277,6 +278,8 @@ class LabConfig(BaseModel):
     strength_rel_tolerance: float = Field(0.02, ge=0, description="...or by this fraction of it, whichever is larger")
     max_files_per_run: int = Field(200, ge=1)
     api_url: str | None = Field(None, description="results API base URL; unset = drop folder only")
+    profiles: list[str] | None = Field(None, description="instrument profiles (config/lab/<name>.toml) in the order tried; unset = every one there")
+    profiles_dir: Path = Field(ROOT / "config" / "lab", description="where the instrument profiles are")
 
 
 def lab_config() -> LabConfig:
@@ -294,6 +297,8 @@ def lab_config() -> LabConfig:
             raise ValueError(f"lab.base_url must be a file:// URL naming the drop folder, got {base_url!r}")
         drop = Path(base_url.removeprefix("file://"))
     values["drop_dir"] = drop if drop.is_absolute() else ROOT / drop
+    if "profiles_dir" in values and not Path(values["profiles_dir"]).is_absolute():
+        values["profiles_dir"] = ROOT / values["profiles_dir"]
     if settings.lab_api_url:
         values["api_url"] = settings.lab_api_url
     return LabConfig(**values)
@@ -307,10 +312,12 @@ def plant_opcua_config() -> PlantOpcuaConfig:
     raw.update(name="plant_opcua", base_url=base.base_url)
     if get_settings().plant_opcua_buffer_dir.strip():
         raw["buffer_dir"] = Path(get_settings().plant_opcua_buffer_dir.strip())
+    if get_settings().plant_opcua_tag_map.strip():
+        raw["tag_map"] = Path(get_settings().plant_opcua_tag_map.strip())
     config = PlantOpcuaConfig(**raw)
     updates = {
         key: ROOT / value
-        for key in ("client_certificate", "client_private_key", "server_certificate", "buffer_dir")
+        for key in ("client_certificate", "client_private_key", "server_certificate", "buffer_dir", "tag_map")
         if isinstance(value := getattr(config, key), Path) and not value.is_absolute()
     }
     return config.model_copy(update=updates) if updates else config

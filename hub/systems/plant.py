@@ -66,6 +66,10 @@ class PlantCollection:
     missed: int = 0
     counter_reset: bool = False
     subscribed_changes: int = 0
+    batches_note: str | None = None  # one line when batch collection was skipped (not declared, not on the server)
+    batches_declared: bool = True
+    drift: dict[str, Any] | None = None  # TagDrift.as_dict() when the map and the server disagree
+    drift_warning: str | None = None
 
 
 def run_async(coro: Coroutine[Any, Any, T]) -> T:
@@ -79,20 +83,36 @@ def run_async(coro: Coroutine[Any, Any, T]) -> T:
 
 
 async def collect_from_plant(plant: PlantConnector, after_seq: int | None, *, listen_seconds: float = 0.0) -> PlantCollection:
-    """The status snapshot, optionally the changes of continuous tags for a while, and new batch records."""
-    from data_mappings.plant import CONTINUOUS_MEASUREMENTS
+    """The status snapshot of the mapped tags, optionally the changes of the subscription-sampled ones for a
+    while, and new batch records when the map declares them and the server has them.
 
+    Drift (mapped tags missing on the server, unmapped variables, unit disagreements) is reported, never a
+    failure: the tags that are there are collected. Batches not declared in the map are skipped with one
+    informational line; declared but absent on the server, with a warning line.
+    """
     collection = PlantCollection(after_seq=after_seq)
     collection.readings = [r.to_record() for r in await plant.read_snapshot()]
+    drift = plant.drift
+    if not drift.clean:
+        collection.drift = drift.as_dict()
+        collection.drift_warning = drift.summary()
     if listen_seconds > 0:
-        tags = [t for t in await plant.status_tags() if t.measurement in CONTINUOUS_MEASUREMENTS]
-        subscription = await plant.subscribe(tags)
-        try:
-            changes = await subscription.collect(listen_seconds)
-        finally:
-            await subscription.close()
-        collection.subscribed_changes = len(changes)
-        collection.readings.extend(r.to_record() for r in changes)
+        tags = [t for t in await plant.status_tags() if t.sampling == "subscription"]
+        if tags:
+            subscription = await plant.subscribe(tags)
+            try:
+                changes = await subscription.collect(listen_seconds)
+            finally:
+                await subscription.close()
+            collection.subscribed_changes = len(changes)
+            collection.readings.extend(r.to_record() for r in changes)
+    if not plant.batches_declared:
+        collection.batches_declared = False
+        collection.batches_note = f"batches: not declared in {plant.tag_map.path}"
+        return collection
+    if drift.batches:
+        collection.batches_note = f"{drift.batches}; batch collection skipped"
+        return collection
     batches = await plant.read_batches(after_seq)
     collection.batches = batches.records
     collection.counter = batches.counter

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -302,3 +302,91 @@ def test_quarantined_batches_and_readings_replay_through_the_fixed_suite(plant: 
     assert {r.status for r in list_quarantine(integration="plant_opcua", status=None, limit=100)} == {"replayed"}
     with pytest.raises(NothingSelected):
         replay(integration="plant_opcua", by="meena")  # nothing open: nothing loaded twice
+
+
+# ------------------------------------------------------------------ another vendor's server, the site's tag map
+
+
+@pytest.fixture
+def vendor_env(db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Any]]:
+    """`vendor_env(layout, tag_map, **sim)`: the vendor simulator in a thread, the hub pointed at it with that map."""
+    from tests.connectors.plant.vendor_support import ThreadedVendor
+
+    servers: list[ThreadedVendor] = []
+
+    def start(layout: str, tag_map: Path, **kwargs: Any) -> ThreadedVendor:
+        server = ThreadedVendor(layout, **kwargs)
+        servers.append(server)
+        monkeypatch.setenv("PLANT_OPCUA_URL", server.url)
+        monkeypatch.setenv("PLANT_OPCUA_TAG_MAP", str(tag_map))
+        monkeypatch.setenv("PLANT_OPCUA_BUFFER_DIR", str(tmp_path / "buffer"))
+        reset_settings_cache()
+        return server
+
+    try:
+        yield start
+    finally:
+        for server in servers:
+            server.close()
+        reset_settings_cache()
+
+
+def test_kepware_readings_are_collected_and_undeclared_batches_are_one_information_line(
+    vendor_env: Callable[..., Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.connectors.plant.vendor_support import PROFILES, drifted_kepware_map
+
+    server = vendor_env("kepware", PROFILES / "kepware.toml", tags=100)
+    summary = run()
+    assert summary["batches_note"] == f"batches: not declared in {PROFILES / 'kepware.toml'}"
+    assert summary["drift_warning"] is None and summary["batches_read"] == 0 and summary["watermark"] is None
+    assert summary["readings_read"] == 120 and summary["quarantined"] == 0 and summary["buffer_pending"] == 0
+    assert server.sim.live_sessions() == 0  # the run's one session is closed
+    assert max(server.sim.request_sizes["MaxNodesPerRead"]) <= 50
+    with get_engine().connect() as conn:
+        rows = {r.tag: r for r in conn.execute(select(PlantReading)).all()}
+        errors = conn.execute(select(func.count()).select_from(IntegrationErrorRow)).scalar_one()
+    assert len(rows) == 120 and errors == 0
+    current = rows["Mixers/Mixer1/MotorCurrentA"]
+    assert (current.equipment, current.unit, current.node_id) == ("Mixers/Mixer1", "A", "ns=2;s=Mixing.Mixer1.MotorCurrent")
+    assert rows["Field/AnalogIn/AI_100"].node_id == "ns=2;i=1100"
+    assert count(ProductionBatch) == 0
+
+    # A drifted map: the missing tag is a warning of the run, every other tag is still collected.
+    drifted = drifted_kepware_map(tmp_path)
+    monkeypatch.setenv("PLANT_OPCUA_TAG_MAP", str(drifted))
+    reset_settings_cache()
+    again = run()
+    assert again["drift_warning"] and "1 mapped tag(s) missing" in again["drift_warning"] and "4 server variable(s) not in the map" in again["drift_warning"]
+    assert again["drift"]["missing"][0]["mapped"] == "nsu=KEPServerEX;s=Dryer.Dryer1.ExhaustTemp"
+    assert again["readings_read"] == 120 - 4  # the silo materials are no longer mapped; the missing tag is not read
+
+
+def test_s7_structure_batches_are_collected_into_production_batches(vendor_env: Callable[..., Any]) -> None:
+    from tests.connectors.plant.vendor_support import PROFILES
+
+    server = vendor_env("s7", PROFILES / "s7-1500.toml", tags=60, batches=True, tick_s=3600.0)
+
+    def complete_batches(n: int) -> None:
+        target = server.sim.batch_count + n
+        while server.sim.batch_count < target:
+            server.call(server.sim.step(20.0))
+
+    complete_batches(1)
+    first = run()
+    assert first["batches_note"] is None and first["drift_warning"] is None
+    assert first["batches_read"] == 1 and first["watermark"] == server.sim.batch_count and first["quarantined"] == 0
+    again = run()  # the structure still holds the same batch: nothing new
+    assert again["batches_read"] == 0 and again["since"] == first["watermark"]
+    complete_batches(1)
+    last = server.sim.last_batch
+    third = run()
+    assert third["batches_read"] == 1 and last is not None
+    with get_engine().connect() as conn:
+        batches = {b.batch_id: b for b in conn.execute(select(ProductionBatch)).all()}
+        readings = conn.execute(select(func.count()).select_from(PlantReading)).scalar_one()
+    assert len(batches) == 2 and last.batch_id in batches
+    loaded = batches[last.batch_id]
+    assert loaded.batch_seq == last.count and loaded.recipe_code == last.recipe_id and loaded.mixer == last.mixer
+    assert loaded.total_actual_kg == pytest.approx(sum(last.actual_kg), rel=1e-4)
+    assert readings >= 2 * 6 + 4 * 2 + 2 + 60

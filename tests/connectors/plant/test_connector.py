@@ -267,13 +267,21 @@ def test_connection_refused_is_a_transient_server_error(plant_config: Callable[.
     run(scenario())
 
 
-def test_unknown_namespace_is_reported_with_the_setting_to_fix(plant_config: Callable[..., PlantOpcuaConfig]) -> None:
+def test_a_map_namespace_the_server_lacks_is_reported_with_the_file_to_fix(
+    plant_config: Callable[..., PlantOpcuaConfig], tmp_path: Path
+) -> None:
+    shipped = Path(plant_config("opc.tcp://unused").tag_map).read_text()
+    elsewhere = tmp_path / "elsewhere.toml"
+    elsewhere.write_text(shipped.replace('plant = "urn:drymix:plant"', 'plant = "urn:elsewhere"'))
+
     async def scenario() -> None:
         async with running_plant(ring_size=10, mixers=1, speed=1.0) as sim:
             with pytest.raises(IntegrationError) as info:
-                async with PlantConnector(plant_config(sim.url, namespace_uri="urn:elsewhere")):
+                async with PlantConnector(plant_config(sim.url, tag_map=elsewhere)):
                     pass
-        assert info.value.code == "NAMESPACE_UNKNOWN" and "namespace_uri" in info.value.message
+        assert info.value.code == "NAMESPACE_UNKNOWN" and not info.value.transient
+        assert "urn:elsewhere" in info.value.message and str(elsewhere) in info.value.message
+        assert "urn:drymix:plant" in info.value.message  # what the server has instead
 
     run(scenario())
 
