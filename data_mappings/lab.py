@@ -1,7 +1,8 @@
 """Lab export rows (strings by canonical field, from `connectors.lab.exports`) -> ERP `lab_results` frame.
 
 Pure pandas: no I/O, no Prefect. Numbers are read with the export's decimal mark, strictly: in a
-decimal-comma file "1.600" could be a thousands separator, so it is unreadable, not guessed. A value
+decimal-comma file "1.600" could be a thousands separator, so it is unreadable, not guessed, unless the
+export's instrument profile declares that separator. Units and time formats come from the profile too. A value
 that cannot be read becomes a reason in `mapping_errors` (the suite quarantines those rows), never a
 silent null. The strength is recomputed from the load and the geometry (EN 1015-11):
 
@@ -64,6 +65,9 @@ class LabMappingOptions:
     decimal_comma: bool = False
     load_unit: str = "kN"  # "kN" or "N"
     timezone: str = "UTC"  # zone of naive export times
+    thousands: str = ""  # a thousands separator the export writes ("" none): "1.600,5" with "." and a decimal comma
+    datetime_formats: tuple[str, ...] = ()  # strptime formats, "iso" for ISO 8601; empty: ISO and the usual European forms
+    factors: tuple[tuple[str, float], ...] = ()  # (field, factor) to the ERP unit, from an instrument profile (N -> kN: 0.001)
     abs_tolerance_mpa: float = 0.05
     rel_tolerance: float = 0.02
 
@@ -79,10 +83,15 @@ def _text(series: pd.Series) -> pd.Series:
     return pd.Series([_clean(v) for v in series.tolist()], index=series.index, dtype=object)
 
 
-def _numbers(series: pd.Series, decimal_comma: bool) -> tuple[pd.Series, pd.Series]:
-    """(values, unreadable mask): one decimal mark per file, no thousands separators, no guessing."""
+def _numbers(series: pd.Series, decimal_comma: bool, thousands: str = "") -> tuple[pd.Series, pd.Series]:
+    """(values, unreadable mask): one decimal mark per file, thousands separators only where declared, no guessing."""
     text = series.astype("string").str.strip()
     present = text.notna() & (text != "")
+    if thousands:
+        # Only a correctly grouped number loses its separators ("1.600,5"); "16.00,5" stays unreadable.
+        mark = re.escape("," if decimal_comma else ".")
+        grouped = re.compile(rf"^[-+]?\d{{1,3}}(?:{re.escape(thousands)}\d{{3}})+(?:{mark}\d+)?$")
+        text = text.map(lambda v: v.replace(thousands, "") if isinstance(v, str) and grouped.match(v) else v, na_action="ignore").astype("string")
     wrong_mark = text.str.contains("." if decimal_comma else ",", regex=False).fillna(False)
     cleaned = text.str.replace(",", ".", regex=False) if decimal_comma else text
     values = pd.to_numeric(cleaned.where(~wrong_mark).astype(object), errors="coerce").astype(float)
@@ -91,13 +100,15 @@ def _numbers(series: pd.Series, decimal_comma: bool) -> tuple[pd.Series, pd.Seri
 
 
 @lru_cache(maxsize=4096)
-def _parse_time(value: str, timezone: str) -> datetime | None:
+def _parse_time(value: str, timezone: str, formats: tuple[str, ...] = ()) -> datetime | None:
     text = value.strip()
     parsed: datetime | None = None
     try:
+        if formats and "iso" not in formats:
+            raise ValueError("ISO 8601 is not one of this export's formats")
         parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        for fmt in _DATE_FORMATS:
+        for fmt in [f for f in formats if f != "iso"] or _DATE_FORMATS:
             try:
                 # Export times without an offset are local to the lab: the zone is attached just below.
                 parsed = datetime.strptime(text, fmt)  # noqa: DTZ007
@@ -138,18 +149,22 @@ def map_lab_results(raw: pd.DataFrame, options: LabMappingOptions | None = None,
          lambda i: f"age_days: {raw_age.iloc[i]!r} is not a whole number of days")
 
     for name in NUMBER_FIELDS:
-        values, unreadable = _numbers(column(name), options.decimal_comma)
+        values, unreadable = _numbers(column(name), options.decimal_comma, options.thousands)
         mark = "decimal comma" if options.decimal_comma else "decimal point"
         note(unreadable, lambda i, name=name, mark=mark: f"{name}: {column(name).iloc[i]!r} is not a number (this export writes a {mark})")
         frame[name] = values
     if options.load_unit == "N":
         frame["peak_load_kn"] = frame["peak_load_kn"] / 1000.0
+    for name, factor in options.factors:
+        if name in NUMBER_FIELDS and factor != 1.0:
+            frame[name] = frame[name] * factor
 
     raw_time = column("tested_at")
-    times = [(_parse_time(str(v), options.timezone) if v is not None and str(v).strip() else None) for v in raw_time]
+    formats = tuple(options.datetime_formats)
+    times = [(_parse_time(str(v), options.timezone, formats) if v is not None and str(v).strip() else None) for v in raw_time]
     frame["tested_at"] = pd.to_datetime(pd.Series(times, index=raw.index, dtype=object), utc=True)
     note(raw_time.notna() & frame["tested_at"].isna() & (raw_time.astype("string").str.strip() != "").fillna(False),
-         lambda i: f"tested_at: {raw_time.iloc[i]!r} is not a date and time (ISO 8601 or dd.mm.yyyy hh:mm)")
+         lambda i: f"tested_at: {raw_time.iloc[i]!r} is not a date and time ({_formats_text(formats)})")
 
     compressive = frame["test_type"] == "compressive"
     flexural = frame["test_type"] == "flexural"
@@ -179,6 +194,12 @@ def map_lab_results(raw: pd.DataFrame, options: LabMappingOptions | None = None,
     frame["mapping_errors"] = [("; ".join(e) if e else None) for e in errors]
     frame["row_hash"] = row_hashes(frame)
     return frame[list(LAB_RESULT_COLUMNS)]
+
+
+def _formats_text(formats: tuple[str, ...]) -> str:
+    if not formats:
+        return "ISO 8601 or dd.mm.yyyy hh:mm"
+    return " or ".join("ISO 8601" if f == "iso" else f for f in formats)
 
 
 def row_hashes(frame: pd.DataFrame) -> list[str]:

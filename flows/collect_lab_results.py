@@ -6,7 +6,9 @@ rows, its quarantined lines and its `lab_exports` ledger row (see hub/systems/la
 counts as processed with everything it carried, or not at all and is read again next run. A file
 that fails (database down, ...) is recorded in `integration_errors` with the file as the unit, and
 the other files go on; the file stays in the drop folder, so the next run retries exactly it.
-With a results API configured (`LAB_API_URL`), its pages since the `after` cursor are read too, by the sync
+Each dropped file is read with the first instrument profile (config/lab/*.toml, `[lab] profiles`) whose name
+pattern matches and whose header fits; the summary counts files per profile and files no profile fits (those
+are quarantined whole with every profile's reason, never half-loaded). With a results API configured (`LAB_API_URL`), its pages since the `after` cursor are read too, by the sync
 engine (tasks/engine.py `run_pull` on hub/systems/lab.py `RESULTS_API`): each page processed as an export of
 its own with the cursor in the same transaction; its figures join the drop folder's in one summary.
 After that, results whose batch has since reached `production_batches` get `batch_known`.
@@ -32,6 +34,7 @@ from sqlalchemy import select
 
 from connectors.core.errors import ErrorCategory, InvalidRequest, SyncFailed
 from connectors.lab.exports import DropFile, archive, read_settled, scan_drop_folder
+from connectors.lab.profiles import ProfileError
 from hub.core.db import get_engine
 from hub.core.models import IntegrationErrorRow
 from hub.core.settings import LabConfig, lab_config
@@ -46,6 +49,7 @@ from hub.systems.lab import (
     process_export,
     processed_under_name,
     refresh_batch_flags,
+    site_profiles,
 )
 from tasks.engine import SAMPLE_SIZE, DatasetRun, run_pull
 from tasks.retry import retry_transient_only
@@ -68,6 +72,8 @@ class CollectSummary:
     exports_processed: int = 0
     exports_rejected: int = 0
     duplicates_skipped: int = 0
+    files_by_profile: dict[str, int] = field(default_factory=dict)  # instrument profile -> files it read this run
+    files_unmatched: int = 0  # files no profile fits: quarantined whole (rejected/)
     files_failed: int = 0
     api_pages: int = 0
     extracted: int = 0
@@ -139,9 +145,14 @@ def collect_lab_results(
         summary.mode = f"rerun of integration_errors #{resume.get('error_id')}"
         logger.info("lab: %s: %s", summary.mode, f"the export {resume.get('file')}" if kind == LAB_EXPORT_FILE else "the results API")
 
-    # --- extract: which exports are complete --------------------------------------------------
+    # --- extract: which exports are complete, and the profiles that read them -----------------
     ready: list[DropFile] = []
     if kind in (None, LAB_EXPORT_FILE):
+        try:
+            profiles = site_profiles(config)
+        except ProfileError as exc:  # a site's profile file is wrong: no file is read until it is fixed
+            run.fail(InvalidRequest(f"lab instrument profiles are invalid:\n{exc}", code="LAB_PROFILES_INVALID"), operation="load_profiles")
+        logger.info("instrument profiles, in the order tried: %s", ", ".join(p.name for p in profiles) or "none")
         ready, settling = scan_drop_folder(config.drop_dir, settle_s=config.settle_s)
         if resume is not None:
             ready = _resumed_file(run, resume, ready, settling, config)
@@ -168,19 +179,25 @@ def collect_lab_results(
                          operation="process_export")
             summary.files_settling += 1
             continue
-        summary.exports.append({k: result.get(k) for k in ("name", "sha256", "status", "rows_total", "valid", "quarantined", "written", "reason")})
+        summary.exports.append({k: result.get(k) for k in ("name", "sha256", "status", "profile", "rows_total", "valid", "quarantined", "written", "reason")})
         if status == "duplicate":
             summary.duplicates_skipped += 1
             logger.info("%s: same content as an export already processed, skipped", found.name)
             continue
         summary.exports_processed += status == "processed"
         summary.exports_rejected += status == "rejected"
+        if result.get("profile"):
+            summary.files_by_profile[result["profile"]] = summary.files_by_profile.get(result["profile"], 0) + 1
+        summary.files_unmatched += bool(result.get("unmatched"))
         _count(run, summary, result)
         logger.info(
-            "%s: %s, %d rows, %d loaded (%d new or changed), %d quarantined%s",
-            found.name, status, result["rows_total"], result["valid"], result["written"], result["quarantined"],
-            f" ({result['reason']})" if result.get("reason") else "",
+            "%s: %s%s, %d rows, %d loaded (%d new or changed), %d quarantined%s",
+            found.name, status, f" by profile {result['profile']}" if result.get("profile") else "", result["rows_total"], result["valid"],
+            result["written"], result["quarantined"], f" ({result['reason']})" if result.get("reason") else "",
         )
+    if summary.files_unmatched:
+        logger.warning("%d file(s) matched no instrument profile: quarantined whole, moved to %s/rejected (`drymix lab check <file>`)",
+                       summary.files_unmatched, config.drop_dir)
 
     if config.api_url and kind in (None, LAB_RESULTS_API):
         _collect_api(run, summary, config, resume)

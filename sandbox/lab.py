@@ -13,6 +13,10 @@ line, an unreadable number, a strength that does not match load / area, or the s
 twice under two names. Files are written atomically (``.name.part`` then rename) by default, or in
 place and slowly, as a tester that is still writing.
 
+Two other machines' formats (`--format`, each read by a profile in config/lab/): a compression frame's
+report (`compression-semicolon`: metadata block, `;`, decimal commas, kN) and a flexural tester's file
+per specimen (`flexural-per-specimen`: a `key;value;unit` block and the load curve, Fmax its maximum).
+
 The same sessions are served over a small HTTP API (``sandbox.core.Simulator``: in-process as an
 httpx transport, or as a real server)::
 
@@ -81,7 +85,13 @@ VARIANTS: tuple[str, ...] = (
     "bad_number",  # one row with an unreadable peak load
     "strength_mismatch",  # one row whose strength does not match load / area
     "duplicate",  # the same bytes dropped again under a second name
+    "missing_column",  # a required column (or, one file per specimen, the batch metadata line) left out
 )
+#: Export formats the machine writes (`--format`); each has a profile under config/lab/.
+FORMATS: tuple[str, ...] = ("drymix-simulator", "compression-semicolon", "flexural-per-specimen")
+#: Variants that only make sense for our own CSV (the other formats fix delimiter, decimal mark and layout).
+DRYMIX_ONLY: frozenset[str] = frozenset({"semicolon", "decimal_comma", "reordered", "preamble"})
+SERIALS = {"MATEST-C089": "C089N/0417", "CONTROLS-AX7": "50-C56Z02/1183", "ZWICK-Z050": "193412"}
 
 CLEAN_HEADER: tuple[tuple[str, str], ...] = (
     ("specimen_id", "specimen_id"),
@@ -146,6 +156,12 @@ class Session:
     content: bytes
     variants: tuple[str, ...]
     created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    fmt: str = "drymix-simulator"
+    files: list[tuple[str, bytes]] = field(default_factory=list)  # every file written (one per specimen, or just this one)
+
+    def __post_init__(self) -> None:
+        if not self.files:
+            self.files = [(self.file_name, self.content)]
 
 
 class LabMachine:
@@ -271,6 +287,8 @@ def render_export(records: Sequence[Mapping[str, Any]], variants: Iterable[str] 
     if "strength_mismatch" in flags and rows:
         target = rows[len(rows) // 3]
         target["strength_mpa"] = round_to(float(target["strength_mpa"]) * 1.3 + 0.5, 0.05)
+    if "missing_column" in flags:
+        header = tuple(h for h in header if h[0] != "machine_id")
     lines: list[str] = []
     if "preamble" in flags:
         lines.append(f"LIMS Report ID{delimiter}{abs(hash(tuple(r['specimen_id'] for r in rows))) % 100000:05d}")
@@ -296,6 +314,162 @@ def render_export(records: Sequence[Mapping[str, Any]], variants: Iterable[str] 
         last = lines[-1]
         text = "\r\n".join(lines[:-1]) + "\r\n" + last[: max(1, len(last) * 2 // 3)]
     return text.encode("cp1252" if decimal_comma else "utf-8")
+
+
+def _check_variants(flags: set[str], fmt: str) -> None:
+    unknown = flags - set(VARIANTS)
+    if unknown:
+        raise ValueError(f"unknown export variant(s) {sorted(unknown)}; known: {', '.join(VARIANTS)}")
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown export format {fmt!r}; known: {', '.join(FORMATS)}")
+    if fmt != "drymix-simulator" and flags & DRYMIX_ONLY:
+        raise ValueError(f"variant(s) {sorted(flags & DRYMIX_ONLY)} apply to the drymix-simulator format only")
+
+
+def records_for_format(records: Sequence[Mapping[str, Any]], fmt: str) -> list[dict[str, Any]]:
+    """The results a machine of this format tests: a compression frame the compressive ones, a flexural tester the flexural ones."""
+    if fmt == "compression-semicolon":
+        return [dict(r) for r in records if r["test_type"] == "compressive"]
+    if fmt == "flexural-per-specimen":
+        return [dict(r) for r in records if r["test_type"] == "flexural"]
+    return [dict(r) for r in records]
+
+
+def _comma(value: float, places: int) -> str:
+    return f"{value:.{places}f}".replace(".", ",")
+
+
+def _grouped(value: float, places: int) -> str:
+    """`1600.0` -> `1.600,0`: a German-locale machine writes thousands separators."""
+    whole, _, fraction = f"{value:,.{places}f}".partition(".")
+    return whole.replace(",", ".") + ("," + fraction if fraction else "")
+
+
+def render_compression_semicolon(records: Sequence[Mapping[str, Any]], variants: Iterable[str] = (), *, lab_tz: str = LAB_TZ,
+                                 printed_at: datetime | None = None) -> bytes:
+    """A Controls/Matest-style compression report: a metadata block, then `;`-separated rows with decimal commas,
+    loads in kN, the area with a thousands separator, `dd.mm.yyyy HH:MM` times; Windows-1252, CRLF."""
+    flags = set(variants)
+    _check_variants(flags, "compression-semicolon")
+    rows = [dict(r) for r in records]
+    tz = ZoneInfo(lab_tz)
+    machine = str(rows[0]["machine_id"]) if rows else MACHINES[1]
+    printed = (printed_at or (max(r["tested_at"] for r in rows) if rows else datetime.now(UTC))).astimezone(tz)
+    if "bad_number" in flags and rows:
+        rows[len(rows) // 2]["peak_load_kn"] = "2O,45"  # a letter O typed for a zero
+    if "strength_mismatch" in flags and rows:
+        target = rows[len(rows) // 3]
+        target["strength_mpa"] = round_to(float(target["strength_mpa"]) * 1.3 + 0.5, 0.05)
+    columns = [("specimen_id", "Specimen"), ("batch_id", "Batch"), ("product_code", "Product"), ("age_days", "Age [d]"),
+               ("width_mm", "Width [mm]"), ("height_mm", "Depth [mm]"), ("area_mm2", "Area [mm²]"),
+               ("peak_load_kn", "Fmax [kN]"), ("strength_mpa", "Rc [N/mm²]"), ("tested_at", "Date")]
+    if "missing_column" in flags:
+        columns = [c for c in columns if c[0] != "peak_load_kn"]
+    lines = [
+        f"Machine;{machine}",
+        f"Serial no.;{SERIALS.get(machine, '0000')}",
+        f"Operator;{rows[0]['operator'] if rows else ''}",
+        "Standard;EN 1015-11",
+        f"Report;CR-{printed:%Y%m%d-%H%M}",
+        f"Printed;{printed:%d.%m.%Y %H:%M}",
+        "",
+        ";".join(label for _name, label in columns),
+    ]
+    for row in rows:
+        cells = []
+        for name, _label in columns:
+            value: Any = row.get(name)
+            if name == "tested_at":
+                cells.append(f"{value.astimezone(tz):%d.%m.%Y %H:%M}")
+            elif name == "area_mm2":
+                cells.append(_grouped(float(value or PLATEN_AREA_MM2), 1))
+            elif name in ("width_mm", "height_mm", "strength_mpa") or (name == "peak_load_kn" and isinstance(value, float)):
+                cells.append(_comma(float(value), 2))
+            else:
+                cells.append("" if value is None else str(value))
+        lines.append(";".join(cells))
+    text = "\r\n".join(lines) + "\r\n"
+    if "truncated" in flags and rows:
+        text = text[: len(text) - 2 - len(lines[-1]) // 3]
+    return text.encode("cp1252")
+
+
+def _curve(load_n: float, rng: random.Random) -> list[tuple[float, float, float]]:
+    """A three-point-bending load curve: preload, near-linear rise to the peak, the drop at fracture (s, mm, N)."""
+    points: list[tuple[float, float, float]] = []
+    steps = 40
+    for i in range(steps + 1):
+        share = i / steps
+        force = 2.0 + (load_n - 2.0) * (share - 0.08 * share * (1 - share)) if i < steps else load_n
+        points.append((round(i * 0.5, 2), round(share * 0.18 + rng.uniform(0, 0.002), 4), round(force, 1)))
+    for drop in (0.31, 0.04):
+        t, d, _ = points[-1]
+        points.append((round(t + 0.5, 2), round(d + 0.01, 4), round(load_n * drop, 1)))
+    return points
+
+
+def render_flexural_specimen(record: Mapping[str, Any], variants: Iterable[str] = (), *, lab_tz: str = LAB_TZ, seed: int = 0) -> bytes:
+    """A testXpert/Bluehill-style specimen file: a `key;value;unit` block (specimen, batch, age, geometry, span,
+    the flexural strength), then the load curve under a `Curve data` line; Fmax is the curve's maximum, in N."""
+    flags = set(variants)
+    _check_variants(flags, "flexural-per-specimen")
+    tz = ZoneInfo(lab_tz)
+    tested = record["tested_at"].astimezone(tz)
+    load_n = round(float(record["peak_load_kn"]) * 1000.0, 1)
+    strength = float(record["strength_mpa"])
+    if "strength_mismatch" in flags:
+        strength = round_to(strength * 1.3 + 0.5, 0.05)
+    machine = str(record["machine_id"])
+    block = [
+        ("Test program", "EN 1015-11 flexural, 3-point", ""),
+        ("Machine", machine, ""),
+        ("Serial number", SERIALS.get(machine, "0000"), ""),
+        ("Tester", str(record["operator"]), ""),
+        ("Date", f"{tested:%d.%m.%Y}", ""),
+        ("Clock time", f"{tested:%H:%M:%S}", ""),
+        ("Specimen ID", str(record["specimen_id"]), ""),
+        ("Batch", str(record["batch_id"]), ""),
+        ("Material", str(record["product_code"]), ""),
+        ("Age", str(record["age_days"]), "d"),
+        ("Specimen width", _comma(float(record["width_mm"]), 2), "mm"),
+        ("Specimen thickness", _comma(float(record["height_mm"]), 2), "mm"),
+        ("Specimen length", _comma(float(record["length_mm"]), 1), "mm"),
+        ("Support span", _comma(float(record["span_mm"] or SPAN_MM), 1), "mm"),
+        ("Flexural strength", _comma(strength, 2), "MPa"),
+        ("Standard", STANDARD, ""),
+    ]
+    if "missing_column" in flags:
+        block = [b for b in block if b[0] != "Batch"]
+    lines = [";".join(cell for cell in item if cell) if not item[2] else ";".join(item) for item in block]
+    lines += ["", "Curve data", "Time [s];Deformation [mm];Standard force [N]"]
+    curve = _curve(load_n, random.Random(seed))
+    for index, (t, d, f) in enumerate(curve):
+        force = _comma(f, 1)
+        if "bad_number" in flags and index == len(curve) // 2:
+            force = "#WERT!"
+        lines.append(f"{_comma(t, 2)};{_comma(d, 4)};{force}")
+    text = "\r\n".join(lines) + "\r\n"
+    if "truncated" in flags:
+        cut = len(curve) // 2  # the machine stopped writing halfway up the curve: the maximum is not in the file
+        text = "\r\n".join(lines[: len(lines) - len(curve) + cut]) + "\r\n" + lines[len(lines) - len(curve) + cut][:4]
+    return text.encode("utf-8")
+
+
+def render_files(records: Sequence[Mapping[str, Any]], variants: Iterable[str], fmt: str, first_name: str, *, lab_tz: str = LAB_TZ) -> list[tuple[str, bytes]]:
+    """(file name, bytes) of every file one session writes in a format."""
+    flags = tuple(variants)
+    if fmt == "drymix-simulator":
+        return [(first_name, render_export(records, flags, lab_tz=lab_tz))]
+    if fmt == "compression-semicolon":
+        return [(first_name, render_compression_semicolon(records, flags, lab_tz=lab_tz))]
+    _check_variants(set(flags), fmt)
+    stem = first_name.rsplit(".", 1)[0]
+    files = []
+    for index, record in enumerate(records):
+        # the dirty variant hits the last specimen of the session; the others are clean
+        mine = flags if index == len(records) - 1 else tuple(f for f in flags if f == "duplicate")
+        files.append((f"{stem}_{record['specimen_id']}.txt", render_flexural_specimen(record, mine, lab_tz=lab_tz, seed=index)))
+    return files
 
 
 def write_export(drop_dir: Path, name: str, content: bytes, *, atomic: bool = True, chunk_delay_s: float = 0.0, chunks: int = 4) -> Path:
@@ -334,9 +508,13 @@ class LabSandbox(Simulator):
         atomic: bool = True,
         slow_write_s: float = 0.0,
         faults: FaultSwitches | Mapping[str, Any] | None = None,
+        fmt: str = "drymix-simulator",
     ) -> None:
         super().__init__(faults=faults)
-        self.machine = LabMachine(seed=seed)
+        if fmt not in FORMATS:
+            raise ValueError(f"unknown export format {fmt!r}; known: {', '.join(FORMATS)}")
+        self.fmt = fmt
+        self.machine = LabMachine(seed=seed, machine_id={"compression-semicolon": "CONTROLS-AX7", "flexural-per-specimen": "ZWICK-Z050"}.get(fmt))
         self.drop_dir = drop_dir
         self.atomic = atomic
         self.slow_write_s = slow_write_s
@@ -351,16 +529,19 @@ class LabSandbox(Simulator):
         rows: int | None = None,
         variants: Iterable[str] = (),
         tested_at: datetime | None = None,
+        fmt: str | None = None,
     ) -> Session:
-        """Test a session of specimens; writes its export to the drop folder when there is one."""
+        """Test a session of specimens; writes its export(s) to the drop folder when there is one."""
         flags = tuple(variants)
+        fmt = fmt or self.fmt
         with self.lock:
             if rows is not None:
                 records = self.machine.records_for_rows(rows, batch_ids=batch_ids, age_days=age_days)
             else:
                 records = self.machine.test_batches(batch_ids or self.machine.batch_ids(2), age_days=age_days, tested_at=tested_at)
-            content = render_export(records, flags)
-            session = Session(len(self.sessions) + 1, self.machine.file_name(tested_at), records, content, flags)
+            records = records_for_format(records, fmt)
+            files = render_files(records, flags, fmt, self.machine.file_name(tested_at))
+            session = Session(len(self.sessions) + 1, files[0][0], records, files[0][1], flags, fmt=fmt, files=files)
             self.sessions.append(session)
             for record in records:
                 self.results.append({"seq": len(self.results) + 1, "session_id": session.session_id, **record})
@@ -371,10 +552,10 @@ class LabSandbox(Simulator):
     def drop(self, session: Session) -> list[Path]:
         """Write a session's export (twice under two names for the `duplicate` variant)."""
         assert self.drop_dir is not None
-        paths = [write_export(self.drop_dir, session.file_name, session.content, atomic=self.atomic, chunk_delay_s=self.slow_write_s)]
+        paths = [write_export(self.drop_dir, name, content, atomic=self.atomic, chunk_delay_s=self.slow_write_s) for name, content in session.files]
         if "duplicate" in session.variants:
-            copy = session.file_name.replace(".csv", "_copy.csv")
-            paths.append(write_export(self.drop_dir, copy, session.content, atomic=self.atomic))
+            stem, _, suffix = session.file_name.rpartition(".")
+            paths.append(write_export(self.drop_dir, f"{stem}_copy.{suffix}", session.content, atomic=self.atomic))
         return paths
 
     # -- HTTP API -----------------------------------------------------------------------------
@@ -415,11 +596,13 @@ class LabSandbox(Simulator):
             "file_name": session.file_name,
             "records": len(session.records),
             "variants": list(session.variants),
+            "format": session.fmt,
+            "files": [name for name, _content in session.files],
             "created_at": session.created_at.isoformat(),
         }
 
     def control_routes(self) -> list[str]:
-        return ["POST /_sandbox/lab/sessions {batch_ids, age_days, rows, variants}: test a new session"]
+        return ["POST /_sandbox/lab/sessions {batch_ids, age_days, rows, variants, format}: test a new session"]
 
     def handle_control(self, req: SandboxRequest) -> SandboxResponse | None:
         if req.path.rstrip("/") != "/_sandbox/lab/sessions":
@@ -435,6 +618,7 @@ class LabSandbox(Simulator):
                 age_days=int(body.get("age_days", 28)),
                 rows=body.get("rows"),
                 variants=body.get("variants", ()),
+                fmt=body.get("format"),
             )
         except ValueError as exc:
             return SandboxResponse.json(400, {"error": str(exc)})
@@ -459,17 +643,18 @@ def run_lab_sandbox(
     faults: Mapping[str, Any] | None = None,
     log_level: str = "info",
     echo: Any = print,
+    fmt: str = "drymix-simulator",
 ) -> LabSandbox:
     """Write `sessions` exports (every `interval_s` seconds while serving), and serve the API when `port` is set."""
-    sandbox = LabSandbox(drop_dir=drop_dir, seed=seed, atomic=atomic, slow_write_s=slow_write_s, faults=faults)
-    rotation = [v for v in VARIANTS]
+    sandbox = LabSandbox(drop_dir=drop_dir, seed=seed, atomic=atomic, slow_write_s=slow_write_s, faults=faults, fmt=fmt)
+    rotation = [v for v in VARIANTS if fmt == "drymix-simulator" or v not in DRYMIX_ONLY]
 
     def one(index: int) -> None:
         chosen = list(variants)
         if dirty_every and index % dirty_every == dirty_every - 1:
             chosen.append(rotation[(index // dirty_every) % len(rotation)])
         session = sandbox.test_session(batch_ids=batch_ids, age_days=age_days, rows=rows, variants=chosen)
-        where = f" -> {session.file_name}" if drop_dir else ""
+        where = f" -> {session.file_name}" + (f" (+{len(session.files) - 1} more)" if len(session.files) > 1 else "") if drop_dir else ""
         echo(f"session {session.session_id}: {len(session.records)} results{' (' + ', '.join(chosen) + ')' if chosen else ''}{where}")
 
     if drop_dir is not None:
@@ -498,6 +683,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--sessions", type=int, default=3)
     parser.add_argument("--interval-s", type=float, default=0.0)
     parser.add_argument("--variant", action="append", default=[], choices=VARIANTS)
+    parser.add_argument("--format", dest="fmt", default="drymix-simulator", choices=FORMATS, help="export format (each has a profile in config/lab/)")
     parser.add_argument("--rows", type=int, default=None)
     parser.add_argument("--age-days", type=int, default=28)
     parser.add_argument("--seed", type=int, default=7)
@@ -509,7 +695,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     run_lab_sandbox(
         drop_dir=args.drop_dir, sessions=args.sessions, interval_s=args.interval_s, variants=args.variant, rows=args.rows,
         age_days=args.age_days, seed=args.seed, atomic=args.slow_write_s == 0, slow_write_s=args.slow_write_s,
-        host=args.host, port=args.port, faults=parse_fault_assignments(args.fault),
+        host=args.host, port=args.port, faults=parse_fault_assignments(args.fault), fmt=args.fmt,
     )
     return 0
 

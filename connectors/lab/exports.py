@@ -108,6 +108,13 @@ class ExportDialect:
     load_unit: str = "kN"
     ignored_columns: tuple[str, ...] = ()
     preamble: tuple[str, ...] = ()
+    # Set by an instrument profile (connectors/lab/profiles.py); the defaults are the generic parser's.
+    profile: str | None = None
+    thousands: str = ""
+    datetime_formats: tuple[str, ...] = ()  # empty: ISO 8601 and the usual dd.mm.yyyy / dd/mm/yyyy forms
+    timezone: str | None = None  # None: [lab] timezone
+    factors: dict[str, float] = field(default_factory=dict)  # field -> factor to the ERP unit
+    metadata: dict[str, str] = field(default_factory=dict)  # `key: value` lines above the header
 
 
 @dataclass(frozen=True)
@@ -266,13 +273,31 @@ def parse_export(content: bytes, name: str) -> ParsedExport:
         raise ExportRejected(f"header {header!r} lacks required column(s): {', '.join(missing)}")
     load_unit = _check_units(units)
 
+    records, bad = read_body(text, lines, header_index, delimiter, positions, len(header))
+    decimal_comma = delimiter != "," and any(uses_decimal_comma(r) for r in records)
+    dialect = ExportDialect(
+        encoding=encoding,
+        delimiter=delimiter,
+        decimal_comma=decimal_comma,
+        header_line=header_index + 1,
+        columns={f: header[i].strip() for f, i in positions.items()},
+        load_unit=load_unit,
+        ignored_columns=tuple(ignored),
+        preamble=tuple(line for line in lines[:header_index] if line.strip()),
+    )
+    return ParsedExport(name=name, sha256=checksum(content), size=len(content), dialect=dialect, records=records, bad_lines=bad, lines=lines)
+
+
+def read_body(
+    text: str, lines: list[str], header_index: int, delimiter: str, positions: Mapping[str, int], width: int
+) -> tuple[list[dict[str, str | int | None]], list[BadLine]]:
+    """The data lines below the header: a row (strings by field, plus `source_line`) or a `BadLine` each."""
     terminated = text.endswith(("\n", "\r"))
     body = "\n".join(lines[header_index + 1 :])
     reader = csv.reader(io.StringIO(body, newline=""), delimiter=delimiter)
     first_line = header_index + 2  # 1-based line number of the first data line
     records: list[dict[str, str | int | None]] = []
     bad: list[BadLine] = []
-    width = len(header)
     previous_end = 0
     rows = list(_read_rows(reader))
     for number, (cells, end) in enumerate(rows):
@@ -294,18 +319,7 @@ def parse_export(content: bytes, name: str) -> ParsedExport:
         record: dict[str, str | int | None] = {f: (cells[i].strip() or None) for f, i in positions.items()}
         record["source_line"] = start_line
         records.append(record)
-    decimal_comma = delimiter != "," and any(uses_decimal_comma(r) for r in records)
-    dialect = ExportDialect(
-        encoding=encoding,
-        delimiter=delimiter,
-        decimal_comma=decimal_comma,
-        header_line=header_index + 1,
-        columns={f: header[i].strip() for f, i in positions.items()},
-        load_unit=load_unit,
-        ignored_columns=tuple(ignored),
-        preamble=tuple(line for line in lines[:header_index] if line.strip()),
-    )
-    return ParsedExport(name=name, sha256=checksum(content), size=len(content), dialect=dialect, records=records, bad_lines=bad, lines=lines)
+    return records, bad
 
 
 def uses_decimal_comma(record: Mapping[str, Any]) -> bool:

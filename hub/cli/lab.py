@@ -1,4 +1,4 @@
-"""`drymix lab ...` (collect exports now, list the ledger, replay an export) and `drymix sandbox lab`.
+"""`drymix lab ...` (collect exports now, list the ledger, replay an export, check instrument profiles) and `drymix sandbox lab`.
 
 Heavy imports (Prefect, pandas, Great Expectations) happen inside the commands."""
 
@@ -14,7 +14,7 @@ from rich.table import Table
 
 from hub.cli.errors import where_the_failure_is
 
-lab_app = typer.Typer(help="Lab testing-machine results: collect exports from the drop folder, list them, replay one.", no_args_is_help=True)
+lab_app = typer.Typer(help="Lab testing-machine results: collect exports from the drop folder, list them, replay one, check a profile against a file.", no_args_is_help=True)
 console = Console()
 err_console = Console(stderr=True)
 EXIT_OK, EXIT_FAILED = 0, 1
@@ -50,6 +50,12 @@ def _print_summary(summary: dict[str, Any]) -> None:
                 "extracted", "valid", "quarantined", "upserted", "unchanged", "batch_unknown", "batch_flags_set", "seconds"):
         table.add_row(key, str(summary.get(key)))
     console.print(table)
+    by_profile = summary.get("files_by_profile") or {}
+    if by_profile:
+        console.print("files by instrument profile: " + ", ".join(f"{name} {n}" for name, n in sorted(by_profile.items())))
+    if summary.get("files_unmatched"):
+        console.print(f"[yellow]{summary['files_unmatched']} file(s) matched no instrument profile[/yellow]: quarantined whole, in rejected/ "
+                      "(`drymix quarantine list --integration lab`; try a profile with `drymix lab check <file>`)")
     if summary.get("report_path"):
         console.print(f"Validation report (HTML): [bold]{summary['report_path']}[/bold]")
     if summary.get("quarantined"):
@@ -107,11 +113,111 @@ def lab_replay(
     console.print(f"{target.name} is back in {folder}: the next run (`drymix lab collect`) processes it again (loads are idempotent)")
 
 
+@lab_app.command("check")
+def lab_check(
+    files: Annotated[list[Path] | None, typer.Argument(help="export files to try (none: only check the profiles load)")] = None,
+    profile: Annotated[list[str] | None, typer.Option("--profile", help="try only this profile (repeatable; default [lab] profiles)")] = None,
+    profiles_dir: Annotated[Path | None, typer.Option(help="profiles folder (default [lab] profiles_dir, config/lab)")] = None,
+    rows: Annotated[int, typer.Option(help="rows to show per file")] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
+) -> None:
+    """Check instrument profiles before go-live: which profile reads each file, and its rows as the ERP gets them, or why none fits.
+
+    Reads nothing from the database and writes nothing. Exit 0: every file fits a profile; 1: a file fits none;
+    2: a profile file is invalid (each problem names the file and the line)."""
+    from connectors.lab.profiles import NoProfileFits, ProfileError, load_profiles, parse_with_profiles
+    from data_mappings.lab import map_lab_results, records_frame
+    from hub.core.settings import lab_config
+    from hub.systems.lab import export_dialect, mapping_options
+
+    config = lab_config()
+    directory = profiles_dir or config.profiles_dir
+    try:
+        profiles = load_profiles(directory, profile or config.profiles)
+    except ProfileError as exc:
+        if as_json:
+            print(json.dumps({"profiles_valid": False, "problems": exc.problems}))
+        else:
+            err_console.print(f"[red]{len(exc.problems)} problem(s) in the instrument profiles:[/red]")
+            for problem in exc.problems:
+                err_console.print(f"  {problem}")
+        raise typer.Exit(2) from None
+    report: dict[str, Any] = {"profiles_valid": True, "profiles": [p.name for p in profiles], "files": []}
+    if not as_json:
+        console.print(f"{len(profiles)} profile(s) in {directory}, in the order tried: [bold]{', '.join(p.name for p in profiles)}[/bold]")
+    unmatched = 0
+    for path in files or []:
+        entry: dict[str, Any] = {"file": str(path)}
+        report["files"].append(entry)
+        try:
+            parsed = parse_with_profiles(path.read_bytes(), path.name, profiles)
+        except NoProfileFits as exc:
+            unmatched += 1
+            entry.update(profile=None, tried=[{"profile": p, "why_not": why} for p, why in exc.tried])
+            if not as_json:
+                table = Table(title=f"{path.name}: no profile fits (it would be quarantined whole, moved to rejected/)")
+                table.add_column("profile")
+                table.add_column("why it does not fit", overflow="fold")
+                for name, why in exc.tried:
+                    table.add_row(name, why)
+                console.print(table)
+            continue
+        except OSError as exc:
+            unmatched += 1
+            entry.update(profile=None, error=str(exc))
+            if not as_json:
+                err_console.print(f"[red]{path}: {exc}[/red]")
+            continue
+        frame = map_lab_results(records_frame(parsed.records), mapping_options(config, dialect=export_dialect(parsed)))
+        mapped = [_check_row(record, config.planned_ages) for record in frame.to_dict("records")]
+        d = parsed.dialect
+        entry.update(profile=d.profile, encoding=d.encoding, delimiter=d.delimiter, decimal_comma=d.decimal_comma, header_line=d.header_line,
+                     columns=d.columns, metadata=d.metadata, rows=mapped, bad_lines=[{"line": b.line, "reason": b.reason} for b in parsed.bad_lines])
+        if not as_json:
+            _print_check(path, entry, rows)
+    if as_json:
+        print(json.dumps(report, default=str))
+    if unmatched:
+        raise typer.Exit(EXIT_FAILED)
+
+
+def _check_row(row: dict[str, Any], planned_ages: list[int]) -> dict[str, Any]:
+    """A mapped row as `lab check` shows it, with what the suite would refuse it for (the cheap checks)."""
+    errors = row.get("mapping_errors")
+    problems = [errors] if isinstance(errors, str) and errors else []  # NaN where the mapping found nothing
+    deviation, allowed = row.get("strength_deviation_mpa"), row.get("strength_allowed_mpa")
+    if deviation is not None and allowed is not None and deviation == deviation and deviation > allowed:
+        problems.append(f"strength {row['strength_mpa']} MPa differs from load/geometry ({row['computed_strength_mpa']} MPa)")
+    age = row.get("age_days")
+    if age is not None and age == age and int(age) not in planned_ages:
+        problems.append(f"age {int(age)} d is not in [lab] planned_ages {planned_ages}")
+    keep = ("source_line", "specimen_id", "batch_id", "test_type", "age_days", "peak_load_kn", "strength_mpa", "computed_strength_mpa",
+            "width_mm", "height_mm", "span_mm", "area_mm2", "tested_at", "machine_id", "operator")
+    return {**{k: row.get(k) for k in keep}, "problems": "; ".join(problems) or None}
+
+
+def _print_check(path: Path, entry: dict[str, Any], limit: int) -> None:
+    console.print(f"[green]{path.name}[/green]: profile [bold]{entry['profile']}[/bold] ({entry['encoding']}, delimiter {entry['delimiter']!r}, "
+                  f"decimal {'comma' if entry['decimal_comma'] else 'point'}, header on line {entry['header_line']})")
+    if entry["metadata"]:
+        console.print("  metadata: " + "; ".join(f"{k} = {v}" for k, v in entry["metadata"].items()))
+    table = Table(title=f"{len(entry['rows'])} row(s) as the ERP gets them (units converted; batch not checked here)")
+    columns = ("source_line", "specimen_id", "batch_id", "test_type", "age_days", "peak_load_kn", "strength_mpa", "computed_strength_mpa",
+               "tested_at", "machine_id", "problems")
+    for column in columns:
+        table.add_column(column.replace("_", " "), overflow="fold")
+    for row in entry["rows"][:limit]:
+        table.add_row(*("" if row.get(c) is None else str(row.get(c)) for c in columns))
+    console.print(table)
+    for bad in entry["bad_lines"]:
+        console.print(f"  [yellow]line {bad['line']} would be quarantined:[/yellow] {bad['reason']}")
+
+
 def sandbox_lab(
     drop_dir: Annotated[Path | None, typer.Option(help="where exports are written (default: the hub's lab drop folder)")] = None,
     sessions: Annotated[int, typer.Option(help="test sessions (one export each)")] = 3,
     interval_s: Annotated[float, typer.Option(help="with --port: seconds between sessions (0 = all at start)")] = 0.0,
-    variant: Annotated[list[str] | None, typer.Option(help="dirty variant, repeatable: semicolon, decimal_comma, reordered, preamble, truncated, bad_number, strength_mismatch, duplicate")] = None,
+    variant: Annotated[list[str] | None, typer.Option(help="dirty variant, repeatable: semicolon, decimal_comma, reordered, preamble (drymix-simulator format only), truncated, bad_number, strength_mismatch, duplicate, missing_column")] = None,
     dirty_every: Annotated[int, typer.Option(help="make every N-th session dirty with the next variant in turn (0 = never)")] = 0,
     batch_id: Annotated[list[str] | None, typer.Option(help="batch ids to test (repeatable; default: generated B-M1-... ids)")] = None,
     rows: Annotated[int | None, typer.Option(help="results per session (default: 2 batches x 9 specimens)")] = None,
@@ -121,11 +227,15 @@ def sandbox_lab(
     port: Annotated[int | None, typer.Option(help="also serve the results API on this port until Ctrl-C")] = None,
     host: Annotated[str, typer.Option(help="interface to bind")] = "127.0.0.1",
     faults: Annotated[str | None, typer.Option(help='API fault switches as JSON, e.g. \'{"error_5xx_every_n": 3}\'')] = None,
+    fmt: Annotated[str, typer.Option("--format", help="export format: drymix-simulator, compression-semicolon, flexural-per-specimen (one file per specimen)")] = "drymix-simulator",
 ) -> None:
     """Lab testing machine: write result exports into the drop folder (and serve them over HTTP with --port)."""
     from hub.core.settings import lab_config
-    from sandbox.lab import VARIANTS, run_lab_sandbox
+    from sandbox.lab import FORMATS, VARIANTS, run_lab_sandbox
 
+    if fmt not in FORMATS:
+        err_console.print(f"[red]unknown format {fmt!r}[/red]; known: {', '.join(FORMATS)}")
+        raise typer.Exit(2)
     unknown = set(variant or ()) - set(VARIANTS)
     if unknown:
         err_console.print(f"[red]unknown variant(s) {sorted(unknown)}[/red]; known: {', '.join(VARIANTS)}")
@@ -134,5 +244,5 @@ def sandbox_lab(
         drop_dir=drop_dir or lab_config().drop_dir, sessions=sessions, interval_s=interval_s, variants=variant or (),
         dirty_every=dirty_every, batch_ids=batch_id or None, age_days=age_days, rows=rows, seed=seed,
         atomic=slow_write_s == 0, slow_write_s=slow_write_s, host=host, port=port,
-        faults=json.loads(faults) if faults else None, echo=console.print,
+        faults=json.loads(faults) if faults else None, echo=console.print, fmt=fmt,
     )

@@ -18,11 +18,14 @@ replay` maps them with the same code as a fresh export (`replay_frame`, register
 from __future__ import annotations
 
 import base64
+import json
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from functools import lru_cache
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import pandas as pd
@@ -33,6 +36,7 @@ from sqlalchemy.orm import Session
 from connectors.core.errors import SyncFailed
 from connectors.lab.api import RESULTS, records_to_csv
 from connectors.lab.exports import ExportRejected, ParsedExport, checksum, parse_export, uses_decimal_comma
+from connectors.lab.profiles import InstrumentProfile, NoProfileFits, load_profiles, parse_with_profiles
 from data_mappings.lab import LabMappingOptions, map_lab_results, records_frame
 from hub.core.models import (
     LabExport,
@@ -78,6 +82,8 @@ class ExportOutcome:
     batch_unknown: int = 0
     delimiter: str | None = None
     decimal_comma: bool | None = None
+    profile: str | None = None  # the instrument profile that read it (None: the API's canonical CSV, or none fitted)
+    unmatched: bool = False  # no profile fits: quarantined whole
     reason: str | None = None
     failures_by_expectation: dict[str, int] = field(default_factory=dict)
     sample: list[dict[str, Any]] = field(default_factory=list)
@@ -162,12 +168,29 @@ def _key(base: str | None, sha256: str, line: int) -> str:
     return key if len(key) <= _KEY_MAX else f"{sha256[:12]}:L{line}"
 
 
-def mapping_options(config: LabConfig, *, decimal_comma: bool = False, load_unit: str = "kN") -> LabMappingOptions:
-    """How to read one export's values: its number format and load unit, and the configured tolerances."""
+def site_profiles(config: LabConfig) -> list[InstrumentProfile]:
+    """The instrument profiles of this site ([lab] profiles, config/lab/), read again when a file changed."""
+    directory = config.profiles_dir
+    files = sorted(directory.glob("*.toml")) if directory.is_dir() else []
+    stamp = tuple((p.name, p.stat().st_mtime_ns) for p in files)
+    return list(_cached_profiles(str(directory), tuple(config.profiles) if config.profiles is not None else None, stamp))
+
+
+@lru_cache(maxsize=8)
+def _cached_profiles(directory: str, names: tuple[str, ...] | None, stamp: tuple[tuple[str, int], ...]) -> tuple[InstrumentProfile, ...]:
+    return tuple(load_profiles(Path(directory), list(names) if names is not None else None))
+
+
+def mapping_options(config: LabConfig, *, decimal_comma: bool = False, load_unit: str = "kN", dialect: Mapping[str, Any] | None = None) -> LabMappingOptions:
+    """How to read one export's values: its number format, units and times (its profile), and the configured tolerances."""
+    dialect = dialect or {}
     return LabMappingOptions(
-        decimal_comma=decimal_comma,
-        load_unit=load_unit,
-        timezone=config.timezone,
+        decimal_comma=bool(dialect.get("decimal_comma", decimal_comma)),
+        load_unit=str(dialect.get("load_unit") or load_unit),
+        timezone=str(dialect.get("timezone") or config.timezone),
+        thousands=str(dialect.get("thousands") or ""),
+        datetime_formats=tuple(dialect.get("datetime_formats") or ()),
+        factors=tuple(sorted((str(k), float(v)) for k, v in (dialect.get("factors") or {}).items())),
         abs_tolerance_mpa=config.strength_abs_tolerance_mpa,
         rel_tolerance=config.strength_rel_tolerance,
     )
@@ -191,8 +214,14 @@ def result_rows(valid: pd.DataFrame, *, export_sha256: str | list[str], export_f
     )
 
 
-def _dialect(parsed: ParsedExport) -> dict[str, Any]:
-    return {"decimal_comma": parsed.dialect.decimal_comma, "load_unit": parsed.dialect.load_unit}
+def export_dialect(parsed: ParsedExport) -> dict[str, Any]:
+    """How the export writes its values: kept with each quarantined line, so that a replay reads them alike."""
+    d = parsed.dialect
+    dialect: dict[str, Any] = {"decimal_comma": d.decimal_comma, "load_unit": d.load_unit}
+    if d.profile is not None:
+        dialect.update(profile=d.profile, thousands=d.thousands, datetime_formats=list(d.datetime_formats), timezone=d.timezone,
+                       factors=dict(d.factors))
+    return dialect
 
 
 def _raw_line(parsed: ParsedExport, label: Any) -> dict[str, Any]:
@@ -200,13 +229,13 @@ def _raw_line(parsed: ParsedExport, label: Any) -> dict[str, Any]:
     record = parsed.records[int(label)]
     line = int(record.get("source_line") or 0)
     return {"file": parsed.name, "sha256": parsed.sha256, "line": line, "text": parsed.line_text(line), "values": record,
-            "dialect": _dialect(parsed)}
+            "dialect": export_dialect(parsed)}
 
 
 def _quarantine_rows(parsed: ParsedExport, frame: pd.DataFrame, outcome: Any) -> list[QuarantineRow]:
     """Unreadable lines and refused rows, each with its export line, its text, its number format and the reasons."""
     rows: list[QuarantineRow] = []
-    dialect = _dialect(parsed)
+    dialect = export_dialect(parsed)
     for bad in parsed.bad_lines:
         rows.append(
             QuarantineRow(
@@ -244,8 +273,12 @@ def process_export(
     source: str = "drop",
     validate: Validator | None = None,
     cursor: Mapping[str, Any] | None = None,
+    profiles: Sequence[InstrumentProfile] | None = None,
 ) -> ExportOutcome:
-    """Checksum, parse, map, validate and load one export, exactly once (with `cursor`, the watermark too)."""
+    """Checksum, parse, map, validate and load one export, exactly once (with `cursor`, the watermark too).
+
+    A dropped file is read with the site's instrument profiles (`profiles`, default [lab] profiles); a results-API
+    page is the hub's own canonical CSV and is read by the generic parser."""
     received_at = datetime.now(UTC)
     clock = time.perf_counter()
     sha256 = checksum(content)
@@ -255,25 +288,32 @@ def process_export(
         _note_duplicate(engine, sha256, name)
         return ExportOutcome(name=name, sha256=sha256, status="duplicate", reason="same content as an export already processed")
 
-    # --- extract: parse the file --------------------------------------------------------------
+    # --- extract: parse the file with the profile that fits it --------------------------------
     try:
-        parsed = parse_export(content, name)
+        if source == "api":
+            parsed = parse_export(content, name)
+        else:
+            parsed = parse_with_profiles(content, name, site_profiles(config) if profiles is None else profiles)
     except ExportRejected as exc:
-        return _reject(engine, content, name, sha256, str(exc), source=source, run_id=run_id, file_mtime=file_mtime, received_at=received_at)
+        tried = {"profiles_tried": [{"profile": p, "why_not": why} for p, why in exc.tried]} if isinstance(exc, NoProfileFits) else None
+        outcome = _reject(engine, content, name, sha256, str(exc), source=source, run_id=run_id, file_mtime=file_mtime,
+                          received_at=received_at, details=tried)
+        outcome.unmatched = isinstance(exc, NoProfileFits)
+        return outcome
     stages = {"parse": round(time.perf_counter() - clock, 4)}
     clock = time.perf_counter()
 
     # --- map ----------------------------------------------------------------------------------
-    options = mapping_options(config, decimal_comma=parsed.dialect.decimal_comma, load_unit=parsed.dialect.load_unit)
+    options = mapping_options(config, dialect=export_dialect(parsed))
     with engine.connect() as conn:
         frame = map_records(conn, parsed.records, options)
     stages["map"] = round(time.perf_counter() - clock, 4)
     clock = time.perf_counter()
 
     # --- validate -----------------------------------------------------------------------------
-    outcome = (validate or _validate)(frame, run_id) if len(frame) else None
-    valid = outcome.valid if outcome is not None else frame.iloc[0:0]
-    quarantine = _quarantine_rows(parsed, frame, outcome)
+    checked = (validate or _validate)(frame, run_id) if len(frame) else None
+    valid = checked.valid if checked is not None else frame.iloc[0:0]
+    quarantine = _quarantine_rows(parsed, frame, checked)
     stages["validate"] = round(time.perf_counter() - clock, 4)
     clock = time.perf_counter()
 
@@ -293,6 +333,7 @@ def process_export(
         rows_total=parsed.data_lines,
         rows_loaded=len(rows),
         rows_quarantined=len(quarantine),
+        note=f"profile {parsed.dialect.profile}" if parsed.dialect.profile else None,
     )
 
     def raw_line(label: Any) -> dict[str, Any]:
@@ -335,6 +376,7 @@ def process_export(
         batch_unknown=int((~rows["batch_known"].astype(bool)).sum()) if len(rows) else 0,
         delimiter=parsed.dialect.delimiter,
         decimal_comma=parsed.dialect.decimal_comma,
+        profile=parsed.dialect.profile,
         failures_by_expectation=count_failures(quarantine),
         sample=sample,
         stage_seconds=stages,
@@ -342,9 +384,9 @@ def process_export(
 
 
 def _reject(engine: Engine, content: bytes, name: str, sha256: str, reason: str, *, source: str, run_id: str | None,
-            file_mtime: datetime | None, received_at: datetime) -> ExportOutcome:
-    """A file that is not a readable export: one quarantine entry with its head, and the ledger row."""
-    raw: dict[str, Any] = {"file": name, "sha256": sha256, "size_bytes": len(content)}
+            file_mtime: datetime | None, received_at: datetime, details: Mapping[str, Any] | None = None) -> ExportOutcome:
+    """A file that is not a readable export: one quarantine entry with its head (and which profiles were tried), and the ledger row."""
+    raw: dict[str, Any] = {"file": name, "sha256": sha256, "size_bytes": len(content), **(details or {})}
     head = content[:_HEAD_CHARS]
     if b"\x00" in head:  # binary: JSON text columns cannot hold NUL (PostgreSQL refuses \u0000)
         raw["head_base64"] = base64.b64encode(head).decode()
@@ -384,14 +426,14 @@ def replay_frame(records: list[dict[str, Any]], conn: Connection) -> pd.DataFram
     again. A corrected export is a new file; a parser fix is replayed by `drymix lab replay <sha>`.
     """
     config = lab_config()
-    groups: dict[tuple[bool, str], list[int]] = {}
+    groups: dict[str, list[int]] = {}
     for position, raw in enumerate(records):
         dialect = raw.get("dialect") or _dialect_of(raw.get("values") or {})
-        groups.setdefault((bool(dialect.get("decimal_comma")), str(dialect.get("load_unit") or "kN")), []).append(position)
+        groups.setdefault(json.dumps(dialect, sort_keys=True, default=str), []).append(position)
     frames = []
-    for (decimal_comma, load_unit), positions in groups.items():
+    for dialect_json, positions in groups.items():
         values = [dict(records[p].get("values") or {}) for p in positions]
-        frame = map_records(conn, values, mapping_options(config, decimal_comma=decimal_comma, load_unit=load_unit))
+        frame = map_records(conn, values, mapping_options(config, dialect=json.loads(dialect_json)))
         frame.index = positions
         unreadable = [(p, reason) for p in positions if (reason := _unreadable(records[p])) is not None]
         for position, reason in unreadable:

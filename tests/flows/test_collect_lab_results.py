@@ -440,3 +440,92 @@ def test_a_queued_rerun_of_a_file_a_later_run_already_processed_does_nothing_twi
     assert (outcome.summary["exports_processed"], outcome.summary["duplicates_skipped"]) == (0, 0)
     assert count(LabResult) == 18 and count(LabExport) == 1  # nothing loaded twice, the other file untouched
     assert (drop / second.file_name).exists()
+
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "lab"
+
+
+def test_a_drop_folder_of_three_machines_and_an_unknown_file_loads_by_profile_and_quarantines_what_fits_none_whole(drop: Path) -> None:
+    import shutil
+
+    add_batches(["B-M1-000301", "B-M1-000302", "B-M1-000303", "B-M1-000401", "B-M1-000402", "B-M1-000403", "B-M1-000501", "B-M1-000502"])
+    files = sorted(p for p in FIXTURES.rglob("*") if p.is_file())
+    for path in files:
+        shutil.copy(path, drop / path.name)
+    summary = collect(drop)
+    assert summary["files_by_profile"] == {"drymix-simulator": 4, "compression-semicolon": 3, "flexural-per-specimen": 5}
+    # a compression report without its Fmax column, a specimen file without its batch line, a Humboldt LIMS report
+    assert (summary["files_unmatched"], summary["exports_rejected"], summary["exports_processed"]) == (3, 3, 12)
+    # drymix 18 + 18 + 18 + 8, compression 12 + 11 + 11, flexural 3 specimens; a cut line, a bad number,
+    # a cut compression line, a cut and an unreadable curve, and the three files no profile fits are quarantined
+    assert (summary["valid"], summary["quarantined"]) == (62 + 34 + 3, 1 + 2 + 2 + 3)
+    rows = lab_rows()
+    assert len(rows) == 99 and not any(r["batch_id"] == "B-M1-000403" for r in rows.values())  # never half-loaded
+
+    press = rows["B-M1-000401-28D-P1A"]  # ...;1.600,0;48,23;30,15;12.11.2026 14:35 (kN, N/mm², the lab's zone)
+    assert (press["peak_load_kn"], press["strength_mpa"], press["area_mm2"], press["machine_id"], press["test_type"]) == (
+        pytest.approx(48.23), pytest.approx(30.15), pytest.approx(1600.0), "CONTROLS-AX7", "compressive")
+    assert press["tested_at"] == datetime(2026, 11, 12, 9, 5, tzinfo=UTC)
+    specimen = rows["B-M1-000501-28D-P1"]
+    text = (FIXTURES / "flexural-per-specimen" / "ZWICK-Z050_20261112_151000_B-M1-000501-28D-P1.txt").read_text(encoding="utf-8")
+    curve = text.split("Standard force [N]", 1)[1].split()
+    assert specimen["peak_load_kn"] == pytest.approx(max(float(line.split(";")[2].replace(",", ".")) for line in curve) / 1000)
+    assert (specimen["test_type"], specimen["span_mm"], specimen["machine_id"]) == ("flexural", pytest.approx(100.0), "ZWICK-Z050")
+
+    unknown = [e for e in quarantined() if e.raw_record.get("file") == "HUMBOLDT_LIMS_0042.csv"]
+    assert len(unknown) == 1 and unknown[0].record_key.startswith("export:")
+    assert [t["profile"] for t in unknown[0].raw_record["profiles_tried"]] == ["compression-semicolon", "flexural-per-specimen", "drymix-simulator"]
+    assert unknown[0].failed_expectations[0]["value"].startswith("no instrument profile fits HUMBOLDT_LIMS_0042.csv: compression-semicolon:")
+    assert unknown[0].raw_record["head"].startswith("LIMS Report ID,00042")
+    assert sorted(p.name for p in (drop / "rejected").iterdir()) == [
+        "CONTROLS-AX7_20261113_090500_S0004.csv", "HUMBOLDT_LIMS_0042.csv", "ZWICK-Z050_20261112_151000_B-M1-000502-28D-P3.txt"]
+    assert len(list((drop / "processed").iterdir())) == 12 and not any(p.is_file() for p in drop.iterdir())  # nothing lost
+    with get_engine().connect() as conn:
+        notes = dict(conn.execute(select(LabExport.file_name, LabExport.note).where(LabExport.status == "processed")).all())
+    assert notes["CONTROLS-AX7_20261112_150500_S0001.csv"] == "profile compression-semicolon"
+
+
+def test_lines_a_profile_read_replay_with_that_profiles_decimal_comma_thousands_units_and_times(
+    drop: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    import expectations.lab as suite
+    from expectations import runner
+    from hub.ledger.quarantine import replay
+
+    add_batches(["B-M1-000401", "B-M1-000402"])
+    shutil.copy(FIXTURES / "compression-semicolon" / "CONTROLS-AX7_20261112_150500_S0001.csv", drop)
+    monkeypatch.setattr(suite, "planned_ages", lambda: [1, 7])  # 28-day tests not in the plan yet: every row refused
+    runner.reset()
+    try:
+        summary = collect(drop)
+        assert (summary["files_by_profile"], summary["valid"], summary["quarantined"]) == ({"compression-semicolon": 1}, 0, 12)
+        (error,) = errors("DATA_VALIDATION_FAILED")
+        assert quarantined()[0].raw_record["dialect"]["profile"] == "compression-semicolon"
+        monkeypatch.setattr(suite, "planned_ages", lambda: [1, 7, 28])
+        runner.reset()
+        result = replay(error_id=error.id, by="lab.qa", reason="28-day tests added to the plan")
+    finally:
+        monkeypatch.undo()
+        runner.reset()
+    assert (result.selected, result.loaded) == (12, 12)
+    row = lab_rows()["B-M1-000401-28D-P1A"]  # ...;1.600,0;48,23;30,15;12.11.2026 14:35, read again as the profile says
+    assert (row["peak_load_kn"], row["strength_mpa"], row["area_mm2"]) == (pytest.approx(48.23), pytest.approx(30.15), pytest.approx(1600.0))
+    assert row["tested_at"] == datetime(2026, 11, 12, 9, 5, tzinfo=UTC) and row["machine_id"] == "CONTROLS-AX7"
+
+
+def test_an_invalid_profile_stops_the_run_before_any_file_is_read(drop: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import flows.collect_lab_results as flow_module
+    from hub.core.settings import lab_config
+
+    profiles = tmp_path / "profiles"
+    profiles.mkdir()
+    (profiles / "site-press.toml").write_text('files = ["*.csv"]\ndelimiter = ";"\ndecimal = "komma"\naliases = true\n', encoding="utf-8")
+    monkeypatch.setattr(flow_module, "lab_config", lambda: lab_config().model_copy(update={"profiles_dir": profiles}))
+    session = LabSandbox(drop_dir=drop, seed=61).test_session(batch_ids=BATCHES)
+    with pytest.raises(Exception, match=r"site-press.toml line 3 \(decimal\)"):
+        collect(drop)
+    assert (drop / session.file_name).exists() and count(LabExport) == 0 and count(LabResult) == 0
+    (error,) = errors("INVALID_REQUEST")  # a configuration error: not retried until someone fixes the profile
+    assert error.error_code == "LAB_PROFILES_INVALID" and "site-press.toml line 3" in error.error_message

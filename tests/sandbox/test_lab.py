@@ -105,3 +105,37 @@ def test_results_api_over_real_http_serves_sessions_and_their_exact_export(tmp_p
         assert client.get("/api/v1/sessions/99/export").status_code == 404
         bad = client.post("/_sandbox/lab/sessions", json={"variants": ["sideways"]})
         assert bad.status_code == 400
+
+
+def test_the_compression_format_writes_a_metadata_block_decimal_commas_and_kn() -> None:
+    from sandbox.lab import records_for_format, render_compression_semicolon
+
+    records = records_for_format(LabMachine(seed=6, machine_id="CONTROLS-AX7").test_batches(["B-C"]), "compression-semicolon")
+    lines = render_compression_semicolon(records).decode("cp1252").split("\r\n")
+    assert lines[:4] == ["Machine;CONTROLS-AX7", "Serial no.;50-C56Z02/1183", f"Operator;{records[0]['operator']}", "Standard;EN 1015-11"]
+    assert lines[7] == "Specimen;Batch;Product;Age [d];Width [mm];Depth [mm];Area [mm²];Fmax [kN];Rc [N/mm²];Date"
+    first = lines[8].split(";")
+    assert first[0] == records[0]["specimen_id"] and first[6] == "1.600,0"
+    assert first[7] == f"{records[0]['peak_load_kn']:.2f}".replace(".", ",")
+
+
+def test_the_flexural_format_writes_one_file_per_specimen_whose_curve_peaks_at_the_load(tmp_path: Path) -> None:
+    sim = LabSandbox(drop_dir=tmp_path, seed=6, fmt="flexural-per-specimen")
+    session = sim.test_session(batch_ids=["B-F"])
+    assert [r["test_type"] for r in session.records] == ["flexural"] * 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(name for name, _c in session.files)
+    for record, (_name, content) in zip(session.records, session.files, strict=True):
+        text = content.decode("utf-8")
+        assert f"Specimen ID;{record['specimen_id']}" in text and f"Batch;{record['batch_id']}" in text
+        curve = text.split("Standard force [N]\r\n", 1)[1].split()
+        assert max(float(line.split(";")[2].replace(",", ".")) for line in curve) == pytest.approx(record["peak_load_kn"] * 1000)
+
+
+def test_sessions_in_another_format_over_real_http(tmp_path: Path) -> None:
+    sim = LabSandbox(drop_dir=tmp_path, seed=4)
+    with running_server(sim) as base_url, httpx.Client(base_url=base_url, timeout=10) as client:
+        created = client.post("/_sandbox/lab/sessions", json={"batch_ids": ["B-X"], "format": "flexural-per-specimen"}).json()
+        assert created["format"] == "flexural-per-specimen" and created["records"] == 3 and len(created["files"]) == 3
+        assert client.get(f"/api/v1/sessions/{created['session_id']}/export").content == (tmp_path / created["files"][0]).read_bytes()
+        refused = client.post("/_sandbox/lab/sessions", json={"format": "compression-semicolon", "variants": ["decimal_comma"]})
+        assert refused.status_code == 400 and "drymix-simulator format only" in refused.json()["error"]
