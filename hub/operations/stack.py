@@ -224,6 +224,12 @@ def registry_simulators() -> dict[str, dict[str, Any]]:
     return simulators
 
 
+#: Simulators of a second server shape for an integration the stack already simulates: started on demand
+#: (`drymix sandbox plant-vendor`, with the site tag map that fits it, docs/plant.md), never by the stack,
+#: which runs one simulator per integration (the registered datasets' `simulator`).
+SECOND_SHAPES: dict[str, str] = {"plant-vendor": "plant"}
+
+
 def sandbox_commands() -> dict[str, dict[str, Any]]:
     """Every `drymix sandbox <name>` command registered at runtime -> its option defaults (aliases once)."""
     from hub.cli.main import sandbox_app

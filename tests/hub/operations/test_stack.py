@@ -14,6 +14,7 @@ import pytest
 from hub.core.settings import ROOT
 from hub.operations.deploy import secret_block_names
 from hub.operations.stack import (
+    SECOND_SHAPES,
     ProcessSpec,
     StackPlan,
     alive,
@@ -51,7 +52,9 @@ def test_plan_runs_every_registered_simulator_and_wires_the_known_ones(stack_dir
     plan = plan_stack(sandbox=True, fixed_ports=False)
     names = [p.name for p in plan.processes]
     assert names[0] == "prefect-server" and "webhook-ingress" in names and "worker-1" in names
-    assert {f"sandbox-{n}" for n in sandbox_commands()} <= set(names)
+    assert {f"sandbox-{n}" for n in sandbox_commands() if n not in SECOND_SHAPES} <= set(names)
+    assert not {f"sandbox-{n}" for n in SECOND_SHAPES} & set(names), "a second server shape runs on demand only"
+    assert set(SECOND_SHAPES.values()) <= set(sandbox_commands()), "a second shape names a simulator the stack runs"
     sap = next(p for p in plan.processes if p.name == "sandbox-sap")
     assert plan.worker_env["SAP_BASE_URL"].startswith(sap.url + "/sap/opu/odata/")
     ingress = next(p for p in plan.processes if p.name == "webhook-ingress")
@@ -145,7 +148,7 @@ def test_every_simulator_drymix_sandbox_lists_is_wired_and_an_alias_starts_once(
     from hub.cli.main import app
     from hub.operations.stack import sandbox_wiring
 
-    listed = _canonical_simulators()
+    listed = {name: simulator for name, simulator in _canonical_simulators().items() if name not in SECOND_SHAPES}
     help_text = CliRunner().invoke(app, ["sandbox", "--help"], terminal_width=200).output
     assert all(name in help_text for name in listed), help_text
     assert listed["graph"] == "microsoft365", "graph is an alias of microsoft365"
