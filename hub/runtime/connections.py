@@ -71,10 +71,15 @@ def build_sap_connector(
 ) -> SapConnector:
     """The SAP connector from settings (credentials) and config/integrations.toml (everything else)."""
     from connectors.sap.connector import SapConnector
+
+    return SapConnector(_sap_client(config or integration_config("sap"), transport, retry), page_size=page_size)
+
+
+def _sap_client(config: IntegrationConfig, transport: httpx.BaseTransport | None, retry: RetryPolicy | None) -> IntegrationClient:
+    """An HTTP client for one SAP OData service: the integration's user, limits and retries, SAP's error body."""
     from connectors.sap.odata import parse_sap_error
 
-    config = config or integration_config("sap")
-    client = IntegrationClient(
+    return IntegrationClient(
         config,
         auth=sap_auth(config),
         transport=transport,
@@ -83,7 +88,6 @@ def build_sap_connector(
         body_parser=parse_sap_error,
         debug_log=debug_log(),
     )
-    return SapConnector(client, page_size=page_size)
 
 
 def build_sap_sales_order_connector(
@@ -95,22 +99,12 @@ def build_sap_sales_order_connector(
 ) -> SapSalesOrderConnector:
     """The API_SALES_ORDER_SRV connector: the SAP integration's user, limits and retries on the sales-order service
     (sap.sales_order_base_url or SAP_SALES_ORDER_BASE_URL, else the service beside the business-partner one)."""
-    from connectors.sap.odata import parse_sap_error
     from connectors.sap.sales_orders import SALES_ORDER_SERVICE, SapSalesOrderConnector, service_url
 
     config = config or integration_config("sap")
     options = sap_sales_order_options()
     config = config.model_copy(update={"base_url": options.base_url or service_url(config.base_url, SALES_ORDER_SERVICE)})
-    client = IntegrationClient(
-        config,
-        auth=sap_auth(config),
-        transport=transport,
-        headers={"Accept": "application/json"},
-        retry=retry,
-        body_parser=parse_sap_error,
-        debug_log=debug_log(),
-    )
-    return SapSalesOrderConnector(client, page_size=page_size, overlap_s=options.overlap_s)
+    return SapSalesOrderConnector(_sap_client(config, transport, retry), page_size=page_size, overlap_s=options.overlap_s)
 
 
 def build_razorpay_connector(
