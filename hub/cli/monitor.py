@@ -9,11 +9,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-monitor_app = typer.Typer(help="Monitoring: per-integration figures and health, alerts, notification channels.", no_args_is_help=True)
+monitor_app = typer.Typer(help="Monitoring: per-integration figures and health, SLAs, alerts, notification channels.", no_args_is_help=True)
 console = Console()
 err_console = Console(stderr=True)
 
-_HEALTH_STYLE = {"green": "green", "yellow": "yellow", "red": "bold red"}
+_HEALTH_STYLE = {"green": "green", "yellow": "yellow", "red": "bold red", "idle": "dim"}
 
 WindowOpt = Annotated[str, typer.Option("--window", "-w", help="5m, 15m, 1h, 24h, 7d ...")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")]
@@ -95,6 +95,55 @@ def status(window: WindowOpt = "1h", as_json: JsonOpt = False) -> None:
 def health(as_json: JsonOpt = False) -> None:
     """Health per integration (green / yellow / red, with the reasons) over the configured health window."""
     _status(None, as_json)
+
+
+@monitor_app.command("sla")
+def sla(
+    window: Annotated[str | None, typer.Option("--window", "-w", help="30d (default: sla_window), 7d, 24h ...")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Each SLA of the plan's table: achieved availability and latency against the target, error budget left.
+
+    Exit code 1 when an SLA with traffic misses its availability or latency target, 2 on a bad window."""
+    from rich.markup import escape
+
+    from hub.monitoring.config import monitoring_config
+    from hub.monitoring.health import flush_quietly, parse_window
+    from hub.monitoring.sla import sla_report
+
+    cfg = monitoring_config()
+    label = window or cfg.sla_window
+    try:
+        span = parse_window(label)
+    except ValueError as exc:
+        err_console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+    flush_quietly()
+    report = sla_report(span, config=cfg)
+    missed = [st for st in report if st.availability_met is False or st.latency_met is False]
+    if as_json:
+        typer.echo(json.dumps({"window": label, "sla": [st.as_json() for st in report]}, indent=2))
+        raise typer.Exit(1 if missed else 0)
+    table = Table(title=f"SLAs over the last {label} (" + escape("config/monitoring.toml [[sla]]") + ")")
+    for col in ("operation", "calls", "availability", "target", "latency", "latency target", "budget left", "burn"):
+        table.add_column(col, justify="left" if col == "operation" else "right")
+
+    def mark(ok: bool | None, text: str) -> str:
+        return text if ok is None else f"[green]{text}[/green]" if ok else f"[bold red]{text}[/bold red]"
+
+    for st in report:
+        availability = "–" if st.availability_pct is None else f"{st.availability_pct:.3f}%"
+        budget_style = "green" if st.budget_left > 0.25 else "yellow" if st.budget_left > 0 else "bold red"
+        table.add_row(
+            f"{st.name}\n[dim]{st.key}[/dim]", str(st.calls), mark(st.availability_met, availability), f"{st.target_pct:g}%",
+            mark(st.latency_met, f"P{st.latency_quantile * 100:g} {_ms(st.latency_s)}"), f"< {_ms(st.latency_target_s)}",
+            f"[{budget_style}]{st.budget_left:.1%}[/{budget_style}]", "–" if st.burn_rate is None else f"{st.burn_rate:.2f}x",
+        )
+    console.print(table)
+    if missed:
+        console.print(f"[bold red]{len(missed)} SLA(s) missed[/bold red]: " + ", ".join(st.key for st in missed))
+        raise typer.Exit(1)
+    console.print("[green]every SLA with traffic is met[/green]" if any(st.calls for st in report) else "no SLA traffic in the window")
 
 
 @monitor_app.command("alerts")

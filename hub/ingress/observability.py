@@ -141,15 +141,15 @@ def _collect_families() -> list[Any]:
     oldest = GaugeMetricFamily("drymix_webhook_inbox_oldest_age_seconds", "Age of the oldest unprocessed inbox event.", labels=["provider"])
     open_errors = GaugeMetricFamily("drymix_integration_errors_open", "integration_errors rows pending, retrying or escalated.", labels=["integration"])
     retries = GaugeMetricFamily("drymix_integration_error_retries_pending", "Open errors with a queued retry.", labels=["integration"])
-    health = GaugeMetricFamily("drymix_integration_health", "1 for the integration's current health state (green, yellow, red).", labels=["integration", "health"])
-    uptime = GaugeMetricFamily("drymix_integration_uptime_ratio", "Minutes with a success / minutes with calls, over the health window.", labels=["integration"])
+    health = GaugeMetricFamily("drymix_integration_health", "1 for the integration's current health state (green, yellow, red, idle).", labels=["integration", "health"])
+    uptime = GaugeMetricFamily("drymix_integration_uptime_ratio", "Minutes with a success / minutes with calls or overdue on a schedule, over the health window.", labels=["integration"])
     for st in report:
         backlog.add_metric([st.integration], st.webhook_backlog)
         if st.oldest_webhook_age_s is not None:
             oldest.add_metric([st.integration], st.oldest_webhook_age_s)
         open_errors.add_metric([st.integration], st.open_errors)
         retries.add_metric([st.integration], st.pending_retries)
-        for state in ("green", "yellow", "red"):
+        for state in ("green", "yellow", "red", "idle"):
             health.add_metric([st.integration, state], 1.0 if st.health == state else 0.0)
         if st.uptime_pct is not None:
             uptime.add_metric([st.integration], st.uptime_pct / 100)
@@ -184,6 +184,7 @@ def status_payload(window: str) -> dict[str, Any]:
     from hub.monitoring.alerting import active_alerts
     from hub.monitoring.config import monitoring_config
     from hub.monitoring.health import OPEN_ERROR_STATUSES, flush_quietly, health_report, parse_window
+    from hub.monitoring.sla import sla_report
 
     flush_quietly()
     cfg = monitoring_config()
@@ -219,6 +220,8 @@ def status_payload(window: str) -> dict[str, Any]:
         "integrations": [st.as_json() for st in report],
         "open_errors": open_errors,
         "alerts": alerts,
+        "sla_window": cfg.sla_window,
+        "sla": [st.as_json() for st in sla_report(now=now, config=cfg)],
     }
 
 

@@ -1,4 +1,4 @@
-"""The five alert rules, their state in the `alerts` table, and the notifications of their lifecycle.
+"""The plan's five alert rules and the SLAs' error-budget rule, their state in the `alerts` table, and the notifications of their lifecycle.
 
 `evaluate_rules()` measures each rule for each integration from the flushed call metrics and the
 inbox; `run_alerts()` (called every minute by the monitor-integrations flow) turns that into state:
@@ -12,11 +12,14 @@ inbox; `run_alerts()` (called every minute by the monitor-integrations flow) tur
 
 Rules (thresholds in config/monitoring.toml [alerts], docs/monitoring.md):
   IntegrationDown    calls in the last 30 min, none succeeded, and the last success (or first call) is
-                     30 min or more ago                                                  critical
+                     30 min or more ago; or silence: due on a registered dataset's schedule 30 min
+                     or more ago and no success since (hub/monitoring/expected.py)      critical
   HighErrorRate      error rate over 5 % in the last 10 min (with at least min_calls calls)   high
   RateLimitExceeded  more than 10 rate-limited (429) answers in the last 5 min               medium
   SlowResponseTime   P95 latency over 2 s in the last 15 min                                 medium
   WebhookDelay       more than 100 webhook events waiting in the inbox                       medium
+  ErrorBudgetBurn    an SLA's error budget burning over 14.4 times its rate in both the last hour and
+                     the last 5 min (SRE workbook multiwindow rule); per SLA key, not integration  critical
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from hub.monitoring.notify import Delivery, notify
 
 log = logging.getLogger(__name__)
 
-RULES = ("IntegrationDown", "HighErrorRate", "RateLimitExceeded", "SlowResponseTime", "WebhookDelay")
+RULES = ("IntegrationDown", "HighErrorRate", "RateLimitExceeded", "SlowResponseTime", "WebhookDelay", "ErrorBudgetBurn")
 # Rules about connector calls: an open error row of the integration (not a validation refusal) holds them.
 _ERROR_TIED_RULES = frozenset({"IntegrationDown", "HighErrorRate", "RateLimitExceeded", "SlowResponseTime"})
 
@@ -81,14 +84,22 @@ def evaluate_rules(*, now: datetime | None = None, config: MonitoringConfig | No
         st = down.get(name) or IntegrationStats(name, 0)
         since = st.last_success_at or st.first_seen_at
         quiet_min = _minutes(now - since) if since is not None else 0.0
-        holds = st.calls > 0 and st.successes == 0 and quiet_min >= rules.integration_down_no_success_min
+        failing = st.calls > 0 and st.successes == 0 and quiet_min >= rules.integration_down_no_success_min
+        # Silence: due on a schedule, the grace ran out, and no success since (a stopped job makes no failed calls).
+        overdue_min = _minutes(now - st.missed_due_at) if st.missed_due_at is not None else None
+        silent = overdue_min is not None and overdue_min >= rules.integration_down_no_success_min
         what = "never succeeded" if st.last_success_at is None else f"last success {st.last_success_at:%Y-%m-%d %H:%M} UTC"
+        if failing:
+            summary = f"{name}: {st.calls} calls in the last {rules.integration_down_no_success_min:g} min, none succeeded ({what})"
+        elif silent and st.missed_due_at is not None:
+            summary = (f"{name}: due at {st.missed_due_at:%Y-%m-%d %H:%M} UTC ({st.missed_due_by}), no successful call in the "
+                       f"{overdue_min:.0f} min since ({what}): is its job running?")
+        else:
+            summary = f"{name}: {st.successes} successful calls in the last {rules.integration_down_no_success_min:g} min"
+        value = round(quiet_min, 1) if st.calls else round(overdue_min, 1) if overdue_min is not None else None
         out.append(Condition(
-            "IntegrationDown", name, rules.integration_down_severity, holds,
-            round(quiet_min, 1) if st.calls else None, rules.integration_down_no_success_min,
-            rules.integration_down_no_success_min,
-            f"{name}: {st.calls} calls in the last {rules.integration_down_no_success_min:g} min, none succeeded ({what})"
-            if holds else f"{name}: {st.successes} successful calls in the last {rules.integration_down_no_success_min:g} min",
+            "IntegrationDown", name, rules.integration_down_severity, failing or silent, value,
+            rules.integration_down_no_success_min, rules.integration_down_no_success_min, summary,
         ))
 
         st = errors.get(name) or IntegrationStats(name, 0)
@@ -125,6 +136,39 @@ def evaluate_rules(*, now: datetime | None = None, config: MonitoringConfig | No
             "WebhookDelay", name, rules.webhook_delay_severity, holds, float(st.webhook_backlog),
             float(rules.webhook_backlog_max), None,
             f"{name}: {st.webhook_backlog} webhook events waiting in the inbox{age} (threshold {rules.webhook_backlog_max})",
+        ))
+    out.extend(_budget_burn(cfg, now))
+    return out
+
+
+def _budget_burn(cfg: MonitoringConfig, now: datetime) -> list[Condition]:
+    """ErrorBudgetBurn per SLA: both windows burn faster than the rate (the long one proves it is significant,
+    the short one that it is still happening, so the alert resolves minutes after the burning stops)."""
+    from hub.monitoring.sla import burn_rate, operation_sums, sla_sums
+
+    rules = cfg.alerts
+    if not cfg.sla:
+        return []
+    long_sums = operation_sums((now - timedelta(minutes=rules.error_budget_long_window_min)).replace(second=0, microsecond=0), now)
+    short_sums = operation_sums((now - timedelta(minutes=rules.error_budget_short_window_min)).replace(second=0, microsecond=0), now)
+    out: list[Condition] = []
+    for target in cfg.sla:
+        long_traffic, short_traffic = sla_sums(target, long_sums), sla_sums(target, short_sums)
+        long_rate, short_rate = burn_rate(target, long_traffic), burn_rate(target, short_traffic)
+        holds = (
+            long_traffic.calls >= rules.error_budget_min_calls
+            and long_rate is not None and long_rate > rules.error_budget_burn_rate
+            and short_rate is not None and short_rate > rules.error_budget_burn_rate
+        )
+        def fmt(rate: float | None) -> str:
+            return "–" if rate is None else f"{rate:.1f}x"
+        out.append(Condition(
+            "ErrorBudgetBurn", target.key, rules.error_budget_burn_severity, holds, long_rate,
+            rules.error_budget_burn_rate, rules.error_budget_long_window_min,
+            f"{target.name} ({target.key}): error budget burning {fmt(long_rate)} over the last "
+            f"{rules.error_budget_long_window_min:g} min ({long_traffic.calls - long_traffic.successes} of {long_traffic.calls} "
+            f"calls failed) and {fmt(short_rate)} over the last {rules.error_budget_short_window_min:g} min, against a "
+            f"{target.availability_pct:g} % target (threshold {rules.error_budget_burn_rate:g}x): drymix monitor sla",
         ))
     return out
 

@@ -113,6 +113,41 @@ class AlertRules(BaseModel):
     webhook_backlog_max: int = Field(100, ge=0, description="fires when the inbox backlog is MORE than this")
     webhook_delay_severity: Severity = "medium"
     repeat_interval_min: float = Field(60.0, gt=0, description="a firing alert is notified again this often")
+    # ErrorBudgetBurn, the sixth rule: the multiwindow, multi-burn-rate alert of Google's SRE workbook
+    # ("Alerting on SLOs"): burn rate = error rate / (1 - SLA target); fires when both windows burn faster
+    # than the rate (14.4 spends 2 % of a 30-day budget in one hour).
+    error_budget_burn_rate: float = Field(14.4, gt=0)
+    error_budget_long_window_min: float = Field(60.0, gt=0)
+    error_budget_short_window_min: float = Field(5.0, gt=0)
+    error_budget_min_calls: int = Field(10, ge=1, description="fewer calls in the long window cannot fire it")
+    error_budget_burn_severity: Severity = "critical"
+
+
+class SilenceConfig(BaseModel):
+    """Expected activity (hub/monitoring/expected.py): which registered datasets make an integration due."""
+
+    timezone: str = Field("Asia/Kolkata", description="the deployments' schedule zone (prefect.yaml schedule_defaults)")
+    idle_ok: list[str] = Field(
+        default_factory=lambda: ["lab.lab_results"], description="datasets whose runs may make no call (never due)"
+    )
+
+
+class SlaTarget(BaseModel):
+    """One row of the plan's SLA table: an operation's availability and latency targets."""
+
+    key: str = Field(pattern=r"^[a-z0-9_]+\.[a-z0-9_]+$", description="<integration>.<operation>, names its alerts")
+    name: str
+    integration: str
+    operations: list[str] = Field(min_length=1, description="call_metrics operations that make up the SLA's traffic")
+    kind: Literal["call", "webhook", "webhook_processing"] = "call"
+    availability_pct: float = Field(gt=0, lt=100)
+    latency_ms: float = Field(gt=0)
+    latency_quantile: float = Field(0.95, gt=0, lt=1)
+
+    @property
+    def error_budget(self) -> float:
+        """The fraction of calls allowed to fail (1 - target)."""
+        return 1 - self.availability_pct / 100
 
 
 class MonitoringConfig(BaseModel):
@@ -124,6 +159,17 @@ class MonitoringConfig(BaseModel):
     alerts: AlertRules = AlertRules()
     routing: RoutingConfig = RoutingConfig()
     channels: ChannelsConfig = ChannelsConfig()
+    silence: SilenceConfig = SilenceConfig()
+    sla_window: str = Field("30d", description="default window of `drymix monitor sla` and the dashboard's SLA panel")
+    sla: list[SlaTarget] = Field(default_factory=list)
+
+    @field_validator("sla")
+    @classmethod
+    def _unique_keys(cls, value: list[SlaTarget]) -> list[SlaTarget]:
+        keys = [t.key for t in value]
+        if len(keys) != len(set(keys)):
+            raise ValueError(f"SLA keys must be unique: {sorted(k for k in set(keys) if keys.count(k) > 1)}")
+        return value
 
     @field_validator("integrations")
     @classmethod

@@ -1,7 +1,9 @@
 """The /dashboard page: plain HTML and a little JavaScript (no build step, no external scripts).
 
 It fetches /api/monitor/status?window=... and redraws every `refresh_s` seconds: a health card per
-integration, a table of the window's figures, a P95 latency chart per integration (inline SVG), the
+integration (grey when idle: no traffic and nothing overdue is not health), the SLA panel (each
+operation's availability and latency against the plan's target and the error budget left, over
+`sla_window`), a table of the window's figures, a P95 latency chart per integration (inline SVG), the
 firing alerts and the open errors. When the first data has been drawn, <body data-ready="1">.
 """
 
@@ -21,8 +23,11 @@ DASHBOARD_HTML = """<!doctype html>
   .card { background: #fff; border-radius: 8px; padding: .8rem 1rem; min-width: 15rem; border-left: 8px solid #999;
           box-shadow: 0 1px 2px rgba(0,0,0,.08); }
   .card.green { border-left-color: #1f9d55; } .card.yellow { border-left-color: #e6a700; } .card.red { border-left-color: #d64541; }
+  .card.idle { border-left-color: #a0a7b4; color: #5b6475; }
   .badge { display: inline-block; padding: .05rem .5rem; border-radius: 999px; color: #fff; font-size: .8rem; font-weight: 600; }
   .badge.green { background: #1f9d55; } .badge.yellow { background: #e6a700; } .badge.red { background: #d64541; }
+  .badge.idle { background: #a0a7b4; }
+  .met { color: #1f9d55; } .missed { color: #d64541; font-weight: 600; } .overspent { color: #d64541; font-weight: 600; }
   .badge.critical { background: #8e1b1b; } .badge.high { background: #d64541; } .badge.medium { background: #e6a700; }
   .badge.low, .badge.info { background: #5b6475; }
   table { border-collapse: collapse; background: #fff; width: 100%; font-size: .85rem; }
@@ -46,6 +51,7 @@ DASHBOARD_HTML = """<!doctype html>
 </div>
 <div class="cards" id="cards"></div>
 <h2>Active alerts</h2><div id="alerts"></div>
+<h2>SLAs over <span id="sla-window">30d</span></h2><div id="sla"></div>
 <h2>Figures over the window</h2><div id="figures"></div>
 <h2>P95 latency per minute</h2><div class="charts" id="charts"></div>
 <h2>Open errors</h2><div id="errors"></div>
@@ -84,6 +90,18 @@ function chart(it) {
     + esc(it.integration) + '">' + body + '</svg></div>';
 }
 
+function slaRow(s) {
+  const cls = (met) => met === null ? "" : met ? "met" : "missed";
+  const budget = s.calls ? (s.budget_left * 100).toFixed(1) + " %" : "–";
+  return ['<td class="text" data-sla="' + esc(s.key) + '">' + esc(s.name) + '</td>', '<td>' + esc(s.calls) + '</td>',
+    '<td class="availability ' + cls(s.availability_met) + '">' + esc(s.availability_pct === null ? "no traffic" : num(s.availability_pct, 3) + " %") + '</td>',
+    '<td>' + esc(s.target_pct) + ' %</td>',
+    '<td class="latency ' + cls(s.latency_met) + '">P' + esc(Math.round(s.latency_quantile * 100)) + ' ' + esc(ms(s.latency_s)) + '</td>',
+    '<td>&lt; ' + esc(ms(s.latency_target_s)) + '</td>',
+    '<td class="budget' + (s.budget_left < 0 ? " overspent" : "") + '">' + esc(budget) + '</td>',
+    '<td>' + esc(s.burn_rate === null ? "–" : num(s.burn_rate, 2) + "x") + '</td>'];
+}
+
 function render(d) {
   document.getElementById("refresh").textContent = d.refresh_s;
   document.getElementById("updated").textContent = when(d.generated_at);
@@ -98,6 +116,9 @@ function render(d) {
     d.alerts.map((a) => ['<td class="text">' + esc(a.rule) + '</td>', '<td class="text">' + esc(a.integration) + '</td>',
       '<td class="text"><span class="badge ' + esc(a.severity) + '">' + esc(a.severity) + '</span></td>',
       '<td class="text">' + esc(a.summary) + '</td>', '<td>' + esc(when(a.started_at)) + '</td>', '<td>' + esc(a.notifications_sent) + '</td>']));
+  document.getElementById("sla-window").textContent = d.sla_window;
+  document.getElementById("sla").innerHTML = table(["Operation", "Calls", "Availability", "Target", "Latency", "Latency target",
+    "Error budget left", "Burn rate"], d.sla.map(slaRow));
   document.getElementById("figures").innerHTML = table(
     ["Integration", "Calls", "Success", "Errors", "Error rate", "P50", "P95", "P99", "429s", "Uptime", "ops/s",
      "Cache hits", "Webhooks in", "Processing P95", "Backlog", "Retries queued", "Open errors", "Last error"],

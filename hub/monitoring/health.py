@@ -8,7 +8,10 @@ the aggregates back, so a database hiccup delays measurements but loses none.
 Reading: `integration_stats(window)` sums the minute rows of the window into the figures the
 dashboard, `drymix monitor status`, `/metrics` and the alert rules share (counts, rates, P50/P95/P99
 from the histogram, rate-limit hits, last success/error, uptime, queue lengths, throughput, webhook
-processing time, cache hit rate) and `health_of()` turns them into green / yellow / red.
+processing time, cache hit rate) and `health_of()` turns them into green / yellow / red, or idle (grey)
+when nothing was expected and nothing happened. Expected activity comes from the registered datasets'
+schedules (hub/monitoring/expected.py): an integration due on its schedule that has not succeeded since
+is overdue, which turns its health red, counts against its uptime and fires IntegrationDown.
 """
 
 from __future__ import annotations
@@ -40,6 +43,14 @@ from hub.core.models import (
 )
 from hub.datasets import monitored_integrations
 from hub.monitoring.config import HealthThresholds, MonitoringConfig, monitoring_config
+from hub.monitoring.expected import (
+    DueSchedule,
+    DueTimeline,
+    due_schedules,
+    first_due_after,
+    is_overdue,
+    latest_due,
+)
 
 log = logging.getLogger(__name__)
 
@@ -310,6 +321,9 @@ class IntegrationStats:
     oldest_webhook_age_s: float | None = None
     pending_retries: int = 0
     open_errors: int = 0
+    expected: bool = False  # a registered schedule makes it due (hub/monitoring/expected.py)
+    missed_due_at: datetime | None = None  # the first due time since its last success (or first call), if passed
+    missed_due_by: str | None = None  # the deployment and cron that made it due then
     health: str = "green"
     health_reasons: list[str] = field(default_factory=list)
     series: list[MinutePoint] = field(default_factory=list)
@@ -341,6 +355,50 @@ def _measurement_rows(conn: Connection, since: datetime, until: datetime) -> lis
     return [row._mapping for row in conn.execute(query)]
 
 
+def _successes_before(conn: Connection, since: datetime) -> dict[str, datetime]:
+    """Each integration's last minute with a successful call before `since` (where the uptime walk starts)."""
+    t = CallMetric.__table__
+    query = (
+        select(t.c.integration, func.max(t.c.bucket_start))
+        .where(t.c.kind == "call", t.c.successes > 0, t.c.bucket_start < since)
+        .group_by(t.c.integration)
+    )
+    return {name: at for name, at in conn.execute(query)}
+
+
+def _uptime(
+    minutes: Mapping[datetime, Sums],
+    since: datetime,
+    now: datetime,
+    *,
+    schedules: Sequence[DueSchedule],
+    grace: timedelta,
+    tz: str,
+    last_ok: datetime | None,
+    seen_at: datetime | None,
+) -> float | None:
+    """Minutes with a success / minutes with calls or overdue (due on a schedule, no success since, grace
+    run out): a job that stopped counts as down, not as missing data; None when nothing was expected."""
+    timeline = DueTimeline(schedules, since - grace, now, tz) if schedules and seen_at is not None else None
+    before = latest_due(schedules, since - grace, tz) if timeline is not None else None
+    up = down = 0
+    minute = since
+    while minute <= now:
+        point = minutes.get(minute)
+        if point is not None and point.successes:
+            up += 1
+            last_ok = minute if last_ok is None else max(last_ok, minute)
+        elif point is not None and point.calls:
+            down += 1
+        elif timeline is not None:
+            moment = min(minute + timedelta(minutes=1), now) - grace
+            due = timeline.latest_at_or_before(moment) or (before if before is not None and before.at <= moment else None)
+            if is_overdue(due, last_success=last_ok, seen_at=seen_at):
+                down += 1
+        minute += timedelta(minutes=1)
+    return 100.0 * up / (up + down) if up + down else None
+
+
 def integration_stats(
     window: timedelta,
     *,
@@ -352,11 +410,14 @@ def integration_stats(
     cfg = config or monitoring_config()
     now = now or datetime.now(UTC)
     since = _floor_minute(now - window)
+    schedules = due_schedules(cfg)
+    grace = timedelta(minutes=cfg.alerts.integration_down_no_success_min)
     # Every registered dataset's integrations are listed even before their first call; the config may add more.
     names: set[str] = set(monitored_integrations(cfg.integrations) if integrations is None else integrations)
     engine = get_engine()
     with engine.connect() as conn:
         rows = _measurement_rows(conn, since, now)
+        ok_before = _successes_before(conn, since)
         tt = CallMetricTotal.__table__
         totals = conn.execute(
             select(
@@ -422,13 +483,21 @@ def integration_stats(
         st.webhook_processing_p50_s = processing.quantile(0.50)
         st.webhook_processing_p95_s = processing.quantile(0.95)
         minutes = per_minute.get(name, {})
-        observed = [m for m in minutes.values() if m.calls]
-        if observed:
-            st.uptime_pct = 100.0 * sum(1 for m in observed if m.successes) / len(observed)
         st.series = [MinutePoint(minute, m.calls, m.errors, m.quantile(0.95)) for minute, m in sorted(minutes.items())]
     for name, last_ok, last_err, first_seen in totals:
         if name in stats:
             stats[name].last_success_at, stats[name].last_error_at, stats[name].first_seen_at = last_ok, last_err, first_seen
+    for name, st in stats.items():
+        due_by = schedules.get(name, [])
+        st.expected = bool(due_by)
+        st.uptime_pct = _uptime(
+            per_minute.get(name, {}), since, now, schedules=due_by, grace=grace, tz=cfg.silence.timezone,
+            last_ok=ok_before.get(name), seen_at=st.first_seen_at,
+        )
+        if due_by and st.first_seen_at is not None:
+            missed = first_due_after(due_by, st.last_success_at or st.first_seen_at, cfg.silence.timezone)
+            if missed is not None and missed.at <= now:
+                st.missed_due_at, st.missed_due_by = missed.at, missed.schedule.label
     for provider, count, oldest in backlog:
         if provider in stats:
             stats[provider].webhook_backlog = int(count)
@@ -443,7 +512,8 @@ def integration_stats(
 
 
 def health_of(st: IntegrationStats, thresholds: HealthThresholds, *, now: datetime | None = None) -> tuple[str, list[str]]:
-    """green / yellow / red with the reasons, from the thresholds in [health] (docs/monitoring.md)."""
+    """green / yellow / red with the reasons, from the thresholds in [health] (docs/monitoring.md); idle (grey)
+    when the window saw no traffic and nothing was overdue: no traffic is not evidence of health."""
     now = now or datetime.now(UTC)
     red: list[str] = []
     yellow: list[str] = []
@@ -474,10 +544,20 @@ def health_of(st: IntegrationStats, thresholds: HealthThresholds, *, now: dateti
                 red.append(f"no success for {minutes:.0f} min")
             elif minutes >= thresholds.yellow_no_success_min:
                 yellow.append(f"no success for {minutes:.0f} min")
+    if st.missed_due_at is not None:
+        minutes = (now - st.missed_due_at).total_seconds() / 60
+        last = f"last success {st.last_success_at:%Y-%m-%d %H:%M} UTC" if st.last_success_at else "never succeeded"
+        why = f"due at {st.missed_due_at:%Y-%m-%d %H:%M} UTC ({st.missed_due_by}), no success since: {last}"
+        if minutes >= thresholds.red_no_success_min:
+            red.append(why)
+        elif minutes >= thresholds.yellow_no_success_min:
+            yellow.append(why)
     if red:
         return "red", red
     if yellow:
         return "yellow", yellow
+    if not (st.calls or st.webhooks_received or st.webhooks_processed):
+        return "idle", ["no traffic in the window" + ("; nothing overdue on its schedule" if st.expected else "")]
     return "green", []
 
 
@@ -522,7 +602,7 @@ def _fmt_s(value: float | None) -> str:
 
 def health_markdown(report: Sequence[IntegrationStats], alerts: Sequence[Any], *, window: str) -> str:
     """The `integration-health` artifact: one table row per integration, then the firing alerts."""
-    icon = {"green": "🟢", "yellow": "🟡", "red": "🔴"}
+    icon = {"green": "🟢", "yellow": "🟡", "red": "🔴", "idle": "⚪"}
     lines = [
         f"## Integration health (window {window}, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC)",
         "",

@@ -112,17 +112,25 @@ def test_an_alert_tied_to_an_open_error_keeps_firing_after_the_window_moves_on(
     assert "IntegrationDown/sap" in run.fired
     assert alert_row("IntegrationDown", "sap").error_id == error_id
 
-    # Nobody fixed it and the sync stopped calling: no calls in the last 30 minutes at all.
+    # Nobody fixed it and the sync stopped calling: no calls in the last 30 minutes at all. HighErrorRate's
+    # window moved past the failed calls: its open error holds it.
     clock.advance(minutes=45)
     run = evaluate(cfg, clock, http_sink)
-    assert "IntegrationDown/sap" in run.held and "IntegrationDown/sap" in run.firing
-    assert "IntegrationDown/sap" not in run.resolved
+    assert "HighErrorRate/sap" in run.held and "HighErrorRate/sap" in run.firing
+    assert "HighErrorRate/sap" not in run.resolved
     held = slack_texts(http_sink, f"error #{error_id} is still open")
     assert held, "the held alert is notified again at the repeat interval"
+    # IntegrationDown holds on its own: SAP was due on its schedule and nothing has succeeded since (silence).
+    assert "IntegrationDown/sap" in run.firing and "IntegrationDown/sap" not in run.held
 
     with get_engine().begin() as conn:
         conn.execute(update(IntegrationErrorRow).where(IntegrationErrorRow.id == error_id).values(status="resolved"))
     clock.advance(minutes=1)
+    run = evaluate(cfg, clock, http_sink)
+    assert "HighErrorRate/sap" in run.resolved
+    assert "IntegrationDown/sap" in run.firing, "a resolved error row does not make a silent integration healthy"
+    sap_traffic.sandbox.faults.clear()
+    assert sap_traffic.calls(1) == 0
     run = evaluate(cfg, clock, http_sink)
     assert "IntegrationDown/sap" in run.resolved
 

@@ -160,7 +160,16 @@ def test_dashboard_renders_health_alerts_errors_and_latency_charts_in_headless_c
     body = next(attrs for tag, attrs in dom.elements if tag == "body")
     assert body.get("data-ready") == "1", "the page's script fetched the status and drew it"
     cards = {attrs["data-integration"]: attrs["data-health"] for tag, attrs in dom.elements if tag == "div" and "card" in (attrs.get("class") or "").split()}
-    assert cards["sap"] == "red" and cards["whatsapp"] == "green"
+    assert cards["sap"] == "red" and cards["whatsapp"] == "idle"  # no traffic: grey, never green
+    # The SLA panel: every SLA of the shipped table; razorpay's signed webhooks (3 stored, 1 refused: a correct
+    # answer) are verify-payment's traffic, all good against 99.9 %.
+    sla_cells = {attrs["data-sla"] for tag, attrs in dom.elements if tag == "td" and attrs.get("data-sla")}
+    assert sla_cells >= {"razorpay.create_order", "razorpay.verify_payment", "sap.sync_customer", "plant_opcua.read_status"}
+    sla_section = result.stdout[result.stdout.index('id="sla"'):result.stdout.index('id="figures"')]
+    verify_row = sla_section[sla_section.index('data-sla="razorpay.verify_payment"'):].split("</tr>")[0]
+    assert '<td class="availability met">100.000 %</td>' in verify_row and "<td>99.9 %</td>" in verify_row
+    assert '<td class="budget">100.0 %</td>' in verify_row
+    assert "no traffic" in sla_section  # SLAs without calls say so instead of a made-up figure
     charts = [attrs for tag, attrs in dom.elements if tag == "div" and attrs.get("class") == "chart"]
     assert {c["data-integration"] for c in charts} >= {"sap", "razorpay", "whatsapp"}
     assert any(tag == "polyline" for tag, _ in dom.elements), "the sap latency chart has a line"
