@@ -32,12 +32,13 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from sqlalchemy import select
 
+from connectors.core.debug import DebugLog
 from connectors.core.errors import ErrorCategory, InvalidRequest, SyncFailed
 from connectors.lab.exports import DropFile, archive, read_settled, scan_drop_folder
 from connectors.lab.profiles import ProfileError
 from hub.core.db import get_engine
 from hub.core.models import IntegrationErrorRow
-from hub.core.settings import LabConfig, lab_config
+from hub.core.settings import LabConfig, debug_log_path, lab_config
 from hub.ledger.loading import read_cursor
 from hub.ledger.retry_units import LAB_EXPORT_FILE, LAB_RESULTS_API, UnitFailed
 from hub.systems.lab import (
@@ -161,17 +162,24 @@ def collect_lab_results(
         if settling:
             logger.info("%d file(s) still being written (changed in the last %.0f s): next run", len(settling), config.settle_s)
     limit = max_files or config.max_files_per_run
+    debug_path = debug_log_path(INTEGRATION)
+    debug = DebugLog(debug_path) if debug_path is not None else None  # debug mode for the lab only: every pickup
 
     # --- per export: parse, map, validate, load (one transaction each) -----------------------
     for found in ready[:limit]:
         try:
             result = process_lab_export(found, config, run_id)
         except Exception as exc:  # noqa: BLE001 - one failed file must not stop the others (a rerun of it fails)
+            if debug is not None:
+                _debug_pickup(debug, found, {"status": "failed", "error": f"{type(exc).__name__}: {exc}"})
             unit = {"kind": LAB_EXPORT_FILE, "file": found.name, "size": found.size, "drop_dir": str(config.drop_dir)}
+            # Its retry count (the engine's): the file task's Prefect retry and any HTTP retries of the run (lab API).
             summary.error_ids.append(run.unit_failed(exc, operation="process_export", what=f"lab export {found.name}", unit=unit,
                                                      max_retries=1, then="the file stays and is retried next run"))
             summary.files_failed += 1
             continue
+        if debug is not None:
+            _debug_pickup(debug, found, result)
         status = result["status"]
         if status == "settling":
             if resume is not None:
@@ -221,6 +229,15 @@ def collect_lab_results(
             operation="collect_lab_results",
         )
     return outcome
+
+
+def _debug_pickup(debug: DebugLog, found: DropFile, result: dict[str, Any]) -> None:
+    """Debug mode: one entry per export picked up: where, how big, what became of it and which profile read it."""
+    debug.event(INTEGRATION, "lab_file", {
+        "path": str(found.path), "size": found.size, "mtime": datetime.fromtimestamp(found.mtime_ns / 1e9, UTC).isoformat(),
+        "status": result.get("status"), "profile": result.get("profile"), "unmatched": bool(result.get("unmatched")),
+        "sha256": result.get("sha256"), "rows": result.get("rows_total"), "reason": result.get("reason"), "error": result.get("error"),
+    })
 
 
 def _resumed_file(run: DatasetRun, resume: dict[str, Any], ready: list[DropFile], settling: list[DropFile], config: LabConfig) -> list[DropFile]:

@@ -116,11 +116,13 @@ def load_task(engine: Engine, chunk: PreparedChunk, flow_run_id: str | None) -> 
     return load_chunk(engine, chunk, flow_run_id=flow_run_id)
 
 
-def _record(run: DatasetRun, error: IntegrationError, dataset: str = READINGS, unit: dict[str, Any] | None = None) -> list[int]:
+def _record(run: DatasetRun, error: IntegrationError, dataset: str = READINGS, unit: dict[str, Any] | None = None,
+            exc: BaseException | None = None) -> list[int]:
     """The error row of a failure the run goes on after; when the database itself is down, the log says so instead
-    (and the error waits in the local error spool)."""
+    (and the error waits in the local error spool). Its retry count is the engine's: the OPC UA connector's request
+    retries (counted in METRICS like HTTP ones) plus the read and load tasks' Prefect retries."""
     try:
-        return [run.record_failure(error, dataset=dataset, unit=unit, max_retries=plant_opcua_config().retry.max_retries)]
+        return [run.record_failure(error, dataset=dataset, unit=unit, max_retries=plant_opcua_config().retry.max_retries, exc=exc)]
     except Exception as exc:  # noqa: BLE001 - the ledger lives in the database that may be the failure
         run.logger.error("could not record the error in integration_errors (%s): %s", classify_exception(exc), error)
         return []
@@ -159,6 +161,7 @@ def collect_plant(listen_seconds: float = 0.0, resume: dict[str, Any] | None = N
     buffer = open_buffer(config) if resume is None else _resumed_buffer(run, resume, config)
     through_seq = int(resume["through_seq"]) if resume is not None and resume.get("through_seq") is not None else None
     read_error: IntegrationError | None = None
+    read_exc: BaseException | None = None  # what the read raised: the error row's stack trace
 
     # --- extract: from the plant into the durable buffer (a rerun of a failed flush reads nothing) -----
     if resume is not None:
@@ -194,7 +197,7 @@ def collect_plant(listen_seconds: float = 0.0, resume: dict[str, Any] | None = N
             logger.info("plant: %d readings (%d from the subscription), %d new batch records (counter %d) buffered",
                         summary.readings_read, summary.subscribed_changes, summary.batches_read, collection.counter)
         except Exception as exc:  # noqa: BLE001 - classified; the buffer is flushed before the run fails
-            read_error = classify_exception(exc, integration=INTEGRATION, operation="collect_plant")
+            read_error, read_exc = classify_exception(exc, integration=INTEGRATION, operation="collect_plant"), exc
             logger.error("reading the plant failed: %s. %s Buffered entries are still flushed.", read_error, read_error.remedy)
 
     # --- map, validate, load: every buffered chunk (up to the failed flush's last entry), oldest first ----
@@ -240,7 +243,7 @@ def collect_plant(listen_seconds: float = 0.0, resume: dict[str, Any] | None = N
             sample=[s for s in result.sample if s["dataset"] == dataset],
         )
     if read_error is not None:
-        summary.error_ids += _record(run, read_error)
+        summary.error_ids += _record(run, read_error, exc=read_exc)
     else:
         logger.info("plant: %d entries loaded (%d upserted, %d unchanged, %d quarantined, %d flagged), batch cursor %s",
                     summary.extracted, summary.upserted, summary.unchanged, summary.quarantined, summary.flagged, summary.watermark)

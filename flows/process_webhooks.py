@@ -36,7 +36,7 @@ from hub.ledger.retry_units import WEBHOOK_EVENT
 from hub.monitoring.health import ensure_flusher, record_webhook_processing
 from hub.systems.razorpay import apply_razorpay_event
 from hub.systems.whatsapp import apply_whatsapp_event
-from tasks.retry import retry_transient_only
+from tasks.retry import retry_transient_only, task_retries
 
 # provider -> (ERP dataset, writer applying one stored event in the caller's transaction)
 APPLIERS: dict[str, tuple[str, Callable[[Connection, InboxEvent], str]]] = {
@@ -53,6 +53,8 @@ class EventFailure:
     event_id: str
     event_type: str
     error: IntegrationError
+    attempts: int = 1  # the inbox's claims of the event, this one included (a rolled-back batch claims it again)
+    exc: BaseException | None = field(default=None, repr=False, compare=False)  # what was raised: the error row's stack trace
 
 
 @dataclass
@@ -113,7 +115,7 @@ def apply_batch(batch_size: int) -> BatchOutcome:
                 if error.transient:
                     raise  # the database or the like: the whole batch rolls back and is retried
                 mark_failed(conn, event.id, str(error))
-                outcome.failures.append(EventFailure(event.provider, event.id, event.event_id, event.event_type, error))
+                outcome.failures.append(EventFailure(event.provider, event.id, event.event_id, event.event_type, error, event.attempts, exc))
                 measured.append((event.provider, False, event.received_at))
                 continue
             setattr(outcome, result, getattr(outcome, result) + 1)
@@ -189,7 +191,10 @@ def process_webhooks(batch_size: int = 200, max_batches: int = 50) -> dict[str, 
 
             error = _classify(exc, "webhooks")
             unit = {"batch_size": batch_size, "batch": summary.batches + 1}
-            error_id = record_error(error, integration="webhooks", dataset="webhook_events", flow_run_id=run_id, unit=unit)
+            # What retried: Prefect's task retries of the batch (a transient failure rolls it back whole); applying
+            # events makes no HTTP call.
+            error_id = record_error(error, integration="webhooks", dataset="webhook_events", flow_run_id=run_id, unit=unit,
+                                    retry_count=task_retries(run_id), exc=exc)
             summary.error_ids.append(error_id)
             logger.error("webhook batch %d failed and rolled back: %s. Recorded as integration_errors #%d.", summary.batches + 1, error, error_id)
             publish_error_row(
@@ -224,6 +229,9 @@ def process_webhooks(batch_size: int = 200, max_batches: int = 50) -> dict[str, 
                     "event_type": failure.event_type,
                     "inbox_id": failure.inbox_id,
                 },
+                # The event's earlier claims (rolled-back batches retried by Prefect, earlier runs): each applied it again.
+                retry_count=max(0, failure.attempts - 1),
+                exc=failure.exc,
             )
             summary.error_ids.append(error_id)
             failed_events.append((error_id, failure))

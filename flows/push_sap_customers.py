@@ -37,6 +37,7 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.utilities.annotations import quote
 
+from connectors.core.client import retries_of
 from connectors.core.errors import IntegrationError, InvalidRequest, classify_exception
 from connectors.core.retry import backoff_delay
 from connectors.sap.batch import BatchRequest
@@ -164,6 +165,7 @@ class Job:
     label: str = "updated"  # what a success counts as: created | adopted | updated
     try_no: int = 1  # 2 after a 412: the re-read partner, the rule again, one retry
     record: dict[str, Any] = field(default_factory=dict)
+    http_retries_before: int = 0  # the SAP client's HTTP retries when the row started: its error row counts those since
 
     @property
     def keys(self) -> set[str]:
@@ -217,7 +219,7 @@ class PagePush:
                 self.rows.popleft()
                 attempts = int(row.get("attempts") or 0) + 1
                 start_attempt(int(row["id"]), attempts)
-                job = Job(row, attempts, time.perf_counter(), self.force)
+                job = Job(row, attempts, time.perf_counter(), self.force, http_retries_before=retries_of(self.writes.client))
                 try:
                     if self._start(job):
                         continue
@@ -376,7 +378,8 @@ class PagePush:
 
     def _settle(self, job: Job, outcome: Pushed | Exception) -> None:
         """Record what became of one row; a second row of the same partner reads it afresh afterwards."""
-        settle_row(job.row, job.attempts, job.started, outcome, self.writes, self.options, self.run_id, self.result, self.rerun_of)
+        settle_row(job.row, job.attempts, job.started, outcome, self.writes, self.options, self.run_id, self.result, self.rerun_of,
+                   http_retries=retries_of(self.writes.client) - job.http_retries_before)
         if job.row.get("partner"):
             self.reads.pop(str(job.row["partner"]), None)
 
@@ -395,9 +398,13 @@ def _conflict_error(row: dict[str, Any], conflict: Conflict) -> tuple[Integratio
 
 
 def settle_row(row: dict[str, Any], attempts: int, started: float, outcome: Pushed | Exception, writes: BusinessPartnerWrites,
-               options: CustomerPushOptions, run_id: str | None, result: PageOutcome, rerun_of: int | None = None) -> None:
+               options: CustomerPushOptions, run_id: str | None, result: PageOutcome, rerun_of: int | None = None,
+               http_retries: int = 0) -> None:
     """Record what happened to one row; a failure stays with this customer."""
     outbox_id = int(row["id"])
+    # What retried this customer: the outbox's earlier runs (each a retry of the push, with backoff) and the HTTP
+    # retries of the requests made while its row was in the page ($batch requests carry several rows; no task retry here).
+    retry_count = attempts - 1 + http_retries
     if isinstance(outcome, Conflict):
         error, unit = _conflict_error(row, outcome)
         result.conflicts += 1
@@ -405,7 +412,7 @@ def settle_row(row: dict[str, Any], attempts: int, started: float, outcome: Push
             record_conflict(outbox_id, attempts=attempts, message=str(error), error_id=rerun_of, etag=outcome.etag)
             result.unrecorded.append((error, unit))  # the error row shows the versions as they are now
             return
-        error_id = record_error(error, integration=INTEGRATION, dataset=DATASET, flow_run_id=run_id, unit=unit, retry_count=attempts)
+        error_id = record_error(error, integration=INTEGRATION, dataset=DATASET, flow_run_id=run_id, unit=unit, retry_count=retry_count)
         record_conflict(outbox_id, attempts=attempts, message=str(error), error_id=error_id, etag=outcome.etag)
         result.error_ids.append(error_id)
         return
@@ -427,7 +434,7 @@ def settle_row(row: dict[str, Any], attempts: int, started: float, outcome: Push
             result.unrecorded.append((error, unit))
             return
         error_id = record_error(error, integration=INTEGRATION, dataset=DATASET, flow_run_id=run_id, unit=unit,
-                                retry_count=attempts, max_retries=options.max_attempts)
+                                retry_count=retry_count, max_retries=options.max_attempts, exc=outcome)
         record_failed(outbox_id, attempts=attempts, message=str(error), error_id=error_id)
         result.error_ids.append(error_id)
         return

@@ -139,6 +139,7 @@ def push_to_calendar(calendar_id: str, batch_size: int, *, pull: dict[str, Any] 
             failed = UNITS.of_failed_pushes(calendar_id, pushed)
             if resume is not None:
                 raise UnitFailed(push_error, failed)
+            # Retry count (the engine's): the connector's HTTP retries of the run; push_schedules has no Prefect retry.
             summary.error_ids.append(run.record_failure(push_error, unit=failed, dataset=SCHEDULES_DATASET))
     except UnitFailed:
         raise

@@ -192,6 +192,8 @@ def check_and_push(pull: dict[str, Any] | None, started: datetime, *, push: bool
                 failed = UNITS.of_failed_pushes(calendar_id, pushed)
                 if resume is not None:
                     raise UnitFailed(push_error, failed)
+                # Retry count (the engine's): the connector's HTTP retries of the run plus any Prefect task retries
+                # (check_vanished_events); the push tasks have none.
                 summary.error_ids.append(run.record_failure(push_error, unit=failed, dataset=SCHEDULES_DATASET))
     except UnitFailed:
         raise

@@ -30,6 +30,7 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.utilities.annotations import quote
 
+from connectors.core.client import retries_of
 from connectors.core.errors import IntegrationError, classify_exception
 from connectors.core.retry import backoff_delay
 from connectors.microsoft365 import DocumentOptions, Microsoft365Connector, UploadProgress
@@ -129,6 +130,7 @@ def upload_row(connector: Microsoft365Connector, row: dict[str, Any], options: D
     # The file may have gone since the page was read: the connector then fails this document, clearly.
     size = len(source) if isinstance(source, bytes) else (Path(source).stat().st_size if Path(source).is_file() else None)
     start_attempt(document_id, size)
+    http_retries_before = retries_of(connector.client)
 
     def on_progress(progress: UploadProgress) -> None:
         record_progress(document_id, progress.upload_url, progress.confirmed, progress.expires_at)
@@ -153,8 +155,11 @@ def upload_row(connector: Microsoft365Connector, row: dict[str, Any], options: D
             return
         unit = {"kind": DOCUMENT_UPLOAD, "document_id": document_id, "document_key": row["document_key"],
                 "file_name": row["file_name"], "attempt": attempts, "retry_scheduled": retry_in is not None}
+        # What retried this document: the outbox's earlier runs (each a retry of the upload, with backoff) and this
+        # upload's HTTP retries (chunks, session calls); this task has no Prefect retry.
+        retry_count = attempts - 1 + retries_of(connector.client) - http_retries_before
         result.error_ids.append(record_error(error, integration=INTEGRATION, dataset=DATASET, flow_run_id=run_id, unit=unit,
-                                             retry_count=attempts, max_retries=options.max_attempts, next_retry_in=retry_in))
+                                             retry_count=retry_count, max_retries=options.max_attempts, next_retry_in=retry_in, exc=exc))
         return
     record_uploaded(document_id, item_id=item.id, web_url=item.web_url, name=item.name, size=item.size)
     resolve_document_errors(document_id, f"uploaded by run {run_id}", keep=rerun_of)

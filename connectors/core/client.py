@@ -6,7 +6,6 @@ seam (a sandbox runs in-process as an httpx transport); the same code talks to t
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -20,17 +19,15 @@ import orjson
 
 from connectors.core.cache import TTLCache
 from connectors.core.config import IntegrationConfig, RetryPolicy
+from connectors.core.debug import DebugLog
 from connectors.core.errors import (
     ErrorBodyParser,
     IntegrationError,
     classify_exception,
     classify_response,
-    request_snapshot,
-    response_snapshot,
 )
 from connectors.core.gcpause import paused_gc
 from connectors.core.metrics import METRICS, CallMetrics
-from connectors.core.redact import redact_text
 from connectors.core.retry import call_with_retry
 
 log = logging.getLogger(__name__)
@@ -101,29 +98,6 @@ class RateBudget:
             waited += wait
 
 
-class DebugLog:
-    """INTEGRATION_DEBUG=1: redacted request/response pairs appended to logs/integration_debug.log."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._lock = threading.Lock()
-
-    def write(self, integration: str, response: httpx.Response | None, request: httpx.Request, latency_s: float) -> None:
-        entry: dict[str, Any] = {
-            "ts": time.time(),
-            "integration": integration,
-            "latency_ms": round(latency_s * 1000, 2),
-            "request": request_snapshot(request),
-        }
-        if response is not None:
-            entry["response"] = response_snapshot(response, None, limit=4000)
-        line = redact_text(json.dumps(entry, default=str))
-        with self._lock:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with self.path.open("a", encoding="utf-8") as fh:
-                fh.write(line + "\n")
-
-
 # In-process transports by integration (a sandbox's httpx transport): the seam that lets flows run
 # against a simulator without a server. Empty in production, where the real network is used.
 _TRANSPORT_OVERRIDES: dict[str, httpx.BaseTransport] = {}
@@ -157,7 +131,7 @@ class IntegrationClient:
         body_parser: ErrorBodyParser | None = None,
         metrics: CallMetrics = METRICS,
         sleep: Callable[[float], None] = time.sleep,
-        debug_log: Path | None = None,
+        debug_log: Path | DebugLog | None = None,
     ) -> None:
         self.config = config
         self.name = config.name
@@ -170,8 +144,8 @@ class IntegrationClient:
         if isinstance(cache, TTLCache) and cache.metrics_label is None:
             cache.metrics_label = (config.name, "token")  # token reuse shows as the cache hit rate
             cache.metrics = metrics
-        # INTEGRATION_DEBUG: the runtime hands in where redacted request/response pairs go.
-        self.debug = DebugLog(debug_log) if debug_log is not None else None
+        # Debug mode: the runtime hands in where redacted request/response pairs go, only for an integration in debug mode.
+        self.debug = (debug_log if isinstance(debug_log, DebugLog) else DebugLog(debug_log)) if debug_log is not None else None
         self.http = httpx.Client(
             base_url=config.base_url,
             auth=auth,
@@ -262,4 +236,4 @@ def retries_of(client: IntegrationClient) -> int:
     return client.metrics.total(client.name, "retries")
 
 
-__all__ = ["IntegrationClient", "IntegrationError", "RateBudget", "SharedAcquire", "retries_of", "set_shared_rate_limiter"]
+__all__ = ["DebugLog", "IntegrationClient", "IntegrationError", "RateBudget", "SharedAcquire", "retries_of", "set_shared_rate_limiter"]

@@ -43,6 +43,7 @@ class IntegrationConfig(BaseModel):
     rate_budget_per_s: float = Field(10.0, gt=0)
     schedule_cron: str = "*/15 * * * *"
     retry: RetryPolicy = RetryPolicy()
+    debug: bool = Field(False, description="debug mode for this integration only: its redacted call log (docs/troubleshooting.md)")
 
 
 class PlantOpcuaConfig(IntegrationConfig):

@@ -39,6 +39,7 @@ from asyncua.crypto import security_policies
 from pydantic import SecretStr
 
 from connectors.core.config import PlantOpcuaConfig, RetryPolicy
+from connectors.core.debug import DebugLog
 from connectors.core.errors import IntegrationError, InvalidRequest, classify_exception
 from connectors.core.metrics import METRICS
 from connectors.core.retry import backoff_delay
@@ -238,8 +239,11 @@ class PlantConnector:
         key_password: SecretStr | None = None,
         retry: RetryPolicy | None = None,
         tag_map: TagMap | None = None,
+        debug_log: DebugLog | None = None,
     ) -> None:
         self.config = config
+        # Debug mode for the plant only: every read node's value, status and the Read's latency (redacted JSON lines).
+        self.debug = debug_log
         self.url = config.base_url
         self.page_size = config.page_size
         self.retry = retry or config.retry
@@ -431,7 +435,11 @@ class PlantConnector:
         for page in chunks(list(node_ids), self.read_chunk):
             nodes = [self.node(n) for n in page]
             self.requests += 1
-            out.extend(await self._with_retry("read", partial(self.client.read_attributes, nodes)))
+            started = time.perf_counter()
+            values = await self._with_retry("read", partial(self.client.read_attributes, nodes))
+            if self.debug is not None:
+                self._debug_reads(page, [None] * len(page), values, time.perf_counter() - started)
+            out.extend(values)
         return out
 
     async def read_tags(self, tags: Sequence[TagInfo]) -> list[TagReading]:
@@ -440,10 +448,23 @@ class PlantConnector:
         for page in chunks(list(tags), self.read_chunk):
             nodes = [self.node(t.node_id) for t in page]
             self.requests += 1
+            started = time.perf_counter()
             values = await self._with_retry("read", partial(self.client.read_attributes, nodes))
+            if self.debug is not None:
+                self._debug_reads([t.node_id for t in page], [t.tag for t in page], values, time.perf_counter() - started)
             collected_at = datetime.now(UTC)
             out.extend(TagReading.from_data_value(t, dv, collected_at) for t, dv in zip(page, values, strict=True))
         return out
+
+    def _debug_reads(self, node_ids: Sequence[str], tags: Sequence[str | None], values: Sequence[ua.DataValue], latency_s: float) -> None:
+        """One debug entry per node of a Read request: node, tag, value (bounded), status, the request's latency (retries included)."""
+        assert self.debug is not None
+        for node_id, tag, dv in zip(node_ids, tags, values, strict=True):
+            code = int(dv.StatusCode.value) if dv.StatusCode is not None else 0
+            self.debug.event(INTEGRATION, "opcua", {
+                "operation": "read", "node": node_id, "tag": tag, "value": _debug_value(_value(dv)), "status": status_name(code),
+                "source_timestamp": _aware(dv.SourceTimestamp), "latency_ms": round(latency_s * 1000, 2), "nodes_in_request": len(node_ids),
+            })
 
     async def read_node(self, node_id: str) -> ua.DataValue:
         """One value; a bad status raises (INVALID_REQUEST for an unknown node id)."""
@@ -945,6 +966,14 @@ def _browse_next(point: bytes) -> ua.BrowseNextParameters:
     params.ReleaseContinuationPoints = False
     params.ContinuationPoints = [point]
     return params
+
+
+def _debug_value(value: Any, limit: int = 200) -> Any:
+    """A value as the debug log shows it: scalars as they are, anything longer cut to `limit` characters."""
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    text = str(value)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _value(dv: ua.DataValue | None) -> Any:

@@ -245,7 +245,9 @@ def errors_show(
         f"[bold]{row.error_type}[/bold] [{row.error_code or '-'}] {('HTTP ' + str(row.http_status)) if row.http_status else ''}",
         f"integration [bold]{row.integration}[/bold]  dataset {row.dataset or '-'}  operation {row.operation or '-'}  severity {row.severity}",
         f"status {_status(row.status)}  created {_when(row.created_at)}  flow run {row.flow_run_id or '-'}",
-        f"queued reruns {row.attempts}/{row.max_attempts}" + (f"  next {_when(row.next_retry_at)}" if row.next_retry_at and row.status in ('pending', 'retrying') else ""),
+        f"retries in the run {row.retry_count}" + (f" (up to {row.max_retries} allowed)" if row.max_retries else "")
+        + f"  queued reruns {row.attempts}/{row.max_attempts}"
+        + (f"  next {_when(row.next_retry_at)}" if row.next_retry_at and row.status in ('pending', 'retrying') else ""),
     ]
     if row.escalated_at:
         lines.append(f"escalated {_when(row.escalated_at)}")
@@ -253,6 +255,10 @@ def errors_show(
         lines.append(f"resolved {_when(row.resolved_at)} by {row.resolved_by or '-'}: {row.resolution_note or ''}")
     lines += ["", row.error_message, "", f"[bold]What to do:[/bold] {row.remedy or '-'}"]
     console.print(Panel("\n".join(lines), title=f"integration_errors #{row.id}", expand=False))
+    if row.stack_trace:
+        # Already redacted and bounded when recorded; markup off: a traceback is full of [brackets].
+        console.print("[bold]Stack trace[/bold] (redacted; innermost frames last):")
+        console.print(row.stack_trace.rstrip("\n"), markup=False, highlight=False, soft_wrap=True)
     if row.unit:
         conflict = row.unit.get("conflict") if isinstance(row.unit.get("conflict"), dict) else None
         shown = {k: v for k, v in row.unit.items() if k != "conflict"} if conflict else row.unit

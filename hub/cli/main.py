@@ -22,6 +22,32 @@ from hub.runtime.secret_blocks import install as install_secret_blocks
 install_secret_blocks(server_only=True)
 
 app = typer.Typer(help="DryMix Integration Hub: syncs between the ERP and SAP, Microsoft 365, Google, plant, lab, Razorpay, WhatsApp.", no_args_is_help=True)
+
+
+@app.callback()
+def _options(
+    debug: Annotated[list[str] | None, typer.Option(
+        "--debug", metavar="INTEGRATION",
+        help="debug mode for this integration only, for this command (repeat or comma-separate for several): its redacted "
+             "requests/responses, OPC UA reads or lab file pickups go to LOG_DIR/integration_debug.log, e.g. "
+             "`drymix --debug sap sync sap.customers`",
+    )] = None,
+) -> None:
+    """Options for every command (given before it)."""
+    if not debug:
+        return
+    from hub.core.settings import all_integrations, get_settings, reset_settings_cache, split_list
+
+    names = [name for value in debug for name in split_list(value)]
+    known = all_integrations()
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise typer.BadParameter(f"no integration {', '.join(map(repr, unknown))} (known: {', '.join(sorted(known))})", param_hint="--debug")
+    # Through the environment, like DEBUG_INTEGRATIONS itself: every connector this command builds reads it.
+    os.environ["DEBUG_INTEGRATIONS"] = ",".join(dict.fromkeys([*split_list(os.environ.get("DEBUG_INTEGRATIONS", "")), *names]))
+    reset_settings_cache()
+    Console(stderr=True).print(f"debug mode for {', '.join(names)}: redacted entries go to {get_settings().log_dir / 'integration_debug.log'}")
+
 db_app = typer.Typer(help="The ERP database: migrations.", no_args_is_help=True)
 sandbox_app = typer.Typer(help="Simulators of the external systems (demo, UAT, on-call drills).", no_args_is_help=True)
 sync_app = typer.Typer(help="Run a sync now, in this process.", no_args_is_help=True)

@@ -56,6 +56,7 @@ def send(
         raise _usage(f"not an E.164 number (a plus and 8 to 15 digits, e.g. +919812345678): {', '.join(bad)}")
 
     from connectors.core.errors import classify_exception
+    from connectors.core.metrics import METRICS
     from hub.core.settings import integration_config
     from hub.monitoring.health import ensure_flusher, stop_flusher
     from hub.runtime.connections import build_whatsapp_connector
@@ -71,15 +72,18 @@ def send(
             connector = build_whatsapp_connector(config=config)
         except Exception as exc:  # noqa: BLE001 - a missing token or number is reported like any refused send
             error = classify_exception(exc, integration="whatsapp", operation="send")
-            failed.extend(_failure(error, number, text, template) for number in to)
+            failed.extend(_failure(error, number, text, template, exc=exc) for number in to)
         else:
             with connector:
                 for number in to:
+                    retries_before = METRICS.total("whatsapp", "retries")
                     try:
                         sent.append(_send_one(connector, number, text, template, lang, params))
                     except Exception as exc:  # noqa: BLE001 - one refused recipient must not stop the others
                         error = classify_exception(exc, integration="whatsapp", operation="send")
-                        failed.append(_failure(error, number, text, template))
+                        # The send's HTTP retries (the connector's policy); no Prefect task around a CLI send.
+                        failed.append(_failure(error, number, text, template, exc=exc,
+                                               retry_count=METRICS.total("whatsapp", "retries") - retries_before))
     finally:
         stop_flusher()  # a last flush before the command exits: this run's measurements are written now
     _report(sent, failed, as_json)
@@ -110,12 +114,13 @@ def _send_one(connector: WhatsAppConnector, to: str, text: str | None, template:
     return {"to": to, "wamid": wamid, "type": kind, "template": template}
 
 
-def _failure(error: IntegrationError, to: str, text: str | None, template: str | None) -> dict[str, Any]:
+def _failure(error: IntegrationError, to: str, text: str | None, template: str | None, *, exc: BaseException | None = None,
+             retry_count: int = 0) -> dict[str, Any]:
     """Record the refused message in `integration_errors` (the text itself is not stored there)."""
     from hub.ledger.errors import record_error
 
     unit = {"to": to, "type": "template" if template else "text", "template": template, "text_chars": len(text) if text else None}
-    error_id = record_error(error, integration="whatsapp", dataset=DATASET, unit=unit)
+    error_id = record_error(error, integration="whatsapp", dataset=DATASET, unit=unit, retry_count=retry_count, exc=exc)
     return {
         "to": to,
         "category": error.category.value,

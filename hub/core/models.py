@@ -129,6 +129,10 @@ class IntegrationErrorRow(Base):
     last_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     escalated_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     resolved_by: Mapped[str | None] = mapped_column(String(128), comment="who resolved it: a person, or the flow that did")
+    # 0015: the traceback (redacted, innermost frames kept); retry_count above counts the in-run retries.
+    stack_trace: Mapped[str | None] = mapped_column(
+        Text, comment="the traceback that ended the unit: redacted, innermost frames kept (hub/ledger/errors.py)"
+    )
 
     __table_args__ = (
         Index("ix_integration_errors_status_integration", "status", "integration"),

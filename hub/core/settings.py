@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import tomllib
 from functools import lru_cache
 from pathlib import Path
@@ -36,7 +37,10 @@ class HubSettings(BaseSettings):
     data_docs_dir: Path = ROOT / "var" / "data_docs"
     data_docs_keep_runs: int = Field(50, ge=1, description="validation reports kept (each run has its own site)")
     log_dir: Path = ROOT / "logs"
-    integration_debug: bool = False
+    # Debug mode (docs/troubleshooting.md): the redacted call log of LOG_DIR/integration_debug.log. For every
+    # integration, or for some only: these, `<NAME>_DEBUG=1`, or `debug = true` in their integrations-file table.
+    integration_debug: bool = Field(False, description="debug mode for every integration")
+    debug_integrations: str = Field("", description="comma-separated integrations in debug mode (what `drymix --debug <name>` sets)")
 
     # SAP S/4HANA communication user (Basic) or OAuth2 client (client credentials).
     sap_base_url: str | None = None
@@ -198,6 +202,7 @@ def reset_settings_cache() -> None:
     """Forget cached settings (tests and the CLI change the environment)."""
     get_settings.cache_clear()
     _load_integrations.cache_clear()
+    _dotenv.cache_clear()
     from hub.monitoring.config import reset_monitoring_config_cache
 
     reset_monitoring_config_cache()
@@ -238,6 +243,39 @@ def integration_config(name: str) -> IntegrationConfig:
 
 def all_integrations() -> dict[str, IntegrationConfig]:
     return dict(_load_integrations(get_settings().integrations_file))
+
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+
+
+def integration_debug_enabled(name: str) -> bool:
+    """Is debug mode on for this integration? INTEGRATION_DEBUG turns it on for all; for one, in this order:
+    DEBUG_INTEGRATIONS (`drymix --debug <name>`), `<NAME>_DEBUG` (environment, then .env: 0 turns the file's
+    setting off), `debug = true` in its integrations-file table. An unknown name is never in debug mode."""
+    settings = get_settings()
+    if settings.integration_debug or name in split_list(settings.debug_integrations):
+        return True
+    variable = f"{name.upper()}_DEBUG"
+    flag = os.environ.get(variable)
+    if flag is None:
+        flag = _dotenv(str(settings.model_config.get("env_file") or ".env")).get(variable)
+    if flag is not None and flag.strip():
+        return flag.strip().lower() in _TRUE
+    configs = _load_integrations(settings.integrations_file)
+    return bool(configs[name].debug) if name in configs else False
+
+
+def debug_log_path(name: str) -> Path | None:
+    """Where the integration's debug entries go (LOG_DIR/integration_debug.log), or None when its debug mode is off."""
+    return get_settings().log_dir / "integration_debug.log" if integration_debug_enabled(name) else None
+
+
+@lru_cache(maxsize=4)
+def _dotenv(path: str) -> dict[str, str | None]:
+    """The .env file pydantic-settings reads (per-integration `<NAME>_DEBUG` flags are not fields of HubSettings)."""
+    from dotenv import dotenv_values
+
+    return dict(dotenv_values(path)) if Path(path).is_file() else {}
 
 
 def microsoft365_options() -> tuple[DocumentOptions, CalendarOptions]:

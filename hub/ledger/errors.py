@@ -19,6 +19,8 @@ import getpass
 import json
 import logging
 import re
+import sys
+import traceback
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -126,6 +128,55 @@ def _event(
     )
 
 
+# What a row keeps of a traceback: the innermost frames and the exception chain's last lines are where the
+# failure is; the outer frames (Prefect's engine, the flow) are the same for every row. 8 KB holds ~40 frames.
+STACK_TRACE_MAX = 8 * 1024
+# Formatted text redacted at most: a runaway chain (recursion) is cut before the regexes see it.
+_STACK_TRACE_SCAN = 64 * 1024
+
+
+def format_stack_trace(exc: BaseException | None, *, limit: int = STACK_TRACE_MAX) -> str | None:
+    """The exception's traceback with its cause chain (no locals), redacted, then cut to its last `limit` characters.
+
+    An error built but never raised (`run.fail(InvalidRequest(...))` in an `except` block) is told as Python would
+    once raised there: the exception being handled, then it. None when there is no traceback at all. Redaction runs
+    before the final cut, and every cut drops the partial line it lands in, so a secret split by a cut is never
+    stored in part.
+    """
+    if exc is None:
+        return None
+    if not _raised(exc):
+        handled = sys.exception()
+        if handled is None or handled is exc or not _raised(handled):
+            return None
+        text = "".join([*traceback.format_exception(handled), "\nDuring handling of the above exception, another exception occurred:\n\n",
+                        *traceback.format_exception_only(exc)])
+    else:
+        text = "".join(traceback.format_exception(exc))
+    text = redact_text(_tail(text, _STACK_TRACE_SCAN))
+    if len(text) <= limit:
+        return text
+    kept = _tail(text, limit - 80)
+    return f"... {len(text) - len(kept)} characters of outer frames cut ...\n{kept}"
+
+
+def _raised(exc: BaseException) -> bool:
+    """True when the exception or one in its cause/context chain carries a traceback."""
+    chain = [exc]
+    while len(chain) < 50 and (nxt := chain[-1].__cause__ or chain[-1].__context__) is not None and nxt not in chain:
+        chain.append(nxt)
+    return any(e.__traceback__ is not None for e in chain)
+
+
+def _tail(text: str, size: int) -> str:
+    """The last `size` characters of `text`, starting at a line boundary."""
+    if len(text) <= size:
+        return text
+    tail = text[-size:]
+    newline = tail.find("\n")
+    return tail[newline + 1 :] if newline >= 0 else tail
+
+
 def safe_unit(unit: Mapping[str, Any]) -> dict[str, Any]:
     """The unit as stored: JSON-safe, registered secrets masked, but opaque paging tokens kept (it must rerun)."""
     return cast(dict[str, Any], json.loads(mask_known_secrets(json.dumps(json_safe(dict(unit))))))
@@ -142,11 +193,15 @@ def record_error(
     max_retries: int = 0,
     next_retry_in: timedelta | None = None,
     actor: str | None = None,
+    exc: BaseException | None = None,
 ) -> int:
     """Write one error row (and its audit entry) in its own transaction; the failed unit's has rolled back.
 
-    A unit with a registered rerun handler is queued for a rerun when the category allows it; an
-    authentication failure is escalated and notified at once.
+    `retry_count` is the retries made in the run before it gave up (HTTP and Prefect task retries: the
+    caller says which); the stack trace is formatted from `exc` (the raised exception the error was
+    classified from), else from `error` when it was raised itself. A unit with a registered rerun handler
+    is queued for a rerun when the category allows it; an authentication failure is escalated and
+    notified at once.
     """
     from hub.ledger.retry_units import has_rerun_handler
 
@@ -181,6 +236,7 @@ def record_error(
             "remedy": error.remedy,
             "retry_count": retry_count,
             "max_retries": max_retries,
+            "stack_trace": format_stack_trace(exc if exc is not None else error),
             "max_attempts": max_attempts,
             "flow_run_id": flow_run_id,
             "next_retry_at": next_retry_at.isoformat() if next_retry_at is not None else None,
@@ -731,10 +787,12 @@ def finish_rerun_failure(
     by: str,
     unit: Mapping[str, Any] | None = None,
     manual: bool = False,
+    exc: BaseException | None = None,
 ) -> str:
     """The rerun failed: schedule the next one with backoff, or escalate when attempts are exhausted.
 
-    `unit` replaces the recorded unit when the rerun got further (e.g. batch 3 loaded, batch 4 failed).
+    `unit` replaces the recorded unit when the rerun got further (e.g. batch 3 loaded, batch 4 failed);
+    the rerun's traceback (from `exc`, the raised failure) replaces the row's, like its message.
     Returns the row's new status. A failure that should not be retried (authentication, invalid request)
     is escalated at once.
     """
@@ -746,6 +804,7 @@ def finish_rerun_failure(
         if unit is not None:
             row.unit = safe_unit(unit)
         row.error_message = redact_text(str(error.message))[:4000]
+        row.stack_trace = format_stack_trace(exc if exc is not None else error) or row.stack_trace
         row.updated_at = now
         retryable = error.category in QUEUED_RETRY_CATEGORIES
         exhausted = row.attempts >= (row.max_attempts or 0)

@@ -159,11 +159,11 @@ def rerun(error_id: int, *, by: str, manual: bool = False) -> RerunOutcome:
     try:
         summary = spec.handler(claim)
     except UnitFailed as failed:
-        status = finish_rerun_failure(claim, failed.error, by=by, unit=failed.unit, manual=manual)
+        status = finish_rerun_failure(claim, failed.error, by=by, unit=failed.unit, manual=manual, exc=failed)
         return RerunOutcome(error_id, status, claim.attempt, error=str(failed.error))
     except Exception as exc:  # noqa: BLE001 - every failure of a rerun is classified and recorded on the row
         error = classify_exception(exc, integration=claim.integration, operation=f"rerun {spec.kind}")
-        status = finish_rerun_failure(claim, error, by=by, manual=manual)
+        status = finish_rerun_failure(claim, error, by=by, manual=manual, exc=exc)
         return RerunOutcome(error_id, status, claim.attempt, error=str(error))
     finish_rerun_success(claim, by=by, outcome=summary)
     return RerunOutcome(error_id, "resolved", claim.attempt, summary=summary)

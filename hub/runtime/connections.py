@@ -23,9 +23,11 @@ import httpx
 from connectors.core.auth import OAuth2ClientCredentials, basic_auth
 from connectors.core.client import IntegrationClient
 from connectors.core.config import IntegrationConfig, PlantOpcuaConfig, RetryPolicy
+from connectors.core.debug import DebugLog
 from connectors.core.errors import AuthenticationFailed, InvalidRequest
 from hub.core.secrets import resolve_secret
 from hub.core.settings import (
+    debug_log_path,
     get_settings,
     integration_config,
     lab_config,
@@ -45,10 +47,10 @@ if TYPE_CHECKING:
     from connectors.whatsapp.connector import WhatsAppConnector
 
 
-def debug_log() -> Path | None:
-    """INTEGRATION_DEBUG=1: where every client appends redacted request/response pairs; None when off."""
-    settings = get_settings()
-    return settings.log_dir / "integration_debug.log" if settings.integration_debug else None
+def debug_log(integration: str) -> Path | None:
+    """Where the integration's client appends redacted request/response pairs when its debug mode is on
+    (INTEGRATION_DEBUG for all, or this one only: hub/core/settings.py `integration_debug_enabled`); None when off."""
+    return debug_log_path(integration)
 
 
 def sap_auth(config: IntegrationConfig) -> httpx.Auth:
@@ -86,7 +88,7 @@ def _sap_client(config: IntegrationConfig, transport: httpx.BaseTransport | None
         headers={"Accept": "application/json"},
         retry=retry,
         body_parser=parse_sap_error,
-        debug_log=debug_log(),
+        debug_log=debug_log(config.name),
     )
 
 
@@ -129,7 +131,7 @@ def build_razorpay_connector(
         headers={"Accept": "application/json"},
         retry=retry,
         body_parser=parse_razorpay_error,
-        debug_log=debug_log(),
+        debug_log=debug_log(config.name),
     )
     return RazorpayConnector(client, key_secret=secret.get_secret_value(), page_size=page_size)
 
@@ -156,7 +158,7 @@ def build_whatsapp_connector(
         headers={"Accept": "application/json", "Authorization": f"Bearer {token}"},
         retry=retry,
         body_parser=parse_meta_error,
-        debug_log=debug_log(),
+        debug_log=debug_log(config.name),
     )
     return WhatsAppConnector(client, phone_number_id=settings.whatsapp_phone_number_id)
 
@@ -196,7 +198,7 @@ def build_microsoft365_connector(
         cache=shared_token_cache(token_url, settings.microsoft365_client_id),
     )
     documents, calendar = microsoft365_options()
-    debug = debug_log()
+    debug = debug_log(config.name)
     client = IntegrationClient(config, auth=auth, transport=transport, headers={"Accept": "application/json"}, retry=retry,
                                body_parser=parse_graph_error, sleep=sleep, debug_log=debug)
     # The upload URL is pre-authenticated: this client has no auth at all, so no chunk PUT can carry a token.
@@ -235,7 +237,7 @@ def build_google_workspace_connector(
         subject=settings.google_delegated_subject or None,
     )
     client = IntegrationClient(
-        config, auth=auth, transport=transport, headers={"Accept": "application/json"}, sleep=sleep, debug_log=debug_log()
+        config, auth=auth, transport=transport, headers={"Accept": "application/json"}, sleep=sleep, debug_log=debug_log(config.name)
     )
     return GoogleCalendarConnector(client, calendar_id=google_calendar_id(calendar_id))
 
@@ -264,7 +266,9 @@ def build_plant_connector(config: PlantOpcuaConfig | None = None) -> PlantConnec
         password = resolve_secret(password, "plant-opcua-password")
     if config.security == "sign_and_encrypt":
         key_password = resolve_secret(key_password, "plant-opcua-key-password")
-    return PlantConnector(config, username=settings.plant_opcua_username, password=password, key_password=key_password)
+    debug = debug_log(config.name)
+    return PlantConnector(config, username=settings.plant_opcua_username, password=password, key_password=key_password,
+                          debug_log=DebugLog(debug) if debug is not None else None)
 
 
 def build_lab_api_connector(
@@ -282,4 +286,4 @@ def build_lab_api_connector(
     if not url:
         raise ValueError("no lab results API configured: set LAB_API_URL or [lab] api_url")
     config = (config or integration_config("lab")).model_copy(update={"base_url": url.rstrip("/") + "/", "auth": "none"})
-    return LabApiConnector(IntegrationClient(config, transport=transport, retry=retry, debug_log=debug_log()), page_size=page_size)
+    return LabApiConnector(IntegrationClient(config, transport=transport, retry=retry, debug_log=debug_log(config.name)), page_size=page_size)
