@@ -41,6 +41,10 @@ docs_dir=None, run_name=None, parameters=None) -> ValidationOutcome``
     run name) and return the path of its ``index.html``. ``keep_runs`` prunes
     older run sites under ``docs_dir``.
 
+``preload(dataset) -> None``
+    Import GX and register the dataset's suite ahead of the first batch (the
+    engine runs it in a background thread while the first pages are fetched).
+
 ``cache_info() -> dict`` / ``reset() -> None``
     Introspection and teardown of the per-process GX state (tests, forks).
 
@@ -78,10 +82,37 @@ definitions are built once per process and cached per dataset. Per call the
 hot path runs GX's validator for the registered ``ValidationDefinition``
 directly instead of ``ValidationDefinition.run()``: the latter also
 JSON-serialises the COMPLETE result into the in-memory results store on every
-call (~100 ms per 20k-row batch, and memory that is never released). Result
-format is COMPLETE: BASIC returns no row indices and SUMMARY only the first
-``partial_unexpected_count``; COMPLETE returns every failing row's index (the
-runner checks the count). GX calls are serialised by one process-wide lock.
+call (~100 ms per 20k-row batch, and memory that is never released). GX calls
+are serialised by one process-wide lock.
+
+Only COMPLETE returns every failing row's index (BASIC returns none, SUMMARY
+the first ``partial_unexpected_count``; the runner checks the count), but most
+expectations refuse no row, so a batch is validated in two passes:
+
+1. The whole suite with BASIC: counts and GX's partial samples (what Data
+   Docs render), without the row-index metrics. A map expectation that found
+   no unexpected value is complete already: COMPLETE would add only empty
+   lists, which the runner adds itself.
+2. COMPLETE only for the rest (map expectations that found rows, table-level
+   ones), on the same GX validator as pass 1, whose metric cache still holds
+   pass 1's conditions and counts, so it computes little beyond the row indices.
+
+The merged result (and the retained Data Docs copy) equals one COMPLETE run;
+``tests/expectations/test_runner_two_pass.py`` checks it against GX. Any
+evaluation error, or a dataset whose previous batch re-ran more than 40 % of
+its suite (two passes would then cost more), takes one COMPLETE pass.
+
+Both passes run per column group, in GX's own order (grouped by column), each
+on a frame of just the columns it reads (its column plus row-condition
+columns; table-level and multi-column rules get the whole frame): GX's pandas
+helpers filter the whole batch with a row mask once per expectation and
+metric, and copying 1-3 columns instead of 29 is most of the saving. On 100k
+mapped SAP partners in 10k batches this takes ~17 % less CPU than one
+COMPLETE pass (``time.process_time``, both runners in one process, batches
+alternating). What remains is mostly GX's fixed cost per expectation (metric
+graphs, pydantic ``.dict()`` of each configuration, ~1/3 of the CPU), paid per
+batch, and a data fingerprint GX hashes per validator (~7 %).
+``cache_info()`` counts the evaluations of each pass.
 """
 
 from __future__ import annotations
@@ -130,6 +161,7 @@ __all__ = [
     "ValidationRunError",
     "build_data_docs",
     "cache_info",
+    "preload",
     "reset",
     "validate_frame",
 ]
@@ -151,6 +183,25 @@ _RESULT_FORMAT: Final[dict[str, Any]] = {
     "return_unexpected_index_query": False,
     "partial_unexpected_count": 20,
 }
+# Pass 1: BASIC still reports counts and percentages (what Data Docs render) but
+# skips the row-index metrics and GX's whole-frame filtering behind them.
+# BOOLEAN_ONLY would be cheaper still, yet drops the counts Data Docs show.
+_CHEAP_RESULT_FORMAT: Final[dict[str, Any]] = {**_RESULT_FORMAT, "result_format": "BASIC"}
+# What COMPLETE adds to a map result over BASIC (GX's _format_map_output). With
+# no unexpected value each of them is an empty list, so pass 1 can complete a
+# clean map result itself instead of re-running it.
+_COMPLETE_ONLY_KEYS: Final = (
+    "partial_unexpected_counts",
+    "partial_unexpected_index_list",
+    "unexpected_list",
+    "unexpected_index_list",
+)
+# Two passes pay BASIC for the whole suite plus COMPLETE for the re-run part.
+# On the customers suite (10k rows) pass 1 costs ~60 % of one COMPLETE pass and
+# each re-run expectation ~80 % of its share of it, so past about half the suite
+# re-run one COMPLETE pass is cheaper. When the previous batch of a dataset
+# crossed this share, the next one runs a single pass.
+_TWO_PASS_MAX_RERUN_SHARE: Final = 0.4
 # Per-row payloads removed before a result is retained for Data Docs.
 _HEAVY_RESULT_KEYS: Final = frozenset(
     {"unexpected_list", "unexpected_index_list", "unexpected_index_query", "unexpected_rows"}
@@ -228,6 +279,18 @@ class _Registration:
     from_module: bool  # built by expectations.<dataset>.build_suite()
     source: object  # the suite object it was built from (identity shortcut)
     parameters_hook: Callable[[dt.datetime], Mapping[str, Any]] | None
+    map_ids: frozenset[str]  # ids of the suite's map (row-level) expectations
+    groups: tuple[_Group, ...]  # the suite as GX orders it, by column
+    empty_suite: ExpectationSuite  # same name, no expectations: the suite-level result shell
+    rerun_share: float = 0.0  # share of the last batch's expectations that needed COMPLETE
+
+
+@dataclass(frozen=True, slots=True)
+class _Group:
+    """Expectations GX evaluates together (one column), with the frame columns they read."""
+
+    columns: tuple[str, ...] | None  # None: the whole frame (table-level, multi-column, unknown)
+    expectations: tuple[Any, ...]
 
 
 @dataclass(slots=True)
@@ -255,6 +318,8 @@ class _State:
     last_run_time: dt.datetime | None = None
     context_builds: int = 0
     suite_registrations: int = 0
+    cheap_evaluations: int = 0  # expectations evaluated in pass 1 (BASIC)
+    complete_evaluations: int = 0  # expectations evaluated with COMPLETE (pass 2 or fallback)
 
 
 _state = _State()
@@ -441,12 +506,30 @@ def _write_run_report(site_dir: Path, run_name: str, record: _RunRecord, suite_n
     return report
 
 
+def preload(dataset: str) -> None:
+    """Import GX and register ``dataset``'s suite now, so the first batch does not pay for it.
+
+    Meant for a background thread started while the first pages are fetched:
+    it holds the runner's lock, so a :func:`validate_frame` call meanwhile
+    waits for it instead of doing the work twice. Idempotent and cheap once done.
+    """
+    _check_dataset_name(dataset)
+    with _LOCK:
+        _registration(dataset, None)
+
+
 def cache_info() -> dict[str, int]:
-    """Counters of the cached GX state (contexts built, suites registered, retained results)."""
+    """Counters of the cached GX state (contexts built, suites registered, retained results).
+
+    ``cheap_evaluations``/``complete_evaluations`` count expectation evaluations
+    in the BASIC first pass and with COMPLETE (second pass, or the fallback).
+    """
     with _LOCK:
         return {
             "context_builds": _state.context_builds,
             "suite_registrations": _state.suite_registrations,
+            "cheap_evaluations": _state.cheap_evaluations,
+            "complete_evaluations": _state.complete_evaluations,
             "datasets": len(_state.registrations),
             "runs": len(_state.runs),
             "retained_results": _state.retained,
@@ -457,8 +540,12 @@ def reset() -> None:
     """Drop the cached context, registrations and retained results."""
     global _state
     with _LOCK:
-        builds, registrations = _state.context_builds, _state.suite_registrations
-        _state = _State(context_builds=builds, suite_registrations=registrations)
+        _state = _State(
+            context_builds=_state.context_builds,
+            suite_registrations=_state.suite_registrations,
+            cheap_evaluations=_state.cheap_evaluations,
+            complete_evaluations=_state.complete_evaluations,
+        )
 
 
 # ----------------------------------------------------------------- GX plumbing
@@ -568,6 +655,9 @@ def _register(
         from_module=from_module,
         source=suite,
         parameters_hook=hook,
+        map_ids=frozenset(e.id for e in registered.expectations if e.id and isinstance(e, _map_classes())),
+        groups=_column_groups(registered),
+        empty_suite=gx.ExpectationSuite(name=registered.name),
     )
     _state.registrations[dataset] = registration
     _state.suite_registrations += 1
@@ -580,16 +670,34 @@ def _validate_fast(
     suite_parameters: dict[str, Any],
     run_id: RunIdentifier,
 ) -> ExpectationSuiteValidationResult:
-    """What ``ValidationDefinition.run`` does, minus storing the full result."""
+    """What ``ValidationDefinition.run`` does with COMPLETE, minus storing the result.
+
+    Two passes per column group (:func:`_validate_two_passes`) unless the
+    previous batch of this dataset needed COMPLETE for too many expectations
+    or an evaluation errored: then one COMPLETE pass over the whole frame, as
+    before the two passes, so errors read as they always did.
+    """
     from great_expectations.validator.v1_validator import Validator
 
     definition = registration.validation_definition
-    validator = Validator(
-        batch_definition=definition.batch_definition,
-        batch_parameters={"dataframe": gx_frame},
-        result_format=_RESULT_FORMAT,
-    )
-    result = validator.validate_expectation_suite(definition.suite, suite_parameters)
+
+    def validator_for(frame: pd.DataFrame, result_format: dict[str, Any]) -> Validator:
+        return Validator(
+            batch_definition=definition.batch_definition,
+            batch_parameters={"dataframe": frame},
+            result_format=result_format,
+        )
+
+    result = None
+    if registration.rerun_share <= _TWO_PASS_MAX_RERUN_SHARE:
+        result = _validate_two_passes(registration, gx_frame, suite_parameters, validator_for)
+    if result is None:
+        result = validator_for(gx_frame, _RESULT_FORMAT).validate_expectation_suite(
+            definition.suite, suite_parameters
+        )
+        _state.complete_evaluations += len(result.results)
+        needed = sum(_needs_complete(registration, r) for r in result.results)
+        registration.rerun_share = needed / len(result.results) if result.results else 0.0
     # Same meta as ValidationDefinition.run, so Data Docs pages look identical.
     result.meta["validation_id"] = definition.id
     result.meta["checkpoint_id"] = None
@@ -597,6 +705,174 @@ def _validate_fast(
     result.meta["validation_time"] = run_id.run_time
     result.meta["batch_parameters"] = {"dataframe": "<DATAFRAME>"}
     return result
+
+
+def _validate_two_passes(
+    registration: _Registration,
+    gx_frame: pd.DataFrame,
+    suite_parameters: dict[str, Any],
+    validator_for: Callable[[pd.DataFrame, dict[str, Any]], Any],
+) -> ExpectationSuiteValidationResult | None:
+    """The suite with BASIC, then COMPLETE only where BASIC is not already complete.
+
+    Each column group runs on a frame of just the columns it reads: GX's
+    pandas helpers filter the whole batch with a row mask per expectation and
+    metric, so a 1-3 column frame instead of the 29-column one saves most of
+    that copying (about a fifth of the customers suite's CPU before). Pass 2
+    runs on the group's validator, whose metric cache still holds pass 1's
+    conditions and counts, so it computes little beyond the row indices.
+    Results come back in GX's order (grouped by column, in suite order).
+    ``None`` when a column is missing or an expectation errored.
+    """
+    from great_expectations.validator.validation_statistics import calc_validation_statistics
+
+    present = set(gx_frame.columns)
+    if not all(group.columns is None or present.issuperset(group.columns) for group in registration.groups):
+        return None  # a missing column: GX reports it from the whole frame
+    whole = validator_for(gx_frame, _CHEAP_RESULT_FORMAT)
+    # GX's suite-level result for the whole batch (meta, batch id), evaluating nothing.
+    result: ExpectationSuiteValidationResult = whole.validate_expectation_suite(
+        registration.empty_suite, suite_parameters
+    )
+    results: list[Any] = []
+    reruns = 0
+    for group in registration.groups:
+        validator = (
+            whole
+            if group.columns is None
+            else validator_for(gx_frame[list(group.columns)], _CHEAP_RESULT_FORMAT)
+        )
+        # GX's public API validates one expectation or a whole suite; the method
+        # both use takes a list, so a group runs as one metric graph.
+        found = validator._validate_expectation_configs(
+            expectation_configs=[e.configuration for e in group.expectations],
+            expectation_parameters=suite_parameters,
+        )
+        _state.cheap_evaluations += len(found)
+        rerun = _complete_clean_results(registration, found)
+        if rerun is None:
+            return None
+        if rerun:
+            reruns += len(rerun)
+            validator.result_format = _RESULT_FORMAT
+            complete = validator._validate_expectation_configs(
+                expectation_configs=[e.configuration for e in group.expectations if e.id in rerun],
+                expectation_parameters=suite_parameters,
+            )
+            validator.result_format = _CHEAP_RESULT_FORMAT
+            _state.complete_evaluations += len(complete)
+            found = _merged(found, complete)
+        results.extend(found)
+    registration.rerun_share = reruns / len(results) if results else 0.0
+    statistics = calc_validation_statistics(results)
+    result.results = results
+    result.success = statistics.success
+    result.statistics = {
+        "evaluated_expectations": statistics.evaluated_expectations,
+        "successful_expectations": statistics.successful_expectations,
+        "unsuccessful_expectations": statistics.unsuccessful_expectations,
+        "success_percent": statistics.success_percent,
+    }
+    return result
+
+
+def _needs_complete(registration: _Registration, res: Any) -> bool:
+    """Whether a result is more than a clean map result, which COMPLETE differs from only by empty lists."""
+    config = res.expectation_config
+    details = res.result
+    return not (
+        config is not None
+        and config.id in registration.map_ids
+        and res.success
+        and details
+        and details.get("unexpected_count") == 0
+        and not _exception_messages(res.exception_info)
+    )
+
+
+def _complete_clean_results(registration: _Registration, results: list[Any]) -> set[str] | None:
+    """Turn pass 1's clean map results into COMPLETE ones; return the ids pass 2 must run.
+
+    ``None`` when an expectation errored.
+    """
+    rerun: set[str] = set()
+    for res in results:
+        config = res.expectation_config
+        if config is None or config.id is None or _exception_messages(res.exception_info):
+            return None
+        if _needs_complete(registration, res):
+            rerun.add(config.id)
+        else:
+            for key in _COMPLETE_ONLY_KEYS:
+                res.result.setdefault(key, [])
+    return rerun
+
+
+def _merged(found: list[Any], complete: list[Any]) -> list[Any]:
+    """Pass 1's results with pass 2's COMPLETE ones in their places."""
+    by_id = {r.expectation_config.id: r for r in complete if r.expectation_config is not None}
+    expected = {r.expectation_config.id for r in found if r.expectation_config is not None}
+    if len(by_id) != len(complete) or not by_id.keys() <= expected:
+        raise RuntimeError("GX returned results that do not match the expectations re-run with COMPLETE")
+    return [by_id.get(r.expectation_config.id, r) if r.expectation_config is not None else r for r in found]
+
+
+def _column_groups(suite: ExpectationSuite) -> tuple[_Group, ...]:
+    """The suite's expectations grouped by column in first-seen order, as GX orders its results.
+
+    GX's ``Validator.process_expectations_for_validation`` groups by the
+    ``column`` kwarg (everything else in one group); keeping that order keeps
+    the merged result identical to a whole-suite run. A group's frame holds its
+    column and the columns its row conditions read; an unreadable condition
+    gives the group the whole frame.
+    """
+    grouped: dict[str | None, list[Any]] = {}
+    for expectation in suite.expectations:
+        column = expectation.configuration.kwargs.get("column")
+        grouped.setdefault(column if isinstance(column, str) else None, []).append(expectation)
+    groups = []
+    for column, members in grouped.items():
+        columns: set[str] | None = {column} if column is not None else None
+        for expectation in members:
+            condition = _condition_columns(expectation.configuration.kwargs.get("row_condition"))
+            columns = None if columns is None or condition is None else columns | condition
+        groups.append(_Group(tuple(sorted(columns)) if columns is not None else None, tuple(members)))
+    return tuple(groups)
+
+
+def _condition_columns(condition: Any) -> set[str] | None:
+    """Columns a GX row condition reads; ``None`` when it cannot tell (query strings, new kinds)."""
+    if condition is None:
+        return set()
+    if not isinstance(condition, Mapping):
+        as_dict = getattr(condition, "dict", None)  # a Condition model rather than its dict form
+        if not callable(as_dict):
+            return None
+        condition = as_dict()
+    kind = condition.get("type")
+    if kind in ("comparison", "nullity"):
+        name = (condition.get("column") or {}).get("name")
+        return {name} if isinstance(name, str) else None
+    if kind in ("and", "or"):
+        columns: set[str] = set()
+        for part in condition.get("conditions") or ():
+            found = _condition_columns(part)
+            if found is None:
+                return None
+            columns |= found
+        return columns
+    return None
+
+
+def _map_classes() -> tuple[type, ...]:
+    """GX's map expectation bases: their results carry per-row lists."""
+    from great_expectations.expectations.expectation import (
+        ColumnMapExpectation,
+        ColumnPairMapExpectation,
+        MulticolumnMapExpectation,
+    )
+
+    return (ColumnMapExpectation, ColumnPairMapExpectation, MulticolumnMapExpectation)
 
 
 def _validate_with_docs(
@@ -1034,3 +1310,25 @@ def _json_safe(value: Any) -> Any:
     if value is pd.NA:
         return None
     return str(value)
+
+
+def export_run(run_name: str | None) -> list[tuple[str, dt.datetime, str | None, Any]]:
+    """This process's retained results of `run_name` (suite, run time, batch id, compact result), to hand to the
+    process that builds the run's Data Docs: a run whose batches were validated in several processes (the sync
+    engine's partitions, tasks/partitions.py) still gets ONE report naming every failing row."""
+    record = _state.runs.get(run_name) if run_name else None
+    if record is None:
+        return []
+    return [
+        (str(r.key.expectation_suite_identifier.name), r.key.run_id.run_time, r.key.batch_identifier, r.result)
+        for r in record.results
+    ]
+
+
+def import_run(run_name: str, exported: list[tuple[str, dt.datetime, str | None, Any]]) -> int:
+    """Retain results another process exported (`export_run`) under `run_name`, each under a fresh key of this process
+    (run times of two processes can be equal, and equal keys would overwrite each other's pages); how many."""
+    for suite_name, run_time, batch_id, result in exported:
+        key = _result_key(suite_name, _next_run_id(run_name, run_time), batch_id)
+        _retain(run_name, suite_name, key, result, stored=False)
+    return len(exported)
