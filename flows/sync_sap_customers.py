@@ -22,6 +22,13 @@ def sync_sap_customers(
     page_size: int | None = None,
     batch_pages: int | None = None,
     resume: dict[str, Any] | None = None,
+    partitions: int = 1,
+    cluster: str | None = None,
 ) -> dict[str, Any]:
-    """Sync customers from SAP; incremental from the watermark unless `full_refresh`; from a failed unit with `resume`."""
-    return run_pull(CUSTOMERS, full_refresh=full_refresh, page_size=page_size, batch_pages=batch_pages, resume=resume)
+    """Sync customers from SAP; incremental from the watermark unless `full_refresh`; from a failed unit with `resume`.
+
+    `partitions` > 1 reads a full sync as that many key ranges in parallel processes, or on the Dask cluster whose
+    scheduler address is `cluster` (docs/scaling.md): an initial load of millions of partners.
+    """
+    return run_pull(CUSTOMERS, full_refresh=full_refresh, page_size=page_size, batch_pages=batch_pages, resume=resume,
+                    partitions=partitions, cluster=cluster)

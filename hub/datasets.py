@@ -52,6 +52,8 @@ class Dataset:
     suite: str | None = None  # expectations/<suite>.py
     simulator: str | None = None  # `drymix sandbox <simulator>`
     full_refresh_parameter: str | None = None  # the flow parameter that ignores the watermark
+    # Its flow splits a full read into key ranges run in parallel processes (`partitions`, `cluster`: tasks/partitions.py).
+    partitioned: bool = False
     command: str = ""  # the older verb that runs it too (`drymix <command>`)
     monitored: tuple[str, ...] = ()  # integrations whose calls it makes, when not just `integration`
     concurrency_limit: int | None = None  # prefect.yaml: runs of its deployment at a time (None: no limit)
@@ -117,6 +119,7 @@ DATASETS: tuple[Dataset, ...] = (
         full_refresh_parameter="full_refresh",
         command="sync sap-customers",
         stream="hub.systems.sap:CUSTOMERS",
+        partitioned=True,
         concurrency_limit=1,  # two runs would read from the same watermark and race to move it
     ),
     Dataset(
@@ -328,8 +331,9 @@ DATASETS: tuple[Dataset, ...] = (
         integration="whatsapp",
         dataset="whatsapp_messages",
         description="Texts and approved templates to customers from the business number (status webhooks move them on).",
-        flow=None,
-        deployment=None,
+        # Sent on demand: `drymix whatsapp send`, or queued (`--queue`) as a run of this deployment, never scheduled.
+        flow="flows/send_whatsapp_messages.py:send_whatsapp_messages",
+        deployment="send-whatsapp-messages",
         schedule=None,
         table="whatsapp_messages",
         key=("wamid",),

@@ -208,6 +208,9 @@ class FaultSwitches(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     seed: int = 0
+    # Faults fire only on API requests whose path and decoded query contain this text (one partition's key
+    # range, one entity set); empty: on every request. Counters count only those requests.
+    only_where: str = ""
     latency_ms: _Seconds = 0.0
     latency_jitter_ms: _Seconds = 0.0
 
@@ -342,11 +345,13 @@ class FaultInjector:
                 "stats": {"api_requests": self._requests, "fired": dict(self._fired)},
             }
 
-    def decide(self) -> FaultDecision:
-        """Count one API request and pick the fault (or none) it gets."""
+    def decide(self, target: str = "") -> FaultDecision:
+        """Count one API request (`target`: its path and decoded query) and pick the fault (or none) it gets."""
         with self._lock:
             sw = self._switches
             self._requests += 1
+            if sw.only_where and sw.only_where not in target:
+                return FaultDecision(None, 0.0)
             self._since_set += 1
             latency = sw.latency_ms
             if sw.latency_jitter_ms:
@@ -457,7 +462,7 @@ class Simulator(ABC):
                 except Exception:
                     logger.exception("sandbox %s control route %s %s failed", self.name, req.method, req.path)
                     return SandboxResponse.json(500, {"error": "control route failed; see the sandbox log"})
-        decision = self.faults.decide()
+        decision = self.faults.decide(req.path + "?" + "&".join(f"{k}={v}" for k, v in req.query))
         switches = self.faults.switches
         with self.lock:
             resp = self._apply_fault(decision.kind, switches, req)

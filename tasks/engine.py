@@ -20,6 +20,7 @@ artifact. Push-shaped flows (document upload, calendar push, WhatsApp send) use 
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -61,12 +62,18 @@ from hub.ledger.loading import (
 )
 from hub.ledger.retry_units import UnitFailed, has_rerun_handler
 from hub.monitoring.health import ensure_flusher
-from tasks.extract import ExtractedBatch, drop_exact_duplicates, extract_batch
+from tasks.extract import (
+    ExtractedBatch,
+    ReadKeys,
+    drop_exact_duplicates,
+    drop_mapped_duplicates,
+    extract_batch,
+)
 from tasks.load import load_batch_task
 from tasks.report import publish_error_row, publish_sync_summary
-from tasks.retry import retry_transient_only
+from tasks.retry import retry_transient_only, task_retries
 from tasks.streams import ALL_BUT_VALIDATION, ApplyContext, PullStream, ReadPlan, RunOptions
-from tasks.transform import map_batch, validate_batch
+from tasks.transform import validate_batch
 
 if TYPE_CHECKING:
     from sqlalchemy import Table
@@ -205,8 +212,10 @@ class DatasetRun:
             dataset=self.dataset,
             flow_run_id=self.run_id,
             unit=unit,
-            retry_count=self.retries,
+            # What retried before the run gave up: the connector's HTTP retries and Prefect's task retries.
+            retry_count=self.retries + task_retries(self.run_id),
             max_retries=max_retries,
+            exc=exc,
         )
         hint = publish_error_row(error, error_id, integration=self.integration, dataset=self.dataset,
                                  unit=dict(unit) if unit is not None else None, rerun_hint=rerun_hint)
@@ -216,11 +225,13 @@ class DatasetRun:
         raise error from exc
 
     def record_failure(
-        self, error: IntegrationError, *, unit: Mapping[str, Any] | None = None, dataset: str | None = None, max_retries: int = 0
+        self, error: IntegrationError, *, unit: Mapping[str, Any] | None = None, dataset: str | None = None, max_retries: int = 0,
+        exc: BaseException | None = None,
     ) -> int:
-        """One error row for a failure the run survives (a unit that failed while the others went on)."""
+        """One error row for a failure the run survives (a unit that failed while the others went on); its retry count is
+        the run's HTTP retries plus its Prefect task retries so far, its stack trace `exc`'s (else `error`'s)."""
         return record_error(error, integration=self.integration, dataset=dataset or self.dataset, flow_run_id=self.run_id, unit=unit,
-                            retry_count=self.retries, max_retries=max_retries)
+                            retry_count=self.retries + task_retries(self.run_id), max_retries=max_retries, exc=exc)
 
     def unit_failed(self, exc: BaseException, *, operation: str, what: str, unit: Mapping[str, Any] | None = None,
                     max_retries: int = 0, then: str = "") -> int:
@@ -229,7 +240,7 @@ class DatasetRun:
         if self.resume is not None:
             self.fail(exc, operation=operation, unit=unit, max_retries=max_retries)
         error = classify_exception(exc, integration=self.integration, operation=operation)
-        error_id = self.record_failure(error, unit=unit, max_retries=max_retries)
+        error_id = self.record_failure(error, unit=unit, max_retries=max_retries, exc=exc)
         rerun = f"; just it: `{retry_command(error_id)}`" if unit is not None and has_rerun_handler(unit) else ""
         self.logger.error("%s failed: %s (recorded as integration_errors #%d%s%s)", what, error, error_id, f"; {then}" if then else "", rerun)
         return error_id
@@ -319,9 +330,15 @@ def run_pull(
     page_size: int | None = None,
     batch_pages: int | None = None,
     resume: Mapping[str, Any] | None = None,
+    partitions: int = 1,
+    cluster: str | None = None,
     **parameters: Any,
 ) -> dict[str, Any]:
-    """Run one pull-shaped dataset: incremental from its watermark unless `full_refresh`; from a failed unit with `resume`."""
+    """Run one pull-shaped dataset: incremental from its watermark unless `full_refresh`; from a failed unit with `resume`.
+
+    `partitions` > 1 splits a full read into key ranges read in parallel processes (tasks/partitions.py): the
+    watermark commits only after every partition committed, and a failed partition is its own unit to rerun.
+    """
     run = DatasetRun(spec.integration, spec.dataset, spec.flow_name, resume=resume)
     logger = run.logger
     config = integration_config(spec.integration)
@@ -344,117 +361,37 @@ def run_pull(
             run.fail(exc, operation="read_watermark")
 
     connector: Connector | None = None
-    pending: Any = None
-    plan: ReadPlan | None = None
-    high_water: Any = None
-    position: PagePosition | None = None
-    read_started = datetime.now(UTC)
-    read_keys: set[Any] = set()
-    rerun_batch: int | None = None  # where a rerun starts when it is not the batch that failed
-    key_field = spec.stream.primary_key
+    read = Read(cursor=cursor, batch_pages=batch_pages, first_batch=first_batch, read_started=datetime.now(UTC))
     try:
         connector = spec.connect(options)
         if resume is not None and resume.get("position") and spec.resumable(PagePosition.from_dict(resume["position"])):
-            plan = ReadPlan(
+            read.plan = ReadPlan(
                 position=PagePosition.from_dict(resume["position"]),
                 mode="resume",
                 since=resume.get("since"),
                 state={k: v for k, v in resume.items() if k not in UNIT_KEYS},
             )
             logger.info("%s %s: resuming integration_errors #%s at batch %d (%s)", spec.integration, spec.dataset,
-                        resume.get("error_id"), first_batch, plan.position.url)
+                        resume.get("error_id"), first_batch, read.plan.position.url)
         else:
             # A fresh read; or the rerun of a unit whose position cannot be trusted (recorded before keyset
             # paging), which reads again with the failed run's cursor.
-            plan = spec.plan(connector, spec.stream, cursor, options)
+            read.plan = spec.plan(connector, spec.stream, cursor, options)
             if resume is not None:
-                plan.mode = "resume"
-        summary.mode, summary.since, summary.read = plan.mode, plan.since, dict(plan.state)
-        position = plan.position
-        if spec.count:
-            summary.source_count = connector.count(spec.stream, position)  # type: ignore[attr-defined]
-        logger.info("%s %s: %s sync%s", spec.integration, spec.dataset, summary.mode, f" since {summary.since}" if summary.since else "")
-        fetching: PagePosition | None = position
-        pending = extract_batch.submit(connector, spec.stream, position, batch_pages)
-        while pending is not None:
-            clock = time.perf_counter()
-            position = fetching  # a failed fetch is recorded with the start of the batch it was fetching
-            try:
-                batch: ExtractedBatch = pending.result()
-            except ResyncRequired:
-                if not spec.resync or plan.mode.startswith("full") or cursor is None:
-                    raise
-                # The source no longer knows the cursor (expired sync token, lost delta state): read it all
-                # again. The old watermark stays until the new one commits with the read's last batch.
-                logger.warning("%s %s: the source refused the cursor (resync required): running a full read",
-                               spec.integration, spec.dataset)
-                plan = spec.plan(connector, spec.stream, None, options)
-                plan.mode = "full (resync required)"
-                summary.mode, summary.since, summary.read = plan.mode, plan.since, dict(plan.state)
-                fetching = position = plan.position
-                pending = extract_batch.submit(connector, spec.stream, position, batch_pages)
-                continue
-            clock = summary.timed("extract_wait", clock)
-            position = batch.start
-            # Start fetching the next batch while this one is mapped, validated and loaded.
-            fetching = batch.next
-            pending = extract_batch.submit(connector, spec.stream, batch.next, batch_pages) if batch.next else None
-            records, duplicates = drop_exact_duplicates(batch.records, key_field)
-            summary.duplicates += duplicates
-            read_keys.update(k for r in records if (k := r.get(key_field)) is not None)
-            summary.distinct_read = len(read_keys)
-            last = pending is None
-            shortfall = last and summary.source_count is not None and summary.distinct_read < summary.source_count
-            if spec.apply is not None:
-                new_cursor = spec.next_cursor(plan, batch.end_cursor, read_started) if last and not shortfall else None
-                context = ApplyContext(spec.integration, cursor_key, run.run_id, plan, options)
-                counts = apply_batch(spec.dataset, quote(spec), quote(records), new_cursor, quote(context))  # type: ignore[call-overload]
-                for name, n in counts.items():
-                    summary.counts[name] = summary.counts.get(name, 0) + int(n)
-                summary.timed("load", clock)
-                summary.mapped += len(records)
-                summary.valid += len(records)
-            else:
-                high_water, new_cursor = _load_mapped(spec, run, summary, records, high_water, last and not shortfall,
-                                                      plan, cursor, read_started, clock, read_keys)
-            summary.batches += 1
-            summary.pages += batch.pages
-            summary.extracted += len(batch.records)
-            if summary.mapped != summary.valid + summary.quarantined or summary.extracted != summary.mapped + summary.duplicates:
-                raise SyncFailed(
-                    f"row counts do not balance: extracted {summary.extracted} (of which {summary.duplicates} exact "
-                    f"duplicates), mapped {summary.mapped}, valid {summary.valid} + quarantined {summary.quarantined}",
-                    code="COUNT_IMBALANCE",
-                )
-            if shortfall:
-                position, rerun_batch = plan.position, first_batch  # the whole read is the unit to rerun
-                raise SyncFailed(
-                    f"the source counted {summary.source_count} {spec.dataset} for this read but only {summary.distinct_read} "
-                    "distinct ones were read: the rows read were loaded, the watermark was not moved",
-                    code="READ_SHORTFALL",
-                )
-            if last and new_cursor:
-                summary.watermark = _watermark_label(new_cursor)
-            logger.info("batch %d: %d records, %d valid, %d quarantined, %d upserted", summary.batches, len(batch.records),
-                        summary.valid, summary.quarantined, summary.upserted)
-            # Drop this batch before the next one is taken, and hand its pages back to the OS. The list
-            # is emptied in place because the extract task's future still refers to the batch object.
-            batch.records.clear()
-            del batch, records
-            release_free_memory()
+                read.plan.mode = "resume"
+        summary.mode, summary.since, summary.read = read.plan.mode, read.plan.since, dict(read.plan.state)
+        read.position = read.plan.position
+        if partitions > 1 and resume is None:
+            from tasks.partitions import run_partitioned
+
+            return run_partitioned(spec, run, summary, connector, read, options, partitions=partitions, cluster=cluster)
+        read_all(spec, run, summary, connector, read, options)
     except Exception as exc:
-        if pending is not None:
-            pending.wait()  # let an in-flight extract finish before its client is closed
-        unit = {
-            "kind": spec.unit_kind,
-            "batch": rerun_batch or first_batch + summary.batches,
-            "position": position.to_dict() if position else None,
-            "mode": summary.mode,
-            "cursor": dict(cursor) if cursor else None,
-            "since": summary.since,
-            "batch_pages": batch_pages,
-            **summary.read,
-        }
+        if read.pending is not None:
+            read.pending.wait()  # let an in-flight extract finish before its client is closed
+        if getattr(exc, "code", None) == "PARTITIONS_FAILED":
+            raise  # each failed partition is recorded as its own unit already
+        unit = read.unit(spec, summary)
         run.fail(
             exc,
             operation=spec.operation,
@@ -465,33 +402,159 @@ def run_pull(
     finally:
         if connector is not None:
             connector.close()
+    return finish_pull(spec, run, summary)
 
+
+def finish_pull(spec: PullStream, run: DatasetRun, summary: RunSummary) -> dict[str, Any]:
+    """After a read that did its work: an empty full read on the books, then the run's report and summary."""
     if spec.full_read_must_find and summary.mode == "full" and summary.extracted == 0:
         error = DataValidationFailed(spec.full_read_must_find, code="EMPTY_DATASET", operation=spec.operation)
         summary.error_ids.append(run.record_failure(error))
-        logger.warning(str(error))
+        run.logger.warning(str(error))
     return run.finish(summary, rows_checked=summary.mapped, report=spec.suite is not None, resolve=spec.resolve)
+
+
+@dataclass
+class Read:
+    """Where one read is: its plan, the batch it is at, what it has read. A run has one; so does each partition."""
+
+    cursor: Mapping[str, Any] | None  # the watermark the read started from
+    batch_pages: int
+    first_batch: int
+    read_started: datetime
+    plan: ReadPlan | None = None
+    position: PagePosition | None = None  # the start of the batch in hand (or being fetched)
+    high_water: Any = None
+    read_keys: ReadKeys = field(default_factory=ReadKeys)
+    rerun_batch: int | None = None  # where a rerun starts when it is not the batch that failed
+    pending: Any = None  # the next batch's extract future
+    commit: bool = True  # False in a partition: the run commits the watermark after every partition committed
+
+    def unit(self, spec: PullStream, summary: RunSummary) -> dict[str, Any]:
+        """The failed unit a rerun resumes from."""
+        return {
+            "kind": spec.unit_kind,
+            "batch": self.rerun_batch or self.first_batch + summary.batches,
+            "position": self.position.to_dict() if self.position else None,
+            "mode": summary.mode,
+            "cursor": dict(self.cursor) if self.cursor else None,
+            "since": summary.since,
+            "batch_pages": self.batch_pages,
+            **summary.read,
+        }
+
+
+def read_all(spec: PullStream, run: DatasetRun, summary: RunSummary, connector: Connector, read: Read, options: RunOptions) -> None:
+    """Read from `read.plan` to the end, batch by batch, each committed (the last with the watermark, when `read.commit`)."""
+    assert read.plan is not None and read.position is not None
+    logger = run.logger
+    plan = read.plan
+    batch_pages = read.batch_pages
+    if spec.count:
+        summary.source_count = connector.count(spec.stream, plan.position)  # type: ignore[attr-defined]
+    logger.info("%s %s: %s sync%s", spec.integration, spec.dataset, summary.mode, f" since {summary.since}" if summary.since else "")
+    if spec.suite is not None:
+        # Great Expectations' import and the suite's registration (~4 s in a fresh process) while the first pages are fetched.
+        threading.Thread(target=_preload_suite, args=(spec.suite, logger), name=f"preload-{spec.suite}", daemon=True).start()
+    key_field = spec.stream.primary_key
+    fetching: PagePosition | None = read.position
+    # A mapped dataset's pages are mapped as they arrive, in the extract task (tasks/extract.py says why).
+    mapper = spec.map if spec.apply is None else None
+    read.pending = extract_batch.submit(connector, spec.stream, read.position, batch_pages, mapper, spec.record_column)
+    while read.pending is not None:
+        clock = time.perf_counter()
+        read.position = fetching  # a failed fetch is recorded with the start of the batch it was fetching
+        try:
+            batch: ExtractedBatch = read.pending.result()
+        except ResyncRequired:
+            if not spec.resync or plan.mode.startswith("full") or read.cursor is None:
+                raise
+            # The source no longer knows the cursor (expired sync token, lost delta state): read it all
+            # again. The old watermark stays until the new one commits with the read's last batch.
+            logger.warning("%s %s: the source refused the cursor (resync required): running a full read",
+                           spec.integration, spec.dataset)
+            plan = read.plan = spec.plan(connector, spec.stream, None, options)
+            plan.mode = "full (resync required)"
+            summary.mode, summary.since, summary.read = plan.mode, plan.since, dict(plan.state)
+            fetching = read.position = plan.position
+            read.pending = extract_batch.submit(connector, spec.stream, read.position, batch_pages, mapper, spec.record_column)
+            continue
+        clock = summary.timed("extract_wait", clock)
+        read.position = batch.start
+        # Start fetching the next batch while this one is validated and loaded.
+        fetching = batch.next
+        read.pending = extract_batch.submit(connector, spec.stream, batch.next, batch_pages, mapper, spec.record_column) if batch.next else None
+        if spec.apply is not None:
+            records, duplicates = drop_exact_duplicates(batch.records, key_field)
+            read.read_keys.add(str(k) for r in records if (k := r.get(key_field)) is not None)
+        else:
+            duplicates = drop_mapped_duplicates(batch, spec.record_column)
+            read.read_keys.add(batch.keys)
+            summary.stage_seconds["map"] = round(summary.stage_seconds["map"] + batch.map_seconds, 3)
+        summary.duplicates += duplicates
+        last = read.pending is None
+        if last:
+            summary.distinct_read = len(read.read_keys)  # counted once: a million keys take a moment
+        shortfall = last and summary.source_count is not None and summary.distinct_read < summary.source_count
+        complete = last and not shortfall and read.commit
+        if spec.apply is not None:
+            new_cursor = spec.next_cursor(plan, batch.end_cursor, read.read_started) if complete else None
+            context = ApplyContext(spec.integration, spec.cursor_key(options) if spec.cursor_key is not None else spec.dataset,
+                                   run.run_id, plan, options)
+            counts = apply_batch(spec.dataset, quote(spec), quote(records), new_cursor, quote(context))  # type: ignore[call-overload]
+            for name, n in counts.items():
+                summary.counts[name] = summary.counts.get(name, 0) + int(n)
+            summary.timed("load", clock)
+            summary.mapped += len(records)
+            summary.valid += len(records)
+        else:
+            read.high_water, new_cursor = _load_mapped(spec, run, summary, batch, read.high_water, complete,
+                                                       plan, read.cursor, read.read_started, clock, read.read_keys)
+        summary.batches += 1
+        summary.pages += batch.pages
+        summary.extracted += batch.read
+        if summary.mapped != summary.valid + summary.quarantined or summary.extracted != summary.mapped + summary.duplicates:
+            raise SyncFailed(
+                f"row counts do not balance: extracted {summary.extracted} (of which {summary.duplicates} exact "
+                f"duplicates), mapped {summary.mapped}, valid {summary.valid} + quarantined {summary.quarantined}",
+                code="COUNT_IMBALANCE",
+            )
+        if shortfall:
+            read.position, read.rerun_batch = plan.position, read.first_batch  # the whole read is the unit to rerun
+            raise SyncFailed(
+                f"the source counted {summary.source_count} {spec.dataset} for this read but only {summary.distinct_read} "
+                "distinct ones were read: the rows read were loaded, the watermark was not moved",
+                code="READ_SHORTFALL",
+            )
+        if last and new_cursor:
+            summary.watermark = _watermark_label(new_cursor)
+        logger.info("batch %d: %d records, %d valid, %d quarantined, %d upserted", summary.batches, batch.read,
+                    summary.valid, summary.quarantined, summary.upserted)
+        # Drop this batch before the next one is taken, and hand its pages back to the OS. It is emptied
+        # in place because the extract task's future still refers to the batch object.
+        batch.release()
+        del batch
+        release_free_memory()
 
 
 def _load_mapped(
     spec: PullStream,
     run: DatasetRun,
     summary: RunSummary,
-    records: list[dict[str, Any]],
+    batch: ExtractedBatch,
     high_water: Any,
     complete: bool,
     plan: ReadPlan,
     cursor: Mapping[str, Any] | None,
     read_started: datetime,
     clock: float,
-    read_keys: set[Any],
+    read_keys: ReadKeys,
 ) -> tuple[Any, dict[str, Any] | None]:
-    """Map, validate and upsert one batch; on the read's last batch, with the watermark in the same transaction."""
-    assert spec.map is not None and spec.suite is not None and spec.table is not None
+    """Validate and upsert one mapped batch; on the read's last batch, with the watermark in the same transaction."""
+    assert spec.map is not None and spec.suite is not None and spec.table is not None and batch.frame is not None
     grouped = spec.record_column
-    if records:
-        frame = map_batch(spec.dataset, spec.map, quote(records), grouped)  # type: ignore[call-overload]
-        clock = summary.timed("map", clock)
+    frame = batch.frame
+    if len(frame):
         outcome = validate_batch(spec.suite, frame, run_name=run.run_id)
         valid, invalid = outcome.valid, outcome.invalid
         record_of = (lambda label: int(frame.at[label, grouped])) if grouped else int
@@ -499,12 +562,12 @@ def _load_mapped(
             # A refused row refuses its record: none of an order's items loads when one of them fails.
             refused_records = frame.loc[invalid.index, grouped].unique()
             valid, invalid = frame[~frame[grouped].isin(refused_records)], frame[frame[grouped].isin(refused_records)]
-        quarantine = quarantine_rows(outcome, frame, raw_of=lambda label: records[record_of(label)],
-                                     key_of=lambda label: _str_or_none(records[record_of(label)].get(spec.stream.primary_key)),
+        quarantine = quarantine_rows(outcome, frame, raw_of=lambda label: batch.source_record(record_of(label)),
+                                     key_of=lambda label: batch.keys[record_of(label)],
                                      record_column=grouped, row_name=_row_name(frame, spec.row_label))
         clock = summary.timed("validate", clock)
-    else:  # the empty page that ends $top/$skip paging: nothing to map or validate
-        frame = valid = invalid = spec.map([])
+    else:  # the empty page that ends $top/$skip paging: nothing to validate
+        valid = invalid = frame
         quarantine = []
     run.count_quarantined(quarantine)
     # Only rows that load move the watermark: a quarantined row's date (2100, say) never does.
@@ -515,11 +578,18 @@ def _load_mapped(
     new_cursor = spec.next_cursor(plan, high_water, read_started) if complete else None
     if complete and plan.mode == "resume" and spec.keep_cursor_on_resume and not _watermark_unchanged(spec, cursor):
         new_cursor = None  # another run moved the watermark meanwhile: leave it to that run
+    if new_cursor is not None and plan.state.get("partition_run"):
+        # The rerun of one partition of a partitioned read: the watermark that read would have written, and only
+        # once no other partition of it waits for its rerun (tasks/partitions.py).
+        from tasks.partitions import last_open_partition
+
+        last = last_open_partition(spec.integration, spec.dataset, plan.state["partition_run"], run.resume and run.resume.get("error_id"))
+        new_cursor = dict(plan.state["pending_cursor"]) if last and plan.state.get("pending_cursor") else None
     rows = valid.drop(columns=[c for c in ("mapping_errors",) if c in valid.columns]).assign(source_run_id=run.run_id)
     # A complete, counted full read knows every key the source holds: the dataset marks what it no longer has.
     finish = None
     if spec.reconcile is not None and complete and plan.mode.startswith("full") and summary.source_count is not None:
-        reconcile, seen, run_id = spec.reconcile, frozenset(str(k) for k in read_keys), run.run_id
+        reconcile, seen, run_id = spec.reconcile, read_keys.as_frozenset(), run.run_id
         finish = lambda conn: reconcile(conn, seen, run_id)  # noqa: E731
     # quote(): Prefect would otherwise walk every record looking for futures (~5 s per 20k rows).
     result: LoadResult = load_batch_task(  # type: ignore[call-overload]
@@ -533,7 +603,7 @@ def _load_mapped(
             cursor=new_cursor,
             flow_run_id=run.run_id,
             run_upserted_before=summary.upserted,
-            raw_of=records.__getitem__,  # a row the database refuses is quarantined with its source record
+            raw_of=batch.source_record,  # a row the database refuses is quarantined with its source record
             write=spec.load,
             record_column=grouped,
             finish=finish,
@@ -553,15 +623,20 @@ def _load_mapped(
     return high_water, new_cursor
 
 
+def _preload_suite(suite: str, logger: Any) -> None:
+    from expectations.runner import preload
+
+    try:
+        preload(suite)
+    except Exception as exc:  # the first batch's validation raises it again, where it is classified and recorded
+        logger.warning("preloading the %s suite failed: %s", suite, exc)
+
+
 def _row_name(frame: pd.DataFrame, column: str | None) -> Any:
     """How a failure names its row inside a record (`item 20`), for a dataset of several rows per record."""
     if column is None:
         return None
     return lambda label: f"{column} {frame.at[label, column]}"
-
-
-def _str_or_none(value: Any) -> str | None:
-    return str(value) if isinstance(value, str | int) and value != "" else None
 
 
 def _watermark_label(cursor: Mapping[str, Any]) -> Any:

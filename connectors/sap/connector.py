@@ -13,7 +13,7 @@ import httpx
 from connectors.core.base import Connector, Stream
 from connectors.core.client import IntegrationClient
 from connectors.core.errors import AuthenticationFailed, IntegrationError, classify_exception
-from connectors.core.paging import ODataKeysetPaginator, PagePosition, query_of, with_query
+from connectors.core.paging import ODataKeysetPaginator, PagePosition, odata_string, query_of, with_query
 from connectors.sap.batch import BatchItem, ItemResult, build_batch, has_create, parse_batch
 from connectors.sap.odata import datetime_literal
 
@@ -93,6 +93,36 @@ class SapConnector(Connector):
                 ValueError(f"$count answered {text[:80]!r}, not a number"), integration=self.integration, operation=f"count_{stream.name}"
             )
         return int(text)
+
+    def split(self, stream: Stream, position: PagePosition, partitions: int) -> list[PagePosition]:
+        """The read starting at `position` cut into up to `partitions` key ranges, each read on its own.
+
+        The boundaries are the keys at every 1/N of the read's key order (`$skip` probes of one key each,
+        `$select` of the key alone): N-1 small requests. A range is `key ge '<low>' and key lt '<high>'`
+        added to the read's own `$filter`, so the ranges cover every key the read would find, each once,
+        whatever happens to the data meanwhile (a boundary is a key value, not an offset). Each range pages
+        by key inside itself, like any read (ODataKeysetPaginator).
+        """
+        key = stream.primary_key
+        base = query_of(position.url).get("$filter") or ""
+        total = self.count(stream, position)
+        bounds: list[str] = []
+        for k in range(1, max(1, min(partitions, total))):
+            params: dict[str, Any] = {"$format": "json", "$select": key, "$orderby": f"{key} asc", "$skip": (k * total) // partitions, "$top": 1}
+            if base:
+                params["$filter"] = base
+            body = self.client.get_json(stream.path, params=params, operation=f"split_{stream.name}")
+            rows = body.get("d", {}).get("results") if isinstance(body, dict) else None
+            if rows and isinstance(rows[0], dict) and isinstance(rows[0].get(key), str) and (not bounds or rows[0][key] > bounds[-1]):
+                bounds.append(rows[0][key])
+        starts = []
+        for low, high in zip([None, *bounds], [*bounds, None], strict=True):
+            clauses = [f"({base})"] if base else []
+            clauses += [f"{key} ge {odata_string(low)}"] if low is not None else []
+            clauses += [f"{key} lt {odata_string(high)}"] if high is not None else []
+            url = with_query(position.url, **({"$filter": " and ".join(clauses)} if clauses else {}))
+            starts.append(stream.paginator.start(url))
+        return starts
 
     # -- writes (CSRF) ----------------------------------------------------------------------
     def fetch_csrf_token(self) -> str:

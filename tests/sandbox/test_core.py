@@ -498,3 +498,13 @@ def test_a_malformed_fault_switch_on_the_command_line_is_a_usage_error() -> None
     )
     assert done.returncode == 2
     assert "fault switch must look like name=value" in done.stderr
+
+
+def test_faults_can_be_scoped_to_requests_that_contain_a_text() -> None:
+    from sandbox.core import FaultInjector
+
+    faults = FaultInjector()
+    faults.update({"error_5xx_every_n": 1, "only_where": "Partner ge '"})
+    assert faults.decide("/A_BusinessPartner?$filter=Partner lt '2'").kind is None
+    assert faults.decide("/A_BusinessPartner?$filter=Partner ge '2'").kind == "error_5xx"
+    assert faults.snapshot()["stats"]["fired"]["error_5xx"] == 1

@@ -198,3 +198,35 @@ def test_date_literal_helper_matches_contract() -> None:
     assert parse_edm_datetime("/Date(1130168212000+0000)/").year == 2005
     with pytest.raises(ValueError):
         parse_edm_datetime("2024-01-01")
+
+
+@pytest.mark.parametrize("cursor", [None, "incremental"])
+def test_split_cuts_a_read_into_key_ranges_covering_every_partner_once(cursor: str | None) -> None:
+    """The partitions of a read (tasks/partitions.py): key ranges inside the read's own filter, disjoint, complete."""
+    sandbox = SapSandbox(partners=1500, seed=6, max_page_size=400)
+    sandbox.mutate(300, rng_seed=2)
+    with build_sap_connector(transport=as_transport(sandbox)) as sap:
+        watermark = {"last_change_date": sandbox.now().date().isoformat()} if cursor else None
+        position = sap.start(PARTNERS, watermark)
+        whole = [r["BusinessPartner"] for p in sap.sync(PARTNERS, start=position) for r in p.records]
+        starts = sap.split(PARTNERS, position, 3)
+        assert len(starts) == 3
+        ranges = [[r["BusinessPartner"] for p in sap.sync(PARTNERS, start=start) for r in p.records] for start in starts]
+        assert [sap.count(PARTNERS, start) for start in starts] == [len(r) for r in ranges]
+        sandbox.mutate(50, rng_seed=9)  # changes after the split move no key from one range into another
+        again = [[r["BusinessPartner"] for p in sap.sync(PARTNERS, start=start) for r in p.records] for start in starts]
+    assert sorted(k for r in ranges for k in r) == sorted(whole) and len(set(whole)) == len(whole)
+    assert all(max(a) < min(b) for a, b in zip(ranges, ranges[1:], strict=False)), "ranges are ordered and disjoint"
+    assert min(len(r) for r in ranges) > len(whole) // 6, "the ranges are of similar size"
+    if cursor is None:
+        assert sorted(k for r in again for k in r) == sorted(whole)
+    for start in starts:
+        assert "BusinessPartner" in query_of(start.url)["$filter"]
+
+
+def test_split_of_a_small_read_gives_fewer_ranges() -> None:
+    sandbox = SapSandbox(partners=2, seed=6, max_page_size=400)
+    with build_sap_connector(transport=as_transport(sandbox)) as sap:
+        starts = sap.split(PARTNERS, sap.start(PARTNERS, None), 8)
+        keys = [r["BusinessPartner"] for start in starts for p in sap.sync(PARTNERS, start=start) for r in p.records]
+    assert len(starts) <= 2 and sorted(keys) == sorted(set(keys)) and len(keys) == 2

@@ -1,0 +1,77 @@
+"""The extract task's pieces: pages mapped as they arrive, exact duplicates dropped from the mapped batch, compact read keys."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+import orjson
+import pandas as pd
+
+from connectors.core.base import Connector, Stream
+from connectors.core.paging import Page, PagePosition
+from tasks.extract import ReadKeys, drop_mapped_duplicates, read_batch
+
+
+class _FixedPages:
+    """Fixed pages behind the one call the extract makes of a connector (fetch_page)."""
+
+    def __init__(self, pages: list[list[dict[str, Any]]]) -> None:
+        self.pages = pages
+
+    def fetch_page(self, stream: Stream, position: PagePosition) -> Page:
+        n = int(position.url)
+        following = PagePosition(str(n + 1)) if n + 1 < len(self.pages) else None
+        return Page(position=position, records=self.pages[n], next=following)
+
+
+STREAM = Stream(name="things", path="things", primary_key="id")
+
+
+def _Pages(pages: list[list[dict[str, Any]]]) -> Connector:
+    return cast(Connector, _FixedPages(pages))
+
+
+def one_row_each(records: list[dict[str, Any]]) -> pd.DataFrame:
+    return pd.DataFrame({"thing": [r["id"] for r in records], "size": [r.get("size") for r in records]})
+
+
+def two_rows_each(records: list[dict[str, Any]]) -> pd.DataFrame:
+    rows = [{"record": i, "thing": r["id"], "line": line} for i, r in enumerate(records) for line in (1, 2)]
+    return pd.DataFrame(rows, columns=["record", "thing", "line"])
+
+
+def test_pages_are_mapped_as_they_arrive_and_placed_by_record_position() -> None:
+    pages = [[{"id": "a", "size": 1}, {"id": "b", "size": 2}], [{"id": "c", "size": 3}]]
+    batch = read_batch(_Pages(pages), STREAM, PagePosition("0"), 5, one_row_each)
+    assert batch.read == 3 and batch.pages == 2 and batch.records == []
+    assert batch.frame is not None and list(batch.frame.index) == [0, 1, 2] and list(batch.frame["thing"]) == ["a", "b", "c"]
+    assert batch.keys == ["a", "b", "c"]
+    assert batch.source_record(2) == {"id": "c", "size": 3}
+    assert batch.raw[0] == orjson.dumps({"id": "a", "size": 1}, option=orjson.OPT_SORT_KEYS)
+
+    grouped = read_batch(_Pages(pages), STREAM, PagePosition("0"), 5, two_rows_each, "record")
+    assert grouped.frame is not None and list(grouped.frame["record"]) == [0, 0, 1, 1, 2, 2]
+    assert grouped.frame.index.is_unique
+
+    batch.release()
+    assert batch.frame is None and batch.raw == [] and batch.keys == []
+
+
+def test_a_record_served_twice_to_the_letter_is_dropped_once_and_a_different_one_with_its_key_is_kept() -> None:
+    pages = [[{"id": "a", "size": 1}, {"size": 1, "id": "a"}], [{"id": "a", "size": 2}, {"id": "b", "size": 1}]]
+    batch = read_batch(_Pages(pages), STREAM, PagePosition("0"), 5, one_row_each)
+    assert drop_mapped_duplicates(batch) == 1  # the same record, its keys in another order
+    assert batch.frame is not None and list(batch.frame.index) == [0, 2, 3]
+
+    grouped = read_batch(_Pages(pages), STREAM, PagePosition("0"), 5, two_rows_each, "record")
+    assert drop_mapped_duplicates(grouped, "record") == 1
+    assert grouped.frame is not None and sorted(set(grouped.frame["record"])) == [0, 2, 3] and len(grouped.frame) == 6
+
+
+def test_read_keys_count_distinct_keys_across_batches() -> None:
+    keys = ReadKeys()
+    keys.add(["b", "a", None, "a"])
+    keys.add(["c", "b", "é"])
+    assert len(keys) == 4
+    assert keys.as_frozenset() == {"a", "b", "c", "é"}
+    assert keys.array().tolist() == sorted(k.encode() for k in ("a", "b", "c", "é"))
