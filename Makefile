@@ -63,11 +63,11 @@ lint: install
 typecheck: install
 	$(BIN)/mypy hub connectors data_mappings expectations tasks flows sandbox
 
-## 100,000 partners over real HTTP into the PostgreSQL named by DATABASE_URL, against a COPY floor.
+## The plan's performance table against the simulators over real HTTP (and OPC UA), ~3 min, into the database named
+## by DATABASE_URL (its SAP row is bench/sap_writeback.py). The engine benchmarks run on their own: bench/sap_sync.py
+## (100,000 partners against a COPY floor), bench/metrics_overhead.py (docs/performance.md).
 bench: install
-	$(BIN)/python bench/sap_sync.py
-	$(BIN)/python bench/sap_writeback.py
-	$(BIN)/python bench/metrics_overhead.py
+	$(BIN)/python bench/performance_table.py
 
 clean:
 	rm -rf var/drymix.db* var/data_docs var/prefect var/stack logs

@@ -65,9 +65,13 @@ def _bodies(prefix: str, n: int) -> list[dict[str, Any]]:
     ]
 
 
-def measure(events: int = 300) -> dict[str, Any]:
-    """Connector inserts per second and a plain httpx POST baseline of the same bodies, same sandbox."""
-    import httpx
+CALENDAR = "depot.ops@drymix.in"
+
+
+def build_connector(url: str, key_file: Path, *, rate_budget_per_s: float | None = None) -> Any:
+    """The Calendar connector against the sandbox at `url`, signing with its service-account key file.
+
+    `rate_budget_per_s=None` keeps the configured budget (config/integrations.toml), as production runs."""
     from pydantic import SecretStr
 
     from connectors.core.client import IntegrationClient
@@ -75,20 +79,28 @@ def measure(events: int = 300) -> dict[str, Any]:
     from connectors.google_workspace.connector import GoogleCalendarConnector
     from hub.core.settings import integration_config
 
+    info = load_service_account_info(SecretStr(key_file.read_text()), None)
+    update: dict[str, Any] = {"base_url": f"{url}/calendar/v3/", "token_url": f"{url}/token"}
+    if rate_budget_per_s is not None:
+        update["rate_budget_per_s"] = rate_budget_per_s
+    config = integration_config("google_workspace").model_copy(update=update)
+    auth = JWTBearerGrant(
+        info, scopes=["https://www.googleapis.com/auth/calendar.events"], token_url=f"{url}/token", subject=CALENDAR,
+    )
+    return GoogleCalendarConnector(IntegrationClient(config, auth=auth), calendar_id=CALENDAR)
+
+
+def measure(events: int = 300) -> dict[str, Any]:
+    """Connector inserts per second and a plain httpx POST baseline of the same bodies, same sandbox."""
+    import httpx
+
     with tempfile.TemporaryDirectory() as tmp:
         key_file = Path(tmp) / "key.json"
         proc, url = _start_sandbox(key_file)
         try:
-            info = load_service_account_info(SecretStr(key_file.read_text()), None)
-            config = integration_config("google_workspace").model_copy(
-                update={"base_url": f"{url}/calendar/v3/", "token_url": f"{url}/token", "rate_budget_per_s": 100_000}
-            )
-            auth = JWTBearerGrant(
-                info, scopes=["https://www.googleapis.com/auth/calendar.events"], token_url=f"{url}/token",
-                subject="depot.ops@drymix.in",
-            )
-            calendar = "depot.ops@drymix.in"
-            connector = GoogleCalendarConnector(IntegrationClient(config, auth=auth), calendar_id=calendar)
+            connector = build_connector(url, key_file, rate_budget_per_s=100_000)
+            auth = connector.client.http.auth
+            calendar = CALENDAR
             try:
                 connector.connect()  # token fetched outside the timing, as in a long-running sync
                 bodies = _bodies("BENCH", events)
