@@ -1,7 +1,8 @@
 """Idempotent loads: upsert a batch, its quarantined rows and its watermark in ONE transaction.
 
 PostgreSQL: COPY into a temporary staging table, then `INSERT ... ON CONFLICT DO UPDATE` (about 1.5x
-the speed of executemany here). SQLite: a multi-row upsert. Either way a row whose `row_hash` did not
+the speed of executemany here); the COPY text is built column by column (hub/ledger/pgcopy.py), and
+quarantine rows go as JSON texts written once by orjson. SQLite: a multi-row upsert. Either way a row whose `row_hash` did not
 change is not rewritten, so running the same sync twice changes nothing.
 
 A row the database refuses although it passed validation (a value too long, a NULL, a number out of
@@ -23,14 +24,18 @@ from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
+import orjson
 import pandas as pd
-from sqlalchemy import JSON, Connection, NestedTransaction, Table, func, select, text, update
+from pandas.api.types import infer_dtype
+from sqlalchemy import JSON, Connection, Date, DateTime, NestedTransaction, Table, func, select, text, update
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.types import NullType
 
 from connectors.core.gcpause import paused_gc
 from hub.core.models import QuarantinedRecord, QuarantineStatus, SyncState
+from hub.ledger.pgcopy import copy_chunks
 
 if TYPE_CHECKING:
     from expectations.runner import ValidationOutcome
@@ -104,7 +109,7 @@ def quarantine_rows(
     if record_column is not None:
         return _quarantine_records(outcome, frame, labels, raw_of=raw_of, key_of=key_of, critical_only=critical_only,
                                    record_column=record_column, row_name=row_name)
-    mapped = frame.loc[labels].drop(columns=["row_hash"], errors="ignore").to_dict("records")
+    mapped = json_safe_records(frame.loc[labels].drop(columns=["row_hash"], errors="ignore"))
     rows = []
     for label, mapped_record in zip(labels, mapped, strict=True):
         raw = dict(raw_of(label))
@@ -118,7 +123,7 @@ def quarantine_rows(
             QuarantineRow(
                 record_key=str(key) if key not in (None, "") else record_digest(raw),
                 raw_record=raw,
-                mapped_record={str(k): json_safe(v) for k, v in mapped_record.items()},
+                mapped_record=mapped_record,
                 failed_expectations=failures,
             )
         )
@@ -139,12 +144,15 @@ def _quarantine_records(
     by_record: dict[Any, list[Any]] = {}
     for label in labels:
         by_record.setdefault(frame.at[label, record_column], []).append(label)
+    # Every row of each refused record, found in one pass rather than one scan of the frame per record.
+    grouped = frame[frame[record_column].isin(list(by_record))].drop(columns=["row_hash"], errors="ignore")
+    members_of = dict(iter(grouped.groupby(record_column, sort=False, dropna=False)))
     rows = []
     for record, refused in by_record.items():
         first = refused[0]
         raw = dict(raw_of(first))
         key = json_safe(key_of(first)) if key_of is not None else None
-        members = frame[frame[record_column] == record].drop(columns=["row_hash", record_column], errors="ignore")
+        members = members_of[record].drop(columns=[record_column])
         failures = [
             failure_entry(f.expectation, column=f.column, rule_id=f.rule_id,
                           kwargs={**(f.kwargs or {}), **({"at": row_name(label)} if row_name is not None else {})}, value=f.value)
@@ -156,7 +164,7 @@ def _quarantine_records(
             QuarantineRow(
                 record_key=str(key) if key not in (None, "") else record_digest(raw),
                 raw_record=raw,
-                mapped_record={"rows": [{str(k): json_safe(v) for k, v in r.items()} for r in members.to_dict("records")]},
+                mapped_record={"rows": json_safe_records(members)},
                 failed_expectations=failures,
             )
         )
@@ -255,6 +263,58 @@ def json_safe(value: Any) -> Any:
     return str(value)
 
 
+# orjson hands `default` (json_safe) whatever it would write otherwise than json_safe does: datetimes, dates and
+# times, subclasses of str, int, dict and list, dataclasses, numpy and pandas values, decimals.
+_ORJSON_OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_SUBCLASS | orjson.OPT_PASSTHROUGH_DATACLASS
+
+
+def _json_text(value: Any, *, storable: bool = False) -> str:
+    """The JSON text of `json_safe(value)` in one orjson pass, without walking the value in Python.
+
+    `storable` (a quarantine column): a NUL character, which jsonb refuses, is kept as U+FFFD, found in the
+    bytes; without it a NUL stays `\\u0000` and PostgreSQL refuses the row as before. What orjson cannot
+    write (a dict key that is not a str, an integer beyond 64 bits, a lone surrogate, deep nesting) takes
+    the long way through json_safe. The text differs from json.dumps (compact, UTF-8), the jsonb value not,
+    but for two cases: ±inf is null (jsonb refused json.dumps's `Infinity`), an Enum member its value.
+    """
+    try:
+        data = orjson.dumps(value, default=json_safe, option=_ORJSON_OPTIONS)
+    except orjson.JSONEncodeError:
+        return _dumps_plain(_without_nul(json_safe(value)) if storable else json_safe(value))
+    if storable and b"\\u0000" in data:
+        return _dumps_plain(_without_nul(json_safe(value)))
+    return data.decode()
+
+
+def _dumps_plain(safe: Any) -> str:
+    try:
+        return orjson.dumps(safe).decode()
+    except orjson.JSONEncodeError:  # an integer beyond 64 bits, a lone surrogate: as json.dumps wrote them
+        return json.dumps(safe)
+
+
+def json_safe_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """`json_safe` of each row's values (`to_dict("records")`), column by column: only values that are not
+    already plain (a str, None, a bool, an int, a finite float) go through `json_safe`."""
+    names = [str(c) for c in frame.columns]
+    columns = [_json_safe_column(frame.iloc[:, i]) for i in range(frame.shape[1])]
+    if not columns:
+        return [{} for _ in range(len(frame))]
+    return [dict(zip(names, values, strict=True)) for values in zip(*columns, strict=True)]
+
+
+def _json_safe_column(series: pd.Series) -> list[Any]:
+    values = series.tolist()
+    kind = series.dtype
+    if kind == np.bool_ or pd.api.types.is_integer_dtype(kind) and not isinstance(kind, pd.api.extensions.ExtensionDtype):
+        return values  # tolist() gives Python bools and ints
+    if kind == np.float64 or kind == np.float32:
+        return [None if v != v else v for v in values]
+    if pd.api.types.is_object_dtype(kind):
+        return [v if v is None or type(v) is str else json_safe(v) for v in values]
+    return [json_safe(v) for v in values]
+
+
 def record_digest(raw: Mapping[str, Any]) -> str:
     """A key for a record that has none of its own (an all-null partner)."""
     blob = json.dumps(json_safe(raw), sort_keys=True).encode()
@@ -263,17 +323,17 @@ def record_digest(raw: Mapping[str, Any]) -> str:
 
 def frame_rows(frame: pd.DataFrame, columns: Sequence[str]) -> list[tuple[Any, ...]]:
     """Rows as tuples of plain Python values, missing values as None (what drivers expect)."""
-    cols: list[list[Any]] = []
-    for name in columns:
-        series = frame[name]
-        if isinstance(series.dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_any_dtype(series):
-            values = [None if pd.isna(v) else v.to_pydatetime() for v in series]
-        elif pd.api.types.is_bool_dtype(series):
-            values = [bool(v) for v in series]
-        else:
-            values = [None if (v is None or (isinstance(v, float) and v != v)) else v for v in series.tolist()]
-        cols.append(values)
+    cols = [plain_values(frame[name]) for name in columns]
     return list(zip(*cols, strict=True)) if cols else []
+
+
+def plain_values(series: pd.Series) -> list[Any]:
+    """A column as plain Python values, missing values as None: what `frame_rows` hands the driver."""
+    if isinstance(series.dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_any_dtype(series):
+        return [None if pd.isna(v) else v.to_pydatetime() for v in series]
+    if pd.api.types.is_bool_dtype(series):
+        return [bool(v) for v in series]
+    return [None if (v is None or (isinstance(v, float) and v != v)) else v for v in series.tolist()]
 
 
 def _dedupe_last(frame: pd.DataFrame, key: Sequence[str]) -> pd.DataFrame:
@@ -289,11 +349,11 @@ def upsert_rows(conn: Connection, table: Table, frame: pd.DataFrame, key: Sequen
     if "synced_at" in table.c and "synced_at" not in frame.columns:
         frame = frame.assign(synced_at=datetime.now(UTC))
     columns = [c.name for c in table.columns if c.name in frame.columns]
-    with paused_gc():
-        rows = frame_rows(frame, columns)
     updatable = [c for c in columns if c not in key]
     if conn.dialect.name == "postgresql":
-        return _pg_copy_upsert(conn, table, columns, updatable, key, rows)
+        return _pg_copy_upsert(conn, table, frame, columns, updatable, key)
+    with paused_gc():
+        rows = frame_rows(frame, columns)
     return _sqlite_upsert(conn, table, columns, updatable, key, rows)
 
 
@@ -324,28 +384,30 @@ def _sqlite_upsert(
 def _pg_copy_upsert(
     conn: Connection,
     table: Table,
+    frame: pd.DataFrame,
     columns: list[str],
     updatable: list[str],
     key: Sequence[str],
-    rows: list[tuple[Any, ...]],
 ) -> int:
     stage = f"_stage_{table.name}"
     cols = ", ".join(f'"{c}"' for c in columns)
     # COPY sends text: a JSON column's list or dict goes as its JSON text (psycopg would adapt a list as an array).
-    json_at = [i for i, c in enumerate(columns) if isinstance(table.c[c].type, JSON)]
-    if json_at:
-        rows = [
-            tuple(json.dumps(json_safe(v)) if i in json_at and v is not None else v for i, v in enumerate(row)) for row in rows
-        ]
+    json_columns = {c for c in columns if isinstance(table.c[c].type, JSON)}
+    timestamp_columns = {c for c in columns if issubclass(table.c[c].type._type_affinity or NullType, DateTime | Date)}
     dbapi = conn.connection.driver_connection
     assert dbapi is not None
     with dbapi.cursor() as cur:
+        # The frame is encoded column by column (hub/ledger/pgcopy.py), not row by row with `write_row`:
+        # a value psycopg refuses (a NUL character) raises here, before the COPY, as `write_row` raised it.
+        with paused_gc():  # lists of strings and nothing cyclic: a collection would only walk the whole heap
+            chunks = copy_chunks(frame, columns, json_columns=json_columns, timestamp_columns=timestamp_columns,
+                                 json_text=_json_text, plain_values=plain_values, cursor=cur)
         cur.execute(
             f'CREATE TEMP TABLE IF NOT EXISTS "{stage}" (LIKE "{table.name}" INCLUDING DEFAULTS) ON COMMIT DELETE ROWS'
         )
         with cur.copy(f'COPY "{stage}" ({cols}) FROM STDIN') as copy:
-            for row in rows:
-                copy.write_row(row)
+            for chunk in chunks:
+                copy.write(chunk)
         sets = ", ".join(f'"{c}" = EXCLUDED."{c}"' for c in updatable)
         conflict = ", ".join(f'"{k}"' for k in key)
         cur.execute(
@@ -366,6 +428,8 @@ def upsert_quarantine(
         return 0
     latest: dict[str, QuarantineRow] = {storable_key(r.record_key): r for r in rows}
     now = datetime.now(UTC)
+    if conn.dialect.name == "postgresql":
+        return _pg_upsert_quarantine(conn, integration, dataset, latest, flow_run_id, now)
     table = cast(Table, QuarantinedRecord.__table__)
     values = [
         {
@@ -402,6 +466,40 @@ def upsert_quarantine(
     for start in range(0, len(values), per_chunk):
         conn.execute(stmt, values[start : start + per_chunk])
     return len(values)
+
+
+def _pg_upsert_quarantine(
+    conn: Connection, integration: str, dataset: str, latest: Mapping[str, QuarantineRow], flow_run_id: str | None, now: datetime
+) -> int:
+    """`upsert_quarantine` on PostgreSQL: one statement over arrays of JSON texts, each written once by orjson.
+
+    The SQLAlchemy path serialised every value twice (json_safe + json.dumps to look for NUL, then the JSON
+    type's own json.dumps) and bound eleven parameters a row; jsonb keeps the same values either way.
+    """
+    columns: tuple[list[str], list[str], list[str], list[str]] = ([], [], [], [])
+    keys, raws, mapped, failed = columns
+    for key, r in latest.items():
+        keys.append(key)
+        raws.append(_json_text(r.raw_record, storable=True))
+        mapped.append(_json_text(r.mapped_record, storable=True))
+        failed.append(_json_text(r.failed_expectations, storable=True))
+    dbapi = conn.connection.driver_connection
+    assert dbapi is not None
+    with dbapi.cursor() as cur:
+        cur.execute(
+            "INSERT INTO quarantined_records (integration, dataset, record_key, raw_record, mapped_record, failed_expectations,"
+            " flow_run_id, status, seen_count, created_at, updated_at)"
+            " SELECT %(integration)s, %(dataset)s, k, r::jsonb, m::jsonb, f::jsonb, %(run)s, %(status)s, 1, %(now)s, %(now)s"
+            # Binary parameters (%b): a text array in text format escapes every quote of the JSON in Python.
+            " FROM unnest(%(keys)b::text[], %(raws)b::text[], %(mapped)b::text[], %(failed)b::text[]) AS q(k, r, m, f)"
+            " ON CONFLICT (integration, dataset, record_key) WHERE status = 'quarantined' DO UPDATE SET"
+            " raw_record = EXCLUDED.raw_record, mapped_record = EXCLUDED.mapped_record,"
+            " failed_expectations = EXCLUDED.failed_expectations, flow_run_id = EXCLUDED.flow_run_id,"
+            " seen_count = quarantined_records.seen_count + 1, updated_at = EXCLUDED.updated_at",
+            {"integration": integration, "dataset": dataset, "run": flow_run_id, "status": QuarantineStatus.QUARANTINED.value,
+             "now": now, "keys": keys, "raws": raws, "mapped": mapped, "failed": failed},
+        )
+    return len(keys)
 
 
 _RECORD_KEY_MAX = 128  # quarantined_records.record_key
@@ -449,7 +547,7 @@ def release_quarantine(conn: Connection, integration: str, dataset: str, keys: S
     ).all()
     if not open_rows:
         return 0
-    loaded = {storable_key(str(k)) for k in keys if k is not None and not (isinstance(k, float) and k != k) and str(k)}
+    loaded = _loaded_keys(keys, {k for _, k, _ in open_rows})
     closing = [(int(i), k, e) for i, k, e in open_rows if k in loaded]
     if not closing:
         return 0
@@ -470,6 +568,17 @@ def release_quarantine(conn: Connection, integration: str, dataset: str, keys: S
     if by_error:
         _close_errors(conn, by_error, actor=actor, note=note, now=now)
     return len(closing)
+
+
+def _loaded_keys(keys: Sequence[Any], open_keys: set[str]) -> set[str]:
+    """The open keys among `keys` as `storable_key(str(key))` (missing and empty keys left out).
+
+    Keys are usually str and the open ones a few: a set intersection, rather than a digest check per loaded key,
+    unless an open key is a long key's digest form.
+    """
+    if infer_dtype(keys, skipna=True) == "string" and not any("#sha1:" in k for k in open_keys):
+        return (open_keys & set(keys)) - {""}
+    return {storable_key(str(k)) for k in keys if k is not None and not (isinstance(k, float) and k != k) and str(k)}
 
 
 def _close_errors(conn: Connection, keys_by_error: Mapping[int, list[str]], *, actor: str, note: str, now: datetime) -> None:
