@@ -2,9 +2,10 @@
 
 `run_pull(spec, partitions=N)` on a full read asks the connector to cut the read into N key ranges
 (`Connector.split`: SAP's keyset-paged OData reads, connectors/sap/connector.py) and runs one
-`sync_partition` task per range on a Prefect task runner that uses processes: Prefect's own
-`ProcessPoolTaskRunner` on this machine, or prefect-dask's `DaskTaskRunner` on a Dask cluster when a
-scheduler address is given (`cluster="tcp://scheduler:8786"`). Each partition is the engine's own read
+`sync_partition` task per range on a Prefect task runner that uses processes: prefect-dask's
+`DaskTaskRunner` on the Dask cluster whose scheduler address is given (`cluster="tcp://scheduler:8786"`), or on
+a local Dask cluster of N worker processes when a Prefect server is configured; without a Prefect server (the ephemeral API), Prefect's own
+`ProcessPoolTaskRunner`. Each partition is the engine's own read
 (`read_all`: batches, mapping, Great Expectations, quarantine, upserts, its own `$count` and shortfall
 check), minus the watermark.
 
@@ -70,8 +71,9 @@ def run_partitioned(
     starts: list[PagePosition] = split(spec.stream, plan.position, partitions)
     summary.read["partitions"] = len(starts)
     run.logger.info("%s %s: full read in %d partitions (%s)", spec.integration, spec.dataset, len(starts), cluster or "local processes")
+    runner = task_runner(len(starts), cluster)
     with _api_for_workers():
-        results = partitioned_read.with_options(task_runner=task_runner(len(starts), cluster))(
+        results = partitioned_read.with_options(task_runner=runner)(
             f"{spec.integration}.{spec.dataset}", [s.to_dict() for s in starts], options, read.batch_pages,
             read.read_started.isoformat(), spec.reconcile is not None,
         )
@@ -123,11 +125,15 @@ def run_partitioned(
 
 
 def task_runner(workers: int, cluster: str | None) -> TaskRunner[Any]:
-    """Processes on this machine, or a Dask cluster at `cluster` (a scheduler address)."""
-    if cluster:
+    """The Dask cluster at `cluster` (a scheduler address); else, with a Prefect server, a local Dask cluster of
+    `workers` processes; else (Prefect's ephemeral API, which a Dask worker cannot reach: it hangs starting its own)
+    Prefect's own process pool."""
+    if cluster or os.environ.get("PREFECT_API_URL"):
         from prefect_dask import DaskTaskRunner
 
-        return DaskTaskRunner(address=cluster)
+        if cluster:
+            return DaskTaskRunner(address=cluster)
+        return DaskTaskRunner(cluster_kwargs={"n_workers": workers, "threads_per_worker": 1, "processes": True, "dashboard_address": None})
     from prefect.task_runners import ProcessPoolTaskRunner
 
     return ProcessPoolTaskRunner(max_workers=workers)
@@ -216,7 +222,8 @@ def _threads_for_nested_tasks() -> Iterator[None]:
     if context is None:
         yield
         return
-    with ThreadPoolTaskRunner(max_workers=2) as runner, context.model_copy(update={"task_runner": runner}):
+    runner: ThreadPoolTaskRunner[Any] = ThreadPoolTaskRunner(max_workers=2)
+    with runner, context.model_copy(update={"task_runner": runner}):
         yield
 
 

@@ -95,3 +95,58 @@ def test_a_failed_partition_is_its_own_unit_and_the_watermark_waits_for_its_reru
     loaded, quarantined = table_counts()
     assert loaded + quarantined == PARTNERS
     assert cursor() == unit["pending_cursor"], "the last partition's rerun writes the run's watermark"
+
+
+@pytest.fixture
+def prefect_server(tmp_path: Path) -> Iterator[str]:
+    """A real Prefect server: Dask workers report to an API address (docs/scaling.md)."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+           "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{tmp_path / 'prefect.db'}"}
+    env.pop("PREFECT_API_URL", None)
+    proc = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/api"
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            try:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.5)
+        else:
+            raise RuntimeError("the Prefect server did not start")
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+@pytest.mark.deploy
+def test_partitions_run_on_a_dask_cluster(sap_http: SapSandbox, prefect_server: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from distributed import LocalCluster
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    monkeypatch.setenv("PREFECT_API_URL", prefect_server)  # the cluster's worker processes inherit it
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+            temporary_settings({PREFECT_API_URL: prefect_server}):
+        summary = run(page_size=250, partitions=3, cluster=cluster.scheduler_address)
+    assert summary["partitions"] == 3 and summary["extracted"] == PARTNERS and summary["distinct_read"] == PARTNERS
+    assert table_counts() == (summary["valid"], summary["quarantined"])
+    assert cursor() is not None
+
+    # No address, a Prefect server: a local Dask cluster of one worker process per partition.
+    with temporary_settings({PREFECT_API_URL: prefect_server}):
+        again = run(page_size=250, partitions=2, full_refresh=True)
+    assert again["partitions"] == 2 and again["unchanged"] == again["valid"] == summary["valid"]
