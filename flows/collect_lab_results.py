@@ -34,7 +34,7 @@ from sqlalchemy import select
 
 from connectors.core.debug import DebugLog
 from connectors.core.errors import ErrorCategory, InvalidRequest, SyncFailed
-from connectors.lab.exports import DropFile, archive, read_settled, scan_drop_folder
+from connectors.lab.exports import DropFile, LabDropFolder
 from connectors.lab.profiles import ProfileError
 from hub.core.db import get_engine
 from hub.core.models import IntegrationErrorRow
@@ -105,7 +105,8 @@ class CollectSummary:
 )
 def process_lab_export(found: DropFile, config: LabConfig, run_id: str | None) -> dict[str, Any]:
     """Read one settled export, load it in one transaction, then archive the file."""
-    content = read_settled(found)
+    folder = LabDropFolder(config.drop_dir, settle_s=config.settle_s)
+    content = folder.read(found)
     if content is None:
         return {"name": found.name, "status": "settling"}  # it changed since the scan: still being written
     mtime = datetime.fromtimestamp(found.mtime_ns / 1e9, UTC)
@@ -113,7 +114,7 @@ def process_lab_export(found: DropFile, config: LabConfig, run_id: str | None) -
     result = outcome.as_dict()
     if config.archive:
         try:
-            result["archived_to"] = str(archive(config.drop_dir, found.path, ARCHIVE_FOR[outcome.status], outcome.sha256))
+            result["archived_to"] = str(folder.archive(found.path, ARCHIVE_FOR[outcome.status], outcome.sha256))
         except OSError as exc:
             # The ledger already marks the content processed: the next scan skips it by checksum.
             logging.getLogger(__name__).warning("could not move %s to the archive: %s", found.path, exc)
@@ -154,7 +155,7 @@ def collect_lab_results(
         except ProfileError as exc:  # a site's profile file is wrong: no file is read until it is fixed
             run.fail(InvalidRequest(f"lab instrument profiles are invalid:\n{exc}", code="LAB_PROFILES_INVALID"), operation="load_profiles")
         logger.info("instrument profiles, in the order tried: %s", ", ".join(p.name for p in profiles) or "none")
-        ready, settling = scan_drop_folder(config.drop_dir, settle_s=config.settle_s)
+        ready, settling = LabDropFolder(config.drop_dir, settle_s=config.settle_s).scan()
         if resume is not None:
             ready = _resumed_file(run, resume, ready, settling, config)
             settling = []

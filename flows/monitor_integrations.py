@@ -1,4 +1,4 @@
-"""Every minute: write pending measurements, evaluate the five alert rules, refresh the health artifact.
+"""Every minute: write pending measurements, evaluate the alert rules (the plan's five and ErrorBudgetBurn), refresh the health artifact.
 
 Reads top to bottom: flush -> evaluate alerts (fire / repeat / resolve, each notified through
 hub.monitoring.notify) -> health per integration as the `integration-health` Prefect artifact -> prune old

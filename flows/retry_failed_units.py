@@ -17,8 +17,8 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 
-from hub.ledger.errors import due_error_ids, flow_actor
-from hub.ledger.retry_units import rerun
+from hub.ledger.errors import ErrorNotFound, ErrorStateConflict, due_error_ids, flow_actor
+from hub.ledger.retry_units import RerunOutcome, rerun
 from hub.ledger.spool import drain_spool_quietly
 
 FLOW_NAME = "retry-failed-units"
@@ -39,8 +39,9 @@ class RetrySummary:
 
 
 @flow(name=FLOW_NAME, description="Rerun the failed units (batch, page, event, file, push) of integration_errors rows whose next_retry_at has come.")
-def retry_failed_units(limit: int = 20) -> dict[str, Any]:
-    """Rerun up to `limit` due units, oldest due first."""
+def retry_failed_units(limit: int = 20, error_ids: list[int] | None = None) -> dict[str, Any]:
+    """Rerun up to `limit` due units, oldest due first; with `error_ids`, those rows' units now, due or not
+    (`drymix errors retry --queue`, hub/runtime/jobs.py `hub.errors.retry`)."""
     logger = get_run_logger()
     started = time.perf_counter()
     summary = RetrySummary()
@@ -51,10 +52,13 @@ def retry_failed_units(limit: int = 20) -> dict[str, Any]:
     if drained.written:
         logger.warning("wrote %d failure(s) spooled while the database was unavailable: integration_errors #%s",
                        len(drained.written), ", #".join(map(str, drained.written)))
-    due = due_error_ids(limit=limit)
+    due = list(error_ids) if error_ids is not None else due_error_ids(limit=limit)
     summary.due = len(due)
     for error_id in due:
-        outcome = rerun(error_id, by=actor)
+        try:
+            outcome = rerun(error_id, by=actor, manual=error_ids is not None)
+        except (ErrorNotFound, ErrorStateConflict) as exc:  # a queued rerun whose row was resolved (or deleted) meanwhile
+            outcome = RerunOutcome(error_id, "skipped", error=str(exc))
         summary.outcomes.append(outcome.as_dict())
         if outcome.status == "resolved":
             summary.resolved += 1
@@ -64,6 +68,8 @@ def retry_failed_units(limit: int = 20) -> dict[str, Any]:
             logger.error("integration_errors #%d: rerun %d failed, escalated: %s", error_id, outcome.attempt, outcome.error)
         elif outcome.status == "skipped":
             summary.skipped += 1
+            if outcome.error:
+                logger.warning("integration_errors #%d: not rerun: %s", error_id, outcome.error)
         else:
             summary.rescheduled += 1
             logger.warning("integration_errors #%d: rerun %d failed, rescheduled: %s", error_id, outcome.attempt, outcome.error)

@@ -41,6 +41,7 @@ from hub.ledger.errors import record_error
 from hub.ledger.loading import QuarantineRow, failure_name, quarantine_rows, upsert_quarantine
 from hub.ledger.retry_units import DOCUMENT_UPLOAD, DOCUMENTS_PAGE, UnitFailed
 from hub.runtime.connections import build_microsoft365_connector
+from hub.runtime.jobs import follow_up
 from hub.systems.documents import (
     claim_page,
     read_document,
@@ -242,6 +243,9 @@ def upload_documents(max_pages: int | None = None, rows_per_page: int | None = N
             connector.close()
     if unrecorded:
         raise UnitFailed(unrecorded[0])  # the rerun document failed again: its own error row is updated
+    if connector is not None and resume is None and max_pages is not None and summary.pages >= max_pages and page_end is not None:
+        # A bounded run stopped with a full outbox: the rest goes to a queued run now, not at the next schedule.
+        follow_up(connector, "microsoft365.documents.upload", {"max_pages": max_pages}, run_id, logger)
     logger.info("documents: %d claimed, %d uploaded (%d bytes), %d failed (recorded per document), %d quarantined, in %d page(s)",
                 summary.claimed, summary.uploaded, summary.bytes_uploaded, summary.failed, summary.quarantined, summary.pages)
     # A document's errors are resolved when it uploads (hub.systems.documents.resolve_document_errors).

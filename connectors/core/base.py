@@ -1,7 +1,15 @@
-"""The integration base every connector implements: connect, test_connection, sync, webhook hooks.
+"""The integration base every connector implements: its name and queued background work (`Integration`),
+and for HTTP systems connect, test_connection and sync (`Connector`).
 
 A system's endpoints are short typed declarations (`Stream`) on top of the shared core; code hooks
-stay small and local to the system (SAP's CSRF dance, Graph upload sessions).
+stay small and local to the system (SAP's CSRF dance, Graph upload sessions). Pushed webhooks are not a
+connector's business: the ingress (hub/ingress/security.py) verifies each provider's signature, token and
+timestamp before anything is stored, so the base has no webhook hook.
+
+Background work (`queue_job`) goes to the `JobQueue` the runtime installs (`install_job_queue`): the hub
+installs one that creates a Prefect flow run of the job's deployment with an idempotency key
+(hub/runtime/jobs.py, docs/background-jobs.md). Connectors know nothing of Prefect; the queue is handed in,
+as httpx takes a `transport=`.
 """
 
 from __future__ import annotations
@@ -10,10 +18,10 @@ import abc
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar, Protocol
 
 from connectors.core.client import IntegrationClient
-from connectors.core.errors import IntegrationError, InvalidRequest, classify_exception
+from connectors.core.errors import IntegrationError, InvalidRequest, SyncFailed, classify_exception
 from connectors.core.paging import ODataV2Paginator, Page, PagePosition, Paginator
 
 
@@ -44,10 +52,71 @@ class ConnectionCheck:
     error: IntegrationError | None = None
 
 
-class Connector(abc.ABC):
-    """Python form of the integration base; knows nothing of Prefect so it runs and tests without it."""
+@dataclass(frozen=True)
+class QueuedJob:
+    """One piece of background work as the queue took it: `created` is False when the idempotency key
+    matched work queued before (that run is answered, no second one is made)."""
 
-    integration: str
+    job: str
+    key: str
+    run_id: str
+    run_name: str
+    state: str
+    created: bool
+    url: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"job": self.job, "key": self.key, "run_id": self.run_id, "run_name": self.run_name,
+                "state": self.state, "created": self.created, "url": self.url}
+
+
+class JobQueue(Protocol):
+    """Where background work goes; `key` makes a repeated request for the same work one job."""
+
+    def enqueue(self, job: str, parameters: Mapping[str, Any], *, key: str) -> QueuedJob: ...
+
+
+_installed_queue: JobQueue | None = None
+
+
+def install_job_queue(queue: JobQueue | None) -> JobQueue | None:
+    """Install the queue every integration's `queue_job` uses (None removes it); returns the previous one."""
+    global _installed_queue
+    previous, _installed_queue = _installed_queue, queue
+    return previous
+
+
+def installed_job_queue() -> JobQueue | None:
+    return _installed_queue
+
+
+class Integration:
+    """What every integration offers the hub, whatever it speaks (HTTP, OPC UA, a drop folder)."""
+
+    integration: ClassVar[str]
+    #: This instance's queue; None: the installed one (`install_job_queue`).
+    job_queue: JobQueue | None = None
+
+    def queue_job(self, job: str, parameters: Mapping[str, Any] | None = None, *, key: str) -> QueuedJob:
+        """Queue `job` (`<integration>.<what>`, e.g. `microsoft365.documents.upload`) to run in the background.
+
+        `key` names this piece of work (a document's key and version, an outbox fingerprint): queueing the
+        same job with the same key again answers the first job instead of running it twice.
+        """
+        if not job.startswith(f"{self.integration}."):
+            raise InvalidRequest(f"{self.integration} cannot queue {job!r}: its jobs are named {self.integration}.<what>",
+                                 integration=self.integration, operation="queue_job")
+        if not key.strip():
+            raise InvalidRequest("a queued job needs a non-empty idempotency key", integration=self.integration, operation="queue_job")
+        queue = self.job_queue or _installed_queue
+        if queue is None:
+            raise SyncFailed(f"no job queue is installed: {job} cannot be queued (the hub installs one: hub/runtime/jobs.py)",
+                             integration=self.integration, operation="queue_job")
+        return queue.enqueue(job, dict(parameters or {}), key=key)
+
+
+class Connector(Integration, abc.ABC):
+    """The HTTP integration base; knows nothing of Prefect so it runs and tests without it."""
 
     def __init__(self, client: IntegrationClient) -> None:
         self.client = client
@@ -107,7 +176,3 @@ class Connector(abc.ABC):
             page = self.fetch_page(stream, position)
             yield page
             position = page.next
-
-    def handle_webhook(self, headers: Mapping[str, str], body: bytes) -> dict[str, Any]:
-        """Verify and parse a pushed event; systems that push nothing refuse clearly."""
-        raise InvalidRequest(f"{self.integration} does not push webhooks to the hub", integration=self.integration)

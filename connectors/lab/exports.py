@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from connectors.core.base import Integration
+
 log = logging.getLogger(__name__)
 
 #: Canonical fields of one result row, in the order the hub writes them.
@@ -421,3 +423,27 @@ def find_archived(drop_dir: Path, sha256: str, name: str) -> Path | None:
             if path.is_file() and checksum(path.read_bytes()) == sha256:
                 return path
     return None
+
+
+class LabDropFolder(Integration):
+    """The lab reader: a testing machine's drop folder, as the integration base offers it (the name and
+    `queue_job`); the steps are the functions above, bound to one folder and its settle time."""
+
+    integration = "lab"
+
+    def __init__(self, drop_dir: Path, *, settle_s: float) -> None:
+        self.drop_dir = drop_dir
+        self.settle_s = settle_s
+
+    def scan(self, *, now: float | None = None) -> tuple[list[DropFile], list[DropFile]]:
+        """(ready, settling), as `scan_drop_folder` sorts them."""
+        return scan_drop_folder(self.drop_dir, settle_s=self.settle_s, now=now)
+
+    def read(self, found: DropFile) -> bytes | None:
+        return read_settled(found)
+
+    def archive(self, path: Path, outcome: str, sha256: str) -> Path:
+        return archive(self.drop_dir, path, outcome, sha256)
+
+    def find_archived(self, sha256: str, name: str) -> Path | None:
+        return find_archived(self.drop_dir, sha256, name)

@@ -38,6 +38,7 @@ from asyncua.common.subscription import DataChangeEvent, StatusChangeEvent, Subs
 from asyncua.crypto import security_policies
 from pydantic import SecretStr
 
+from connectors.core.base import Integration
 from connectors.core.config import PlantOpcuaConfig, RetryPolicy
 from connectors.core.debug import DebugLog
 from connectors.core.errors import IntegrationError, InvalidRequest, classify_exception
@@ -227,8 +228,13 @@ def chunks(items: Sequence[T], size: int) -> list[Sequence[T]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
-class PlantConnector:
-    """An asyncua client session to the plant; use ``async with PlantConnector(config) as plant:``."""
+class PlantConnector(Integration):
+    """An asyncua client session to the plant; use ``async with PlantConnector(config) as plant:``.
+
+    OPC UA is a session, not pages of HTTP: of the integration base it takes the name and `queue_job`;
+    connect and close are its own (async, asyncua's)."""
+
+    integration = INTEGRATION
 
     def __init__(
         self,

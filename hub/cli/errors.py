@@ -318,12 +318,21 @@ def errors_retry(
     error_id: Annotated[int, typer.Argument(help="integration_errors id")],
     by: ByOption = None,
     as_json: JsonOption = False,
+    queue: Annotated[bool, typer.Option("--queue", help="queue the rerun on the Prefect server's workers and return (docs/background-jobs.md)")] = False,
 ) -> None:
     """Rerun only the failed unit of an error now (after fixing its cause); resolves it when the rerun succeeds."""
     import hub.runtime.prefect_runtime as runtime
     from hub.ledger.retry_units import rerun
 
     runtime.install_log_filters()
+    if queue:
+        from hub.ledger.errors import get_error
+
+        with _exit_codes_for_lookups():
+            attempts = get_error(error_id).attempts or 0
+        # One queued rerun per attempt: asking twice before it ran is one run; after it ran, the next is new.
+        queue_from_cli("hub.errors.retry", {"error_ids": [error_id]}, f"{error_id}/attempt-{attempts + 1}", as_json)
+        return
     with _exit_codes_for_lookups():
         outcome = rerun(error_id, by=_actor(by), manual=True)
     if as_json:
@@ -337,6 +346,28 @@ def errors_retry(
         err_console.print(f"integration_errors #{error_id} is now {outcome.status}: `drymix errors show {error_id}`")
     if outcome.status != "resolved":
         raise typer.Exit(EXIT_FAILED)
+
+
+def queue_from_cli(job: str, parameters: dict[str, Any], key: str, as_json: bool) -> None:
+    """Queue a background job (hub/runtime/jobs.py) and say where its run is; exit 1 when it cannot be queued."""
+    import os
+
+    from hub.operations.stack import stack_status
+    from hub.runtime.jobs import JobNotQueued, queue_job
+
+    status = stack_status()
+    # PREFECT_API_URL, else the running local stack's server (`drymix stack up`), as `drymix smoke` finds it.
+    api_url = os.environ.get("PREFECT_API_URL") or (status.get("api_url") if status.get("running") else None)
+    try:
+        queued = queue_job(job, parameters, key=key, api_url=api_url)
+    except JobNotQueued as exc:
+        err_console.print(f"[red]not queued:[/red] {exc}")
+        raise typer.Exit(EXIT_FAILED) from None
+    if as_json:
+        _dump(queued.as_dict())
+        return
+    verb = "queued" if queued.created else f"already queued ({queued.state.lower()})"
+    console.print(f"[green]{verb}[/green]: {job} as flow run {queued.run_name} ({queued.url})")
 
 
 @errors_app.command("resolve")

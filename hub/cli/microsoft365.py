@@ -86,8 +86,16 @@ def enqueue(
 def upload(
     max_pages: Annotated[int | None, typer.Option(help="stop after this many pages of outbox rows")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
+    queue: Annotated[bool, typer.Option("--queue", help="queue a run on the Prefect server's workers and return (docs/background-jobs.md)")] = False,
 ) -> None:
-    """Run the upload-documents flow now, in this process."""
+    """Run the upload-documents flow now, in this process (--queue: on a worker, in the background)."""
+    if queue:
+        from hub.cli.errors import queue_from_cli
+        from hub.core.models import DocumentOutbox, DocumentStatus
+        from hub.runtime.jobs import outbox_key
+
+        queue_from_cli("microsoft365.documents.upload", {"max_pages": max_pages}, outbox_key(DocumentOutbox, DocumentStatus.UPLOADED.value), as_json)
+        return
     from flows.upload_documents import upload_documents
 
     summary = _run(upload_documents, max_pages=max_pages)

@@ -109,8 +109,16 @@ def requeue_cmd(
 def push(
     max_pages: Annotated[int | None, typer.Option(help="stop after this many pages of outbox rows")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
+    queue: Annotated[bool, typer.Option("--queue", help="queue a run on the Prefect server's workers and return (docs/background-jobs.md)")] = False,
 ) -> None:
-    """Run the push-sap-customers flow now, in this process."""
+    """Run the push-sap-customers flow now, in this process (--queue: on a worker, in the background)."""
+    if queue:
+        from hub.cli.errors import queue_from_cli
+        from hub.core.models import CustomerOutbox, CustomerPushStatus
+        from hub.runtime.jobs import outbox_key
+
+        queue_from_cli("sap.customers.push", {"max_pages": max_pages}, outbox_key(CustomerOutbox, CustomerPushStatus.PUSHED.value), as_json)
+        return
     from flows.push_sap_customers import push_sap_customers
     from hub.runtime.prefect_runtime import run_flow_quietly
 

@@ -44,6 +44,8 @@ def send(
     param: Annotated[list[str] | None, typer.Option("--param", help="template body parameter, in order; repeatable")] = None,
     rate_per_s: Annotated[float | None, typer.Option("--rate-per-s", min=0.1, help="send at most this many per second (default: whatsapp.rate_budget_per_s)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="one JSON object for machines")] = False,
+    queue: Annotated[bool, typer.Option("--queue", help="queue the sends on the Prefect server's workers and return (docs/background-jobs.md)")] = False,
+    key: Annotated[str | None, typer.Option("--key", help="with --queue: this send's idempotency key (default: a digest of the recipients and the message)")] = None,
 ) -> None:
     """Send a text (--text) or a template (--template NAME --lang CODE [--param ...]) to each --to number."""
     params = list(param or [])
@@ -54,6 +56,17 @@ def send(
     bad = [number for number in to if not E164.fullmatch(number)]
     if bad:
         raise _usage(f"not an E.164 number (a plus and 8 to 15 digits, e.g. +919812345678): {', '.join(bad)}")
+    if key is not None and not queue:
+        raise _usage("--key only goes with --queue")
+    if queue:
+        from hub.cli.errors import queue_from_cli
+        from hub.runtime.jobs import fingerprint
+
+        messages = [{"to": number, "text": text, "template": template, "lang": lang, "params": params} for number in to]
+        # The same command twice is one send; the same message again on purpose needs its own --key.
+        queue_from_cli("whatsapp.messages.send", {"messages": messages},
+                       key or f"messages-{fingerprint((m['to'], m['text'], m['template'], m['lang'], m['params']) for m in messages)}", as_json)
+        return
 
     from connectors.core.errors import classify_exception
     from connectors.core.metrics import METRICS
@@ -92,44 +105,16 @@ def send(
 
 
 def _send_one(connector: WhatsAppConnector, to: str, text: str | None, template: str | None, lang: str, params: list[str]) -> dict[str, Any]:
-    """Send, then record the message (status `accepted`) in its own transaction."""
-    from connectors.whatsapp import message_id
-    from hub.core.db import get_engine
-    from hub.systems.whatsapp import record_sent
+    from hub.systems.whatsapp import send_one
 
-    if template is not None:
-        answer = connector.send_template(to, template, lang, body_params=params)
-        kind, body = "template", json.dumps(params) if params else None
-    else:
-        assert text is not None
-        answer = connector.send_text(to, text)
-        kind, body = "text", text
-    wamid = message_id(answer)
-    try:
-        with get_engine().begin() as conn:
-            record_sent(conn, answer, phone_number_id=connector.phone_number_id, message_type=kind, template_name=template, body=body)
-    except Exception as exc:
-        # The message went out: say which one, so it can be matched when its status webhooks arrive.
-        raise RuntimeError(f"sent as {wamid}, but recording it in whatsapp_messages failed: {exc}") from exc
-    return {"to": to, "wamid": wamid, "type": kind, "template": template}
+    return send_one(connector, to, text, template, lang, params)
 
 
 def _failure(error: IntegrationError, to: str, text: str | None, template: str | None, *, exc: BaseException | None = None,
              retry_count: int = 0) -> dict[str, Any]:
-    """Record the refused message in `integration_errors` (the text itself is not stored there)."""
-    from hub.ledger.errors import record_error
+    from hub.systems.whatsapp import record_refused
 
-    unit = {"to": to, "type": "template" if template else "text", "template": template, "text_chars": len(text) if text else None}
-    error_id = record_error(error, integration="whatsapp", dataset=DATASET, unit=unit, retry_count=retry_count, exc=exc)
-    return {
-        "to": to,
-        "category": error.category.value,
-        "code": error.code,
-        "http_status": error.status_code,
-        "message": error.message,
-        "remedy": error.remedy,
-        "error_id": error_id,
-    }
+    return record_refused(error, to, text, template, exc=exc, retry_count=retry_count)
 
 
 def _report(sent: list[dict[str, Any]], failed: list[dict[str, Any]], as_json: bool) -> None:

@@ -35,6 +35,11 @@ from hub.core.settings import (
     plant_opcua_config,
     sap_sales_order_options,
 )
+from hub.runtime import jobs
+
+# Every connector the hub builds queues its background work (`Integration.queue_job`) as Prefect flow runs
+# (hub/runtime/jobs.py, docs/background-jobs.md); a test hands an instance its own `job_queue`.
+jobs.install()
 
 if TYPE_CHECKING:
     from connectors.google_workspace.connector import GoogleCalendarConnector

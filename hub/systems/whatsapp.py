@@ -148,3 +148,49 @@ def apply_whatsapp_event(conn: Connection, event: InboxEvent) -> str:
 def get_message(conn: Connection, wamid: str) -> dict[str, Any] | None:
     row = conn.execute(select(MESSAGES).where(MESSAGES.c.wamid == wamid)).first()
     return dict(row._mapping) if row is not None else None
+
+
+# --- sending: one message through the connector, recorded (the CLI's `whatsapp send` and the queued job) ----
+
+
+def send_one(connector: Any, to: str, text: str | None, template: str | None, lang: str, params: list[str]) -> dict[str, Any]:
+    """Send one text or template through `connector` (a WhatsAppConnector), then record it (status `accepted`)
+    in its own transaction."""
+    import json
+
+    from connectors.whatsapp import message_id
+    from hub.core.db import get_engine
+
+    if template is not None:
+        answer = connector.send_template(to, template, lang, body_params=params)
+        kind, body = "template", json.dumps(params) if params else None
+    else:
+        assert text is not None
+        answer = connector.send_text(to, text)
+        kind, body = "text", text
+    wamid = message_id(answer)
+    try:
+        with get_engine().begin() as conn:
+            record_sent(conn, answer, phone_number_id=connector.phone_number_id, message_type=kind, template_name=template, body=body)
+    except Exception as exc:
+        # The message went out: say which one, so it can be matched when its status webhooks arrive.
+        raise RuntimeError(f"sent as {wamid}, but recording it in whatsapp_messages failed: {exc}") from exc
+    return {"to": to, "wamid": wamid, "type": kind, "template": template}
+
+
+def record_refused(error: Any, to: str, text: str | None, template: str | None, *, exc: BaseException | None = None,
+                   retry_count: int = 0) -> dict[str, Any]:
+    """Record a refused message (`error`: its IntegrationError) in `integration_errors`; the text itself is not stored there."""
+    from hub.ledger.errors import record_error
+
+    unit = {"to": to, "type": "template" if template else "text", "template": template, "text_chars": len(text) if text else None}
+    error_id = record_error(error, integration="whatsapp", dataset="whatsapp_messages", unit=unit, retry_count=retry_count, exc=exc)
+    return {
+        "to": to,
+        "category": error.category.value,
+        "code": error.code,
+        "http_status": error.status_code,
+        "message": error.message,
+        "remedy": error.remedy,
+        "error_id": error_id,
+    }

@@ -59,7 +59,7 @@ def test_every_deployment_of_prefect_yaml_is_a_registered_dataset_or_a_hub_job()
     for dataset in all_datasets():
         if dataset.deployment is not None:
             assert deployed[dataset.deployment].entrypoint == dataset.flow
-            assert deployed[dataset.deployment].integrations == [dataset.schedule]
+            assert deployed[dataset.deployment].integrations == ([dataset.schedule] if dataset.schedule else [])  # none: queued on demand
     assert set(deployed) == {d.deployment for d in all_datasets() if d.deployment} | set(HUB_JOBS)
     assert prefect_yaml_diff() == "", "prefect.yaml is rendered from the registry: run `drymix deploy render`"
 
@@ -426,7 +426,7 @@ SANDBOXES: dict[str, Runner] = {
     "google_workspace.calendar": _google,
     "whatsapp.messages": _whatsapp,
 }
-# The one dataset that no flow runs: how a person runs it.
+# The dataset a person sends by command (its flow is the queued form, `whatsapp send --queue`): how it is run here.
 COMMANDS = {"whatsapp.messages": ["whatsapp", "send", "--to", "+919811111111", "--template", "order_update", "--param", "SO-4711", "--json"]}
 
 
