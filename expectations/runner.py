@@ -65,8 +65,17 @@ sites per run mean neither several runs in one process nor runs of other
 processes (GX's index builder prunes pages it has no result for) mix up each
 other's reports. Retained results are capped (``MAX_RETAINED_RESULTS``,
 oldest dropped first) so a long-lived worker does not grow without bound.
-Every site carries its own copy of GX's static assets (~4 MB), hence the
-``keep_runs`` retention knob.
+Every site carries its own copy of GX's static assets (~4 MB) and of the
+CSS/JS/fonts GX's pages would load from CDNs (~3.5 MB, ``expectations/assets/``,
+links rewritten by ``expectations/offline_assets.py``: the site reads offline),
+hence the ``keep_runs`` retention knob.
+
+Next to GX's ``index.html`` the runner writes ``report.html``, the page a run
+summary links: per failed rule the rows it refused, a sample of
+``REPORT_SAMPLE_SIZE`` failing values with their record keys (taken from the
+batch while it is at hand; key columns and quarantine filters come from the
+caller's ``quarantine`` resolver, the hub's from its dataset registry), and the
+``drymix quarantine list`` command for the rest (docs/validation-reports.md).
 
 Typical flow::
 
@@ -140,6 +149,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, cast
 from urllib.parse import unquote, urlparse
 
+from expectations.offline_assets import make_site_offline
+
 if TYPE_CHECKING:
     import pandas as pd
     from great_expectations import ExpectationSuite, ValidationDefinition
@@ -156,6 +167,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_DOCS_DIR",
+    "QuarantineTarget",
     "RowFailure",
     "ValidationOutcome",
     "ValidationRunError",
@@ -171,6 +183,8 @@ logger = logging.getLogger(__name__)
 DEFAULT_DOCS_DIR: Final = Path("var/data_docs")
 #: Upper bound on compact per-batch results kept for Data Docs (all runs).
 MAX_RETAINED_RESULTS: Final = 1000
+#: Failing rows (record key and value) the run report shows per failed rule; `drymix quarantine list` has the rest.
+REPORT_SAMPLE_SIZE: Final = 10
 
 CRITICAL: Final = "critical"
 DATASOURCE_NAME: Final = "drymix"
@@ -238,6 +252,18 @@ class RowFailure:
     rule_id: str | None = None  # the expectation's meta["rule_id"], if the suite sets one
 
 
+@dataclass(frozen=True, slots=True)
+class QuarantineTarget:
+    """Where a validated dataset's refused rows land in quarantined_records, and which columns key them.
+
+    The run report prints one `drymix quarantine list` command per filter. The hub derives it from its
+    dataset registry (hub/ledger/report_targets.py) and hands it to :func:`build_data_docs`.
+    """
+
+    key: tuple[str, ...]  # frame columns holding the record key (the quarantine `record_key`)
+    filters: tuple[tuple[str | None, str], ...]  # (integration, or None when several share it; dataset)
+
+
 @dataclass(slots=True)
 class ValidationOutcome:
     """Result of :func:`validate_frame` for one batch."""
@@ -293,11 +319,18 @@ class _Group:
     expectations: tuple[Any, ...]
 
 
+# A failing row for the run report: its index label, the failing value, the row (its key is picked at build time).
+_Sample = tuple[str, Any, dict[str, Any]]
+
+
 @dataclass(slots=True)
 class _RetainedResult:
     key: ValidationResultIdentifier
     result: ExpectationSuiteValidationResult
     stored: bool  # already written to the context's validation results store
+    # results[i] of a failed row-level expectation -> its first failing rows (REPORT_SAMPLE_SIZE per rule and run)
+    samples: dict[int, list[_Sample]] = field(default_factory=dict)
+    dataset: str | None = None  # the dataset validate_frame was called for (the suite may be shared)
 
 
 @dataclass(slots=True)
@@ -306,6 +339,7 @@ class _RunRecord:
     suites: set[str] = field(default_factory=set)
     results: list[_RetainedResult] = field(default_factory=list)
     truncated: bool = False  # some results were evicted (warned once)
+    sampled: dict[tuple[str, str], int] = field(default_factory=dict)  # (dataset, rule) -> failing rows kept
 
 
 @dataclass(slots=True)
@@ -372,12 +406,14 @@ def validate_frame(
             result, key, compact, docs_path = _validate_with_docs(
                 registration, gx_frame, suite_parameters, run_id, _docs_root(docs_dir)
             )
-            _retain(run_name, registration.suite.name, key, compact, stored=True)
+            _retain(run_name, registration.suite.name, key, compact, stored=True, dataset=dataset)
+            _sample_failures(run_name, dataset, frame, gx_frame, result)
         else:
             result = _validate_fast(registration, gx_frame, suite_parameters, run_id)
             if run_name is not None:
                 key = _result_key(registration.suite.name, run_id, result.batch_id)
-                _retain(run_name, registration.suite.name, key, _compact(result), stored=False)
+                _retain(run_name, registration.suite.name, key, _compact(result), stored=False, dataset=dataset)
+                _sample_failures(run_name, dataset, frame, gx_frame, result)
         # Inside the lock so the GC pause in _split is never interleaved.
         outcome = _split(dataset, frame, gx_frame, result)
     outcome.data_docs_path = docs_path
@@ -390,6 +426,7 @@ def build_data_docs(
     *,
     run_name: str | None = None,
     keep_runs: int | None = None,
+    quarantine: Callable[[str], QuarantineTarget | None] | None = None,
 ) -> str:
     """Render the Data Docs site of one run and return the path of its offline ``report.html``.
 
@@ -397,7 +434,9 @@ def build_data_docs(
     A run without retained results still gets a site (suite pages only), so a
     sync that validated nothing has a report too. ``keep_runs`` deletes all but
     the newest ``keep_runs`` run sites under ``docs_dir`` (only directories this
-    runner created); each site carries ~4 MB of GX static assets.
+    runner created); each site carries ~7.5 MB of static assets (GX's and the vendored CDN files).
+    ``quarantine(dataset)`` says where a validated dataset's refused rows are quarantined and what keys
+    them: the report's failing rows then show record keys and exact ``drymix quarantine list`` commands.
     """
     if keep_runs is not None and keep_runs < 1:
         raise ValueError("keep_runs must be at least 1")
@@ -435,7 +474,9 @@ def build_data_docs(
         index = site_dir / "index.html"
         if not index.is_file():
             raise RuntimeError(f"GX did not write the Data Docs index {index}")
-        report = _write_run_report(site_dir, run_name, record, sorted(suite_names))
+        # GX's pages load their styles and scripts from CDNs: point them at the copies shipped with the repo.
+        make_site_offline(site_dir)
+        report = _write_run_report(site_dir, run_name, record, sorted(suite_names), _target_resolver(quarantine))
         _mark_site(site_dir, run_name)
         if keep_runs is not None:
             _prune_sites(site_dir.parent, keep_runs, current=site_dir)
@@ -444,23 +485,40 @@ def build_data_docs(
 
 _REPORT_STYLE = (
     "body{font-family:system-ui,sans-serif;margin:2rem;color:#222}table{border-collapse:collapse;margin:1rem 0}"
-    "td,th{border:1px solid #ccc;padding:.3rem .6rem;text-align:left}th{background:#f3f3f3}"
-    ".fail{color:#a40000;font-weight:600}.ok{color:#176b2c;font-weight:600}code{background:#f6f6f6;padding:0 .2rem}"
+    "td,th{border:1px solid #ccc;padding:.3rem .6rem;text-align:left;vertical-align:top}th{background:#f3f3f3}"
+    ".fail{color:#a40000;font-weight:600}.ok{color:#176b2c;font-weight:600}.warn{color:#8a5300;font-weight:600}"
+    "code{background:#f6f6f6;padding:0 .2rem}section.rule{border-left:4px solid #a40000;padding-left:1rem;margin:1.5rem 0}"
+    "section.rule.warning{border-left-color:#c98a00}pre.command{background:#f6f6f6;padding:.5rem;white-space:pre-wrap}"
 )
 
 
-def _write_run_report(site_dir: Path, run_name: str, record: _RunRecord, suite_names: list[str]) -> Path:
-    """`report.html`: one plain page per run, readable offline, linking GX's own pages.
+@dataclass(slots=True)
+class _RuleFailures:
+    """One failed rule of one dataset across a run's batches, as the run report shows it."""
 
-    Written by hand because GX's index builds its tables with JavaScript from public CDNs, so on a
-    plant network without internet access it shows an empty page; its per-batch pages stay readable.
-    """
+    dataset: str
+    name: str  # `expect_...(column)`, what the Data Docs pages call it
+    rule_id: str | None
+    severity: str
+    row_level: bool
+    rows: int = 0
+    batches: int = 0
+    samples: list[tuple[str, Any]] = field(default_factory=list)  # (record key, failing value)
+    observed: list[Any] = field(default_factory=list)  # table-level rules: what GX observed, per batch
+
+
+def _write_run_report(
+    site_dir: Path, run_name: str, record: _RunRecord, suite_names: list[str], target_of: Callable[[str], QuarantineTarget]
+) -> Path:
+    """`report.html`: one self-contained page per run: what failed, a sample of the failing rows with their
+    record keys, the `drymix quarantine list` command for the rest, and links to GX's pages (offline too)."""
     from html import escape
 
     rows: list[str] = []
-    failing: dict[str, int] = {}
+    rules: dict[tuple[str, str], _RuleFailures] = {}
     for number, retained in enumerate(record.results, start=1):
         result = retained.result
+        dataset = retained.dataset or result.suite_name
         stats = result.statistics or {}
         parts = retained.key.to_tuple()
         page = Path("validations", *[str(p) for p in parts]).with_suffix(".html")
@@ -468,23 +526,45 @@ def _write_run_report(site_dir: Path, run_name: str, record: _RunRecord, suite_n
             found = sorted(site_dir.glob(f"validations/**/{parts[-2]}/*.html")) if len(parts) >= 2 else []
             page = found[0].relative_to(site_dir) if found else page
         failed = []
-        for exp in result.results:
+        for index, exp in enumerate(result.results):
             cfg = exp.expectation_config
-            if not exp.success and cfg is not None:
-                name = f"{cfg.type}({(cfg.kwargs or {}).get('column', '')})"
-                if _severity_of(cfg) != "critical":
-                    name += f" [{_severity_of(cfg)}: reported, rows not quarantined]"
-                count = int((exp.result or {}).get("unexpected_count") or 0)
-                failing[name] = failing.get(name, 0) + count
-                failed.append(f"<code>{escape(name)}</code>: {count}")
+            if exp.success or cfg is None:
+                continue
+            details = exp.result or {}
+            name = _rule_name(cfg)
+            rule = rules.get((dataset, name))
+            if rule is None:
+                rule = rules[(dataset, name)] = _RuleFailures(
+                    dataset, name, (cfg.meta or {}).get("rule_id"), _severity_of(cfg), "unexpected_count" in details
+                )
+            count = int(details.get("unexpected_count") or 0)
+            rule.rows += count
+            rule.batches += 1
+            if not rule.row_level:
+                rule.observed.append(_json_safe(details.get("observed_value")))
+            room = REPORT_SAMPLE_SIZE - len(rule.samples)
+            if room > 0:
+                kept = retained.samples.get(index)
+                key_columns = target_of(dataset).key
+                rule.samples += (
+                    [(_record_key(row, key_columns) or f"batch {number}, row {label}", value) for label, value, row in kept[:room]]
+                    if kept
+                    else _partial_sample(details, number)[:room]
+                )
+            failed.append(f'<a href="#{escape(_rule_anchor(dataset, name))}"><code>{escape(name)}</code></a>: {count}')
         status = '<span class="ok">passed</span>' if result.success else '<span class="fail">failed</span>'
         rows.append(
-            f"<tr><td>{number}</td><td>{status}</td><td>{stats.get('evaluated_expectations', '')}</td>"
+            f"<tr><td>{number}</td><td>{escape(dataset)}</td><td>{status}</td><td>{stats.get('evaluated_expectations', '')}</td>"
             f"<td>{stats.get('unsuccessful_expectations', '')}</td><td>{'<br>'.join(failed) or '-'}</td>"
             f'<td><a href="{escape(page.as_posix())}">details</a></td></tr>'
         )
-    totals = "".join(
-        f"<tr><td><code>{escape(name)}</code></td><td>{count}</td></tr>" for name, count in sorted(failing.items())
+    refused: dict[str, int] = {}  # dataset -> rows refused by its critical rules (a row failing two rules counts twice)
+    for rule in rules.values():
+        if rule.severity == CRITICAL and rule.row_level:
+            refused[rule.dataset] = refused.get(rule.dataset, 0) + rule.rows
+    sections = "".join(
+        _rule_section(rule, refused.get(rule.dataset, 0), target_of(rule.dataset))
+        for rule in sorted(rules.values(), key=lambda r: (r.dataset, r.severity != CRITICAL, -r.rows, r.name))
     )
     suites = "".join(
         f'<li><a href="expectations/{escape(name)}.html">{escape(name)}</a> (rules and the reason for each)</li>'
@@ -493,17 +573,153 @@ def _write_run_report(site_dir: Path, run_name: str, record: _RunRecord, suite_n
     html = (
         f"<!doctype html><html><head><meta charset='utf-8'><title>Validation report {escape(run_name)}</title>"
         f"<style>{_REPORT_STYLE}</style></head><body><h1>Validation report</h1>"
-        f"<p>Run <code>{escape(run_name)}</code>: {len(record.results)} batch(es) validated.</p>"
-        + (f"<h2>Rule failures</h2><table><tr><th>rule</th><th>rows</th></tr>{totals}</table>" if totals else "")
-        + "<h2>Batches</h2><table><tr><th>#</th><th>status</th><th>rules</th><th>failed rules</th>"
+        f"<p>Run <code>{escape(run_name)}</code>: {len(record.results)} batch(es) validated"
+        + (", some results were dropped (retention cap): the figures are incomplete" if record.truncated else "")
+        + ".</p>"
+        + (f"<h2>Rule failures</h2>{sections}" if sections else "<h2>Rule failures</h2><p>None: every rule passed.</p>")
+        + "<h2>Batches</h2><table><tr><th>#</th><th>dataset</th><th>status</th><th>rules</th><th>failed rules</th>"
         f"<th>rows failing, by rule</th><th>Great Expectations page</th></tr>{''.join(rows)}</table>"
         f"<h2>Suites</h2><ul>{suites or '<li>none</li>'}</ul>"
-        '<p>Full Great Expectations site: <a href="index.html">index.html</a> (needs internet access for its styles).</p>'
-        "</body></html>"
+        '<p>Full Great Expectations site: <a href="index.html">index.html</a> (its styles and scripts are shipped '
+        "with this report: it reads offline).</p></body></html>"
     )
     report = site_dir / "report.html"
     report.write_text(html, encoding="utf-8")
     return report
+
+
+def _rule_section(rule: _RuleFailures, refused: int, target: QuarantineTarget) -> str:
+    """One failed rule: how many rows, a sample with record keys, and the command that lists the rest."""
+    from html import escape
+
+    title = f"<code>{escape(rule.rule_id)}</code>: " if rule.rule_id else ""
+    head = (
+        f'<section class="rule{"" if rule.severity == CRITICAL else " warning"}" id="{escape(_rule_anchor(rule.dataset, rule.name))}">'
+        f"<h3>{title}<code>{escape(rule.name)}</code> on {escape(rule.dataset)}</h3>"
+    )
+    if not rule.row_level:
+        observed = "; ".join(escape(_display(v)) for v in rule.observed[:REPORT_SAMPLE_SIZE])
+        what = "fails the run" if rule.severity == CRITICAL else f"{rule.severity}: reported only"
+        return (f"{head}<p>A table-level rule ({what}; it refuses no row) failed in {rule.batches} batch(es). "
+                f"Observed: <code>{observed or '-'}</code>.</p></section>")
+    if rule.severity == CRITICAL:
+        verdict = f'<span class="fail">{rule.rows} row(s) refused</span> (quarantined, not loaded)'
+    else:
+        verdict = (f'<span class="warn">{rule.rows} row(s) flagged</span> ({escape(rule.severity)}: reported, '
+                   "rows loaded, not quarantined)")
+    sample = "".join(
+        f"<tr><td><code>{escape(key)}</code></td><td><code>{escape(_display(value))}</code></td></tr>"
+        for key, value in rule.samples
+    )
+    shown = len(rule.samples)
+    body = (
+        f"{head}<p>{verdict} in {rule.batches} batch(es).</p>"
+        f"<table><tr><th>record key</th><th>failing value</th></tr>{sample}</table>"
+        f"<p>{shown} of {rule.rows} shown."
+    )
+    if rule.severity != CRITICAL:
+        return body + " The rows were loaded: the Great Expectations pages show GX's own sample of the rest.</p></section>"
+    filters = target.filters
+    listing = "\n".join(_quarantine_command("list", integration, dataset, refused) for integration, dataset in filters)
+    replay = "\n".join(_quarantine_command("replay", integration, dataset, 0) for integration, dataset in filters)
+    return (
+        f"{body} Every refused row, with the rules it failed (newest first), its source record and what the mapping "
+        f'made of it:</p><pre class="command">{escape(listing)}</pre>'
+        "<p>One row: <code>drymix quarantine show &lt;id&gt;</code>. After a fix of the source, mapping or suite:</p>"
+        f'<pre class="command">{escape(replay)}</pre></section>'
+    )
+
+
+def _quarantine_command(verb: str, integration: str | None, dataset: str, rows: int) -> str:
+    """`drymix quarantine list|replay` (hub/cli/errors.py) on a dataset's open rows; `--limit` covers the run's rows."""
+    command = f"drymix quarantine {verb}" + (f" --integration {integration}" if integration else "") + f" --dataset {dataset}"
+    return command + (f" --limit {rows}" if verb == "list" and rows > 50 else "")  # 50: the list's default limit
+
+
+def _rule_anchor(dataset: str, name: str) -> str:
+    return "rule-" + re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{dataset}-{name}").strip("-")
+
+
+def _display(value: Any) -> str:
+    """A failing value as an analyst reads it: strings bare, missing values named, the rest as JSON."""
+    if value is None:
+        return "(missing)"
+    if isinstance(value, str):
+        return value if value.strip() else repr(value)  # a blank string must not look like an empty cell
+    return json.dumps(value, default=str, ensure_ascii=False)
+
+
+def _partial_sample(details: Mapping[str, Any], batch: int) -> list[tuple[str, Any]]:
+    """GX's own partial sample, for a result retained without ours (imported from another process)."""
+    values = list(details.get("partial_unexpected_list") or [])[:REPORT_SAMPLE_SIZE]
+    positions = list(details.get("partial_unexpected_index_list") or [])
+    return [
+        (f"batch {batch}, row {positions[i]}" if i < len(positions) else f"batch {batch}", _json_safe(value))
+        for i, value in enumerate(values)
+    ]
+
+
+def _rule_name(config: Any) -> str:
+    """`expect_...(column)`: what the report and GX's pages call a rule."""
+    return f"{config.type}({(config.kwargs or {}).get('column', '')})"
+
+
+def _sample_failures(
+    run_name: str, dataset: str, frame: pd.DataFrame, gx_frame: pd.DataFrame, result: ExpectationSuiteValidationResult
+) -> None:
+    """Keep the first failing rows of each failed row-level rule of the run (REPORT_SAMPLE_SIZE per rule) on the
+    result just retained: label, value and the whole row, whose key columns the report picks (build time).
+
+    Taken while the batch is at hand: the retained result has no row lists. Bounded per run and rule, so a
+    long run keeps at most a few hundred rows; a clean batch costs one loop over its results.
+    """
+    record = _state.runs.get(run_name)
+    if record is None or not record.results:  # evicted at once (a cap below one batch)
+        return
+    retained = record.results[-1]
+    for number, res in enumerate(result.results):
+        config = res.expectation_config
+        positions = (res.result or {}).get("unexpected_index_list")
+        if res.success or not positions or config is None:
+            continue
+        rule = (dataset, _rule_name(config))
+        room = REPORT_SAMPLE_SIZE - record.sampled.get(rule, 0)
+        if room <= 0:
+            continue
+        head = [int(p) for p in positions[:room]]
+        kwargs = config.kwargs or {}
+        columns = _domain_columns(kwargs)
+        values = _row_values(gx_frame, columns, head, single=len(columns) == 1 and "column" in kwargs)
+        labels = [str(label) for label in frame.index[head].tolist()]
+        rows = gx_frame.iloc[head].to_dict("records")
+        retained.samples[number] = list(zip(labels, values, rows, strict=True))
+        record.sampled[rule] = record.sampled.get(rule, 0) + len(head)
+
+
+def _record_key(row: Mapping[Any, Any], key_columns: tuple[str, ...]) -> str | None:
+    """The row's record key (`a/b` for a composite one); None without a declared key or when the row lacks it
+    (a missing key is often the very failure): the report then names the row by its batch and label."""
+    if not key_columns or any(column not in row for column in key_columns):
+        return None
+    parts = [_json_safe(row[column]) for column in key_columns]
+    return "/".join(str(p) for p in parts) if all(p not in (None, "") for p in parts) else None
+
+
+def _target_resolver(quarantine: Callable[[str], QuarantineTarget | None] | None) -> Callable[[str], QuarantineTarget]:
+    """`quarantine`, asked once per dataset; a dataset it does not know (or no resolver) is named bare."""
+    targets: dict[str, QuarantineTarget] = {}
+
+    def target_of(dataset: str) -> QuarantineTarget:
+        if dataset not in targets:
+            try:
+                found = quarantine(dataset) if quarantine is not None else None
+            except Exception:  # a broken registry entry must not cost the run its report
+                logger.warning("Data Docs: no quarantine target for %r; the command names the dataset only", dataset, exc_info=True)
+                found = None
+            targets[dataset] = found or QuarantineTarget(key=(), filters=((None, dataset),))
+        return targets[dataset]
+
+    return target_of
 
 
 def preload(dataset: str) -> None:
@@ -926,6 +1142,7 @@ def _validate_with_docs(
     page = Path(unquote(urlparse(urls[0]["site_url"]).path))
     if not page.is_file():
         raise RuntimeError(f"GX did not write the Data Docs page {page}")
+    make_site_offline(site_dir)
     _mark_site(site_dir, run_id.run_name)
     return result, key, compact, str(page)
 
@@ -965,6 +1182,7 @@ def _retain(
     result: ExpectationSuiteValidationResult,
     *,
     stored: bool,
+    dataset: str | None = None,
 ) -> None:
     """Keep a compact result for the run's Data Docs, evicting the oldest over the cap."""
     record = _state.runs.get(run_name)
@@ -972,7 +1190,7 @@ def _retain(
         record = _state.runs[run_name] = _RunRecord(run_name=run_name)
     _state.runs.move_to_end(run_name)
     record.suites.add(suite_name)
-    record.results.append(_RetainedResult(key=key, result=result, stored=stored))
+    record.results.append(_RetainedResult(key=key, result=result, stored=stored, dataset=dataset))
     _state.retained += 1
     while _state.retained > MAX_RETAINED_RESULTS:
         oldest_name, oldest = next(iter(_state.runs.items()))

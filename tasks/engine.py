@@ -248,9 +248,12 @@ class DatasetRun:
     def build_report(self) -> str | None:
         """Data Docs for the validations this run made (GX imported only now)."""
         from expectations.runner import build_data_docs
+        from hub.ledger.report_targets import quarantine_target
 
         settings = get_settings()
-        return build_data_docs(settings.data_docs_dir, run_name=self.run_id, keep_runs=settings.data_docs_keep_runs)
+        # The registry tells the report where refused rows are quarantined and what keys them.
+        return build_data_docs(settings.data_docs_dir, run_name=self.run_id, keep_runs=settings.data_docs_keep_runs,
+                               quarantine=quarantine_target)
 
     def finish(
         self,
