@@ -88,6 +88,10 @@ from hub.cli.sap import sap_app  # noqa: E402 - light: typer and rich only
 
 app.add_typer(sap_app, name="sap")
 
+from hub.cli.razorpay import razorpay_app  # noqa: E402 - light: typer and rich only
+
+app.add_typer(razorpay_app, name="razorpay")
+
 from hub.cli.stack import deploy_app, smoke, stack_app  # noqa: E402 - production stack (docs/deployment.md)
 
 app.add_typer(stack_app, name="stack")

@@ -57,7 +57,9 @@ def test_every_open_loop_row_is_printed_with_figures_and_meets_flags(db: str) ->
         check_row(row)
         assert row["row"] in printed.split("{", 1)[0]  # the table before the JSON names the row
     verify = next(r for r in per_row if r["row"] == "razorpay_verify_payment")
-    assert "GET /payments" in verify["operation"]  # end to end through the callback path, not a bare HMAC
+    # End to end through the hub's checkout callback (stored order, signature, payments row), not a bare HMAC;
+    # every timed call a first callback of its own order (the write path, not a replay).
+    assert "confirm_checkout" in verify["operation"] and verify["extra"]["callbacks"] == verify["ops"]
     upload = next(r for r in per_row if r["row"] == "microsoft365_upload")
     assert upload["latency_unit"] == "ms/MB"
 
