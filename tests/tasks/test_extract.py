@@ -53,8 +53,10 @@ def test_pages_are_mapped_as_they_arrive_and_placed_by_record_position() -> None
     assert grouped.frame is not None and list(grouped.frame["record"]) == [0, 0, 1, 1, 2, 2]
     assert grouped.frame.index.is_unique
 
+    assert [batch.raw[i] for i in range(3)] == [orjson.dumps(r, option=orjson.OPT_SORT_KEYS) for page in pages for r in page]
+
     batch.release()
-    assert batch.frame is None and batch.raw == [] and batch.keys == []
+    assert batch.frame is None and len(batch.raw) == 0 and batch.keys == []
 
 
 def test_a_record_served_twice_to_the_letter_is_dropped_once_and_a_different_one_with_its_key_is_kept() -> None:
