@@ -2,10 +2,10 @@
 
 A mapped dataset's pages are mapped as they arrive (`read_batch(..., mapper=...)`): the decoded OData
 records of a page (9.5 KB a partner as Python dicts, 1.4 KB mapped) live only until their page is mapped.
-What a batch keeps of each record is its mapped rows, its key and its source bytes (orjson, sorted keys:
-3 KB), the last only for the rows validation or the database will refuse (their quarantine row holds the
-record as the source sent it) and to tell a record served twice to the letter. Memory then depends on
-neither the page size nor the number of records read (docs/performance.md).
+What a batch keeps of each record is its mapped rows, its key and its source bytes (orjson, packed and
+compressed per page: `RawRecords`), the last only for the rows validation or the database will refuse (their
+quarantine row holds the record as the source sent it) and to tell a record served twice to the letter.
+Memory then depends on the batch's size, not on the number of records read (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ class RawRecords:
     def add_page(self, records: list[dict[str, Any]]) -> None:
         import numpy as np
 
-        parts = [orjson.dumps(r, option=orjson.OPT_SORT_KEYS) for r in records]
+        parts = [orjson.dumps(r) for r in records]
         self._ends.append(np.cumsum(np.fromiter((len(p) for p in parts), dtype=np.int64, count=len(parts))))
         self._blobs.append(zlib.compress(b"".join(parts), 1))
         self._firsts.append(self._count)
@@ -210,14 +210,15 @@ def drop_mapped_duplicates(batch: ExtractedBatch, record_column: str | None = No
     if not repeats:
         return 0
     dropped: set[int] = set()
-    kept_bytes: dict[str | None, list[bytes]] = {}
+    kept: dict[str | None, list[dict[str, Any]]] = {}
     for position in repeats:
         k = batch.keys[position]
-        copies = kept_bytes.setdefault(k, [batch.raw[first[k]]])
-        if batch.raw[position] in copies:
+        copies = kept.setdefault(k, [batch.source_record(first[k])])
+        record = batch.source_record(position)
+        if record in copies:  # equal as records: the same fields and values, in whatever order
             dropped.add(position)
         else:
-            copies.append(batch.raw[position])
+            copies.append(record)
     if dropped and batch.frame is not None:
         frame = batch.frame
         positions = frame[record_column] if record_column is not None else frame.index.to_series()
