@@ -198,6 +198,8 @@ def run_smoke(
                     if found.paused:
                         raise RuntimeError("paused (maintenance mode?): `drymix stack resume`")
                     crons = [getattr(s.schedule, "cron", None) for s in found.schedules if s.active]
+                    if not d.schedules:
+                        return "on demand (no schedule declared: queued jobs, docs/background-jobs.md)"
                     if not crons:
                         raise RuntimeError("no active schedule")
                     return f"schedule {', '.join(str(c) for c in crons)}"
