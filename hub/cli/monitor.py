@@ -31,19 +31,27 @@ def _when(value: Any) -> str:
     return "–" if value is None else f"{value:%Y-%m-%d %H:%M:%S}"
 
 
-def _status(window: str | None, as_json: bool) -> None:
-    from hub.monitoring.alerting import active_alerts
-    from hub.monitoring.config import monitoring_config
-    from hub.monitoring.health import flush_quietly, health_report, parse_window
+def _flushed_window(label: str) -> Any:
+    """The window `label` names (exit 2 when it names none), after this process's pending measurements are written."""
+    from hub.monitoring.health import flush_quietly, parse_window
 
-    cfg = monitoring_config()
-    label = window or cfg.health.window
     try:
         span = parse_window(label)
     except ValueError as exc:
         err_console.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from exc
     flush_quietly()
+    return span
+
+
+def _status(window: str | None, as_json: bool) -> None:
+    from hub.monitoring.alerting import active_alerts
+    from hub.monitoring.config import monitoring_config
+    from hub.monitoring.health import health_report
+
+    cfg = monitoring_config()
+    label = window or cfg.health.window
+    span = _flushed_window(label)
     report = health_report(span, config=cfg)
     alerts = active_alerts()
     if as_json:
@@ -108,17 +116,11 @@ def sla(
     from rich.markup import escape
 
     from hub.monitoring.config import monitoring_config
-    from hub.monitoring.health import flush_quietly, parse_window
     from hub.monitoring.sla import sla_report
 
     cfg = monitoring_config()
     label = window or cfg.sla_window
-    try:
-        span = parse_window(label)
-    except ValueError as exc:
-        err_console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from exc
-    flush_quietly()
+    span = _flushed_window(label)
     report = sla_report(span, config=cfg)
     missed = [st for st in report if st.availability_met is False or st.latency_met is False]
     if as_json:
