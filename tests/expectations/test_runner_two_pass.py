@@ -254,3 +254,38 @@ def test_groups_follow_gx_order_and_read_their_row_condition_columns() -> None:
         (("a", "b", "c"), ["ExpectColumnValuesToMatchRegex"]),
         (None, ["ExpectColumnValuesToNotBeNull"]),  # a query string: the whole frame
     ]
+
+
+def test_memoised_configurations_change_nothing_in_gx_results() -> None:
+    """Inside the runner's memo each GX expectation object builds its configuration once; the result is GX's own."""
+    from great_expectations.expectations.expectation import Expectation
+
+    runner.reset()
+    frame = _dirty_frame()
+    validate_frame("customers", frame)  # registers the suite and installs the memo
+    build = Expectation.__dict__["configuration"].fget
+    assert getattr(build, "memoised_by_drymix", False)
+
+    class CountingMemo(dict[int, Any]):
+        hits = 0
+
+        def get(self, key: int, default: Any = None) -> Any:
+            found = super().get(key, default)
+            self.hits += found is not None
+            return found
+
+    plain = _single_complete_run(frame)
+    memo = CountingMemo()
+    token = runner._CONFIGURATIONS.set(memo)
+    try:
+        memoised = _single_complete_run(frame)
+    finally:
+        runner._CONFIGURATIONS.reset(token)
+    assert _comparable(memoised) == _comparable(plain)
+    assert memoised.statistics == plain.statistics
+    # GX makes several objects per expectation in one call and reads each one's configuration again and again.
+    assert len(memo) >= SUITE_SIZE
+    assert memo.hits >= 2 * len(memo)
+    with runner._memoised_configurations():
+        assert runner._CONFIGURATIONS.get() == {}
+    assert runner._CONFIGURATIONS.get() is None  # outside a validation call GX's property runs as before
