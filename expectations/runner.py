@@ -151,6 +151,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, cast
 from urllib.parse import unquote, urlparse
 
+from expectations import deferred
 from expectations.offline_assets import make_site_offline
 
 if TYPE_CHECKING:
@@ -775,6 +776,7 @@ def _context() -> EphemeralDataContext:
     """The per-process ephemeral context, built on first use."""
     if _state.context is not None:
         return _state.context
+    deferred.defer()  # GX's import without SciPy's stats and Altair until something uses them (~86 MB)
     # Usage statistics are off in config; the variable also covers GX versions
     # that read only the environment.
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
@@ -807,6 +809,7 @@ def _context() -> EphemeralDataContext:
 
 def _registration(dataset: str, suite: ExpectationSuite | None) -> _Registration:
     """Cached GX objects for ``dataset``; (re)registers when the suite changed."""
+    deferred.defer()  # before build_suite() imports GX (see expectations/deferred.py)
     current = _state.registrations.get(dataset)
     if suite is None:
         if current is not None and current.from_module:
