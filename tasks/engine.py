@@ -115,12 +115,21 @@ class RunSummary:
     report_path: str | None = None
     error_ids: list[int] = field(default_factory=list)
     stage_seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(("extract_wait", "map", "validate", "load"), 0.0))
+    # CPU seconds of the thread that ran each stage: the stages overlap (a batch is mapped while the one before
+    # is validated and loaded), so a stage's clock also holds time it waited for the other's share of the GIL.
+    stage_cpu_seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(("map", "validate", "load"), 0.0))
     counts: dict[str, int] = field(default_factory=dict)  # a dataset's own counts (applied, stale, ...)
     read: dict[str, Any] = field(default_factory=dict)  # what the read covered beyond `since` (a time window, ...)
 
     def timed(self, stage: str, since: float) -> float:
         now = time.perf_counter()
         self.stage_seconds[stage] = round(self.stage_seconds.get(stage, 0.0) + now - since, 3)
+        return now
+
+    def cpu_timed(self, stage: str, since: float) -> float:
+        """`timed` for this thread's CPU seconds (`time.thread_time()`)."""
+        now = time.thread_time()
+        self.stage_cpu_seconds[stage] = round(self.stage_cpu_seconds.get(stage, 0.0) + now - since, 3)
         return now
 
     def as_dict(self) -> dict[str, Any]:
@@ -494,6 +503,7 @@ def read_all(spec: PullStream, run: DatasetRun, summary: RunSummary, connector: 
             duplicates = drop_mapped_duplicates(batch, spec.record_column)
             read.read_keys.add(batch.keys)
             summary.stage_seconds["map"] = round(summary.stage_seconds["map"] + batch.map_seconds, 3)
+            summary.stage_cpu_seconds["map"] = round(summary.stage_cpu_seconds["map"] + batch.map_cpu_seconds, 3)
         summary.duplicates += duplicates
         last = read.pending is None
         if last:
@@ -557,6 +567,7 @@ def _load_mapped(
     assert spec.map is not None and spec.suite is not None and spec.table is not None and batch.frame is not None
     grouped = spec.record_column
     frame = batch.frame
+    cpu = time.thread_time()
     if len(frame):
         outcome = validate_batch(spec.suite, frame, run_name=run.run_id)
         valid, invalid = outcome.valid, outcome.invalid
@@ -569,6 +580,7 @@ def _load_mapped(
                                      key_of=lambda label: batch.keys[record_of(label)],
                                      record_column=grouped, row_name=_row_name(frame, spec.row_label))
         clock = summary.timed("validate", clock)
+        cpu = summary.cpu_timed("validate", cpu)
     else:  # the empty page that ends $top/$skip paging: nothing to validate
         valid = invalid = frame
         quarantine = []
@@ -613,6 +625,7 @@ def _load_mapped(
         ))
     )
     summary.timed("load", clock)
+    summary.cpu_timed("load", cpu)
     units = (lambda part: int(part[grouped].nunique())) if grouped else len
     summary.mapped += units(frame)
     summary.valid += units(valid) - result.refused

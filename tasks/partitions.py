@@ -89,6 +89,8 @@ def run_partitioned(
         summary.source_count = (summary.source_count or 0) + int(result["summary"].get("source_count") or 0)
         for stage, seconds in result["summary"]["stage_seconds"].items():
             summary.stage_seconds[stage] = round(summary.stage_seconds.get(stage, 0.0) + seconds, 3)
+        for stage, seconds in result["summary"]["stage_cpu_seconds"].items():
+            summary.stage_cpu_seconds[stage] = round(summary.stage_cpu_seconds.get(stage, 0.0) + seconds, 3)
         for name, n in result["counts"].items():
             summary.counts[name] = summary.counts.get(name, 0) + int(n)
         for name, n in result["failures"].items():
