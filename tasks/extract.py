@@ -2,8 +2,8 @@
 
 A mapped dataset's pages are mapped as they arrive (`read_batch(..., mapper=...)`): the decoded OData
 records of a page (9.5 KB a partner as Python dicts, 1.4 KB mapped) live only until their page is mapped.
-What a batch keeps of each record is its mapped rows, its key and its source bytes (the page's body as it
-came, or its records packed, compressed per page: `RawRecords`), the last only for the rows validation or the database will refuse (their
+What a batch keeps of each record is its mapped rows, its key and its source bytes (orjson, packed and
+compressed per page: `RawRecords`), the last only for the rows validation or the database will refuse (their
 quarantine row holds the record as the source sent it) and to tell a record served twice to the letter.
 Memory then depends on the batch's size, not on the number of records read (docs/performance.md).
 """
@@ -34,39 +34,30 @@ Mapper = Callable[[list[dict[str, Any]]], "pd.DataFrame"]
 
 
 class RawRecords:
-    """Each record's source bytes by position in the batch, one compressed blob per page.
+    """Each record's source bytes by position in the batch, packed in one compressed blob per page.
 
-    A page whose body came with it (`Page.body`: the records are exactly the body's list at the stream's record
-    path) is kept as that body, zlib level 1 (~10x on OData JSON): nothing is serialised again, ~1.3 s less CPU
-    per 100k SAP partners than packing each record. A page without one is packed record by record: orjson
-    hands each `dumps` result back in a buffer of about twice its length (8 KB for a 3.2 KB partner, measured
-    with tracemalloc), so kept one by one two batches of 10,000 partners held 146 MB; joined and compressed ~7 MB.
-    A page is decompressed (and a body decoded) when one of its records is asked for (a refused row, a repeated
-    key), and the last one is kept for the next ask: refused rows are asked for in order.
+    orjson hands each `dumps` result back in a buffer of about twice its length (8 KB for a 3.2 KB partner,
+    measured with tracemalloc): kept one by one, two batches of 10,000 partners held 146 MB at the sync's peak.
+    Joined per page and compressed (zlib level 1: ~10x on OData JSON, ~10 ms a page of 1,000) they hold ~7 MB.
+    A page is decompressed when one of its records is asked for (a refused row, a repeated key), and the last
+    one is kept for the next ask: refused rows are asked for in order.
     """
 
     def __init__(self) -> None:
         self._blobs: list[bytes] = []
-        # per page: the end offset of each record in its blob (numpy int64), or the record path of a kept body
-        self._ends: list[Any] = []
+        self._ends: list[Any] = []  # per page: the end offset of each record in its blob (numpy int64)
         self._firsts: list[int] = []  # per page: the batch position of its first record
         self._count = 0
-        self._open: tuple[int, Any] | None = None  # the last page opened: its bytes, or a body's records
+        self._open: tuple[int, bytes] | None = None  # the last page decompressed
 
-    def add_page(self, records: list[dict[str, Any]], body: bytes | None = None, record_path: tuple[str, ...] = ()) -> None:
+    def add_page(self, records: list[dict[str, Any]]) -> None:
         import numpy as np
 
-        if body is not None:
-            self._ends.append(tuple(record_path))
-            self._blobs.append(zlib.compress(body, 1))
-            count = len(records)
-        else:
-            parts = [orjson.dumps(r) for r in records]
-            self._ends.append(np.cumsum(np.fromiter((len(p) for p in parts), dtype=np.int64, count=len(parts))))
-            self._blobs.append(zlib.compress(b"".join(parts), 1))
-            count = len(parts)
+        parts = [orjson.dumps(r) for r in records]
+        self._ends.append(np.cumsum(np.fromiter((len(p) for p in parts), dtype=np.int64, count=len(parts))))
+        self._blobs.append(zlib.compress(b"".join(parts), 1))
         self._firsts.append(self._count)
-        self._count += count
+        self._count += len(parts)
 
     def __len__(self) -> int:
         return self._count
@@ -78,20 +69,8 @@ class RawRecords:
         i = position - self._firsts[page]
         ends = self._ends[page]
         if self._open is None or self._open[0] != page:
-            blob = zlib.decompress(self._blobs[page])
-            if isinstance(ends, tuple):  # a kept body: its records, decoded once
-                records: Any = orjson.loads(blob)
-                for key in ends:
-                    records = records.get(key) if isinstance(records, dict) else None
-                following = self._firsts[page + 1] if page + 1 < len(self._firsts) else self._count
-                if not isinstance(records, list) or len(records) != following - self._firsts[page]:
-                    raise ValueError(f"page {page + 1} of the batch no longer holds the records it was read with")
-                self._open = (page, records)
-            else:
-                self._open = (page, blob)
-        if isinstance(ends, tuple):
-            return orjson.dumps(self._open[1][i])
-        return bytes(self._open[1][int(ends[i - 1]) if i else 0 : int(ends[i])])
+            self._open = (page, zlib.decompress(self._blobs[page]))
+        return self._open[1][int(ends[i - 1]) if i else 0 : int(ends[i])]
 
     def clear(self) -> None:
         self._blobs.clear()
@@ -153,7 +132,7 @@ def read_batch(
         if mapper is None:
             batch.records.extend(page.records)
         else:
-            frames.append(_map_page(batch, stream, page.records, mapper, record_column, page.body))
+            frames.append(_map_page(batch, stream, page.records, mapper, record_column))
         batch.read += len(page.records)
         batch.pages += 1
         position = page.next
@@ -167,8 +146,7 @@ def read_batch(
     return batch
 
 
-def _map_page(batch: ExtractedBatch, stream: Stream, records: list[dict[str, Any]], mapper: Mapper, record_column: str | None,
-              body: bytes | None = None) -> pd.DataFrame:
+def _map_page(batch: ExtractedBatch, stream: Stream, records: list[dict[str, Any]], mapper: Mapper, record_column: str | None) -> pd.DataFrame:
     """One page's records mapped, placed after the batch's earlier records; their keys and bytes kept."""
     clock, cpu = time.perf_counter(), time.thread_time()
     offset = batch.read
@@ -185,7 +163,7 @@ def _map_page(batch: ExtractedBatch, stream: Stream, records: list[dict[str, Any
         else:
             frame.index = range(offset, offset + len(frame))
         batch.keys.extend(_key(r, stream.primary_key) for r in records)
-        batch.raw.add_page(records, body, stream.record_path)
+        batch.raw.add_page(records)
     batch.rows += len(frame)
     batch.map_seconds += time.perf_counter() - clock
     batch.map_cpu_seconds += time.thread_time() - cpu

@@ -151,7 +151,7 @@ class Connector(Integration, abc.ABC):
         return stream.paginator.start(self.first_url(stream, cursor))
 
     def fetch_page(self, stream: Stream, position: PagePosition) -> Page:
-        body, content = self.client.get_json_body(position.url, operation=f"read_{stream.name}")
+        body = self.client.get_json(position.url, operation=f"read_{stream.name}")
         records = body
         for key in stream.record_path:
             records = records.get(key) if isinstance(records, dict) else None
@@ -165,7 +165,7 @@ class Connector(Integration, abc.ABC):
         end_cursor = None
         if following is None and stream.end_cursor is not None and isinstance(body, dict) and body.get(stream.end_cursor[0]):
             end_cursor = {stream.end_cursor[1]: body[stream.end_cursor[0]]}
-        return Page(position=position, records=records, next=following, end_cursor=end_cursor, body=content)
+        return Page(position=position, records=records, next=following, end_cursor=end_cursor)
 
     def sync(
         self, stream: Stream, cursor: Mapping[str, Any] | None = None, *, start: PagePosition | None = None

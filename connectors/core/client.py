@@ -198,16 +198,12 @@ class IntegrationClient:
 
     def get_json(self, url: str, *, operation: str, **kwargs: Any) -> Any:
         """GET and decode JSON; a malformed body is a (transient) SERVER_ERROR, retried like any other."""
-        return self.get_json_body(url, operation=operation, **kwargs)[0]
 
-    def get_json_body(self, url: str, *, operation: str, **kwargs: Any) -> tuple[Any, bytes]:
-        """`get_json`, with the body's bytes as they came."""
-
-        def attempt() -> tuple[Any, bytes]:
+        def attempt() -> Any:
             response = self.send_once("GET", url, operation=operation, **kwargs)
             try:
                 with paused_gc():
-                    return orjson.loads(response.content), response.content
+                    return orjson.loads(response.content)
             except (orjson.JSONDecodeError, UnicodeDecodeError) as exc:
                 raise classify_exception(exc, integration=self.name, operation=operation) from exc
 

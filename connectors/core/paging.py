@@ -34,9 +34,6 @@ class Page:
     # Where a later read starts, handed by the source with a read's last page (Google's nextSyncToken,
     # Graph's @odata.deltaLink); None for sources whose cursor is a value of the records.
     end_cursor: dict[str, Any] | None = None
-    # The body as the source sent it, when `records` is exactly its list at the stream's record path
-    # (tasks/extract.py keeps it, compressed, for the records a run may have to quarantine).
-    body: bytes | None = None
 
 
 class Paginator(Protocol):

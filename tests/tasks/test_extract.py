@@ -6,33 +6,29 @@ from typing import Any, cast
 
 import orjson
 import pandas as pd
-import pytest
 
 from connectors.core.base import Connector, Stream
 from connectors.core.paging import Page, PagePosition
-from tasks.extract import RawRecords, ReadKeys, drop_mapped_duplicates, read_batch
+from tasks.extract import ReadKeys, drop_mapped_duplicates, read_batch
 
 
 class _FixedPages:
-    """Fixed pages behind the one call the extract makes of a connector (fetch_page); with `bodies`, each page
-    comes with its body as a connector's fetch_page hands it (`{"d": {"results": [...]}}`, spaced as a server may)."""
+    """Fixed pages behind the one call the extract makes of a connector (fetch_page)."""
 
-    def __init__(self, pages: list[list[dict[str, Any]]], *, bodies: bool = False) -> None:
+    def __init__(self, pages: list[list[dict[str, Any]]]) -> None:
         self.pages = pages
-        self.bodies = bodies
 
     def fetch_page(self, stream: Stream, position: PagePosition) -> Page:
         n = int(position.url)
         following = PagePosition(str(n + 1)) if n + 1 < len(self.pages) else None
-        body = orjson.dumps({"d": {"results": self.pages[n], "__count": "9"}}, option=orjson.OPT_INDENT_2) if self.bodies else None
-        return Page(position=position, records=self.pages[n], next=following, body=body)
+        return Page(position=position, records=self.pages[n], next=following)
 
 
-STREAM = Stream(name="things", path="things", primary_key="id", record_path=("d", "results"))
+STREAM = Stream(name="things", path="things", primary_key="id")
 
 
-def _Pages(pages: list[list[dict[str, Any]]], *, bodies: bool = False) -> Connector:
-    return cast(Connector, _FixedPages(pages, bodies=bodies))
+def _Pages(pages: list[list[dict[str, Any]]]) -> Connector:
+    return cast(Connector, _FixedPages(pages))
 
 
 def one_row_each(records: list[dict[str, Any]]) -> pd.DataFrame:
@@ -63,28 +59,11 @@ def test_pages_are_mapped_as_they_arrive_and_placed_by_record_position() -> None
     assert batch.frame is None and len(batch.raw) == 0 and batch.keys == []
 
 
-def test_pages_kept_as_their_bodies_give_each_record_as_packed_records_do() -> None:
-    pages = [[{"id": "a", "size": 1, "name": "Ä"}, {"id": "b", "size": None}], [], [{"id": "c", "nested": {"results": [1, 2]}}]]
-    kept = read_batch(_Pages(pages, bodies=True), STREAM, PagePosition("0"), 5, one_row_each)
-    packed = read_batch(_Pages(pages), STREAM, PagePosition("0"), 5, one_row_each)
-    assert len(kept.raw) == len(packed.raw) == 3
-    assert [kept.raw[i] for i in (2, 0, 1, 2)] == [packed.raw[i] for i in (2, 0, 1, 2)]  # any order, page after page
-    assert [kept.source_record(i) for i in range(3)] == [r for page in pages for r in page]
-
-
-def test_a_kept_body_that_no_longer_holds_its_records_is_refused() -> None:
-    raw = RawRecords()
-    raw.add_page([{"id": "a"}, {"id": "b"}], orjson.dumps({"d": {"results": [{"id": "a"}]}}), ("d", "results"))
-    with pytest.raises(ValueError, match="no longer holds the records"):
-        raw[1]
-
-
 def test_a_record_served_twice_to_the_letter_is_dropped_once_and_a_different_one_with_its_key_is_kept() -> None:
     pages = [[{"id": "a", "size": 1}, {"size": 1, "id": "a"}], [{"id": "a", "size": 2}, {"id": "b", "size": 1}]]
-    for bodies in (False, True):
-        batch = read_batch(_Pages(pages, bodies=bodies), STREAM, PagePosition("0"), 5, one_row_each)
-        assert drop_mapped_duplicates(batch) == 1  # the same record, its keys in another order
-        assert batch.frame is not None and list(batch.frame.index) == [0, 2, 3]
+    batch = read_batch(_Pages(pages), STREAM, PagePosition("0"), 5, one_row_each)
+    assert drop_mapped_duplicates(batch) == 1  # the same record, its keys in another order
+    assert batch.frame is not None and list(batch.frame.index) == [0, 2, 3]
 
     grouped = read_batch(_Pages(pages), STREAM, PagePosition("0"), 5, two_rows_each, "record")
     assert drop_mapped_duplicates(grouped, "record") == 1
