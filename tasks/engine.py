@@ -177,14 +177,16 @@ class DatasetRun:
         self.run_id = str(flow_run.id) if flow_run.id else None
         self.started = time.perf_counter()
         self._retries_before = METRICS.total(integration, "retries")
+        self.retries_elsewhere = 0  # retries the run's partitions made in their own processes (tasks/partitions.py)
         self.failures: dict[str, int] = {}
         self.sample: list[dict[str, Any]] = []
         self.refused: dict[str, Refused] = {}  # a run of several datasets: what each one refused (count_refused)
 
     @property
     def retries(self) -> int:
-        """HTTP retries this process made for the integration since the run started."""
-        return METRICS.total(self.integration, "retries") - self._retries_before
+        """HTTP retries this process made for the integration since the run started, plus every retry its partitions
+        made in theirs."""
+        return METRICS.total(self.integration, "retries") - self._retries_before + self.retries_elsewhere
 
     def count_quarantined(self, rows: Sequence[QuarantineRow]) -> None:
         """Add refused rows to the run's failures by rule and to the sample the error row shows."""

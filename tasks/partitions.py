@@ -95,6 +95,7 @@ def run_partitioned(
             summary.counts[name] = summary.counts.get(name, 0) + int(n)
         for name, n in result["failures"].items():
             run.failures[name] = run.failures.get(name, 0) + n
+        run.retries_elsewhere += int(result.get("retries") or 0)
         run.sample.extend(result["sample"][: max(0, 10 - len(run.sample))])
         if result["error_id"] is None and result["high_water"] is not None:
             high_water = result["high_water"] if high_water is None else max(high_water, result["high_water"])
@@ -176,9 +177,11 @@ def sync_partition(
     as this partition's unit and reported back, never raised (the other partitions go on)."""
     from hub.datasets import by_name
     from tasks.engine import DatasetRun, Read, RunSummary, read_all
+    from tasks.retry import task_retries
 
     spec: PullStream = by_name(dataset).load_stream()
     run = DatasetRun(spec.integration, spec.dataset, spec.flow_name)
+    task_retries_before = task_retries(run.run_id)  # this process may have run another partition of the run
     summary = RunSummary(integration=spec.integration, dataset=spec.dataset, flow_run_id=run.run_id, mode=f"full (partition {index} of {of})")
     position = PagePosition.from_dict(start)
     read = Read(cursor=None, batch_pages=batch_pages, first_batch=1, read_started=datetime.fromisoformat(read_started),
@@ -207,6 +210,9 @@ def sync_partition(
         "failures": dict(run.failures),
         "sample": list(run.sample),
         "report": _partition_report(run),
+        # What retried in this process: the connector's HTTP retries and Prefect's task retries (a load riding out
+        # a database outage); the run's summary and error rows count them with its own.
+        "retries": run.retries + task_retries(run.run_id) - task_retries_before,
     }
 
 

@@ -97,6 +97,49 @@ def test_a_failed_partition_is_its_own_unit_and_the_watermark_waits_for_its_reru
     assert cursor() == unit["pending_cursor"], "the last partition's rerun writes the run's watermark"
 
 
+def test_a_database_outage_during_a_partitioned_run_is_ridden_out_by_each_partitions_load_retries(
+    sap_http: SapSandbox, db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The database goes away (connections reset, new ones refused) when the second key range is first read, and
+    comes back 4 s later: every partition's loads retry inside the retry window, nothing is lost or loaded twice,
+    the watermark is written once every partition committed, and no failed unit is left."""
+    import threading
+    import time
+
+    from tests.db_outage import database_outage
+
+    # The suite's 2 s retry window (tests/conftest.py) is shorter than this outage: a deployment's default is 60 s.
+    # The worker processes import the load task afresh, with this window, and inherit the outage's DATABASE_URL.
+    monkeypatch.setenv("DATABASE_RETRY_WINDOW_S", "30")
+    with database_outage(db, monkeypatch) as outage:
+        dispatch = sap_http.dispatch
+        went_down: list[float] = []
+
+        def down_when_the_second_range_is_read(req: Any) -> Any:
+            query = " ".join(v for _, v in req.query)
+            if "A_BusinessPartner" in req.path and "BusinessPartner ge '" in query and not went_down:
+                went_down.append(time.monotonic())
+                outage.down("refuse")
+                threading.Timer(4.0, outage.up).start()
+            return dispatch(req)
+
+        sap_http.dispatch = down_when_the_second_range_is_read  # type: ignore[method-assign]
+        summary = run(page_size=250, partitions=2)
+        refused_connections = outage.proxy.accepted if outage.proxy is not None else None
+    assert went_down, "the second key range was never read"
+    assert summary["partitions"] == 2 and summary["extracted"] == PARTNERS and summary["distinct_read"] == PARTNERS
+    assert summary["valid"] + summary["quarantined"] == PARTNERS
+    assert table_counts() == (summary["valid"], summary["quarantined"])
+    assert cursor() is not None and summary["watermark"] == cursor()["last_change_date"]  # type: ignore[index]
+    with Session(get_engine()) as session:
+        still_open = list(session.scalars(select(IntegrationErrorRow).where(IntegrationErrorRow.resolved_at.is_(None))))
+    # Open: only the run's validation report (its quarantined rows); no unit to rerun, no database error.
+    assert [(r.error_code, r.unit) for r in still_open] == [("EXPECTATIONS_FAILED", None)]
+    assert summary["retries"] >= 1  # the loads that met the outage were retried (Prefect task retries)
+    if refused_connections is not None:
+        assert refused_connections > 2  # the workers reconnected after the reset
+
+
 @pytest.fixture
 def prefect_server(tmp_path: Path) -> Iterator[str]:
     """A real Prefect server: Dask workers report to an API address (docs/scaling.md)."""
