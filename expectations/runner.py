@@ -142,7 +142,7 @@ import threading
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -234,6 +234,10 @@ _SITE_MARKER: Final = ".drymix-data-docs.json"
 _LOCK = threading.RLock()
 # Expectation -> its configuration, for the expectation objects of one validation call (_memoised_configurations).
 _CONFIGURATIONS: ContextVar[dict[int, tuple[Any, Any]] | None] = ContextVar("gx_configurations", default=None)
+# Metric kwargs (by their values' identities) -> GX's id for them, in the same call (_install_configuration_memo).
+_METRIC_IDS: ContextVar[dict[tuple[Any, ...], tuple[Any, Any]] | None] = ContextVar("gx_metric_ids", default=None)
+# Set while a column group's own frame is validated: GX need not fingerprint that frame (_install_configuration_memo).
+_GROUP_FRAME: ContextVar[bool] = ContextVar("gx_group_frame", default=False)
 
 
 class ValidationRunError(RuntimeError):
@@ -942,22 +946,29 @@ def _validate_fast_passes(
 
 
 def _install_configuration_memo() -> None:
-    """Let GX build each expectation's configuration once per validation call, not once per use.
+    """Let GX do its per-expectation bookkeeping once per validation call, not once per use.
 
-    GX's ``Expectation.configuration`` is a property that rebuilds an
-    ``ExpectationConfiguration`` from a pydantic ``.dict()`` on every access,
-    and a validation reads it ~30 times per expectation (dependencies, metric
-    kwargs, result format, the result itself) on expectation objects GX creates
-    for that call with ``to_domain_obj()``. That was ~38 % of the customers
-    suite's CPU per 10k-row batch. No GX setting caches it, hence this wrapper:
-    inside :func:`_memoised_configurations` (our validation passes only) an
-    expectation object returns the configuration it built first; everywhere
-    else, and for objects GX did not create in that call, GX's property runs
-    as before. GX does not change an expectation object within a validation
-    call (its parameter substitution works on deep copies of configurations),
-    which ``tests/expectations/test_runner_two_pass.py`` checks against GX's
-    own, unmemoised run.
+    What GX repeats within one call, measured on the customers suite (10k-row batches, cProfile):
+
+    * ``Expectation.configuration`` is a property that rebuilds an ``ExpectationConfiguration`` from a
+      pydantic ``.dict()`` on every access, read ~30 times per expectation (dependencies, metric kwargs,
+      result format, the result) on the objects GX makes for that call with ``to_domain_obj()``: ~38 % of
+      the CPU. Inside :func:`_memoised_configurations` an expectation object returns the configuration it
+      built first.
+    * ``IDDict.to_id`` serialises a metric's kwargs to JSON and hashes them each time a
+      ``MetricConfiguration`` is made (the 249 country codes of one rule, every time): ~18 % of what was
+      left. Inside the same scope kwargs holding the very same value objects get the id computed first.
+    * Each column group's validator fingerprints its frame (``hash_pandas_dataframe``), ~10 % of what was
+      left, though only the whole batch's fingerprint reaches a result (its meta): the groups' frames are
+      not fingerprinted (:data:`_GROUP_FRAME`).
+
+    No GX setting does any of this, hence the wrappers. Outside our validation passes GX's own code runs as
+    before. GX changes neither an expectation object nor a metric's kwargs within a call (its parameter
+    substitution works on deep copies), and ``tests/expectations/test_runner_two_pass.py`` checks the result
+    against GX's own, unmemoised run.
     """
+    from great_expectations.core.id_dict import IDDict
+    from great_expectations.execution_engine import pandas_execution_engine
     from great_expectations.expectations.expectation import Expectation
 
     original = Expectation.__dict__["configuration"]
@@ -979,14 +990,47 @@ def _install_configuration_memo() -> None:
     configuration.memoised_by_drymix = True  # type: ignore[attr-defined]
     Expectation.configuration = property(configuration, doc=original.__doc__)  # type: ignore[method-assign,assignment]
 
+    compute_id = IDDict.to_id
+
+    def to_id(self: Any, id_keys: Any = None, id_ignore_keys: Any = None) -> Any:
+        memo = _METRIC_IDS.get()
+        if memo is None or id_keys is not None or id_ignore_keys is not None:
+            return compute_id(self, id_keys, id_ignore_keys)
+        key = (type(self), *((k, id(v)) for k, v in self.items()))
+        hit = memo.get(key)
+        if hit is not None:
+            return hit[1]
+        value = compute_id(self)
+        memo[key] = (list(self.values()), value)  # holding the values keeps their ids theirs within the call
+        return value
+
+    IDDict.to_id = to_id  # type: ignore[method-assign]
+
+    fingerprint = pandas_execution_engine.hash_pandas_dataframe
+
+    def hash_pandas_dataframe(df: Any) -> Any:
+        return None if _GROUP_FRAME.get() else fingerprint(df)
+
+    pandas_execution_engine.hash_pandas_dataframe = hash_pandas_dataframe
+
 
 @contextmanager
 def _memoised_configurations() -> Iterator[None]:
-    token = _CONFIGURATIONS.set({})
+    token, ids = _CONFIGURATIONS.set({}), _METRIC_IDS.set({})
     try:
         yield
     finally:
+        _METRIC_IDS.reset(ids)
         _CONFIGURATIONS.reset(token)
+
+
+@contextmanager
+def _group_frame() -> Iterator[None]:
+    token = _GROUP_FRAME.set(True)
+    try:
+        yield
+    finally:
+        _GROUP_FRAME.reset(token)
 
 
 def _validate_two_passes(
@@ -1025,11 +1069,13 @@ def _validate_two_passes(
             else validator_for(gx_frame[list(group.columns)], _CHEAP_RESULT_FORMAT)
         )
         # GX's public API validates one expectation or a whole suite; the method
-        # both use takes a list, so a group runs as one metric graph.
-        found = validator._validate_expectation_configs(
-            expectation_configs=[e.configuration for e in group.expectations],
-            expectation_parameters=suite_parameters,
-        )
+        # both use takes a list, so a group runs as one metric graph. A group's own
+        # frame is not fingerprinted (its batch is built here, on first use).
+        with _group_frame() if validator is not whole else nullcontext():
+            found = validator._validate_expectation_configs(
+                expectation_configs=[e.configuration for e in group.expectations],
+                expectation_parameters=suite_parameters,
+            )
         _state.cheap_evaluations += len(found)
         rerun = _complete_clean_results(registration, found)
         if rerun is None:

@@ -266,26 +266,50 @@ def test_memoised_configurations_change_nothing_in_gx_results() -> None:
     build = Expectation.__dict__["configuration"].fget
     assert getattr(build, "memoised_by_drymix", False)
 
-    class CountingMemo(dict[int, Any]):
+    class CountingMemo(dict[Any, Any]):
         hits = 0
 
-        def get(self, key: int, default: Any = None) -> Any:
+        def get(self, key: Any, default: Any = None) -> Any:
             found = super().get(key, default)
             self.hits += found is not None
             return found
 
+    class CountingIds(CountingMemo):
+        pass
+
     plain = _single_complete_run(frame)
-    memo = CountingMemo()
-    token = runner._CONFIGURATIONS.set(memo)
+    memo, ids = CountingMemo(), CountingIds()
+    tokens = runner._CONFIGURATIONS.set(memo), runner._METRIC_IDS.set(ids)
     try:
         memoised = _single_complete_run(frame)
     finally:
-        runner._CONFIGURATIONS.reset(token)
+        runner._METRIC_IDS.reset(tokens[1])
+        runner._CONFIGURATIONS.reset(tokens[0])
     assert _comparable(memoised) == _comparable(plain)
     assert memoised.statistics == plain.statistics
     # GX makes several objects per expectation in one call and reads each one's configuration again and again.
     assert len(memo) >= SUITE_SIZE
     assert memo.hits >= 2 * len(memo)
+    assert ids.hits >= len(ids) > 0  # metric kwargs built from the same values get their id once
     with runner._memoised_configurations():
-        assert runner._CONFIGURATIONS.get() == {}
-    assert runner._CONFIGURATIONS.get() is None  # outside a validation call GX's property runs as before
+        assert runner._CONFIGURATIONS.get() == {} and runner._METRIC_IDS.get() == {}
+    assert runner._CONFIGURATIONS.get() is None and runner._METRIC_IDS.get() is None  # outside a call GX runs as before
+
+
+def test_only_the_whole_batch_is_fingerprinted_not_each_column_groups_frame(monkeypatch: pytest.MonkeyPatch) -> None:
+    runner.reset()
+    frame = _dirty_frame()
+    validate_frame("customers", frame)
+    hashed: list[int] = []
+    real = pd.util.hash_pandas_object
+
+    def counting(obj: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(obj, pd.DataFrame):
+            hashed.append(obj.shape[1])
+        return real(obj, *args, **kwargs)
+
+    monkeypatch.setattr(pd.util, "hash_pandas_object", counting)
+    validate_frame("customers", frame, run_name="fingerprinted-once")
+    assert hashed == [frame.shape[1]]
+    (retained,) = runner._state.runs["fingerprinted-once"].results
+    assert retained.result.meta["batch_markers"]["pandas_data_fingerprint"]
