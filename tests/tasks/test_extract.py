@@ -6,6 +6,7 @@ from typing import Any, cast
 
 import orjson
 import pandas as pd
+import pytest
 
 from connectors.core.base import Connector, Stream
 from connectors.core.paging import Page, PagePosition
@@ -77,3 +78,54 @@ def test_read_keys_count_distinct_keys_across_batches() -> None:
     assert len(keys) == 4
     assert keys.as_frozenset() == {"a", "b", "c", "é"}
     assert keys.array().tolist() == sorted(k.encode() for k in ("a", "b", "c", "é"))
+
+
+def test_the_next_page_is_fetched_while_this_one_is_mapped_one_request_at_a_time_in_order() -> None:
+    import threading
+
+    pages = [[{"id": f"{p}-{i}"} for i in range(3)] for p in range(4)]
+    fetching = [threading.Event() for _ in pages]
+    in_flight: list[int] = []
+    fetched: list[int] = []
+
+    class SlowSource(_FixedPages):
+        def fetch_page(self, stream: Stream, position: PagePosition) -> Page:
+            n = int(position.url)
+            in_flight.append(n)
+            assert len(in_flight) == 1, "one request at a time"
+            fetching[n].set()
+            fetched.append(n)
+            in_flight.pop()
+            return super().fetch_page(stream, position)
+
+    overlapped: list[bool] = []
+
+    def mapper(records: list[dict[str, Any]]) -> pd.DataFrame:
+        page = int(records[0]["id"].split("-")[0])
+        if page + 1 < 3:  # the batch holds 3 pages: pages 1 and 2 are asked for while 0 and 1 are mapped
+            overlapped.append(fetching[page + 1].wait(timeout=10))
+        return one_row_each(records)
+
+    batch = read_batch(cast(Connector, SlowSource(pages)), STREAM, PagePosition("0"), 3, mapper)
+    assert overlapped == [True, True]
+    assert fetched == [0, 1, 2], "in order, and not past the batch's last page"
+    assert batch.pages == 3 and batch.read == 9 and batch.next == PagePosition("3")
+    assert batch.frame is not None and list(batch.frame["thing"]) == [r["id"] for page in pages[:3] for r in page]
+
+
+def test_a_failed_fetch_of_the_next_page_fails_the_batch_after_this_page_was_mapped() -> None:
+    class FailingSource(_FixedPages):
+        def fetch_page(self, stream: Stream, position: PagePosition) -> Page:
+            if position.url == "1":
+                raise ConnectionError("the source hung up")
+            return super().fetch_page(stream, position)
+
+    mapped: list[int] = []
+
+    def mapper(records: list[dict[str, Any]]) -> pd.DataFrame:
+        mapped.append(len(records))
+        return one_row_each(records)
+
+    with pytest.raises(ConnectionError, match="hung up"):
+        read_batch(cast(Connector, FailingSource([[{"id": "a"}], [{"id": "b"}]])), STREAM, PagePosition("0"), 5, mapper)
+    assert mapped == [1]
