@@ -274,11 +274,8 @@ def test_memoised_configurations_change_nothing_in_gx_results() -> None:
             self.hits += found is not None
             return found
 
-    class CountingIds(CountingMemo):
-        pass
-
     plain = _single_complete_run(frame)
-    memo, ids = CountingMemo(), CountingIds()
+    memo, ids = CountingMemo(), CountingMemo()
     tokens = runner._CONFIGURATIONS.set(memo), runner._METRIC_IDS.set(ids)
     try:
         memoised = _single_complete_run(frame)
