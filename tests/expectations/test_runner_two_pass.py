@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 from typing import Any
 
@@ -124,11 +125,10 @@ def test_two_passes_give_exactly_the_result_of_one_complete_pass() -> None:
     assert _comparable(retained.result) == _comparable(runner._compact(reference))
     assert retained.result.statistics == reference.statistics
     assert retained.result.success == reference.success
-    # The whole batch's meta (fingerprint included), not a column group's.
+    # The whole batch's meta, not a column group's; its fingerprint is ours (_content_fingerprint), not GX's.
     for key in ("great_expectations_version", "batch_spec", "active_batch_definition"):
         assert retained.result.meta[key] == reference.meta[key]
-    fingerprint = "pandas_data_fingerprint"
-    assert retained.result.meta["batch_markers"][fingerprint] == reference.meta["batch_markers"][fingerprint]
+    assert re.fullmatch(r"[0-9a-f]{32}", retained.result.meta["batch_markers"]["pandas_data_fingerprint"])
     assert retained.result.batch_id == reference.batch_id
 
 
@@ -275,11 +275,12 @@ def test_memoised_configurations_change_nothing_in_gx_results() -> None:
             return found
 
     plain = _single_complete_run(frame)
-    memo, ids = CountingMemo(), CountingMemo()
-    tokens = runner._CONFIGURATIONS.set(memo), runner._METRIC_IDS.set(ids)
+    memo, ids, masks = CountingMemo(), CountingMemo(), CountingMemo()
+    tokens = runner._CONFIGURATIONS.set(memo), runner._METRIC_IDS.set(ids), runner._NULL_MASKS.set(masks)
     try:
         memoised = _single_complete_run(frame)
     finally:
+        runner._NULL_MASKS.reset(tokens[2])
         runner._METRIC_IDS.reset(tokens[1])
         runner._CONFIGURATIONS.reset(tokens[0])
     assert _comparable(memoised) == _comparable(plain)
@@ -288,9 +289,26 @@ def test_memoised_configurations_change_nothing_in_gx_results() -> None:
     assert len(memo) >= SUITE_SIZE
     assert memo.hits >= 2 * len(memo)
     assert ids.hits >= len(ids) > 0  # metric kwargs built from the same values get their id once
+    # Each object column's nulls once, whatever GX asks: no more masks than the frame has object columns.
+    assert 0 < len(masks) <= (frame.dtypes == object).sum() and masks.hits >= len(masks)
     with runner._memoised_configurations():
-        assert runner._CONFIGURATIONS.get() == {} and runner._METRIC_IDS.get() == {}
-    assert runner._CONFIGURATIONS.get() is None and runner._METRIC_IDS.get() is None  # outside a call GX runs as before
+        assert runner._CONFIGURATIONS.get() == {} and runner._METRIC_IDS.get() == {} and runner._NULL_MASKS.get() == {}
+    # outside a call GX runs as before
+    assert runner._CONFIGURATIONS.get() is None and runner._METRIC_IDS.get() is None and runner._NULL_MASKS.get() is None
+
+
+def test_a_memoised_null_mask_is_the_callers_own_and_follows_the_buffer() -> None:
+    runner.reset()
+    validate_frame("customers", _dirty_frame())  # installs the memo
+    column = pd.Series(["a", None, "c"], dtype=object)
+    with runner._memoised_configurations():
+        first = column.isnull()
+        first.iloc[0] = True  # a caller writing to its mask changes no one else's
+        assert column.isnull().tolist() == [False, True, False]
+        assert column.notnull().tolist() == [True, False, True]
+        other = pd.Series([None, "b", None], dtype=object)  # same shape, another buffer
+        assert other.isnull().tolist() == [True, False, True]
+        assert len(runner._NULL_MASKS.get() or {}) == 2
 
 
 def test_only_the_whole_batch_is_fingerprinted_not_each_column_groups_frame(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -298,15 +316,29 @@ def test_only_the_whole_batch_is_fingerprinted_not_each_column_groups_frame(monk
     frame = _dirty_frame()
     validate_frame("customers", frame)
     hashed: list[int] = []
-    real = pd.util.hash_pandas_object
+    real = runner._content_fingerprint
 
-    def counting(obj: Any, *args: Any, **kwargs: Any) -> Any:
-        if isinstance(obj, pd.DataFrame):
-            hashed.append(obj.shape[1])
-        return real(obj, *args, **kwargs)
+    def counting(df: pd.DataFrame) -> str:
+        hashed.append(df.shape[1])
+        return real(df)
 
-    monkeypatch.setattr(pd.util, "hash_pandas_object", counting)
+    monkeypatch.setattr(runner, "_content_fingerprint", counting)
+    monkeypatch.setattr(pd.util, "hash_pandas_object", lambda *a, **k: pytest.fail("GX's fingerprint ran"))
     validate_frame("customers", frame, run_name="fingerprinted-once")
     assert hashed == [frame.shape[1]]
     (retained,) = runner._state.runs["fingerprinted-once"].results
-    assert retained.result.meta["batch_markers"]["pandas_data_fingerprint"]
+    assert retained.result.meta["batch_markers"]["pandas_data_fingerprint"] == real(frame)
+
+
+def test_the_fingerprint_follows_the_values_labels_and_columns() -> None:
+    frame = _dirty_frame()
+    same = runner._content_fingerprint(frame.copy())
+    assert runner._content_fingerprint(frame) == same
+    changed = frame.copy()
+    changed.iloc[3, 0] = f"{changed.iloc[3, 0]}x"
+    relabelled = frame.copy()
+    relabelled.index = relabelled.index + 1
+    renamed = frame.rename(columns={frame.columns[0]: "other"})
+    stamps = pd.DataFrame({"at": pd.to_datetime([0, 1], unit="s", utc=True), "n": [1.5, None]})
+    later = stamps.assign(at=stamps["at"] + pd.Timedelta(seconds=1))
+    assert len({same, *map(runner._content_fingerprint, (changed, relabelled, renamed, stamps, later))}) == 6
