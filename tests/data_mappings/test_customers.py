@@ -105,3 +105,23 @@ def test_the_mapping_selects_every_field_it_reads_and_expands_every_path_to_them
         "to_BusinessPartnerAddress/to_MobilePhoneNumber",
     )
     assert source_expand(["a/b/c/Field", "a/Other", "Flat"]) == ("a", "a/b", "a/b/c")
+
+
+def test_edm_times_read_as_arrays_equal_the_one_value_reading() -> None:
+    from data_mappings.customers import _edm_seconds, _parse_edm_time, _read_edm
+
+    values = [
+        "PT09H30M33S", "PT00H00M00S", "PT99H99M99S", "PT23H59M59S",  # SAP's own form
+        "PT9H30M33S", "PT09H30M33.5S", "PT14H", "PT30M", "PT05S", "PT", "PT09H30M33SX", " PT09H30M33S",  # other widths
+        "PT0AH30M33S", "PT09X30M33S", "PT09H30M3/S", "PT\u0661\u0662H00M00S", "pt09h30m33s",  # look alike, are not
+        None, float("nan"), 36000, True, ["PT09H30M33S"], "",
+    ]
+    series = pd.Series(values, dtype=object)
+    spans, bad = _parse_edm_time(series)
+    seconds, known, unreadable = _read_edm(series, _edm_seconds, float)
+    expected = pd.to_timedelta(pd.arrays.FloatingArray(seconds, ~known), unit="s")
+    assert spans.isna().tolist() == list(~known)
+    assert spans[known].tolist() == list(expected[known])
+    assert bad.tolist() == unreadable.tolist()
+    assert spans[0] == pd.Timedelta(hours=9, minutes=30, seconds=33) and spans[2] == pd.Timedelta(seconds=99 * 3600 + 99 * 60 + 99)
+    assert bad[[12, 13, 14, 16, 17 + 2, 17 + 4]].all() and not bad[[17, 18]].any()
