@@ -38,7 +38,11 @@ def _database_of_this_worker(url: str) -> str:
     return parsed.set(database=name).render_as_string(hide_password=False)
 
 
-os.environ["DATABASE_URL"] = _database_of_this_worker(os.environ.get("DATABASE_URL") or f"sqlite:///{_TMP / 'hub.db'}")
+# The URL the suite was given (empty: SQLite), kept apart from the one this process uses: pytest-xdist's workers
+# inherit the controller's environment, and taking its DATABASE_URL (its own temporary SQLite file) would put
+# both workers on one file (migrations racing, "database is locked", each other's rows).
+_GIVEN_URL = os.environ.setdefault("DRYMIX_TESTS_GIVEN_DATABASE_URL", os.environ.get("DATABASE_URL", ""))
+os.environ["DATABASE_URL"] = _database_of_this_worker(_GIVEN_URL or f"sqlite:///{_TMP / 'hub.db'}")
 os.environ["PREFECT_HOME"] = str(_TMP / "prefect")
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ["GX_ANALYTICS_ENABLED"] = "false"
