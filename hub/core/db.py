@@ -8,7 +8,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 from hub.core.settings import ROOT, HubSettings, get_settings
@@ -112,6 +112,19 @@ def engine_for(url: str) -> Engine:
             return connection_class.connect(*cargs, **cparams)
 
     return engine
+
+
+def lock_for_write(conn: Connection) -> None:
+    """Serialise a read-then-write transaction, as `SELECT ... FOR UPDATE` of its row does on PostgreSQL.
+
+    SQLite has no row locks, and Python's sqlite3 starts a transaction only at its first write: two
+    transactions can read the same row before either writes, and both act on what they read. On SQLite this
+    takes the database's write lock at once (`BEGIN IMMEDIATE`, the transaction's first statement), so a
+    concurrent one waits (the busy timeout) and then reads what this one committed. Nothing on PostgreSQL:
+    lock the row there (`with_for_update()`).
+    """
+    if conn.dialect.name == "sqlite" and not conn.connection.dbapi_connection.in_transaction:  # type: ignore[union-attr]
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def get_engine() -> Engine:
