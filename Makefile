@@ -31,7 +31,7 @@ chromium:
 ## The whole test suite (SQLite by default; DATABASE_URL=postgresql+psycopg://... for PostgreSQL).
 test: install chromium
 	$(BIN)/ruff check .
-	$(BIN)/mypy hub connectors data_mappings expectations tasks flows sandbox
+	$(BIN)/mypy --explicit-package-bases hub connectors data_mappings expectations tasks flows sandbox bench
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile
 
@@ -61,7 +61,7 @@ lint: install
 	$(BIN)/lint-imports
 
 typecheck: install
-	$(BIN)/mypy hub connectors data_mappings expectations tasks flows sandbox
+	$(BIN)/mypy --explicit-package-bases hub connectors data_mappings expectations tasks flows sandbox bench
 
 ## The plan's performance table against the simulators over real HTTP (and OPC UA), ~3 min, into the database named
 ## by DATABASE_URL (its SAP row is bench/sap_writeback.py). The engine benchmarks run on their own: bench/sap_sync.py

@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -116,7 +117,7 @@ async def measure(url: str) -> dict[str, float]:
     }
 
 
-async def _loop_reads(plant: object, tags: list[object], count: int) -> None:
+async def _loop_reads(plant: object, tags: Sequence[object], count: int) -> None:
     for _ in range(count):
         await plant.read_tags(tags)  # type: ignore[attr-defined]
 

@@ -157,7 +157,7 @@ def pull_child(page_size: int) -> None:
     """Runs inside a fresh process: read every page the sync would read, parse it, keep nothing."""
     import orjson
 
-    from connectors.core.paging import dig
+    from connectors.core.paging import PagePosition, dig
     from hub.runtime.connections import build_sap_connector
     from hub.systems.sap import CUSTOMERS
 
@@ -165,7 +165,7 @@ def pull_child(page_size: int) -> None:
     connector = build_sap_connector(page_size=page_size)
     http = connector.client.http  # the connector's pooled client (basic auth, base URL), without budget or metrics
     try:
-        position = connector.start(stream, None)  # a full read: the first URL and keyset state as the sync's
+        position: PagePosition | None = connector.start(stream, None)  # a full read: the first URL and keyset state as the sync's
         rows = pages = 0
         started = time.perf_counter()
         while position is not None:

@@ -18,7 +18,7 @@ import abc
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, Self
 
 from connectors.core.client import IntegrationClient
 from connectors.core.errors import IntegrationError, InvalidRequest, SyncFailed, classify_exception
@@ -124,7 +124,7 @@ class Connector(Integration, abc.ABC):
     def close(self) -> None:
         self.client.close()
 
-    def __enter__(self) -> Connector:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
