@@ -70,6 +70,18 @@ def test_partitioned_full_sync_loads_what_one_process_loads(sap_http: SapSandbox
     assert cursor() == partitioned_watermark
 
 
+def test_the_runs_retry_count_holds_the_retries_each_partition_made_in_its_own_process(sap_http: SapSandbox) -> None:
+    # Every 3rd request of the second key range (its filter has a lower bound) answers 503 once; that partition's
+    # connector retries it, in the partition's process. Never two in a row: each 503 is one retry.
+    sap_http.faults.update({"error_5xx_every_n": 3, "only_where": "BusinessPartner ge '"})
+    summary = run(page_size=250, partitions=2)
+    fired = sap_http.faults.snapshot()["stats"]["fired"]["error_5xx"]
+    sap_http.faults.clear()
+    assert fired >= 2
+    assert summary["retries"] == fired
+    assert summary["extracted"] == PARTNERS and cursor() is not None
+
+
 def test_a_failed_partition_is_its_own_unit_and_the_watermark_waits_for_its_rerun(sap_http: SapSandbox) -> None:
     from hub.ledger.retry_units import rerun
 
