@@ -1703,23 +1703,30 @@ def _json_safe(value: Any) -> Any:
     return str(value)
 
 
-def export_run(run_name: str | None) -> list[tuple[str, dt.datetime, str | None, Any]]:
-    """This process's retained results of `run_name` (suite, run time, batch id, compact result), to hand to the
-    process that builds the run's Data Docs: a run whose batches were validated in several processes (the sync
-    engine's partitions, tasks/partitions.py) still gets ONE report naming every failing row."""
+def export_run(run_name: str | None) -> list[tuple[Any, ...]]:
+    """This process's retained results of `run_name` (suite, run time, batch id, compact result, the first failing
+    rows sampled per rule, dataset), to hand to the process that builds the run's Data Docs: a run whose batches were
+    validated in several processes (the sync engine's partitions, tasks/partitions.py) still gets ONE report naming
+    every failing row, by its record key as a one-process run names it."""
     record = _state.runs.get(run_name) if run_name else None
     if record is None:
         return []
     return [
-        (str(r.key.expectation_suite_identifier.name), r.key.run_id.run_time, r.key.batch_identifier, r.result)
+        (str(r.key.expectation_suite_identifier.name), r.key.run_id.run_time, r.key.batch_identifier, r.result,
+         dict(r.samples), r.dataset)
         for r in record.results
     ]
 
 
-def import_run(run_name: str, exported: list[tuple[str, dt.datetime, str | None, Any]]) -> int:
+def import_run(run_name: str, exported: list[tuple[Any, ...]]) -> int:
     """Retain results another process exported (`export_run`) under `run_name`, each under a fresh key of this process
-    (run times of two processes can be equal, and equal keys would overwrite each other's pages); how many."""
-    for suite_name, run_time, batch_id, result in exported:
+    (run times of two processes can be equal, and equal keys would overwrite each other's pages); how many.
+    An export of four fields (no samples, no dataset) is still read: its report rows fall back to GX's own sample."""
+    for suite_name, run_time, batch_id, result, *rest in exported:
+        samples, dataset = (*rest, {}, None)[:2]
         key = _result_key(suite_name, _next_run_id(run_name, run_time), batch_id)
-        _retain(run_name, suite_name, key, result, stored=False)
+        _retain(run_name, suite_name, key, result, stored=False, dataset=dataset)
+        record = _state.runs.get(run_name)
+        if samples and record is not None and record.results and record.results[-1].result is result:
+            record.results[-1].samples.update(samples)
     return len(exported)

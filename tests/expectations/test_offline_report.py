@@ -236,6 +236,34 @@ def test_rows_without_a_declared_key_are_named_by_batch_and_row(docs_dir: Path) 
     assert "table-level rule" in table and "<code>5</code>" in table and "drymix quarantine" not in table
 
 
+def test_a_run_validated_in_several_processes_names_its_rows_by_record_key(docs_dir: Path) -> None:
+    """Partitions validate in their own processes and hand their results to the run (tasks/partitions.py): the one
+    report still names each failing row by its record key, as a one-process run does."""
+    import pickle
+
+    exported = []
+    for part in (1, 2):  # each partition's process, under its own run name here
+        frame = make_customer_frame(20, start=part * 100)
+        frame["country"] = "XX"
+        validate_frame("customers", frame, run_name=f"part-{part}")
+        exported.append(pickle.loads(pickle.dumps(runner.export_run(f"part-{part}"))))  # as it crosses processes
+    for part in exported:
+        runner.import_run("parted-run", part)
+    report = Path(build_data_docs(docs_dir, run_name="parted-run", quarantine=quarantine_target)).read_text(encoding="utf-8")
+
+    section = _rule_section(report, "expect_column_values_to_be_in_set(country)")
+    sample = re.findall(r"<tr><td><code>([^<]+)</code></td><td><code>([^<]+)</code></td></tr>", section)
+    first = make_customer_frame(20, start=100)["customer_id"].head(runner.REPORT_SAMPLE_SIZE)
+    assert sample == [(key, "XX") for key in first]
+    assert "40 row(s) refused" in section
+
+    # An export from before samples travelled (four fields) still imports: its rows are named by batch and row.
+    runner.import_run("old-export-run", [item[:4] for item in exported[0]])
+    old = Path(build_data_docs(docs_dir, run_name="old-export-run", quarantine=quarantine_target)).read_text(encoding="utf-8")
+    rows = re.findall(r"<tr><td><code>([^<]+)</code></td>", _rule_section(old, "expect_column_values_to_be_in_set(country)"))
+    assert rows and all(row.startswith("batch 1") for row in rows)
+
+
 @pytest.mark.parametrize(
     ("validated", "filters", "key"),
     [
