@@ -21,7 +21,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from connectors.core.redact import redact_text
-from hub.core.db import get_engine
+from hub.core.db import get_engine, lock_for_write
 from hub.core.models import WebhookEvent, WebhookRejection, WebhookStatus, WebhookToken
 from hub.ingress.security import Reason
 
@@ -259,6 +259,8 @@ def claim_received(
     if conn.dialect.name == "postgresql":
         # Concurrent drainers skip each other's rows instead of waiting or processing them twice.
         query = query.with_for_update(skip_locked=True)
+    else:
+        lock_for_write(conn)  # SQLite: a second drainer waits for the first's commit, then finds its events processed
     events = [_to_event(row) for row in conn.execute(query)]
     if events:
         conn.execute(
@@ -274,6 +276,8 @@ def claim_event(conn: Connection, inbox_id: int) -> InboxEvent | None:
     query = select(WebhookEvent.__table__).where(WebhookEvent.id == inbox_id)
     if conn.dialect.name == "postgresql":
         query = query.with_for_update()
+    else:
+        lock_for_write(conn)
     row = conn.execute(query).first()
     if row is None:
         return None

@@ -99,6 +99,33 @@ def test_claim_then_mark_processed_or_failed(db: str) -> None:
     assert processed.event_id == "evt_1"
 
 
+def test_concurrent_drainers_never_claim_the_same_event(db: str) -> None:
+    """PostgreSQL: each skips the rows the other locked. SQLite (no row locks): the second waits for the first's
+    commit and finds its events processed. Before, on SQLite both claimed and applied all ten."""
+    import threading
+
+    write_to_database([_event(f"evt_{n}") for n in range(10)], [])
+    claimed: dict[str, list[int]] = {}
+    start = threading.Barrier(2)
+
+    def drain(name: str) -> None:
+        start.wait()
+        with get_engine().begin() as conn:
+            events = claim_received(conn, provider="razorpay", limit=10)
+            claimed[name] = [e.id for e in events]
+            time.sleep(0.3)  # applying them, while the other drainer runs
+            mark_processed(conn, [e.id for e in events])
+
+    threads = [threading.Thread(target=drain, args=(name,)) for name in ("a", "b")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert not set(claimed["a"]) & set(claimed["b"])
+    assert len(claimed["a"]) + len(claimed["b"]) == 10
+    assert list_events() == [] and len(list_events(status="processed")) == 10
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

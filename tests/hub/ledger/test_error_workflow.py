@@ -221,6 +221,38 @@ def test_a_claimed_unit_is_not_taken_twice(workflow: None) -> None:
     assert due_error_ids() == []
 
 
+def test_two_workers_claiming_at_once_take_the_unit_once(workflow: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The row lock (PostgreSQL) or the database's write lock (SQLite) makes the second claim read the first's lease."""
+    import threading
+    import time
+
+    import hub.ledger.retry_units as retry_units
+
+    error_id = failed_page()
+    make_due(error_id)
+    real = retry_units.has_rerun_handler
+
+    def slow_check(unit: Mapping[str, Any]) -> bool:
+        time.sleep(0.3)  # inside the claim's transaction, after it read the row: the other worker runs meanwhile
+        return real(unit)
+
+    monkeypatch.setattr(retry_units, "has_rerun_handler", slow_check)
+    start = threading.Barrier(2)
+    claims: list[Any] = []
+
+    def claim(worker: str) -> None:
+        start.wait()
+        claims.append(claim_for_rerun(error_id, by=worker))
+
+    threads = [threading.Thread(target=claim, args=(worker,)) for worker in ("worker-a", "worker-b")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert len(claims) == 2 and sum(c is not None for c in claims) == 1
+    assert get_error(error_id).attempts == 1
+
+
 def test_errors_without_a_rerunnable_unit_are_not_queued(workflow: None) -> None:
     no_unit = record_error(SyncFailed("whole run failed"), integration="widgets", dataset="widgets")
     invalid = record_error(InvalidRequest("bad filter", status_code=400), integration="widgets", dataset="widgets", unit={"kind": KIND, "page": 1})
