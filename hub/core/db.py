@@ -6,9 +6,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, Select, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 from hub.core.settings import ROOT, HubSettings, get_settings
@@ -125,6 +125,19 @@ def lock_for_write(conn: Connection) -> None:
     """
     if conn.dialect.name == "sqlite" and not conn.connection.dbapi_connection.in_transaction:  # type: ignore[union-attr]
         conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+_Query = TypeVar("_Query", bound=Select[Any])
+
+
+def for_update(conn: Connection, query: _Query, *, skip_locked: bool = False) -> _Query:
+    """`query`, its rows locked for the rest of the transaction: `FOR UPDATE` on PostgreSQL (`SKIP LOCKED` with
+    `skip_locked`: concurrent callers take different rows); on SQLite, which has no row locks, the database's write
+    lock taken now (`lock_for_write`): a concurrent caller waits for this transaction and reads what it committed."""
+    if conn.dialect.name == "postgresql":
+        return query.with_for_update(skip_locked=skip_locked)
+    lock_for_write(conn)
+    return query
 
 
 def get_engine() -> Engine:

@@ -21,7 +21,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from connectors.core.redact import redact_text
-from hub.core.db import get_engine, lock_for_write
+from hub.core.db import for_update, get_engine
 from hub.core.models import WebhookEvent, WebhookRejection, WebhookStatus, WebhookToken
 from hub.ingress.security import Reason
 
@@ -256,12 +256,9 @@ def claim_received(
         query = query.where(WebhookEvent.provider == provider)
     if providers is not None:
         query = query.where(WebhookEvent.provider.in_(list(providers)))
-    if conn.dialect.name == "postgresql":
-        # Concurrent drainers skip each other's rows instead of waiting or processing them twice.
-        query = query.with_for_update(skip_locked=True)
-    else:
-        lock_for_write(conn)  # SQLite: a second drainer waits for the first's commit, then finds its events processed
-    events = [_to_event(row) for row in conn.execute(query)]
+    # Concurrent drainers never process an event twice: on PostgreSQL they skip each other's rows; on SQLite the
+    # second waits for the first's commit and finds its events processed.
+    events = [_to_event(row) for row in conn.execute(for_update(conn, query, skip_locked=True))]
     if events:
         conn.execute(
             update(WebhookEvent)
@@ -273,12 +270,7 @@ def claim_received(
 
 def claim_event(conn: Connection, inbox_id: int) -> InboxEvent | None:
     """Lock one stored event by its inbox id, whatever its status, and count the attempt (a rerun of one event)."""
-    query = select(WebhookEvent.__table__).where(WebhookEvent.id == inbox_id)
-    if conn.dialect.name == "postgresql":
-        query = query.with_for_update()
-    else:
-        lock_for_write(conn)
-    row = conn.execute(query).first()
+    row = conn.execute(for_update(conn, select(WebhookEvent.__table__).where(WebhookEvent.id == inbox_id))).first()
     if row is None:
         return None
     conn.execute(update(WebhookEvent).where(WebhookEvent.id == inbox_id).values(attempts=WebhookEvent.attempts + 1))

@@ -38,7 +38,7 @@ from connectors.core.errors import (
     is_database_unavailable,
 )
 from connectors.core.redact import mask_known_secrets, redact_mapping, redact_text
-from hub.core.db import get_engine, lock_for_write, session_scope
+from hub.core.db import for_update, get_engine, session_scope
 from hub.core.models import (
     ErrorEventAction,
     ErrorStatus,
@@ -584,11 +584,8 @@ def event_as_dict(event: IntegrationErrorEvent) -> dict[str, Any]:
 
 
 def _locked(session: Session, error_id: int) -> IntegrationErrorRow:
-    query = select(IntegrationErrorRow).where(IntegrationErrorRow.id == error_id)
-    if _is_pg(session):
-        query = query.with_for_update()
-    else:
-        lock_for_write(session.connection())  # SQLite: two claims of one due error take turns, the second sees the lease
+    # Two claims of one due error take turns (SQLite: the database's write lock): the second sees the first's lease.
+    query = for_update(session.connection(), select(IntegrationErrorRow).where(IntegrationErrorRow.id == error_id))
     row = session.scalars(query).first()
     if row is None:
         raise ErrorNotFound(f"no integration_errors row #{error_id}")

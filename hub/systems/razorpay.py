@@ -275,7 +275,7 @@ def confirm_checkout(order_id: str, payment_id: str, signature: str, *, fetch: b
     caps the callbacks at that rate, and the signature is already the proof. `connector`: the configured
     one when None (a missing key secret raises AuthenticationFailed rather than refusing every callback).
     """
-    from hub.core.db import get_engine, lock_for_write
+    from hub.core.db import for_update, get_engine
 
     engine = engine or get_engine()
     owned = connector is None
@@ -292,11 +292,8 @@ def confirm_checkout(order_id: str, payment_id: str, signature: str, *, fetch: b
                     return _refuse(order_id, payment_id, signature, f"Razorpay says payment {payment_id} belongs to order {payment.get('order_id')!r}",
                                    "PAYMENT_ORDER_MISMATCH")
         with engine.begin() as conn:
-            lock_for_write(conn)  # SQLite: identical callbacks racing wait here, not after both have read the row
-            query = select(PAYMENTS).where(PAYMENTS.c.order_id == order_id)
-            if conn.dialect.name == "postgresql":
-                query = query.with_for_update()
-            found = conn.execute(query).first()
+            # Identical callbacks racing take turns here (SQLite: the database's write lock), not after both read the row.
+            found = conn.execute(for_update(conn, select(PAYMENTS).where(PAYMENTS.c.order_id == order_id))).first()
             row = dict(found._mapping) if found is not None else None
             verdict = _verdict(row, order_id, payment_id, signature, rzp)
             if verdict is None and row is not None:

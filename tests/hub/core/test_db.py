@@ -54,3 +54,20 @@ def test_inside_a_transaction_that_already_wrote_it_does_nothing(tmp_path: Path)
         lock_for_write(conn)  # the transaction holds the write lock already: no second BEGIN
         assert conn.execute(text("SELECT count(*) FROM t")).scalar_one() == 1
     engine.dispose()
+
+
+def test_for_update_locks_rows_on_postgresql_and_the_database_on_sqlite(db: str) -> None:
+    from sqlalchemy import select
+
+    from hub.core.db import for_update, get_engine
+    from hub.core.models import WebhookEvent
+
+    with get_engine().begin() as conn:
+        query = for_update(conn, select(WebhookEvent.id), skip_locked=True)
+        sql = str(query.compile(dialect=conn.dialect))
+        if conn.dialect.name == "postgresql":
+            assert "FOR UPDATE SKIP LOCKED" in sql
+        else:
+            assert "FOR UPDATE" not in sql  # SQLite has no such clause: the transaction holds the write lock instead
+            assert conn.connection.dbapi_connection.in_transaction  # type: ignore[union-attr]
+        conn.execute(query).all()
