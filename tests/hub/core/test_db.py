@@ -71,3 +71,30 @@ def test_for_update_locks_rows_on_postgresql_and_the_database_on_sqlite(db: str)
             assert "FOR UPDATE" not in sql  # SQLite has no such clause: the transaction holds the write lock instead
             assert conn.connection.dbapi_connection.in_transaction  # type: ignore[union-attr]
         conn.execute(query).all()
+
+
+def test_a_write_lock_held_past_the_busy_timeout_is_a_database_outage_and_changes_nothing(tmp_path: Path) -> None:
+    """Another process holding SQLite's write lock too long: the waiting transaction fails as DATABASE_UNAVAILABLE
+    (retried like any outage) before it read or wrote anything."""
+    from sqlalchemy.exc import OperationalError
+
+    from connectors.core.errors import is_database_unavailable
+
+    engine = create_engine(f"sqlite:///{tmp_path / 'lock.db'}", connect_args={"timeout": 0.2})
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE counter (n INTEGER NOT NULL)")
+        conn.exec_driver_sql("INSERT INTO counter VALUES (0)")
+    with engine.connect() as holder:
+        holder.exec_driver_sql("BEGIN IMMEDIATE")  # the other writer, holding on
+        try:
+            with engine.begin() as conn:
+                lock_for_write(conn)
+                conn.execute(text("UPDATE counter SET n = n + 1"))
+        except OperationalError as exc:
+            assert is_database_unavailable(exc) and "locked" in str(exc)
+        else:
+            raise AssertionError("the write lock was taken while another transaction held it")
+        holder.exec_driver_sql("ROLLBACK")
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT n FROM counter")).scalar_one() == 0
+    engine.dispose()
