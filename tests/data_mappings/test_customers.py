@@ -125,3 +125,23 @@ def test_edm_times_read_as_arrays_equal_the_one_value_reading() -> None:
     assert bad.tolist() == unreadable.tolist()
     assert spans[0] == pd.Timedelta(hours=9, minutes=30, seconds=33) and spans[2] == pd.Timedelta(seconds=99 * 3600 + 99 * 60 + 99)
     assert bad[[12, 13, 14, 16, 17 + 2, 17 + 4]].all() and not bad[[17, 18]].any()
+
+
+def test_row_hashes_are_the_values_pandas_gives_and_the_table_stores() -> None:
+    """`row_hash` is stored in `customers`: hashing text columns without factorizing must not change one value."""
+    from data_mappings.customers import HASHED_COLUMNS, _hash_rows
+
+    frame = mapped(*(partner(i) for i in range(1, 40)))
+    frame.loc[3, "email"] = None
+    frame.loc[4, "email"] = float("nan")
+    frame.loc[5, "name"] = pd.NA
+    frame.loc[6, "city"] = ""
+    frame.loc[7, "name"] = "Śrī Gaṇeśa Traders 🧱"
+    frame.loc[8, "city"] = frame.loc[9, "city"]  # a repeated value: one category under factorizing
+    frame.loc[10, "gstin"] = "1"  # text that looks like a number
+    expected = pd.util.hash_pandas_object(frame[HASHED_COLUMNS], index=False).to_numpy()
+    assert (_hash_rows(frame[HASHED_COLUMNS]) == expected).all()
+    # A column that is not text and missing values alone goes pandas' own way, with the same values.
+    mixed = pd.DataFrame({"a": pd.Series([1, "1", True, None, 1.0], dtype=object), "b": ["x", None, "y", "x", "z"]})
+    assert (_hash_rows(mixed) == pd.util.hash_pandas_object(mixed, index=False).to_numpy()).all()
+    assert len(_hash_rows(frame[HASHED_COLUMNS].iloc[:0])) == 0
