@@ -1356,14 +1356,16 @@ def _retain(
     *,
     stored: bool,
     dataset: str | None = None,
+    samples: dict[int, list[_Sample]] | None = None,
 ) -> None:
-    """Keep a compact result for the run's Data Docs, evicting the oldest over the cap."""
+    """Keep a compact result for the run's Data Docs (with failing rows already sampled from it, `samples`), evicting
+    the oldest over the cap."""
     record = _state.runs.get(run_name)
     if record is None:
         record = _state.runs[run_name] = _RunRecord(run_name=run_name)
     _state.runs.move_to_end(run_name)
     record.suites.add(suite_name)
-    record.results.append(_RetainedResult(key=key, result=result, stored=stored, dataset=dataset))
+    record.results.append(_RetainedResult(key=key, result=result, stored=stored, samples=dict(samples or {}), dataset=dataset))
     _state.retained += 1
     while _state.retained > MAX_RETAINED_RESULTS:
         oldest_name, oldest = next(iter(_state.runs.items()))
@@ -1725,8 +1727,5 @@ def import_run(run_name: str, exported: list[tuple[Any, ...]]) -> int:
     for suite_name, run_time, batch_id, result, *rest in exported:
         samples, dataset = (*rest, {}, None)[:2]
         key = _result_key(suite_name, _next_run_id(run_name, run_time), batch_id)
-        _retain(run_name, suite_name, key, result, stored=False, dataset=dataset)
-        record = _state.runs.get(run_name)
-        if samples and record is not None and record.results and record.results[-1].result is result:
-            record.results[-1].samples.update(samples)
+        _retain(run_name, suite_name, key, result, stored=False, dataset=dataset, samples=samples)
     return len(exported)

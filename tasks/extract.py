@@ -187,20 +187,20 @@ def _map_page(batch: ExtractedBatch, stream: Stream, records: list[dict[str, Any
     """One page's records mapped, placed after the batch's earlier records; their keys and bytes kept."""
     clock, cpu = time.perf_counter(), time.thread_time()
     offset = batch.read
-    with paused_gc():
-        frame = mapper(records)
-        if record_column is not None:
-            positions = set(frame[record_column].tolist())
-            if positions != set(range(len(records))):
-                raise ValueError(f"mapping of {stream.name} returned rows for {len(positions)} of {len(records)} records")
-            frame[record_column] = frame[record_column] + offset
-            frame.index = range(batch.rows, batch.rows + len(frame))
-        elif len(frame) != len(records):
-            raise ValueError(f"mapping of {stream.name} returned {len(frame)} rows for {len(records)} records")
-        else:
-            frame.index = range(offset, offset + len(frame))
-        batch.keys.extend(_key(r, stream.primary_key) for r in records)
-        batch.raw.add_page(records)
+    # The collector is paused already, for the whole read (read_batch).
+    frame = mapper(records)
+    if record_column is not None:
+        positions = set(frame[record_column].tolist())
+        if positions != set(range(len(records))):
+            raise ValueError(f"mapping of {stream.name} returned rows for {len(positions)} of {len(records)} records")
+        frame[record_column] = frame[record_column] + offset
+        frame.index = range(batch.rows, batch.rows + len(frame))
+    elif len(frame) != len(records):
+        raise ValueError(f"mapping of {stream.name} returned {len(frame)} rows for {len(records)} records")
+    else:
+        frame.index = range(offset, offset + len(frame))
+    batch.keys.extend(_key(r, stream.primary_key) for r in records)
+    batch.raw.add_page(records)
     batch.rows += len(frame)
     batch.map_seconds += time.perf_counter() - clock
     batch.map_cpu_seconds += time.thread_time() - cpu
