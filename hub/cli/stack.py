@@ -76,6 +76,7 @@ def stack_up(
     console.print(
         f"[green]✓[/green] work pool {report.work_pool}; rate limits {', '.join(report.rate_limits)}; "
         f"Secret blocks {', '.join(report.secret_blocks) or '(none)'}; deployments {', '.join(report.deployments)}"
+        + (f"; automations {', '.join(report.automations)}" if report.automations else "")
     )
     dropped = _drop_missed_runs(plan.api_url)
     if dropped:
@@ -267,6 +268,8 @@ def deploy_apply(
     if report.secret_blocks:
         console.print(f"[green]✓[/green] Secret blocks {', '.join(report.secret_blocks)}")
     console.print(f"[green]✓[/green] deployments {', '.join(report.deployments)}")
+    if report.automations:
+        console.print(f"[green]✓[/green] automations {', '.join(report.automations)}")
 
 
 def smoke(

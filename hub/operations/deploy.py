@@ -16,7 +16,7 @@ import re
 import subprocess
 import sys
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -302,8 +302,8 @@ def secret_block_names() -> dict[str, str]:
 def secrets_from_environment(settings: HubSettings) -> dict[str, str]:
     """Block name -> value for every secret setting that is set in this environment (or .env)."""
     values = {}
-    for field, block in secret_block_names().items():
-        value = getattr(settings, field).get_secret_value()
+    for setting, block in secret_block_names().items():
+        value = getattr(settings, setting).get_secret_value()
         if value:
             values[block] = value
     return values
@@ -333,6 +333,59 @@ def ensure_work_pool(client: Any, name: str = WORK_POOL) -> None:
             client.create_work_pool(WorkPoolCreate(name=name, type="process"))
         except ObjectAlreadyExists:
             pass  # a starting worker (`prefect worker start --type process`) created it meanwhile
+
+
+ZOMBIE_AUTOMATION = "drymix: crash zombie flow runs"
+MISSED_HEARTBEATS = 3  # heartbeats a run may miss before it is marked Crashed (Prefect Cloud's managed default)
+
+
+def zombie_automation(heartbeat_s: int) -> Any:
+    """Prefect's "crash zombie flows" automation ("How to detect and respond to zombie flows"): a flow run whose
+    heartbeats stopped (its worker was killed, its machine died) for `MISSED_HEARTBEATS` intervals, with no state
+    change meanwhile, is marked Crashed instead of staying Running forever."""
+    from datetime import timedelta
+
+    from prefect.client.schemas.objects import StateType
+    from prefect.events.actions import ChangeFlowRunState
+    from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
+    from prefect.events.schemas.events import ResourceSpecification
+
+    return AutomationCore(
+        name=ZOMBIE_AUTOMATION,
+        description=f"A flow run without a heartbeat or a state change for {MISSED_HEARTBEATS} x {heartbeat_s} s is marked "
+                    "Crashed (docs/background-jobs.md: what each job does after a crash).",
+        trigger=EventTrigger(
+            after={"prefect.flow-run.heartbeat"},
+            expect={"prefect.flow-run.*"},  # a heartbeat or any state, custom state names included
+            match=ResourceSpecification({"prefect.resource.id": ["prefect.flow-run.*"]}),
+            for_each={"prefect.resource.id"},
+            posture=Posture.Proactive,
+            threshold=1,
+            within=timedelta(seconds=MISSED_HEARTBEATS * heartbeat_s),
+        ),
+        actions=[ChangeFlowRunState(state=StateType.CRASHED,
+                                    message=f"Flow run marked Crashed: no heartbeat for {MISSED_HEARTBEATS * heartbeat_s} s.")],
+    )
+
+
+def ensure_zombie_automation(client: Any) -> str | None:
+    """The zombie-run automation on the server, for the heartbeat interval flow runs send (PREFECT_FLOWS_HEARTBEAT_FREQUENCY,
+    180 s by default): created, or replaced when its definition changed. None when heartbeats are off (nothing to
+    watch)."""
+    from prefect.settings import get_current_settings
+
+    heartbeat_s = get_current_settings().flows.heartbeat_frequency
+    if heartbeat_s is None:
+        return None
+    wanted = zombie_automation(int(heartbeat_s))
+    existing = client.read_automations_by_name(ZOMBIE_AUTOMATION)
+    fields = ("trigger", "actions", "enabled", "description")
+    if len(existing) == 1 and all(getattr(existing[0], f) == getattr(wanted, f) for f in fields):
+        return ZOMBIE_AUTOMATION
+    for automation in existing:  # a changed interval (or a duplicate): one automation, the current definition
+        client.delete_automation(automation.id)
+    client.create_automation(wanted)
+    return ZOMBIE_AUTOMATION
 
 
 def register_deployments(api_url: str, *, env: dict[str, str] | None = None, timeout_s: float = 600) -> str:
@@ -376,11 +429,12 @@ class BootstrapReport:
     rate_limits: list[str]
     secret_blocks: list[str]
     deployments: list[str]
+    automations: list[str] = field(default_factory=list)
 
 
 def bootstrap(api_url: str, *, secrets: dict[str, str] | None = None, deploy: bool = True) -> BootstrapReport:
-    """Everything a Prefect server needs to run the hub: the work pool, the rate limits, the Secret blocks
-    (`secrets`: block name -> value), and the deployments of prefect.yaml."""
+    """Everything a Prefect server needs to run the hub: the work pool, the rate limits, the zombie-run automation,
+    the Secret blocks (`secrets`: block name -> value), and the deployments of prefect.yaml."""
     from prefect.client.orchestration import get_client
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
@@ -390,9 +444,10 @@ def bootstrap(api_url: str, *, secrets: dict[str, str] | None = None, deploy: bo
         with get_client(sync_client=True) as client:
             ensure_work_pool(client)
             limits = ensure_rate_limits(client)
+            zombie = ensure_zombie_automation(client)
         blocks = save_secret_blocks(secrets or {})
     deployed = []
     if deploy:
         register_deployments(api_url)
         deployed = [d.full_name for d in declared_deployments()]
-    return BootstrapReport(api_url, WORK_POOL, [spec.name for spec in limits], blocks, deployed)
+    return BootstrapReport(api_url, WORK_POOL, [spec.name for spec in limits], blocks, deployed, [zombie] if zombie else [])
