@@ -6,7 +6,12 @@ from typing import Any
 
 import pytest
 
-from hub.operations.deploy import MISSED_HEARTBEATS, ZOMBIE_AUTOMATION, ensure_zombie_automation, zombie_automation
+from hub.operations.deploy import (
+    MISSED_HEARTBEATS,
+    ZOMBIE_AUTOMATION,
+    ensure_zombie_automation,
+    zombie_automation,
+)
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
