@@ -154,7 +154,9 @@ def datasets(as_json: Annotated[bool, typer.Option("--json", help="one JSON obje
     console.print(table)
 
 
-def run_dataset(dataset: Dataset, *, full_refresh: bool, partitions: int = 1, cluster: str | None = None) -> dict[str, Any]:
+def run_dataset(
+    dataset: Dataset, *, full_refresh: bool, partitions: int = 1, cluster: str | None = None, batch_pages: int | None = None
+) -> dict[str, Any]:
     """Run the dataset's flow now in this process, then write this run's call measurements."""
     from hub.monitoring.health import stop_flusher
     from hub.runtime.prefect_runtime import run_flow_quietly  # sets Prefect's defaults before Prefect loads
@@ -169,6 +171,10 @@ def run_dataset(dataset: Dataset, *, full_refresh: bool, partitions: int = 1, cl
         if not dataset.partitioned:
             raise ValueError(f"{dataset.name} cannot split its read into partitions")
         parameters.update(partitions=max(partitions, 1), cluster=cluster)
+    if batch_pages is not None:
+        if not dataset.partitioned:
+            raise ValueError(f"{dataset.name} reads batches of its configured size")
+        parameters["batch_pages"] = batch_pages
 
     try:
         summary: dict[str, Any] = run_flow_quietly(flow, **parameters)
@@ -190,12 +196,15 @@ def _print_figures(dataset: Dataset, summary: dict[str, Any]) -> None:
         console.print(f"integration_errors rows: {summary['error_ids']} (`drymix errors list --integration {dataset.integration}`)")
 
 
-def _run_and_print(dataset: Dataset, *, full_refresh: bool, as_json: bool, partitions: int = 1, cluster: str | None = None) -> None:
+def _run_and_print(
+    dataset: Dataset, *, full_refresh: bool, as_json: bool, partitions: int = 1, cluster: str | None = None,
+    batch_pages: int | None = None,
+) -> None:
     from hub.cli.errors import where_the_failure_is
 
     try:
         with console.status(f"running {dataset.name}...") if not as_json else nullcontext():
-            summary = run_dataset(dataset, full_refresh=full_refresh, partitions=partitions, cluster=cluster)
+            summary = run_dataset(dataset, full_refresh=full_refresh, partitions=partitions, cluster=cluster, batch_pages=batch_pages)
     except Exception as exc:  # noqa: BLE001 - the flow recorded the error row (or spooled it); say where and exit non-zero
         err_console.print(f"[red]{dataset.name} failed:[/red] {exc}")
         err_console.print(
@@ -227,9 +236,11 @@ def _sync_command(dataset: Dataset) -> Callable[..., None]:
         full_refresh: Annotated[bool, typer.Option("--full-refresh", help="ignore the watermark and read everything")] = False,
         partitions: Annotated[int, typer.Option("--partitions", min=1, help="split a full read into N key ranges read in parallel processes")] = 1,
         cluster: Annotated[str | None, typer.Option("--cluster", help="run the partitions on this Dask scheduler (tcp://host:8786)")] = None,
+        batch_pages: Annotated[int | None, typer.Option("--batch-pages", min=1, help="pages per batch (default: the integration's batch_pages; docs/scaling.md for large loads)")] = None,
         as_json: JsonOpt = False,
     ) -> None:
-        _run_and_print(dataset, full_refresh=full_refresh, as_json=as_json, partitions=partitions, cluster=cluster)
+        _run_and_print(dataset, full_refresh=full_refresh, as_json=as_json, partitions=partitions, cluster=cluster,
+                       batch_pages=batch_pages)
 
     command = partitioned if dataset.partitioned else refreshable if dataset.full_refresh_parameter is not None else plain
     command.__doc__ = f"{dataset.description} (also `drymix {dataset.command}`)" if dataset.command else dataset.description

@@ -269,14 +269,21 @@ def test_sync_dataset_runs_the_flow_and_full_refresh_only_where_there_is_one(db:
     from sandbox.core import running_server
     from sandbox.sap import SapSandbox
 
-    with running_server(SapSandbox(partners=40, seed=3)) as base:
+    with running_server(SapSandbox(partners=40, seed=3, max_page_size=10)) as base:
         env = {"SAP_BASE_URL": f"{base}/sap/opu/odata/sap/API_BUSINESS_PARTNER/"}
         result = drymix("sync", "sap.customers", "--full-refresh", "--json", env=env)
+        # A large load's batch size (docs/scaling.md): one page a batch here, where the configured 10 read all at once.
+        paged = drymix("sync", "sap.customers", "--full-refresh", "--batch-pages", "1", "--json", env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads(result.stdout.strip().splitlines()[-1])
-    assert (summary["mode"], summary["extracted"]) == ("full", 40)
+    assert (summary["mode"], summary["extracted"], summary["batches"]) == ("full", 40, 1)
+    assert paged.returncode == 0, paged.stderr[-3000:]
+    summary = json.loads(paged.stdout.strip().splitlines()[-1])
+    assert (summary["extracted"], summary["batches"]) == (40, summary["pages"]) and summary["pages"] >= 4
     refused = drymix("sync", "plant_opcua.plant", "--full-refresh", env={"COLUMNS": "200"})  # it keeps no watermark to ignore
     assert refused.returncode == 2 and "No such option: --full-refresh" in refused.stderr
+    refused = drymix("sync", "plant_opcua.plant", "--batch-pages", "2", env={"COLUMNS": "200"})
+    assert refused.returncode == 2 and "No such option: --batch-pages" in refused.stderr
 
 
 # --- THE metrics test: every dataset in a fresh process reaches call_metrics and `drymix health` ----------
