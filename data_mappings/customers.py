@@ -546,6 +546,7 @@ def _hash_rows(frame: pd.DataFrame) -> np.ndarray:
         from pandas.core.util.hashing import combine_hash_arrays  # private: another pandas may move it
     except ImportError:
         return pd.util.hash_pandas_object(frame, index=False).to_numpy(dtype=np.uint64)
+
     def column(series: pd.Series) -> np.ndarray:
         values = series._values
         if isinstance(values, np.ndarray) and values.dtype == object and infer_dtype(values, skipna=True) in ("string", "empty"):

@@ -30,8 +30,10 @@ def test_the_automation_is_registered_once_for_the_heartbeat_interval_runs_send(
         for automation in _registered(client):
             client.delete_automation(automation.id)
         assert ensure_zombie_automation(client) == ZOMBIE_AUTOMATION
+        [created] = _registered(client)
         assert ensure_zombie_automation(client) == ZOMBIE_AUTOMATION  # a second deploy changes nothing
         [automation] = _registered(client)
+        assert automation.id == created.id
         trigger = automation.trigger
         assert trigger.after == {"prefect.flow-run.heartbeat"} and trigger.expect == {"prefect.flow-run.*"}
         assert trigger.posture == Posture.Proactive and trigger.for_each == {"prefect.resource.id"}
