@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -42,6 +43,16 @@ def plan(ref: str, hours: int = 0, **kw: Any) -> None:
     fields.update(kw)
     with session_scope() as session:
         save_schedule(session, ref, by="erp:planner", **fields)
+
+
+def after_the_erp_edit_of(ref: str) -> None:
+    """Wait until a person's edit can be stamped after the ERP's last edit of `ref`. Google stamps `updated` to the
+    millisecond, the ERP to the microsecond, and within one millisecond the rule gives the tie to the ERP
+    (data_mappings/schedules.py `_later_writer`): a person who edits later does so in a later millisecond."""
+    edited = schedule(ref).updated_at
+    later = edited.replace(microsecond=edited.microsecond // 1000 * 1000) + timedelta(milliseconds=1)
+    while datetime.now(UTC) < later:
+        time.sleep(0.0005)
 
 
 def schedule(ref: str) -> Schedule:
@@ -95,6 +106,7 @@ def test_conflict_times_from_the_later_mover_and_content_from_the_erp(sandbox: G
     plan("SV-9", kind="site_visit")
     run()
     plan("SV-9", kind="site_visit", title="Site visit: slab check")  # the ERP edits first...
+    after_the_erp_edit_of("SV-9")
     sandbox.person_edits(CALENDAR, event_id_for("SV-9"), action="move", minutes=120)  # ...a person moves it later
     result = run()
     assert result["pull"]["conflicts"] == 1
