@@ -419,7 +419,9 @@ def _recur_open_validation_failure(error: IntegrationError, *, integration: str,
             .order_by(IntegrationErrorRow.id.desc())
             .limit(1)
         )
-        row = session.scalars(for_update(session.connection(), query)).first()
+        if _is_pg(session):
+            query = query.with_for_update()
+        row = session.scalars(query).first()
         if row is None:
             return None
         before = row.response_data or {}
@@ -489,13 +491,15 @@ def resolve_if_quarantine_closed(session: Session, error_id: int, *, actor: str,
     )
     if still_open is not None:
         return False
-    # As `session.get(..., with_for_update=...)` did: the row read again under the lock, not the identity map's copy.
-    locked = select(IntegrationErrorRow).where(IntegrationErrorRow.id == error_id).execution_options(populate_existing=True)
-    row = session.scalars(for_update(session.connection(), locked)).first()
+    row = session.get(IntegrationErrorRow, error_id, with_for_update=_is_pg(session))
     if row is None or row.status == ErrorStatus.RESOLVED.value:
         return False
     _resolve(session, row, actor=actor, reason=reason, now=now)
     return True
+
+
+def _is_pg(session: Session) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
 
 
 # --- reading ------------------------------------------------------------------------------------------
@@ -642,7 +646,9 @@ def resolve_open_errors(integration: str, dataset: str, *, note: str, categories
             IntegrationErrorRow.status.in_([ErrorStatus.PENDING.value, ErrorStatus.RETRYING.value]),
             IntegrationErrorRow.error_type.in_(categories),
         )
-        rows = list(session.scalars(for_update(session.connection(), query, skip_locked=True)))
+        if _is_pg(session):
+            query = query.with_for_update(skip_locked=True)
+        rows = list(session.scalars(query))
         for row in rows:
             _resolve(session, row, actor=actor, reason=note, now=now)
         return len(rows)
