@@ -337,6 +337,14 @@ def apply_batch(dataset: str, spec: PullStream, records: list[dict[str, Any]], c
         return spec.apply(conn, records, cursor, context)
 
 
+def pages_per_batch(spec: PullStream, integration_pages: int, requested: int | None = None,
+                    resume: Mapping[str, Any] | None = None) -> int:
+    """A read's pages per batch: a rerun's recorded size, else the one asked for (`--batch-pages`), else the
+    dataset's own (its code's, then its configuration's), else the integration's configured `batch_pages`."""
+    configured = spec.configured_batch_pages() if spec.configured_batch_pages is not None else None
+    return int((resume or {}).get("batch_pages") or requested or spec.batch_pages or configured or integration_pages)
+
+
 def run_pull(
     spec: PullStream,
     *,
@@ -356,7 +364,7 @@ def run_pull(
     run = DatasetRun(spec.integration, spec.dataset, spec.flow_name, resume=resume)
     logger = run.logger
     config = integration_config(spec.integration)
-    batch_pages = int((resume or {}).get("batch_pages") or batch_pages or spec.batch_pages or config.batch_pages)
+    batch_pages = pages_per_batch(spec, config.batch_pages, batch_pages, resume)
     summary = RunSummary(integration=spec.integration, dataset=spec.dataset, flow_run_id=run.run_id)
     first_batch = int(resume.get("batch") or resume.get("page") or 1) if resume is not None else 1
     options = RunOptions(full_refresh=full_refresh, page_size=page_size, parameters=parameters)
@@ -581,6 +589,7 @@ def _load_mapped(
         quarantine = quarantine_rows(outcome, frame, raw_of=lambda label: batch.source_record(record_of(label)),
                                      key_of=lambda label: batch.keys[record_of(label)],
                                      record_column=grouped, row_name=_row_name(frame, spec.row_label))
+        batch.raw.close_page()  # the refused records are read; the load asks again only for a row the database refuses
         clock = summary.timed("validate", clock)
         cpu = summary.cpu_timed("validate", cpu)
     else:  # the empty page that ends $top/$skip paging: nothing to validate

@@ -82,6 +82,10 @@ class RawRecords:
             self._open = (page, lz4.block.decompress(self._blobs[page]))
         return self._open[1][int(ends[i - 1]) if i else 0 : int(ends[i])]
 
+    def close_page(self) -> None:
+        """Drop the page kept decompressed (~3 MB): asked for again, it is decompressed again."""
+        self._open = None
+
     def clear(self) -> None:
         self._blobs.clear()
         self._ends.clear()

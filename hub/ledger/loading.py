@@ -405,8 +405,8 @@ def _pg_copy_upsert(
         cur.execute(
             f'CREATE TEMP TABLE IF NOT EXISTS "{stage}" (LIKE "{table.name}" INCLUDING DEFAULTS) ON COMMIT DELETE ROWS'
         )
-        with cur.copy(f'COPY "{stage}" ({cols}) FROM STDIN') as copy:
-            for chunk in chunks:
+        with cur.copy(f'COPY "{stage}" ({cols}) FROM STDIN') as copy, paused_gc():
+            for chunk in chunks:  # joined as it is written (copy_chunks)
                 copy.write(chunk)
         sets = ", ".join(f'"{c}" = EXCLUDED."{c}"' for c in updatable)
         conflict = ", ".join(f'"{k}"' for k in key)

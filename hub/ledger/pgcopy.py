@@ -14,7 +14,8 @@ in hub/ledger/loading.py isolates the row as it did; JSON columns are written as
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
+from itertools import islice
 from typing import Any
 
 import numpy as np
@@ -26,7 +27,7 @@ from psycopg.adapt import PyFormat, Transformer
 NULL = "\\N"
 _SEP = "\x00"  # joins a column's values to escape them in one pass: no text value can hold it (refused first)
 NUL_REFUSED = "PostgreSQL text fields cannot contain NUL (0x00) bytes"  # psycopg's own message (types/string.py)
-ROWS_PER_WRITE = 5_000
+ROWS_PER_WRITE = 1_000  # ~1 MB of COPY text a write (business partners): a write's text and its bytes are what is held
 
 
 def copy_chunks(
@@ -38,23 +39,30 @@ def copy_chunks(
     json_text: Callable[[Any], str],
     plain_values: Callable[[pd.Series], list[Any]],
     cursor: psycopg.Cursor[Any],
-) -> list[str]:
+) -> Iterator[str]:
     """`frame[columns]` as COPY text, `ROWS_PER_WRITE` lines a chunk (a `copy.write` each).
 
-    Built whole before anything is sent: a value psycopg would refuse (a NUL character) raises before the
-    COPY starts. `timestamp_columns` are those whose table column is a timestamp or a date (any other keeps
+    Every column is encoded when this is called, before anything is sent: a value psycopg would refuse (a NUL
+    character) raises before the COPY starts. The chunks are then joined one at a time, as they are written:
+    a batch's whole COPY text (~0.9 KB a partner) and its lines never sit in memory at once.
+    `timestamp_columns` are those whose table column is a timestamp or a date (any other keeps
     `str(datetime)`, the text it got before); `plain_values(series)` is the value list `write_row` was given
     (hub/ledger/loading.py `frame_rows`), for JSON columns and the columns encoded value by value.
     """
     if not columns or frame.empty:
-        return []
+        return iter(())
     encoded = [
         _encode_column(frame[name], json=name in json_columns, timestamp=name in timestamp_columns,
                        json_text=json_text, plain_values=plain_values, cursor=cursor)
         for name in columns
     ]
-    lines = list(map("\t".join, zip(*encoded, strict=True)))
-    return ["\n".join(lines[start : start + ROWS_PER_WRITE]) + "\n" for start in range(0, len(lines), ROWS_PER_WRITE)]
+    return _joined_chunks(encoded, len(frame))
+
+
+def _joined_chunks(encoded: list[list[str]], rows: int) -> Iterator[str]:
+    lines = map("\t".join, zip(*encoded, strict=True))
+    for _ in range(0, rows, ROWS_PER_WRITE):
+        yield "\n".join(islice(lines, ROWS_PER_WRITE)) + "\n"
 
 
 def _encode_column(

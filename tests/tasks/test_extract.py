@@ -129,3 +129,15 @@ def test_a_failed_fetch_of_the_next_page_fails_the_batch_after_this_page_was_map
     with pytest.raises(ConnectionError, match="hung up"):
         read_batch(cast(Connector, FailingSource([[{"id": "a"}], [{"id": "b"}]])), STREAM, PagePosition("0"), 5, mapper)
     assert mapped == [1]
+
+
+def test_source_records_read_again_after_the_open_page_is_closed() -> None:
+    from tasks.extract import RawRecords
+
+    raw = RawRecords()
+    raw.add_page([{"id": "a", "n": 1}, {"id": "b", "n": 2}])
+    raw.add_page([{"id": "c", "n": 3}])
+    assert orjson.loads(raw[1]) == {"id": "b", "n": 2}
+    raw.close_page()  # what the run does once a batch's refused records are read
+    assert orjson.loads(raw[1]) == {"id": "b", "n": 2} and orjson.loads(raw[2]) == {"id": "c", "n": 3}
+    assert len(raw) == 3
