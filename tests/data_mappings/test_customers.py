@@ -145,3 +145,17 @@ def test_row_hashes_are_the_values_pandas_gives_and_the_table_stores() -> None:
     mixed = pd.DataFrame({"a": pd.Series([1, "1", True, None, 1.0], dtype=object), "b": ["x", None, "y", "x", "z"]})
     assert (_hash_rows(mixed) == pd.util.hash_pandas_object(mixed, index=False).to_numpy()).all()
     assert len(_hash_rows(frame[HASHED_COLUMNS].iloc[:0])) == 0
+
+
+def test_a_text_repeated_on_a_page_is_one_object_in_the_mapped_rows() -> None:
+    """A parsed page gives every partner its own copy of "IN" or "Pune"; the mapped rows keep one of each."""
+    import orjson
+
+    records = orjson.loads(orjson.dumps([partner(n) for n in range(1, 201)]))  # as a page is parsed: no shared strings
+    assert len({id(address(r)["Country"]) for r in records}) == 200
+    frame = mapped(*records)
+    for column in ("country", "city", "account_group", "language", "bp_grouping"):
+        values = frame[column].tolist()
+        assert len({id(v) for v in values}) == len(set(values)) == 1, column
+    assert frame["country"].tolist() == ["IN"] * 200 and frame["city"].tolist() == ["Pune"] * 200
+    assert frame["customer_id"].nunique() == 200  # distinct values stay distinct
