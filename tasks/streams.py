@@ -67,7 +67,10 @@ class PullStream:
     keep_cursor_on_resume: bool = True  # a rerun writes the watermark only if no run moved it meanwhile
     full_read_must_find: str | None = None  # message when a full read found nothing (EMPTY_DATASET)
     resolve: tuple[str, ...] = ALL_BUT_VALIDATION  # error categories a successful run resolves
-    batch_pages: int | None = None  # default: the integration's configured batch_pages
+    batch_pages: int | None = None  # default: the dataset's configured batch_pages, else the integration's
+    # The dataset's own configured pages per batch (SAP's sales orders: [sap.sales_orders] batch_pages), read at
+    # run time; None leaves the integration's.
+    configured_batch_pages: Callable[[], int | None] | None = None
     # Several mapped rows per source record (an order and its items): the frame column holding the record's
     # position in the batch. A row that fails validation, or that the database refuses, refuses every row of
     # its record; the record is quarantined once with all its rows' failed rules (each naming its row by

@@ -291,6 +291,7 @@ class SapSalesOrderOptions(BaseModel):
     base_url: str | None = Field(None, description="API_SALES_ORDER_SRV root; unset = beside the business-partner service")
     overlap_s: int = Field(300, ge=0, description="an incremental read re-reads this many seconds before the watermark")
     reconcile_after_h: float = Field(24.0, gt=0, description="a run is a full, reconciling read when the last one is older")
+    batch_pages: int | None = Field(None, ge=1, description="pages per batch of the sales-order read; unset = [sap] batch_pages")
     schedule_cron: str = "*/10 * * * *"
 
 

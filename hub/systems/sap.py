@@ -231,6 +231,12 @@ def mark_deleted_orders(conn: Connection, seen: frozenset[str], run_id: str | No
     return {"orders_marked_deleted": len(gone)}
 
 
+def _order_batch_pages() -> int | None:
+    from hub.core.settings import sap_sales_order_options
+
+    return sap_sales_order_options().batch_pages
+
+
 SALES_ORDERS = PullStream(
     integration="sap", dataset="sales_orders", flow_name="sync-sap-sales-orders", unit_kind=SAP_SALES_ORDERS_BATCH,
     operation="sync_sales_orders",
@@ -239,7 +245,7 @@ SALES_ORDERS = PullStream(
     connect=_connect_orders, plan=_plan_orders, next_cursor=next_order_cursor,
     map=map_sales_order_records, suite="sales_orders", table=_orders_table, key=("sales_order",),
     record_column="record", row_label="item", load=load_sales_orders, reconcile=mark_deleted_orders,
-    high_water=_latest_order_change, count=True,
+    high_water=_latest_order_change, count=True, configured_batch_pages=_order_batch_pages,
     full_read_must_find="SAP returned no sales orders for a full sync: check the communication user's authorisations "
     "for API_SALES_ORDER_SRV and that the service serves data",
 )
