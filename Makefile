@@ -26,7 +26,7 @@ demo: install
 
 ## Headless Chromium (Debian's package) renders /dashboard in the monitoring tests.
 chromium:
-	command -v chromium >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium)
+	command -v chromium >/dev/null || (apt-get -o DPkg::Lock::Timeout=600 update && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y chromium)
 
 ## The whole test suite (SQLite by default; DATABASE_URL=postgresql+psycopg://... for PostgreSQL).
 test: install chromium
