@@ -140,6 +140,25 @@ def for_update(conn: Connection, query: _Query, *, skip_locked: bool = False) ->
     return query
 
 
+def rows_for_update(session: Session, query: Select[Any], *, skip_locked: bool = False) -> list[Any]:
+    """The ORM rows `query` finds, locked for the rest of the transaction and read as last committed.
+
+    PostgreSQL: `FOR UPDATE` (`SKIP LOCKED` with `skip_locked`: a row another transaction holds is left to it).
+    SQLite has no row locks: the query first runs without one, and only when it finds rows is the database's
+    write lock taken (`lock_for_write`) and the rows read again under it, so a concurrent writer's commit is
+    what they are decided on. A caller with nothing to change (a successful run with no open error, the
+    common case) then neither waits for another process's write transaction nor holds one up: a lock taken
+    up front made every run's end queue behind any writer of the database.
+    """
+    conn = session.connection()
+    if conn.dialect.name == "postgresql":
+        return list(session.scalars(query.with_for_update(skip_locked=skip_locked).execution_options(populate_existing=True)))
+    if session.scalars(query).first() is None:
+        return []
+    lock_for_write(conn)
+    return list(session.scalars(query.execution_options(populate_existing=True)))
+
+
 def get_engine() -> Engine:
     return engine_for(get_settings().database_url)
 

@@ -38,7 +38,7 @@ from connectors.core.errors import (
     is_database_unavailable,
 )
 from connectors.core.redact import mask_known_secrets, redact_mapping, redact_text
-from hub.core.db import for_update, get_engine, session_scope
+from hub.core.db import for_update, get_engine, rows_for_update, session_scope
 from hub.core.models import (
     ErrorEventAction,
     ErrorStatus,
@@ -419,11 +419,10 @@ def _recur_open_validation_failure(error: IntegrationError, *, integration: str,
             .order_by(IntegrationErrorRow.id.desc())
             .limit(1)
         )
-        if _is_pg(session):
-            query = query.with_for_update()
-        row = session.scalars(query).first()
-        if row is None:
+        found = rows_for_update(session, query)  # two runs' failures recorded at once: one updates it after the other
+        if not found:
             return None
+        row = found[0]
         before = row.response_data or {}
         runs = int(before.get("runs") or 1) + 1
         row.error_message = redact_text(str(error.message))[:4000]
@@ -491,15 +490,12 @@ def resolve_if_quarantine_closed(session: Session, error_id: int, *, actor: str,
     )
     if still_open is not None:
         return False
-    row = session.get(IntegrationErrorRow, error_id, with_for_update=_is_pg(session))
+    found = rows_for_update(session, select(IntegrationErrorRow).where(IntegrationErrorRow.id == error_id))
+    row = found[0] if found else None
     if row is None or row.status == ErrorStatus.RESOLVED.value:
         return False
     _resolve(session, row, actor=actor, reason=reason, now=now)
     return True
-
-
-def _is_pg(session: Session) -> bool:
-    return session.get_bind().dialect.name == "postgresql"
 
 
 # --- reading ------------------------------------------------------------------------------------------
@@ -646,9 +642,8 @@ def resolve_open_errors(integration: str, dataset: str, *, note: str, categories
             IntegrationErrorRow.status.in_([ErrorStatus.PENDING.value, ErrorStatus.RETRYING.value]),
             IntegrationErrorRow.error_type.in_(categories),
         )
-        if _is_pg(session):
-            query = query.with_for_update(skip_locked=True)
-        rows = list(session.scalars(query))
+        # A row another run is resolving is left to it (PostgreSQL), or read again once it committed (SQLite).
+        rows = rows_for_update(session, query, skip_locked=True)
         for row in rows:
             _resolve(session, row, actor=actor, reason=note, now=now)
         return len(rows)

@@ -253,6 +253,45 @@ def test_two_workers_claiming_at_once_take_the_unit_once(workflow: None, monkeyp
     assert get_error(error_id).attempts == 1
 
 
+def test_a_run_resolving_errors_while_a_person_resolves_one_leaves_it_to_the_person(workflow: None) -> None:
+    """Resolved once, by whoever committed first: the run reads the row again under the lock (SQLite: once the
+    person's transaction committed) or leaves the locked row alone (PostgreSQL), not a second RESOLVED on top."""
+    import threading
+    import time
+
+    from hub.ledger.errors import _locked, _resolve, resolve_open_errors
+
+    error_id = failed_page()
+    results: list[int] = []
+
+    def later_run() -> None:
+        results.append(resolve_open_errors("widgets", "widgets", note="a later run synced widgets", categories=("SYNC_FAILED",), actor="flow:widgets"))
+
+    run = threading.Thread(target=later_run)
+    with session_scope() as session:
+        row = _locked(session, error_id)
+        _resolve(session, row, actor="asha", reason="fixed by hand", now=datetime.now(UTC))
+        session.flush()
+        run.start()
+        time.sleep(1.0)  # the run reads the row as still pending meanwhile (its committed state)
+    run.join(30)
+    assert results == [0]
+    resolved = [e for e in error_events(error_id) if e.action == "resolved"]
+    assert [(e.actor, e.reason) for e in resolved] == [("asha", "fixed by hand")]
+    assert get_error(error_id).resolved_by == "asha"
+
+
+def test_a_later_run_with_nothing_open_resolves_nothing_and_a_run_with_open_errors_resolves_them_once(workflow: None) -> None:
+    from hub.ledger.errors import resolve_open_errors
+
+    assert resolve_open_errors("widgets", "widgets", note="nothing open", categories=("SYNC_FAILED",)) == 0
+    first, second = failed_page(1), failed_page(2)
+    assert resolve_open_errors("widgets", "widgets", note="a later run synced widgets", categories=("SYNC_FAILED",)) == 2
+    assert resolve_open_errors("widgets", "widgets", note="again", categories=("SYNC_FAILED",)) == 0
+    for error_id in (first, second):
+        assert [e.reason for e in error_events(error_id) if e.action == "resolved"] == ["a later run synced widgets"]
+
+
 def test_errors_without_a_rerunnable_unit_are_not_queued(workflow: None) -> None:
     no_unit = record_error(SyncFailed("whole run failed"), integration="widgets", dataset="widgets")
     invalid = record_error(InvalidRequest("bad filter", status_code=400), integration="widgets", dataset="widgets", unit={"kind": KIND, "page": 1})
