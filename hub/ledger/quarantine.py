@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, cast
 from sqlalchemy import Connection, Table, select, update
 from sqlalchemy.orm import Session
 
-from hub.core.db import session_scope
+from hub.core.db import rows_for_update, session_scope
 from hub.core.models import ErrorEventAction, QuarantinedRecord, QuarantineStatus
 from hub.ledger.errors import add_event, resolve_if_quarantine_closed
 
@@ -279,10 +279,11 @@ class ReplayResult:
 
 
 def _open_rows(session: Session, **filters: Any) -> list[QuarantinedRecord]:
+    """The open rows the filters select, locked: a replay and a discard of the same rows (or two replays) take
+    turns, and the second finds them closed. PostgreSQL skips rows another transaction holds; SQLite reads them
+    again once the other committed (hub.core.db rows_for_update)."""
     query = _filtered(select(QuarantinedRecord).order_by(QuarantinedRecord.id), status=QuarantineStatus.QUARANTINED.value, since=None, **filters)
-    if session.get_bind().dialect.name == "postgresql":
-        query = query.with_for_update(skip_locked=True)
-    return list(session.scalars(query))
+    return rows_for_update(session, query, skip_locked=True)
 
 
 def _selectors_given(ids: Sequence[int] | None, error_id: int | None, integration: str | None, dataset: str | None, everything: bool) -> None:

@@ -111,6 +111,44 @@ def test_replay_after_a_suite_fix_loads_the_rows_that_now_pass_and_discard_close
     assert trail[-2:] == [("quarantine_discarded", "priya"), ("resolved", "priya")]
 
 
+def test_a_replay_of_rows_a_discard_is_closing_meanwhile_loads_none_of_them(
+    synced: int, email_rule_relaxed: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The replay waits for the discard's transaction (SQLite) or skips the rows it holds (PostgreSQL): a row
+    discarded by one person is never loaded into the ERP by another's replay that read it as still open."""
+    import threading
+    import time
+
+    import hub.ledger.quarantine as quarantine
+
+    loaded_before = customer_ids()
+    outcome: list[object] = []
+
+    def replay_meanwhile() -> None:
+        try:
+            outcome.append(replay(error_id=synced, by="ravi", reason="the e-mail rule was relaxed"))
+        except NothingSelected as exc:
+            outcome.append(exc)
+
+    other = threading.Thread(target=replay_meanwhile)
+    real_event = quarantine.add_event
+
+    def event_while_the_replay_starts(*args: object, **kwargs: object) -> object:
+        if threading.current_thread() is not other and not other.is_alive() and not outcome:
+            other.start()
+            time.sleep(1.0)  # inside the discard's transaction: the replay reads the rows as still open meanwhile
+        return real_event(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(quarantine, "add_event", event_while_the_replay_starts)
+    discarded = discard(error_id=synced, by="priya", reason="test partners created by the SAP team, never customers")
+    other.join(60)
+    assert discarded.discarded_ids and len(outcome) == 1 and isinstance(outcome[0], NothingSelected)
+    assert customer_ids() == loaded_before
+    with Session(get_engine()) as session:
+        statuses = set(session.scalars(select(QuarantinedRecord.status).where(QuarantinedRecord.error_id == synced)))
+    assert statuses == {"discarded"}
+
+
 def test_replay_that_fixes_every_row_resolves_the_error(synced: int, monkeypatch: pytest.MonkeyPatch) -> None:
     from expectations import runner
 
