@@ -138,3 +138,17 @@ def test_quarantine_list_show_and_discard(db: str) -> None:
     assert kept[0]["resolved_by"] == "priya" and "duplicate test partner" in kept[0]["resolution_note"]
     assert get_error(error_id).status == "resolved"
     assert orjson.loads(orjson.dumps(kept[0]["raw_record"])) == raw  # kept as it came
+
+
+def test_a_queued_retry_is_keyed_by_the_error_row_and_its_attempt_not_by_the_id_alone() -> None:
+    """Ids start again in a new or restored database the Prefect server outlived: error #1 of today is not error
+    #1 of last month, whose queued rerun Prefect would otherwise answer with (already finished)."""
+    from datetime import UTC, datetime
+
+    from hub.cli.errors import retry_job_key
+
+    then, now = datetime(2026, 11, 2, 8, 0, tzinfo=UTC), datetime(2026, 12, 5, 9, 30, 0, 123456, tzinfo=UTC)
+    assert retry_job_key(1, now, 0) == "1@20261205T093000123456/attempt-1"
+    assert retry_job_key(1, now, None) == retry_job_key(1, now, 0)  # asked twice before it ran: one run
+    assert retry_job_key(1, now, 1) == "1@20261205T093000123456/attempt-2"  # after it ran, the next is new
+    assert retry_job_key(1, then, 0) != retry_job_key(1, now, 0)

@@ -239,8 +239,9 @@ def test_cli_commands_queue_on_the_server_and_say_when_the_work_was_queued_befor
     from prefect.settings import PREFECT_API_URL
     from typer.testing import CliRunner
 
+    from hub.cli.errors import retry_job_key
     from hub.cli.main import app
-    from hub.ledger.errors import record_error
+    from hub.ledger.errors import get_error, record_error
     from hub.ledger.retry_units import WEBHOOK_EVENT
     from hub.systems.documents import enqueue_document
 
@@ -253,7 +254,9 @@ def test_cli_commands_queue_on_the_server_and_say_when_the_work_was_queued_befor
     again = runner.invoke(app, ["errors", "retry", str(error_id), "--queue", "--json"])
     queued, repeated = json.loads(first.stdout), json.loads(again.stdout)
     assert queued["created"] and not repeated["created"] and repeated["run_id"] == queued["run_id"]
-    assert queued["key"] == f"{error_id}/attempt-1" and _read_run(queued["run_id"]).parameters == {"error_ids": [error_id]}
+    assert queued["key"] == retry_job_key(error_id, get_error(error_id).created_at, 0)
+    assert queued["key"].startswith(f"{error_id}@") and queued["key"].endswith("/attempt-1")
+    assert _read_run(queued["run_id"]).parameters == {"error_ids": [error_id]}
 
     enqueue_document("INV-9", "ERP/Invoices", "inv-9.pdf", content=b"%PDF-9")
     upload = runner.invoke(app, ["m365", "upload", "--queue", "--json"])

@@ -35,6 +35,7 @@ def _client() -> Any:
 def test_a_rerun_queued_while_no_worker_runs_is_run_when_a_worker_starts(db: str, prefect_harness: None) -> None:
     from prefect.settings import PREFECT_API_URL
 
+    from hub.cli.errors import retry_job_key
     from hub.ledger.errors import get_error, record_error
     from hub.ledger.retry_units import WEBHOOK_EVENT
 
@@ -48,7 +49,9 @@ def test_a_rerun_queued_while_no_worker_runs_is_run_when_a_worker_starts(db: str
         client.create_deployment(flow_id=client.create_flow_from_name(deployment.flow_name), name=deployment.name,
                                  entrypoint=deployment.entrypoint, path=str(ROOT), work_pool_name=WORK_POOL)
 
-    queued = queue_job("hub.errors.retry", {"error_ids": [error_id]}, key=f"{error_id}/attempt-1")
+    # The key `drymix errors retry --queue` gives: error ids start again in each test's database, and the Prefect
+    # server outlives them (a run of another test's error #1 in another pool would be answered instead).
+    queued = queue_job("hub.errors.retry", {"error_ids": [error_id]}, key=retry_job_key(error_id, get_error(error_id).created_at, 0))
     time.sleep(3)
     with _client() as client:
         assert client.read_flow_run(queued.run_id).state.type.value == "SCHEDULED"  # type: ignore[arg-type, union-attr]
