@@ -260,8 +260,8 @@ def _text_values(values: np.ndarray, transform: Callable[[str], str] | None = No
     if transform is not None:
         texts = [transform(v) if v is not None else None for v in texts]
     # One object per distinct text: the parse gives every partner its own "IN", "Mumbai" or "Z001" (~55 bytes
-    # each), and the mapped rows keep them for the batch's life; shared, a batch of 10,000 partners holds ~4 MB
-    # less (~400 bytes a partner, the columns of a few dozen values).
+    # each), and the mapped rows keep them for the batch's life; shared, a mapped partner holds ~555 bytes of
+    # strings instead of ~1,073 (~5 MB less per 10,000, measured by object identity).
     shared: dict[str, str] = {}
     return _objects([shared.setdefault(v, v) if v is not None else None for v in texts])
 

@@ -147,8 +147,7 @@ def rows_for_update(session: Session, query: Select[Any], *, skip_locked: bool =
     SQLite has no row locks: the query first runs without one, and only when it finds rows is the database's
     write lock taken (`lock_for_write`) and the rows read again under it, so a concurrent writer's commit is
     what they are decided on. A caller with nothing to change (a successful run with no open error, the
-    common case) then neither waits for another process's write transaction nor holds one up: a lock taken
-    up front made every run's end queue behind any writer of the database.
+    common case) then neither waits for another process's write transaction nor holds one up.
     """
     conn = session.connection()
     if conn.dialect.name == "postgresql":
