@@ -327,6 +327,7 @@ def errors_retry(
     runtime.install_log_filters()
     if queue:
         from hub.ledger.errors import get_error
+        from hub.runtime.jobs import retry_job_key
 
         with _exit_codes_for_lookups():
             row = get_error(error_id)
@@ -345,14 +346,6 @@ def errors_retry(
         err_console.print(f"integration_errors #{error_id} is now {outcome.status}: `drymix errors show {error_id}`")
     if outcome.status != "resolved":
         raise typer.Exit(EXIT_FAILED)
-
-
-def retry_job_key(error_id: int, created_at: datetime, attempts: int | None) -> str:
-    """The idempotency key of a queued rerun: one run per attempt (asking twice before it ran is one run; after
-    it ran, the next attempt is a new one), of this error row. The id alone is not the row: ids start again in a
-    new or restored database that the Prefect server outlived, and Prefect would answer with the old error's run
-    (already finished) instead of queueing this one."""
-    return f"{error_id}@{created_at:%Y%m%dT%H%M%S%f}/attempt-{(attempts or 0) + 1}"
 
 
 def queue_from_cli(job: str, parameters: dict[str, Any], key: str, as_json: bool) -> None:

@@ -20,6 +20,7 @@ import os
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from connectors.core.base import Integration, JobQueue, QueuedJob, install_job_queue
@@ -155,6 +156,14 @@ class PrefectJobQueue:
 def install(api_url: str | None = None) -> JobQueue | None:
     """Make every integration's `queue_job` queue through Prefect; returns the queue it replaced."""
     return install_job_queue(PrefectJobQueue(api_url))
+
+
+def retry_job_key(error_id: int, created_at: datetime, attempts: int | None) -> str:
+    """The idempotency key of a queued rerun: one run per attempt (asking twice before it ran is one run; after
+    it ran, the next attempt is a new one), of this error row. The id alone is not the row: ids start again in a
+    new or restored database that the Prefect server outlived, and Prefect would answer with the old error's run
+    (already finished) instead of queueing this one."""
+    return f"{error_id}@{created_at:%Y%m%dT%H%M%S%f}/attempt-{(attempts or 0) + 1}"
 
 
 def outbox_key(model: Any, done: str) -> str:

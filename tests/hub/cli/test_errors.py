@@ -145,7 +145,7 @@ def test_a_queued_retry_is_keyed_by_the_error_row_and_its_attempt_not_by_the_id_
     #1 of last month, whose queued rerun Prefect would otherwise answer with (already finished)."""
     from datetime import UTC, datetime
 
-    from hub.cli.errors import retry_job_key
+    from hub.runtime.jobs import retry_job_key
 
     then, now = datetime(2026, 11, 2, 8, 0, tzinfo=UTC), datetime(2026, 12, 5, 9, 30, 0, 123456, tzinfo=UTC)
     assert retry_job_key(1, now, 0) == "1@20261205T093000123456/attempt-1"

@@ -239,10 +239,10 @@ def test_cli_commands_queue_on_the_server_and_say_when_the_work_was_queued_befor
     from prefect.settings import PREFECT_API_URL
     from typer.testing import CliRunner
 
-    from hub.cli.errors import retry_job_key
     from hub.cli.main import app
     from hub.ledger.errors import get_error, record_error
     from hub.ledger.retry_units import WEBHOOK_EVENT
+    from hub.runtime.jobs import retry_job_key
     from hub.systems.documents import enqueue_document
 
     monkeypatch.setenv("PREFECT_API_URL", str(PREFECT_API_URL.value()))

@@ -35,9 +35,9 @@ def _client() -> Any:
 def test_a_rerun_queued_while_no_worker_runs_is_run_when_a_worker_starts(db: str, prefect_harness: None) -> None:
     from prefect.settings import PREFECT_API_URL
 
-    from hub.cli.errors import retry_job_key
     from hub.ledger.errors import get_error, record_error
     from hub.ledger.retry_units import WEBHOOK_EVENT
+    from hub.runtime.jobs import retry_job_key
 
     # A failed unit whose rerun fails again (its inbox event does not exist): the rerun shows in the row.
     error_id = record_error(ServerError("webhook apply failed", integration="razorpay"), integration="razorpay",
