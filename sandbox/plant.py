@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -45,7 +46,7 @@ import random
 import socket
 import sys
 import threading
-from collections.abc import AsyncIterator, Coroutine, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -208,6 +209,28 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
+async def start_server(host: str, port: int, build: Callable[[int], Awaitable[Server]], *, attempts: int = 5) -> tuple[Server, int]:
+    """Build an asyncua server for ``port`` and start it; port 0 means any free port.
+
+    asyncua binds only in ``Server.start()``, after the address space is built, so another process can take
+    the port free_port() picked in between (seen with two test suites side by side): then a new port and a
+    new server are tried. A fixed port that is taken is the caller's error and is raised at once.
+    """
+    auto = port == 0
+    for attempt in range(1, attempts + 1):
+        chosen = free_port(host) if auto else port
+        server = await build(chosen)
+        try:
+            await server.start()
+        except OSError as exc:
+            if not auto or exc.errno != errno.EADDRINUSE or attempt == attempts:
+                raise
+            logger.info("port %d was taken before the OPC UA server bound it; trying another", chosen)
+            continue
+        return server, chosen
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
 class PlantSimulator:
     """The simulated plant; ``async with PlantSimulator(port=0) as sim: sim.url`` serves it."""
 
@@ -278,8 +301,17 @@ class PlantSimulator:
         return sorted(self._state.ring.values(), key=lambda r: r.seq)
 
     async def start(self) -> None:
-        if self.port == 0:
-            self.port = free_port(self.host)
+        async def build(port: int) -> Server:
+            self.port = port
+            return await self._new_server()
+
+        server, _ = await start_server(self.host, self.port, build)
+        self._server = server
+        await self._publish_ring()
+        self._task = asyncio.create_task(self._run(), name="plant-simulator")
+        logger.info("plant sandbox on %s (%d mixers, speed x%s, secure=%s)", self.url, len(self._mixers), self.speed, self.secure)
+
+    async def _new_server(self) -> Server:
         server = Server(user_manager=_UserManager(self))  # type: ignore[arg-type]  # a duck-typed UserManager, as asyncua's own
         await server.init()
         server.set_endpoint(self.url)
@@ -298,13 +330,11 @@ class PlantSimulator:
         else:
             server.set_identity_tokens([ua.AnonymousIdentityToken, ua.UserNameIdentityToken])
         self._idx = await server.register_namespace(NAMESPACE_URI)
+        self._nodes = {}
+        self._slot_nodes = []
         await self._build_address_space(server)
         server.subscribe_server_callback(CallbackType.PreRead, self._before_read)
-        await server.start()
-        self._server = server
-        await self._publish_ring()
-        self._task = asyncio.create_task(self._run(), name="plant-simulator")
-        logger.info("plant sandbox on %s (%d mixers, speed x%s, secure=%s)", self.url, len(self._mixers), self.speed, self.secure)
+        return server
 
     async def stop(self) -> None:
         if self._task is not None:

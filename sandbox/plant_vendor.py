@@ -65,7 +65,7 @@ from asyncua.crypto.permission_rules import User, UserRole
 from asyncua.server.internal_server import InternalServer
 from asyncua.server.internal_session import InternalSession, SessionState
 
-from sandbox.plant import COMPONENTS, CYCLE, RECIPES, free_port
+from sandbox.plant import COMPONENTS, CYCLE, RECIPES, start_server
 
 logger = logging.getLogger(__name__)
 
@@ -324,8 +324,13 @@ class VendorPlantSimulator:
         return self._iserver.live_sessions() if self._iserver is not None else 0
 
     async def start(self) -> None:
-        if self.port == 0:
-            self.port = free_port(self.host)
+        await start_server(self.host, self.port, self._new_server)
+        await self._publish()
+        self._task = asyncio.create_task(self._run(), name=f"vendor-plant-{self.layout}")
+        logger.info("vendor plant sandbox (%s) on %s: %d tags, batches=%s", self.layout, self.endpoint, len(self.tags), self.batches)
+
+    async def _new_server(self, port: int) -> Server:
+        self.port = port
         self._iserver = _VendorInternalServer(max_sessions=self.max_sessions, limits=self.limits)
         server = Server(iserver=self._iserver)
         await server.init()
@@ -345,10 +350,7 @@ class VendorPlantSimulator:
             await self._build_kepware(server)
         else:
             await self._build_s7(server)
-        await server.start()
-        await self._publish()
-        self._task = asyncio.create_task(self._run(), name=f"vendor-plant-{self.layout}")
-        logger.info("vendor plant sandbox (%s) on %s: %d tags, batches=%s", self.layout, self.endpoint, len(self.tags), self.batches)
+        return server
 
     async def stop(self) -> None:
         if self._task is not None:
