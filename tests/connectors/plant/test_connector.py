@@ -199,13 +199,18 @@ def test_builder_takes_the_session_password_from_a_prefect_secret_block(
     from prefect.blocks.system import Secret
 
     from connectors.core.redact import redact_text
+    from hub.core.secrets import install_fallback
     from hub.core.settings import reset_settings_cache
     from hub.runtime.connections import build_plant_connector
+    from hub.runtime.secret_blocks import install as install_secret_blocks
 
     Secret(value="plant-block-pw-771").save("plant-opcua-password", overwrite=True)
     monkeypatch.setenv("PLANT_OPCUA_USERNAME", "hub")
     monkeypatch.delenv("PLANT_OPCUA_PASSWORD", raising=False)
     reset_settings_cache()
+    # What the flow runtime does on import (tasks/__init__.py); the test must not rely on another test
+    # module having imported `tasks` first.
+    previous = install_secret_blocks()
 
     async def scenario() -> None:
         async with running_plant(ring_size=10, mixers=1, speed=1.0, users={"hub": "plant-block-pw-771"}) as sim:
@@ -216,6 +221,7 @@ def test_builder_takes_the_session_password_from_a_prefect_secret_block(
         run(scenario())
     finally:
         reset_settings_cache()
+        install_fallback(previous)
     assert "plant-block-pw-771" not in redact_text("session for hub with plant-block-pw-771")
 
 
