@@ -40,6 +40,7 @@ from connectors.core.errors import (
     SyncFailed,
     classify_exception,
 )
+from connectors.core.gcpause import freeze_long_lived, long_lived_frozen
 from connectors.core.memory import release_free_memory
 from connectors.core.metrics import METRICS
 from connectors.core.paging import PagePosition
@@ -345,6 +346,7 @@ def pages_per_batch(spec: PullStream, integration_pages: int, requested: int | N
     return int((resume or {}).get("batch_pages") or requested or spec.batch_pages or configured or integration_pages)
 
 
+@long_lived_frozen
 def run_pull(
     spec: PullStream,
     *,
@@ -657,6 +659,8 @@ def _preload_suite(suite: str, logger: Any) -> None:
         preload(suite)
     except Exception as exc:  # the first batch's validation raises it again, where it is classified and recorded
         logger.warning("preloading the %s suite failed: %s", suite, exc)
+        return
+    freeze_long_lived()  # Great Expectations' modules and the suite live as long as the process
 
 
 def _row_name(frame: pd.DataFrame, column: str | None) -> Any:
