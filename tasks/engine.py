@@ -365,6 +365,8 @@ def run_pull(
     """
     run = DatasetRun(spec.integration, spec.dataset, spec.flow_name, resume=resume)
     logger = run.logger
+    if partitions <= 1 or resume is not None:  # a partitioned read validates in its partitions' processes
+        start_preload(spec, logger)
     config = integration_config(spec.integration)
     batch_pages = pages_per_batch(spec, config.batch_pages, batch_pages, resume)
     summary = RunSummary(integration=spec.integration, dataset=spec.dataset, flow_run_id=run.run_id)
@@ -477,9 +479,7 @@ def read_all(spec: PullStream, run: DatasetRun, summary: RunSummary, connector: 
     if spec.count:
         summary.source_count = connector.count(spec.stream, plan.position)  # type: ignore[attr-defined]
     logger.info("%s %s: %s sync%s", spec.integration, spec.dataset, summary.mode, f" since {summary.since}" if summary.since else "")
-    if spec.suite is not None:
-        # Great Expectations' import and the suite's registration (~4 s in a fresh process) while the first pages are fetched.
-        threading.Thread(target=_preload_suite, args=(spec.suite, logger), name=f"preload-{spec.suite}", daemon=True).start()
+    start_preload(spec, logger)
     key_field = spec.stream.primary_key
     fetching: PagePosition | None = read.position
     # A mapped dataset's pages are mapped as they arrive, in the extract task (tasks/extract.py says why).
@@ -652,6 +652,22 @@ def _load_mapped(
     return high_water, new_cursor
 
 
+_preloads: set[str] = set()
+_preloads_lock = threading.Lock()
+
+
+def start_preload(spec: PullStream, logger: Any) -> None:
+    """Great Expectations' import and the suite's registration (~4 s in a fresh process), in a thread of their own
+    while the run reads its watermark, connects and fetches its first pages; once per suite and process."""
+    if spec.suite is None:
+        return
+    with _preloads_lock:
+        if spec.suite in _preloads:
+            return
+        _preloads.add(spec.suite)
+    threading.Thread(target=_preload_suite, args=(spec.suite, logger), name=f"preload-{spec.suite}", daemon=True).start()
+
+
 def _preload_suite(suite: str, logger: Any) -> None:
     from expectations.runner import preload
 
@@ -659,6 +675,8 @@ def _preload_suite(suite: str, logger: Any) -> None:
         preload(suite)
     except Exception as exc:  # the first batch's validation raises it again, where it is classified and recorded
         logger.warning("preloading the %s suite failed: %s", suite, exc)
+        with _preloads_lock:
+            _preloads.discard(suite)  # the next run tries again
         return
     freeze_long_lived()  # Great Expectations' modules and the suite live as long as the process
 
