@@ -275,11 +275,13 @@ def test_memoised_configurations_change_nothing_in_gx_results() -> None:
             return found
 
     plain = _single_complete_run(frame)
-    memo, ids, masks = CountingMemo(), CountingMemo(), CountingMemo()
+    memo, ids, masks, objects = CountingMemo(), CountingMemo(), CountingMemo(), CountingMemo()
     tokens = runner._CONFIGURATIONS.set(memo), runner._METRIC_IDS.set(ids), runner._NULL_MASKS.set(masks)
+    objects_token = runner._DOMAIN_OBJECTS.set(objects)
     try:
         memoised = _single_complete_run(frame)
     finally:
+        runner._DOMAIN_OBJECTS.reset(objects_token)
         runner._NULL_MASKS.reset(tokens[2])
         runner._METRIC_IDS.reset(tokens[1])
         runner._CONFIGURATIONS.reset(tokens[0])
@@ -289,12 +291,32 @@ def test_memoised_configurations_change_nothing_in_gx_results() -> None:
     assert len(memo) >= SUITE_SIZE
     assert memo.hits >= 2 * len(memo)
     assert ids.hits >= len(ids) > 0  # metric kwargs built from the same values get their id once
+    # One expectation object per configuration GX evaluates, asked for again once per metric it needs.
+    assert SUITE_SIZE <= len(objects) and objects.hits >= 3 * len(objects)
     # Each object column's nulls once, whatever GX asks: no more masks than the frame has object columns.
     assert 0 < len(masks) <= sum(dtype.kind == "O" for dtype in frame.dtypes) and masks.hits >= len(masks)
     with runner._memoised_configurations():
         assert runner._CONFIGURATIONS.get() == {} and runner._METRIC_IDS.get() == {} and runner._NULL_MASKS.get() == {}
     # outside a call GX runs as before
     assert runner._CONFIGURATIONS.get() is None and runner._METRIC_IDS.get() is None and runner._NULL_MASKS.get() is None
+    assert runner._DOMAIN_OBJECTS.get() is None
+
+
+def test_a_configuration_gives_one_expectation_object_per_call_while_its_kwargs_stay() -> None:
+    from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
+
+    runner.reset()
+    validate_frame("customers", _dirty_frame())  # installs the memo
+    config = ExpectationConfiguration(type="expect_column_values_to_not_be_null", kwargs={"column": "email"})
+    assert config.to_domain_obj() is not config.to_domain_obj()  # outside a call: GX's own, a new object each time
+    with runner._memoised_configurations():
+        first = config.to_domain_obj()
+        assert config.to_domain_obj() is first
+        config.kwargs["mostly"] = 0.5  # a changed configuration builds its object again
+        again = config.to_domain_obj()
+        assert again is not first and again.mostly == 0.5 and first.mostly == 1.0
+        other = ExpectationConfiguration(type="expect_column_values_to_not_be_null", kwargs={"column": "email"})
+        assert other.to_domain_obj() is not again  # an equal configuration is another object: its own
 
 
 def test_a_memoised_null_mask_is_the_callers_own_and_follows_the_buffer() -> None:
