@@ -45,20 +45,8 @@ def test_faults_are_validated() -> None:
         faults.read_delay_ms = -1
 
 
-def test_a_free_port_taken_before_the_server_binds_it_is_replaced_by_another(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_free_port_taken_before_the_server_binds_it_is_replaced_by_another(port_taken_before_binding: int) -> None:
     # Another process takes the port free_port() picked while the address space is being built.
-    import socket
-
-    import sandbox.plant as plant
-
-    taken = socket.socket()
-    taken.bind(("127.0.0.1", 0))
-    taken.listen()
-    taken_port = taken.getsockname()[1]
-    picks = iter([taken_port])
-    real_free_port = plant.free_port
-    monkeypatch.setattr(plant, "free_port", lambda host="127.0.0.1": next(picks, None) or real_free_port(host))
-
     async def scenario() -> tuple[int, int]:
         async with PlantSimulator(port=0, tick_s=3600.0) as sim:
             from asyncua import Client
@@ -67,11 +55,8 @@ def test_a_free_port_taken_before_the_server_binds_it_is_replaced_by_another(mon
                 children = await client.nodes.objects.get_children()
             return sim.port, len(children)
 
-    try:
-        port, children = asyncio.run(scenario())
-    finally:
-        taken.close()
-    assert port != taken_port and port > 0
+    port, children = asyncio.run(scenario())
+    assert port != port_taken_before_binding and port > 0
     assert children > 1  # the server on the new port serves its address space
 
 

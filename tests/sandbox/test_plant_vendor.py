@@ -217,27 +217,12 @@ def test_a_layout_without_batch_records_cannot_be_asked_for_them() -> None:
     assert exit_info.value.code == 2
 
 
-def test_a_vendor_server_whose_free_port_is_taken_before_binding_starts_on_another(monkeypatch: pytest.MonkeyPatch) -> None:
-    import socket
-
-    import sandbox.plant as plant
-
-    taken = socket.socket()
-    taken.bind(("127.0.0.1", 0))
-    taken.listen()
-    taken_port = taken.getsockname()[1]
-    picks = iter([taken_port])
-    real_free_port = plant.free_port
-    monkeypatch.setattr(plant, "free_port", lambda host="127.0.0.1": next(picks, None) or real_free_port(host))
-
+def test_a_vendor_server_whose_free_port_is_taken_before_binding_starts_on_another(port_taken_before_binding: int) -> None:
     async def scenario() -> tuple[int, int]:
         async with VendorPlantSimulator("s7", tick_s=MANUAL) as sim, Client(sim.endpoint) as client:
             ns = await client.get_namespace_index(S7_NAMESPACE_URI)
             return sim.port, ns
 
-    try:
-        port, ns = asyncio.run(scenario())
-    finally:
-        taken.close()
-    assert port != taken_port
+    port, ns = asyncio.run(scenario())
+    assert port != port_taken_before_binding
     assert ns > 0  # the rebuilt server carries the layout's namespace
