@@ -41,12 +41,12 @@ def paused_gc() -> Iterator[None]:
 
 
 # A run's long-lived objects (Prefect's, Great Expectations', pandas', the suites) are millions of containers
-# that never become garbage, yet each full collection walks them all again: when the collector comes back
-# after a batch, or when the code between batches allocates, a full collection costs ~50-100 ms. Frozen
+# that never become garbage, yet each full collection walks them all again when the collector comes back
+# after a batch or during Data Docs (~0.2 s for the one full collection of bench/sap_sync.py's sync). Frozen
 # (`gc.freeze`, CPython's own tool for this), they are left out of every collection until the last
 # run ends; what is frozen with them and dies meanwhile is still freed by reference counting, only its
-# cycles wait for the run's end (`gc.unfreeze` hands them back). Measured on bench/sap_sync.py: ~0.6-0.9 s
-# of CPU less per 100k partners (docs/performance.md, seventh round).
+# cycles wait for the run's end (`gc.unfreeze` hands them back). Measured there with `gc.callbacks`: 0.38-0.47 s
+# in collections per 100k partners before, 0.10-0.17 s after (docs/performance.md, seventh round).
 _runs = 0
 
 
