@@ -233,7 +233,7 @@ _SITE_MARKER: Final = ".drymix-data-docs.json"
 
 _LOCK = threading.RLock()
 # Expectation -> its configuration, for the expectation objects of one validation call (_memoised_configurations).
-_CONFIGURATIONS: ContextVar[dict[int, tuple[Any, Any]] | None] = ContextVar("gx_configurations", default=None)
+_CONFIGURATIONS: ContextVar[dict[int, tuple[Any, Any, Any]] | None] = ContextVar("gx_configurations", default=None)
 # Metric kwargs (by their values' identities) -> GX's id for them, in the same call (_install_configuration_memo).
 _METRIC_IDS: ContextVar[dict[tuple[Any, ...], tuple[Any, Any]] | None] = ContextVar("gx_metric_ids", default=None)
 # An object column's null mask by its buffer, in the same call (_install_configuration_memo).
@@ -1000,14 +1000,7 @@ def _install_configuration_memo() -> None:
 
     def configuration(self: Any) -> Any:
         memo = _CONFIGURATIONS.get()
-        if memo is None:
-            return build(self)
-        hit = memo.get(id(self))
-        if hit is not None and hit[0] is self:
-            return hit[1]
-        value = build(self)
-        memo[id(self)] = (self, value)  # holding self keeps its id from being reused within the call
-        return value
+        return build(self) if memo is None else _once_per_object(memo, self, build)
 
     configuration.memoised_by_drymix = True  # type: ignore[attr-defined]
     Expectation.configuration = property(configuration, doc=original.__doc__)  # type: ignore[method-assign,assignment]
@@ -1034,14 +1027,7 @@ def _install_configuration_memo() -> None:
 
     def to_domain_obj(self: Any) -> Any:
         memo = _DOMAIN_OBJECTS.get()
-        if memo is None:
-            return build_expectation(self)
-        hit = memo.get(id(self))
-        if hit is not None and hit[0] is self and hit[1] == self.kwargs:
-            return hit[2]
-        value = build_expectation(self)
-        memo[id(self)] = (self, dict(self.kwargs), value)  # holding self keeps its id from being reused within the call
-        return value
+        return build_expectation(self) if memo is None else _once_per_object(memo, self, build_expectation, dict(self.kwargs))
 
     ExpectationConfiguration.to_domain_obj = to_domain_obj  # type: ignore[method-assign]
 
@@ -1076,6 +1062,16 @@ def _install_configuration_memo() -> None:
         return hit[1].copy()
 
     pandas_missing._isna_string_dtype = _isna_string_dtype
+
+
+def _once_per_object(memo: dict[int, tuple[Any, Any, Any]], obj: Any, build: Callable[[Any], Any], state: Any = None) -> Any:
+    """`build(obj)` once per object within a call, again if its `state` (a copy, compared by value) changed."""
+    hit = memo.get(id(obj))
+    if hit is not None and hit[0] is obj and hit[1] == state:
+        return hit[2]
+    value = build(obj)
+    memo[id(obj)] = (obj, state, value)  # holding obj keeps its id from being reused within the call
+    return value
 
 
 def _content_fingerprint(df: pd.DataFrame) -> str:
