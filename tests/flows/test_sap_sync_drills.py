@@ -5,6 +5,7 @@ future-dated partner, an exact duplicate, a day-long Retry-After. The 100k-partn
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -94,6 +95,7 @@ def test_partners_changed_while_a_full_sync_reads_are_all_loaded_exactly_once(sa
     assert len(quarantined) == len(set(quarantined)) and not loaded & set(quarantined)
     assert loaded | set(quarantined) == set(sap.partner_ids())  # lost: 0, duplicated: 0
     assert date.fromisoformat(cursor()["last_change_date"]) <= datetime.now(UTC).date()  # type: ignore[index]
+    assert gc.get_freeze_count() == 0  # the run froze its long-lived objects for its life only
 
 
 def test_offset_paging_under_change_is_caught_as_a_shortfall_and_keeps_the_watermark(
@@ -205,6 +207,7 @@ def test_a_database_down_before_the_watermark_is_read_is_still_on_the_books(
         with pytest.raises(ErrorSpooled) as spooled:
             run(sap)
         assert spooled.value.code == "DATABASE_UNAVAILABLE" and waiting() == 1
+        assert gc.get_freeze_count() == 0  # a failed run unfreezes what it froze as well
         outage.up()
         drain_spool()
         with Session(get_engine()) as session:
