@@ -63,6 +63,7 @@ from hub.ledger.loading import (
 )
 from hub.ledger.retry_units import UnitFailed, has_rerun_handler
 from hub.monitoring.health import ensure_flusher
+from tasks import extract_process
 from tasks.extract import (
     ExtractedBatch,
     ReadKeys,
@@ -70,6 +71,7 @@ from tasks.extract import (
     drop_mapped_duplicates,
     extract_batch,
 )
+from tasks.extract_process import ExtractProcess
 from tasks.load import load_batch_task
 from tasks.report import publish_error_row, publish_sync_summary
 from tasks.retry import retry_transient_only, task_retries
@@ -365,9 +367,10 @@ def run_pull(
     """
     run = DatasetRun(spec.integration, spec.dataset, spec.flow_name, resume=resume)
     logger = run.logger
-    if partitions <= 1 or resume is not None:  # a partitioned read validates in its partitions' processes
-        start_preload(spec, logger)
+    single = partitions <= 1 or resume is not None  # a partitioned read validates in its partitions' processes
     config = integration_config(spec.integration)
+    if single and not (config.extract_process and spec.map is not None):
+        start_preload(spec, logger)  # else once the extract process is forked: no import under way at the fork
     batch_pages = pages_per_batch(spec, config.batch_pages, batch_pages, resume)
     summary = RunSummary(integration=spec.integration, dataset=spec.dataset, flow_run_id=run.run_id)
     first_batch = int(resume.get("batch") or resume.get("page") or 1) if resume is not None else 1
@@ -407,6 +410,10 @@ def run_pull(
                 read.plan.mode = "resume"
         summary.mode, summary.since, summary.read = read.plan.mode, read.plan.since, dict(read.plan.state)
         read.position = read.plan.position
+        if single:
+            read.process = extract_process.start(config.extract_process, connector, spec.stream,
+                                                 spec.map if spec.apply is None else None, spec.record_column, logger)
+            start_preload(spec, logger)
         if partitions > 1 and resume is None:
             from tasks.partitions import run_partitioned
 
@@ -426,6 +433,8 @@ def run_pull(
             done=f"at batch {unit['batch']} after {summary.batches} committed batch(es)",
         )
     finally:
+        if read.process is not None:
+            read.process.close()
         if connector is not None:
             connector.close()
     return finish_pull(spec, run, summary)
@@ -454,6 +463,7 @@ class Read:
     read_keys: ReadKeys = field(default_factory=ReadKeys)
     rerun_batch: int | None = None  # where a rerun starts when it is not the batch that failed
     pending: Any = None  # the next batch's extract future
+    process: ExtractProcess | None = None  # the run's extract process, when it reads in one (tasks/extract_process.py)
     commit: bool = True  # False in a partition: the run commits the watermark after every partition committed
 
     def unit(self, spec: PullStream, summary: RunSummary) -> dict[str, Any]:
@@ -484,7 +494,7 @@ def read_all(spec: PullStream, run: DatasetRun, summary: RunSummary, connector: 
     fetching: PagePosition | None = read.position
     # A mapped dataset's pages are mapped as they arrive, in the extract task (tasks/extract.py says why).
     mapper = spec.map if spec.apply is None else None
-    read.pending = extract_batch.submit(connector, spec.stream, read.position, batch_pages, mapper, spec.record_column)
+    read.pending = extract_batch.submit(connector, spec.stream, read.position, batch_pages, mapper, spec.record_column, read.process)
     while read.pending is not None:
         clock = time.perf_counter()
         read.position = fetching  # a failed fetch is recorded with the start of the batch it was fetching
@@ -501,13 +511,13 @@ def read_all(spec: PullStream, run: DatasetRun, summary: RunSummary, connector: 
             plan.mode = "full (resync required)"
             summary.mode, summary.since, summary.read = plan.mode, plan.since, dict(plan.state)
             fetching = read.position = plan.position
-            read.pending = extract_batch.submit(connector, spec.stream, read.position, batch_pages, mapper, spec.record_column)
+            read.pending = extract_batch.submit(connector, spec.stream, read.position, batch_pages, mapper, spec.record_column, read.process)
             continue
         clock = summary.timed("extract_wait", clock)
         read.position = batch.start
         # Start fetching the next batch while this one is validated and loaded.
         fetching = batch.next
-        read.pending = extract_batch.submit(connector, spec.stream, batch.next, batch_pages, mapper, spec.record_column) if batch.next else None
+        read.pending = extract_batch.submit(connector, spec.stream, batch.next, batch_pages, mapper, spec.record_column, read.process) if batch.next else None
         if spec.apply is not None:
             records, duplicates = drop_exact_duplicates(batch.records, key_field)
             read.read_keys.add(str(k) for r in records if (k := r.get(key_field)) is not None)

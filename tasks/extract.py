@@ -32,6 +32,8 @@ if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
+    from tasks.extract_process import ExtractProcess
+
 Mapper = Callable[[list[dict[str, Any]]], "pd.DataFrame"]
 
 
@@ -315,8 +317,11 @@ class ReadKeys:
 )
 def extract_batch(
     connector: Connector, stream: Stream, start: PagePosition, max_pages: int, mapper: Mapper | None = None,
-    record_column: str | None = None,
+    record_column: str | None = None, process: ExtractProcess | None = None,
 ) -> ExtractedBatch:
     """Fetch up to `max_pages` pages, mapped page by page with `mapper`; transient HTTP failures were already
-    retried inside the connector."""
+    retried inside the connector. With the run's extract `process`, that process reads the batch
+    (tasks/extract_process.py) with its copy of the connector, the same way."""
+    if process is not None:
+        return process.read(start, max_pages)
     return read_batch(connector, stream, start, max_pages, mapper, record_column)

@@ -124,6 +124,10 @@ class Connector(Integration, abc.ABC):
     def close(self) -> None:
         self.client.close()
 
+    def after_fork(self) -> None:
+        """In a forked process that reads through this connector: connections of its own (`IntegrationClient.after_fork`)."""
+        self.client.after_fork()
+
     def __enter__(self) -> Self:
         return self
 

@@ -146,18 +146,31 @@ class IntegrationClient:
             cache.metrics = metrics
         # Debug mode: the runtime hands in where redacted request/response pairs go, only for an integration in debug mode.
         self.debug = (debug_log if isinstance(debug_log, DebugLog) else DebugLog(debug_log)) if debug_log is not None else None
-        self.http = httpx.Client(
-            base_url=config.base_url,
-            auth=auth,
-            transport=transport or _TRANSPORT_OVERRIDES.get(config.name),
-            headers=headers or {},
-            timeout=httpx.Timeout(config.timeout_s, connect=config.connect_timeout_s),
-            limits=httpx.Limits(max_connections=10, max_keepalive_connections=10),
-            follow_redirects=False,
-        )
+        transport = transport or _TRANSPORT_OVERRIDES.get(config.name)
+        # httpx's own network transport, not an in-process one (a sandbox's, a test's): a forked process can read
+        # through a copy of this client (tasks/extract_process.py), where an in-process source would be a copy too.
+        self.over_network = transport is None
+        self._http_options: dict[str, Any] = {
+            "base_url": config.base_url,
+            "auth": auth,
+            "transport": transport,
+            "headers": headers or {},
+            "timeout": httpx.Timeout(config.timeout_s, connect=config.connect_timeout_s),
+            "limits": httpx.Limits(max_connections=10, max_keepalive_connections=10),
+            "follow_redirects": False,
+        }
+        self.http = httpx.Client(**self._http_options)
+        self._inherited: list[httpx.Client] = []
 
     def close(self) -> None:
         self.http.close()
+
+    def after_fork(self) -> None:
+        """In a forked process: a connection pool of its own. The inherited connections are the parent's sockets
+        too (a keep-alive connection used by both would mix their requests), so they are set aside, never used
+        and never closed here (closing a TLS connection would end the parent's session)."""
+        self._inherited.append(self.http)
+        self.http = httpx.Client(**self._http_options)
 
     def __enter__(self) -> Self:
         return self

@@ -44,6 +44,10 @@ class IntegrationConfig(BaseModel):
     schedule_cron: str = "*/15 * * * *"
     retry: RetryPolicy = RetryPolicy()
     debug: bool = Field(False, description="debug mode for this integration only: its redacted call log (docs/troubleshooting.md)")
+    extract_process: bool = Field(
+        False, description="a run reads and maps its pages in a process of its own, beside its validation and loads "
+        "(tasks/extract_process.py): Linux (fork), a connector over the network, a mapped dataset, not a partitioned read"
+    )
 
 
 class PlantOpcuaConfig(IntegrationConfig):

@@ -81,19 +81,53 @@ class OperationStats:
         return {"p50_ms": q[49] * 1000, "p95_ms": q[94] * 1000, "p99_ms": q[98] * 1000}
 
 
+@dataclass
+class MetricsShare:
+    """What one process counted, handed to another (`CallMetrics.hand_over` / `absorb`)."""
+
+    pending: dict[AggregateKey, MinuteAggregate]
+    ops: dict[tuple[str, str], OperationStats]
+
+
 class CallMetrics:
     """Thread-safe counters; keeps at most `max_samples` latencies per operation (a sliding window)."""
 
     def __init__(self, max_samples: int = 10_000, *, clock: Callable[[], float] = time.time) -> None:
+        self.max_samples = max_samples
+        self.enabled = True
+        self.clock = clock
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget everything, with a new lock: what a forked process does first (the lock may have been held by
+        another thread of its parent at the fork, and what the parent counted is the parent's to flush)."""
         self._lock = threading.Lock()
         # A bounded deque per operation: the sliding window costs O(1) per call once full.
+        max_samples = self.max_samples
         self._ops: dict[tuple[str, str], OperationStats] = defaultdict(
             lambda: OperationStats(latencies_s=deque(maxlen=max_samples))
         )
         self._pending: dict[AggregateKey, MinuteAggregate] = {}
-        self.max_samples = max_samples
-        self.enabled = True
-        self.clock = clock
+
+    def hand_over(self) -> MetricsShare:
+        """Everything counted since the last hand-over, forgotten here: a worker process's calls, for `absorb`."""
+        with self._lock:
+            share = MetricsShare(self._pending, dict(self._ops))
+            self._pending = {}
+            self._ops.clear()
+        return share
+
+    def absorb(self, share: MetricsShare) -> None:
+        """Add another process's calls (`hand_over`): flushed with this process's, counted in its totals."""
+        self.restore(share.pending)
+        with self._lock:
+            for key, other in share.ops.items():
+                stats = self._ops[key]
+                stats.calls += other.calls
+                stats.errors += other.errors
+                stats.retries += other.retries
+                stats.rate_limited += other.rate_limited
+                stats.latencies_s.extend(other.latencies_s)
 
     def record(
         self,

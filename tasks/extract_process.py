@@ -1,0 +1,176 @@
+"""A run's reads in a process of its own, beside its validation and loads (docs/performance.md, eighth round).
+
+In one process everything a run does in Python shares one core: the next batch's read (parse, map, pack the
+source bytes) runs in a thread beside this batch's validation and load, and the GIL lets one of them run at a
+time. The read is about half of that work. `ExtractProcess` moves it to a child process, forked once per run
+after the connector is built and before the suite's preload thread starts. The child holds a copy of the
+connector (its credentials, session and rate budget, with connections of its own) and of the dataset's
+mapping, and reads batch after batch with the same code the thread runs (`tasks.extract.read_batch`). Each
+batch comes back pickled: its mapped frame, its packed source bytes and its keys. What the child did besides
+comes back with it: its call metrics (`CallMetrics.hand_over`, flushed by the run's process) and its log
+records (handled again in the run's extract task, so they reach the Prefect UI as the thread's did).
+
+Why a fork by hand, not a Prefect task runner: each batch's read continues on the connector the last one used
+(keyset paging knows the next page from this one), and Prefect's process runners (`ProcessPoolTaskRunner`,
+prefect-dask) start fresh interpreters (~2 s of imports each) and pickle each task's arguments, so the
+connector would be rebuilt, and its Secret blocks read again, for every batch. The Prefect task stays: each
+batch is still an `extract_batch` task run, with its retries; its body asks the process for the batch.
+
+Used only where it can be (`wanted`): `extract_process = true` in the integration's configuration, a
+platform that forks (Linux), a connector that reads over the network (an in-process sandbox's transport, and
+the source's state with it, would be a copy in the child), a mapped dataset. A partitioned read does not use
+it: its partitions are processes already. Everywhere else the thread reads, as before.
+
+Fork safety: the child runs only the read. It never touches the parent's threads (Prefect's API client, the
+metrics flusher), its database connections or its HTTP connections; the locks it takes (call metrics,
+logging) are new in the child, and the fork happens before the suite's preload thread starts importing.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import pickle
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from connectors.core.errors import SyncFailed, classify_exception
+from connectors.core.metrics import METRICS, MetricsShare
+from tasks.extract import ExtractedBatch, Mapper, read_batch
+
+if TYPE_CHECKING:
+    from connectors.core.base import Connector, Stream
+    from connectors.core.paging import PagePosition
+
+
+def wanted(enabled: bool, connector: Connector, mapper: Mapper | None) -> bool:
+    """Whether a run's reads go to a process of their own (see the module's docstring)."""
+    client = getattr(connector, "client", None)
+    return (
+        enabled
+        and mapper is not None
+        and bool(getattr(client, "over_network", False))
+        and "fork" in multiprocessing.get_all_start_methods()
+    )
+
+
+@dataclass
+class _Reader:
+    connector: Connector
+    stream: Stream
+    mapper: Mapper
+    record_column: str | None
+
+
+# Set in the parent around the fork: the child finds its reader here, in the memory the fork copied.
+_FORKING: _Reader | None = None
+_READER: _Reader | None = None  # the child's
+
+
+class _Records(logging.Handler):
+    """The child's log records, kept to go back with the batch (the parent's handlers send them on)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.records and self.records[-1] is record:
+            return  # one record seen by two loggers' handlers (this handler is on each)
+        record.msg, record.args = record.getMessage(), None  # arguments need not pickle
+        if record.exc_info:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+            record.exc_info = None
+        self.records.append(record)
+
+    def take(self) -> list[logging.LogRecord]:
+        records, self.records = self.records, []
+        return records
+
+
+_RECORDS = _Records()
+
+
+def _child_started() -> None:
+    """First thing in the forked child: its own metrics, log handling and connections."""
+    global _READER
+    _READER = _FORKING
+    METRICS.reset()  # what the parent counted is the parent's to flush; its lock may have been held at the fork
+    # Every handler the parent had (Prefect's API handler needs the parent's threads) becomes the one collector.
+    for logger in [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]:
+        if isinstance(logger, logging.Logger) and logger.handlers:
+            logger.handlers = [_RECORDS]
+    if _READER is not None:
+        _READER.connector.after_fork()
+    from hub.core.db import get_engine
+
+    get_engine().dispose(close=False)  # the parent's database connections stay the parent's (SQLAlchemy's fork recipe)
+
+
+def _read(start: PagePosition, max_pages: int) -> tuple[ExtractedBatch | None, BaseException | None, MetricsShare, list[logging.LogRecord]]:
+    """In the child: one batch, or the error that ended it, with the calls and log records it made."""
+    reader = _READER
+    assert reader is not None, "the extract process was forked without a reader"
+    batch: ExtractedBatch | None = None
+    error: BaseException | None = None
+    try:
+        batch = read_batch(reader.connector, reader.stream, start, max_pages, reader.mapper, reader.record_column)
+    except Exception as exc:
+        error = exc
+        try:
+            pickle.dumps(exc)
+        except Exception:  # noqa: BLE001 - an error that cannot travel goes back classified, as text
+            error = classify_exception(exc)
+    return batch, error, METRICS.hand_over(), _RECORDS.take()
+
+
+class ExtractProcess:
+    """The child process that reads a run's batches; `read` is called from the run's `extract_batch` task."""
+
+    def __init__(self, connector: Connector, stream: Stream, mapper: Mapper, record_column: str | None) -> None:
+        global _FORKING
+        _FORKING = _Reader(connector, stream, mapper, record_column)
+        try:
+            self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork"), initializer=_child_started)
+            self.pid = self._pool.submit(os.getpid).result()  # the fork happens here, from this thread
+        finally:
+            _FORKING = None
+
+    def read(self, start: PagePosition, max_pages: int) -> ExtractedBatch:
+        try:
+            batch, error, metrics, records = self._pool.submit(_read, start, max_pages).result()
+        except BrokenProcessPool as exc:
+            raise SyncFailed(
+                f"the run's extract process (pid {self.pid}) ended while reading a batch (killed, or out of memory?): "
+                "the batches before it are loaded; rerun the unit",
+                code="EXTRACT_PROCESS_LOST",
+            ) from exc
+        METRICS.absorb(metrics)
+        for record in records:
+            logging.getLogger(record.name).handle(record)
+        if error is not None:
+            raise error
+        assert batch is not None
+        return batch
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> ExtractProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def start(enabled: bool, connector: Connector, stream: Stream, mapper: Mapper | None, record_column: str | None,
+          logger: Any) -> ExtractProcess | None:
+    """The run's extract process when it is `wanted`, else None (the thread reads)."""
+    if mapper is None or not wanted(enabled, connector, mapper):
+        return None
+    process = ExtractProcess(connector, stream, mapper, record_column)
+    logger.info("%s: pages are read and mapped in process %d, beside validation and loads", stream.name, process.pid)
+    return process

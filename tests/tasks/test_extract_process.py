@@ -1,0 +1,215 @@
+"""The run's extract process (tasks/extract_process.py): a SAP customer sync against the simulator over real HTTP
+(an in-process transport is not read from another process), compared with the thread that reads otherwise."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pandas as pd
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from connectors.core.base import Stream
+from connectors.core.client import use_transport
+from connectors.core.config import IntegrationConfig
+from connectors.core.errors import SyncFailed
+from connectors.core.metrics import METRICS
+from connectors.core.paging import Page, PagePosition
+from hub.core.db import get_engine
+from hub.core.models import Customer, IntegrationErrorRow, QuarantinedRecord
+from hub.core.settings import integration_config, reset_settings_cache
+from hub.ledger.loading import read_cursor
+from hub.ledger.retry_units import SAP_CUSTOMERS_BATCH
+from hub.runtime.connections import build_sap_connector
+from sandbox.core import as_transport, running_server
+from sandbox.sap import SapSandbox
+from tasks import extract_process
+from tasks.extract import read_batch
+from tasks.extract_process import ExtractProcess
+
+PARTNERS = 1200
+
+
+@pytest.fixture
+def sap_http(db: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[SapSandbox]:
+    sandbox = SapSandbox(partners=PARTNERS, seed=5, max_page_size=200)
+    with running_server(sandbox) as base_url:
+        monkeypatch.setenv("SAP_BASE_URL", base_url.rstrip("/") + "/sap/opu/odata/sap/API_BUSINESS_PARTNER/")
+        reset_settings_cache()
+        yield sandbox
+    monkeypatch.undo()
+    reset_settings_cache()
+
+
+@pytest.fixture
+def reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The pid of the process each batch was read in, as `ExtractProcess.read` hands it back."""
+    pids: list[int] = []
+    read = ExtractProcess.read
+
+    def counted(self: ExtractProcess, start: PagePosition, max_pages: int) -> Any:
+        batch = read(self, start, max_pages)
+        pids.append(self.pid)
+        return batch
+
+    monkeypatch.setattr(ExtractProcess, "read", counted)
+    return pids
+
+
+def extract_process_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    import tasks.engine
+
+    monkeypatch.setattr(tasks.engine, "integration_config",
+                        lambda name: integration_config(name).model_copy(update={"extract_process": False}))
+
+
+def run(**params: Any) -> dict[str, Any]:
+    from flows.sync_sap_customers import sync_sap_customers
+
+    return sync_sap_customers(**params)
+
+
+def table_counts() -> tuple[int, int]:
+    with get_engine().connect() as conn:
+        return (conn.execute(select(func.count()).select_from(Customer)).scalar_one(),
+                conn.execute(select(func.count()).select_from(QuarantinedRecord)).scalar_one())
+
+
+def cursor() -> dict[str, Any] | None:
+    with get_engine().connect() as conn:
+        return read_cursor(conn, "sap", "customers")
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_sync_reads_in_its_extract_process_and_loads_what_the_thread_loads(
+    sap_http: SapSandbox, reads: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert integration_config("sap").extract_process, "config/integrations.toml turns it on for SAP"
+    calls_before = METRICS.total("sap", "calls")
+    summary = run(page_size=200, batch_pages=2, full_refresh=True)
+    assert summary["extracted"] == PARTNERS and summary["valid"] + summary["quarantined"] == PARTNERS
+    assert summary["quarantined"] > 0 and summary["batches"] >= 3
+    assert len(reads) == summary["batches"] and set(reads) != {os.getpid()} and len(set(reads)) == 1
+    assert table_counts() == (summary["valid"], summary["quarantined"])
+    watermark = cursor()
+    assert watermark and summary["watermark"] == watermark["last_change_date"]
+    # The child's calls reach this process's metrics (flushed to call_metrics from here): every page and the $count.
+    assert METRICS.total("sap", "calls") - calls_before >= summary["pages"] + 1
+
+    # The thread reads the same partners into the same rows: every one is unchanged, the quarantine the same.
+    extract_process_off(monkeypatch)
+    reads.clear()
+    again = run(page_size=200, batch_pages=2, full_refresh=True)
+    assert reads == []
+    assert (again["valid"], again["quarantined"], again["unchanged"]) == (summary["valid"], summary["quarantined"], summary["valid"])
+    assert table_counts() == (summary["valid"], summary["quarantined"]) and cursor() == watermark
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_the_extract_processs_retries_and_log_records_reach_the_run(
+    sap_http: SapSandbox, reads: list[int], caplog: pytest.LogCaptureFixture
+) -> None:
+    sap_http.faults.update({"error_5xx_next_n": 1, "only_where": "BusinessPartner gt '"})  # the second page, once
+    with caplog.at_level(logging.WARNING, logger="connectors"):
+        summary = run(page_size=200, batch_pages=2, full_refresh=True)
+    assert sap_http.faults.snapshot()["stats"]["fired"]["error_5xx"] == 1
+    assert reads and summary["retries"] == 1 and summary["extracted"] == PARTNERS
+    retried = [r for r in caplog.records if r.name == "connectors.core.retry" and "retry 1/" in r.getMessage()]
+    assert len(retried) == 1 and "503" in retried[0].getMessage()
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_failure_in_the_extract_process_is_the_runs_failed_unit_and_its_rerun_completes(
+    sap_http: SapSandbox, reads: list[int]
+) -> None:
+    from hub.ledger.retry_units import rerun
+
+    # From the second page on (its keyset filter), SAP refuses the credentials: the first batch (one page) loads.
+    sap_http.faults.update({"expire_tokens": True, "only_where": "BusinessPartner gt '"})
+    with pytest.raises(Exception, match="AUTHENTICATION_FAILED"):
+        run(page_size=200, batch_pages=1, full_refresh=True)
+    assert cursor() is None
+    loaded, quarantined = table_counts()
+    assert 0 < loaded + quarantined < PARTNERS
+    with Session(get_engine()) as session:
+        rows = list(session.scalars(select(IntegrationErrorRow).where(IntegrationErrorRow.resolved_at.is_(None))))
+    assert len(rows) == 1 and rows[0].error_type == "AUTHENTICATION_FAILED", [(r.error_type, r.error_message) for r in rows]
+    assert rows[0].unit["kind"] == SAP_CUSTOMERS_BATCH and rows[0].unit["batch"] >= 2
+
+    sap_http.faults.clear()
+    reads.clear()
+    outcome = rerun(rows[0].id, by="test", manual=True)
+    assert outcome.status == "resolved", outcome
+    assert reads, "the rerun reads in an extract process of its own"
+    assert sum(table_counts()) == PARTNERS and cursor() is not None
+
+
+# --- the process itself, without a flow ---------------------------------------------------------------------
+
+
+class _Pages:
+    """A connector over three pages of two records; `exit_on` ends the reading process (as an OOM kill would)."""
+
+    def __init__(self, exit_on: int | None = None) -> None:
+        self.exit_on = exit_on
+        self.forked = 0
+
+    def after_fork(self) -> None:
+        self.forked += 1
+
+    def fetch_page(self, stream: Stream, position: PagePosition) -> Page:
+        n = int(position.url)
+        if n == self.exit_on:
+            os._exit(9)
+        records = [{"id": f"{n}-{i}", "forked": self.forked} for i in range(2)]
+        return Page(position=position, records=records, next=PagePosition(url=str(n + 1)) if n < 3 else None)
+
+
+def _frame(records: list[dict[str, Any]]) -> pd.DataFrame:
+    return pd.DataFrame({"id": [r["id"] for r in records], "forked": [r["forked"] for r in records]})
+
+
+STREAM = Stream(name="things", path="things", primary_key="id")
+
+
+def test_a_batch_read_in_the_process_is_the_batch_the_thread_reads() -> None:
+    pages = _Pages()
+    with ExtractProcess(pages, STREAM, _frame, None) as process:  # type: ignore[arg-type]
+        first = process.read(PagePosition(url="1"), 2)
+        rest = process.read(first.next, 2)  # type: ignore[arg-type]
+        pid = process.pid
+    here = read_batch(pages, STREAM, PagePosition(url="1"), 2, _frame)  # type: ignore[arg-type]
+    assert pid != os.getpid()
+    assert first.frame is not None and first.frame["id"].tolist() == here.frame["id"].tolist() == ["1-0", "1-1", "2-0", "2-1"]  # type: ignore[union-attr]
+    assert first.frame["forked"].tolist() == [1] * 4 and pages.forked == 0, "the child read with its own connections"
+    assert first.keys == here.keys and first.source_record(2) == {"id": "2-0", "forked": 1}  # the source bytes came too
+    assert rest.read == 2 and rest.next is None and rest.frame["id"].tolist() == ["3-0", "3-1"]  # type: ignore[union-attr]
+
+
+def test_a_process_that_ends_mid_read_fails_the_batch_with_a_clear_error() -> None:
+    with ExtractProcess(_Pages(exit_on=2), STREAM, _frame, None) as process:  # type: ignore[arg-type]
+        with pytest.raises(SyncFailed, match="extract process") as failed:
+            process.read(PagePosition(url="1"), 2)
+    assert failed.value.code == "EXTRACT_PROCESS_LOST"
+
+
+def test_only_a_mapped_read_over_the_network_with_the_setting_on_gets_a_process(db: str) -> None:
+    config = IntegrationConfig(name="sap", base_url="http://127.0.0.1:1/sap/")
+    over_network = build_sap_connector(config=config)
+    in_process = build_sap_connector(config=config, transport=as_transport(SapSandbox(partners=1)))
+    with use_transport("sap", httpx.MockTransport(lambda request: httpx.Response(200))):
+        overridden = build_sap_connector(config=config)
+    try:
+        assert extract_process.wanted(True, over_network, _frame)
+        assert not extract_process.wanted(False, over_network, _frame)
+        assert not extract_process.wanted(True, over_network, None)
+        assert not extract_process.wanted(True, in_process, _frame)
+        assert not extract_process.wanted(True, overridden, _frame)
+    finally:
+        for connector in (over_network, in_process, overridden):
+            connector.close()
