@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from connectors.core.errors import SyncFailed, classify_exception
+from connectors.core.memory import release_free_memory
 from connectors.core.metrics import METRICS, MetricsShare
 from tasks.extract import ExtractedBatch, Mapper, read_batch
 
@@ -114,6 +115,7 @@ def _read(start: PagePosition, max_pages: int) -> tuple[ExtractedBatch | None, B
     """In the child: one batch, or the error that ended it, with the calls and log records it made."""
     reader = _READER
     assert reader is not None, "the extract process was forked without a reader"
+    release_free_memory()  # the last batch, sent and freed, is handed back to the OS before the next one is read
     batch: ExtractedBatch | None = None
     error: BaseException | None = None
     try:
