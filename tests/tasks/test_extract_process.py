@@ -27,6 +27,7 @@ from hub.ledger.loading import read_cursor
 from hub.ledger.retry_units import SAP_CUSTOMERS_BATCH
 from hub.runtime.connections import build_sap_connector
 from sandbox.core import as_transport, running_server
+from sandbox.sales_orders import SalesOrderSandbox
 from sandbox.sap import SapSandbox
 from tasks import extract_process
 from tasks.extract import read_batch
@@ -147,6 +148,30 @@ def test_a_failure_in_the_extract_process_is_the_runs_failed_unit_and_its_rerun_
     assert outcome.status == "resolved", outcome
     assert reads, "the rerun reads in an extract process of its own"
     assert sum(table_counts()) == PARTNERS and cursor() is not None
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_sales_orders_several_rows_a_record_come_back_from_the_process_as_the_thread_maps_them(
+    db: str, reads: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flows.sync_sap_sales_orders import sync_sap_sales_orders
+
+    sandbox = SalesOrderSandbox(orders=300, seed=9, max_page_size=50, partners=500)
+    with running_server(sandbox) as base_url:
+        monkeypatch.setenv("SAP_BASE_URL", base_url.rstrip("/") + "/sap/opu/odata/sap/API_BUSINESS_PARTNER/")
+        reset_settings_cache()
+        try:
+            summary = sync_sap_sales_orders(full_refresh=True, page_size=50, batch_pages=2)
+            assert reads and len(reads) == summary["batches"]
+            assert summary["extracted"] == 300 and summary["valid"] + summary["quarantined"] == 300
+            assert summary["quarantined"] > 0 and summary["items_written"] > 300
+            extract_process_off(monkeypatch)
+            reads.clear()
+            again = sync_sap_sales_orders(full_refresh=True, page_size=50, batch_pages=2)
+        finally:
+            reset_settings_cache()
+    assert reads == []
+    assert (again["valid"], again["quarantined"], again["unchanged"]) == (summary["valid"], summary["quarantined"], summary["valid"])
 
 
 # --- the process itself, without a flow ---------------------------------------------------------------------
