@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextvars
 import time
 from bisect import bisect_right
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -37,6 +37,31 @@ if TYPE_CHECKING:
 Mapper = Callable[[list[dict[str, Any]]], "pd.DataFrame"]
 
 
+@dataclass
+class PackedPage:
+    """One page's source bytes as `RawRecords` keeps them: an LZ4 block and each record's end offset in it."""
+
+    blob: bytes
+    ends: np.ndarray
+
+
+@dataclass
+class MappedPage:
+    """One page read and mapped, before its place in a batch is known (`ExtractedBatch.add_page` gives it one)."""
+
+    frame: pd.DataFrame
+    keys: list[str | None]
+    raw: PackedPage
+    next: PagePosition | None  # where the read goes on (None at the end)
+    end_cursor: dict[str, Any] | None
+    seconds: float
+    cpu_seconds: float
+
+    @property
+    def read(self) -> int:
+        return len(self.keys)
+
+
 class RawRecords:
     """Each record's source bytes by position in the batch, packed in one compressed blob per page.
 
@@ -56,7 +81,9 @@ class RawRecords:
         self._count = 0
         self._open: tuple[int, bytes] | None = None  # the last page decompressed
 
-    def add_page(self, records: list[dict[str, Any]]) -> None:
+    @staticmethod
+    def pack(records: list[dict[str, Any]]) -> PackedPage:
+        """A page's records as one compressed blob and each record's end offset in it."""
         import numpy as np
 
         # Appended one by one: each orjson buffer (twice its record's length) is freed at once, so a page costs
@@ -66,10 +93,16 @@ class RawRecords:
         for i, record in enumerate(records):
             joined += orjson.dumps(record)
             ends[i] = len(joined)
-        self._ends.append(ends)
-        self._blobs.append(lz4.block.compress(joined))
+        return PackedPage(lz4.block.compress(joined), ends)
+
+    def add_page(self, records: list[dict[str, Any]]) -> None:
+        self.add_packed(self.pack(records))
+
+    def add_packed(self, page: PackedPage) -> None:
+        self._ends.append(page.ends)
+        self._blobs.append(page.blob)
         self._firsts.append(self._count)
-        self._count += len(records)
+        self._count += len(page.ends)
 
     def __len__(self) -> int:
         return self._count
@@ -118,6 +151,26 @@ class ExtractedBatch:
     map_seconds: float = 0.0
     map_cpu_seconds: float = 0.0  # of the extract thread
 
+    def add_page(self, page: MappedPage, record_column: str | None) -> pd.DataFrame:
+        """Place a mapped page after the batch's earlier records: its frame's index (or record column) is the
+        records' positions in the batch; its keys and source bytes are kept. The frame is returned."""
+        frame = page.frame
+        offset = self.read
+        if record_column is not None:
+            frame[record_column] = frame[record_column] + offset
+            frame.index = range(self.rows, self.rows + len(frame))
+        else:
+            frame.index = range(offset, offset + len(frame))
+        self.keys.extend(page.keys)
+        self.raw.add_packed(page.raw)
+        self.rows += len(frame)
+        self.read += page.read
+        self.pages += 1
+        self.next, self.end_cursor = page.next, page.end_cursor
+        self.map_seconds += page.seconds
+        self.map_cpu_seconds += page.cpu_seconds
+        return frame
+
     def source_record(self, position: int) -> dict[str, Any]:
         """The record at `position` as the source sent it (decoded again from its bytes)."""
         record: dict[str, Any] = orjson.loads(self.raw[position])
@@ -154,9 +207,22 @@ def read_batch(
             del page
         batch.next = position
         return batch
+    frames = [batch.add_page(page, record_column) for page in mapped_pages(connector, stream, start, max_pages, mapper, record_column)]
+    return finish_batch(batch, frames, mapper)
+
+
+def finish_batch(batch: ExtractedBatch, frames: list[pd.DataFrame], mapper: Mapper) -> ExtractedBatch:
+    """The batch's frame: its pages' frames in order (the mapping of no record for a batch of none)."""
     import pandas as pd
 
-    frames: list[pd.DataFrame] = []
+    batch.frame = pd.concat(frames) if len(frames) > 1 else frames[0] if frames else mapper([])
+    return batch
+
+
+def mapped_pages(
+    connector: Connector, stream: Stream, start: PagePosition, max_pages: int, mapper: Mapper, record_column: str | None
+) -> Iterator[MappedPage]:
+    """Up to `max_pages` pages from `start`, each mapped as it comes; the next page is fetched meanwhile."""
     # The source's time to answer a page (SAP building 1,000 expanded partners) passes while the page before is
     # mapped: one request in flight at a time, in the order the pages come, so paging, retries, the rate budget
     # and the failed unit are those of a plain loop. Keyset paging knows the next page once this one is parsed.
@@ -167,50 +233,39 @@ def read_batch(
     # The pause is the process's: the cyclic garbage of the batch validated meanwhile waits for the batch's end,
     # which left the sync's peak where it was (326 against 328 MB, bench/sap_sync.py's child run).
     with paused_gc(), ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"prefetch-{stream.name}") as prefetch:
+        fetched = 0
 
         def fetch(at: PagePosition | None) -> Future[Page] | None:
-            if at is None or batch.pages >= max_pages:
+            nonlocal fetched
+            if at is None or fetched >= max_pages:
                 return None
+            fetched += 1
             return prefetch.submit(contextvars.copy_context().run, connector.fetch_page, stream, at)
 
         pending = fetch(start)
-        position = start
         while pending is not None:
             page = pending.result()
-            batch.pages += 1
-            position = page.next
-            batch.end_cursor = page.end_cursor
-            pending = fetch(position)
-            frames.append(_map_page(batch, stream, page.records, mapper, record_column))
-            batch.read += len(page.records)
-            del page
-    batch.next = position
-    batch.frame = pd.concat(frames) if len(frames) > 1 else frames[0] if frames else mapper([])
-    return batch
+            pending = fetch(page.next)
+            mapped = map_page(stream, page, mapper, record_column)
+            del page  # the decoded records (~9.5 KB a partner) go before the mapped page is handed on
+            yield mapped
 
 
-def _map_page(batch: ExtractedBatch, stream: Stream, records: list[dict[str, Any]], mapper: Mapper, record_column: str | None) -> pd.DataFrame:
-    """One page's records mapped, placed after the batch's earlier records; their keys and bytes kept."""
+def map_page(stream: Stream, page: Page, mapper: Mapper, record_column: str | None) -> MappedPage:
+    """One page's records mapped, with their keys and packed source bytes (no place in a batch yet)."""
     clock, cpu = time.perf_counter(), time.thread_time()
-    offset = batch.read
-    # The collector is paused already, for the whole read (read_batch).
+    records = page.records
+    # The collector is paused already, for the whole read (mapped_pages).
     frame = mapper(records)
     if record_column is not None:
         positions = set(frame[record_column].tolist())
         if positions != set(range(len(records))):
             raise ValueError(f"mapping of {stream.name} returned rows for {len(positions)} of {len(records)} records")
-        frame[record_column] = frame[record_column] + offset
-        frame.index = range(batch.rows, batch.rows + len(frame))
     elif len(frame) != len(records):
         raise ValueError(f"mapping of {stream.name} returned {len(frame)} rows for {len(records)} records")
-    else:
-        frame.index = range(offset, offset + len(frame))
-    batch.keys.extend(_key(r, stream.primary_key) for r in records)
-    batch.raw.add_page(records)
-    batch.rows += len(frame)
-    batch.map_seconds += time.perf_counter() - clock
-    batch.map_cpu_seconds += time.thread_time() - cpu
-    return frame
+    keys = [_key(r, stream.primary_key) for r in records]
+    raw = RawRecords.pack(records)
+    return MappedPage(frame, keys, raw, page.next, page.end_cursor, time.perf_counter() - clock, time.thread_time() - cpu)
 
 
 def drop_exact_duplicates(records: list[dict[str, Any]], key: str) -> tuple[list[dict[str, Any]], int]:

@@ -32,6 +32,7 @@ import logging
 import multiprocessing
 import os
 import pickle
+import sys
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -40,9 +41,13 @@ from typing import TYPE_CHECKING, Any
 from connectors.core.errors import SyncFailed, classify_exception
 from connectors.core.memory import release_free_memory
 from connectors.core.metrics import METRICS, MetricsShare
-from tasks.extract import ExtractedBatch, Mapper, read_batch
+from tasks.extract import ExtractedBatch, Mapper, finish_batch, mapped_pages
 
 if TYPE_CHECKING:
+    from multiprocessing.connection import Connection
+
+    import pandas as pd
+
     from connectors.core.base import Connector, Stream
     from connectors.core.paging import PagePosition
 
@@ -54,7 +59,7 @@ def wanted(enabled: bool, connector: Connector, mapper: Mapper | None) -> bool:
         enabled
         and mapper is not None
         and bool(getattr(client, "over_network", False))
-        and "fork" in multiprocessing.get_all_start_methods()
+        and sys.platform.startswith("linux")  # fork with threads is unsafe on macOS, absent on Windows
     )
 
 
@@ -64,6 +69,8 @@ class _Reader:
     stream: Stream
     mapper: Mapper
     record_column: str | None
+    pages: Connection  # the child's end of the page pipe
+    parents_end: Connection  # closed in the child: a parent that dies then ends the child's `send` (EPIPE)
 
 
 # Set in the parent around the fork: the child finds its reader here, in the memory the fork copied.
@@ -99,6 +106,8 @@ def _child_started() -> None:
     """First thing in the forked child: its own metrics, log handling and connections."""
     global _READER
     _READER = _FORKING
+    if _READER is not None:
+        _READER.parents_end.close()
     METRICS.reset()  # what the parent counted is the parent's to flush; its lock may have been held at the fork
     # Every handler the parent had (Prefect's API handler needs the parent's threads) becomes the one collector.
     for logger in [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]:
@@ -111,22 +120,25 @@ def _child_started() -> None:
     get_engine().dispose(close=False)  # the parent's database connections stay the parent's (SQLAlchemy's fork recipe)
 
 
-def _read(start: PagePosition, max_pages: int) -> tuple[ExtractedBatch | None, BaseException | None, MetricsShare, list[logging.LogRecord]]:
-    """In the child: one batch, or the error that ended it, with the calls and log records it made."""
+def _read(start: PagePosition, max_pages: int) -> tuple[BaseException | None, MetricsShare, list[logging.LogRecord]]:
+    """In the child: one batch's pages, each sent down the page pipe as soon as it is mapped (so the child holds a
+    page or two, never the batch), then None; returned: the error that ended the batch, the calls and log records."""
     reader = _READER
     assert reader is not None, "the extract process was forked without a reader"
-    release_free_memory()  # the last batch, sent and freed, is handed back to the OS before the next one is read
-    batch: ExtractedBatch | None = None
     error: BaseException | None = None
     try:
-        batch = read_batch(reader.connector, reader.stream, start, max_pages, reader.mapper, reader.record_column)
+        for page in mapped_pages(reader.connector, reader.stream, start, max_pages, reader.mapper, reader.record_column):
+            reader.pages.send(page)  # blocks while the pipe is full: the child reads no further ahead than the run takes
+            del page
     except Exception as exc:
         error = exc
         try:
             pickle.dumps(exc)
         except Exception:  # noqa: BLE001 - an error that cannot travel goes back classified, as text
             error = classify_exception(exc)
-    return batch, error, METRICS.hand_over(), _RECORDS.take()
+    reader.pages.send(None)
+    release_free_memory()  # what the batch's pages left in the heap goes back to the OS while the child waits
+    return error, METRICS.hand_over(), _RECORDS.take()
 
 
 class ExtractProcess:
@@ -134,17 +146,28 @@ class ExtractProcess:
 
     def __init__(self, connector: Connector, stream: Stream, mapper: Mapper, record_column: str | None) -> None:
         global _FORKING
-        _FORKING = _Reader(connector, stream, mapper, record_column)
+        context = multiprocessing.get_context("fork")
+        self._pages, pages_out = context.Pipe(duplex=False)
+        self.mapper, self.record_column = mapper, record_column
+        _FORKING = _Reader(connector, stream, mapper, record_column, pages_out, self._pages)
         try:
-            self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork"), initializer=_child_started)
+            self._pool = ProcessPoolExecutor(1, mp_context=context, initializer=_child_started)
             self.pid = self._pool.submit(os.getpid).result()  # the fork happens here, from this thread
         finally:
             _FORKING = None
+            # Only the child writes pages: once its end is closed here, a child that dies ends `recv` (EOFError).
+            pages_out.close()
 
     def read(self, start: PagePosition, max_pages: int) -> ExtractedBatch:
+        """The batch from `start`, assembled here page by page as the child sends them (`ExtractedBatch.add_page`)."""
+        batch = ExtractedBatch(start=start)
+        frames: list[pd.DataFrame] = []
         try:
-            batch, error, metrics, records = self._pool.submit(_read, start, max_pages).result()
-        except BrokenProcessPool as exc:
+            done = self._pool.submit(_read, start, max_pages)
+            while (page := self._pages.recv()) is not None:
+                frames.append(batch.add_page(page, self.record_column))
+            error, metrics, records = done.result()
+        except (BrokenProcessPool, EOFError, OSError) as exc:
             raise SyncFailed(
                 f"the run's extract process (pid {self.pid}) ended while reading a batch (killed, or out of memory?): "
                 "the batches before it are loaded; rerun the unit",
@@ -155,11 +178,11 @@ class ExtractProcess:
             logging.getLogger(record.name).handle(record)
         if error is not None:
             raise error
-        assert batch is not None
-        return batch
+        return finish_batch(batch, frames, self.mapper)
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
+        self._pages.close()
 
     def __enter__(self) -> ExtractProcess:
         return self
