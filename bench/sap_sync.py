@@ -164,7 +164,7 @@ def child(page_size: int, batch_pages: int, partitions: int = 1) -> None:
 
 
 class PssPeak:
-    """The largest sum of PSS of this process and its descendants, sampled every 0.1 s while the block runs.
+    """The largest sum of PSS of this process and the processes forked from it, sampled every 0.1 s while the block runs.
 
     With the run's extract process (tasks/extract_process.py) the sync is two processes, and the child's RSS
     counts the pages it shares with its parent since the fork: RSS summed would count them twice. PSS
@@ -189,20 +189,24 @@ class PssPeak:
         self._thread.join()
 
     @staticmethod
-    def _descendants(pid: int) -> list[int]:
+    def _forked(pid: int, cmdline: bytes) -> list[int]:
+        """`pid` and the processes forked from it (same command line): not a process it started afresh, such as
+        the temporary Prefect server of `--ephemeral`, which is Prefect's, not the sync's."""
         found = [pid]
         for task in Path(f"/proc/{pid}/task").glob("*/children"):
             try:
                 for child in task.read_text().split():
-                    found.extend(PssPeak._descendants(int(child)))
+                    if Path(f"/proc/{child}/cmdline").read_bytes() == cmdline:
+                        found.extend(PssPeak._forked(int(child), cmdline))
             except OSError:
                 continue  # the thread or process ended meanwhile
         return found
 
     def _sample(self) -> None:
+        cmdline = Path("/proc/self/cmdline").read_bytes()
         while not self._stop.wait(self.interval_s):
             total = 0
-            for pid in self._descendants(os.getpid()):
+            for pid in self._forked(os.getpid(), cmdline):
                 try:
                     text = Path(f"/proc/{pid}/smaps_rollup").read_text()
                 except OSError:
