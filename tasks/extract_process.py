@@ -5,10 +5,13 @@ source bytes) runs in a thread beside this batch's validation and load, and the 
 time. The read is about half of that work. `ExtractProcess` moves it to a child process, forked once per run
 after the connector is built and before the suite's preload thread starts. The child holds a copy of the
 connector (its credentials, session and rate budget, with connections of its own) and of the dataset's
-mapping, and reads batch after batch with the same code the thread runs (`tasks.extract.read_batch`). Each
-batch comes back pickled: its mapped frame, its packed source bytes and its keys. What the child did besides
-comes back with it: its call metrics (`CallMetrics.hand_over`, flushed by the run's process) and its log
-records (handled again in the run's extract task, so they reach the Prefect UI as the thread's did).
+mapping, and reads batch after batch with the same code the thread runs (`tasks.extract.mapped_pages`). Each
+page goes to the run's process as soon as it is mapped (its frame, packed source bytes and keys, pickled down a
+pipe that blocks while full), where the run's extract task assembles the batch (`ExtractedBatch.add_page`):
+the child holds a page or two, never a batch (returned whole, a batch cost both processes ~25 MB more at their
+peak). What the child did besides comes back at the batch's end: its call metrics (`CallMetrics.hand_over`,
+flushed by the run's process) and its log records (handled again in the run's extract task, so they reach the
+Prefect UI as the thread's did).
 
 Why a fork by hand, not a Prefect task runner: each batch's read continues on the connector the last one used
 (keyset paging knows the next page from this one), and Prefect's process runners (`ProcessPoolTaskRunner`,
