@@ -31,10 +31,12 @@ logging) are new in the child, and the fork happens before the suite's preload t
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import os
 import pickle
+import signal
 import sys
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -152,6 +154,7 @@ class ExtractProcess:
         context = multiprocessing.get_context("fork")
         self._pages, pages_out = context.Pipe(duplex=False)
         self.mapper, self.record_column = mapper, record_column
+        self._abandoned = False
         _FORKING = _Reader(connector, stream, mapper, record_column, pages_out, self._pages)
         try:
             self._pool = ProcessPoolExecutor(1, mp_context=context, initializer=_child_started)
@@ -171,11 +174,15 @@ class ExtractProcess:
                 frames.append(batch.add_page(page, self.record_column))
             error, metrics, records = done.result()
         except (BrokenProcessPool, EOFError, OSError) as exc:
+            self._abandoned = True
             raise SyncFailed(
                 f"the run's extract process (pid {self.pid}) ended while reading a batch (killed, or out of memory?): "
                 "the batches before it are loaded; rerun the unit",
                 code="EXTRACT_PROCESS_LOST",
             ) from exc
+        except BaseException:
+            self._abandoned = True  # the child may be blocked sending a page nobody reads any more
+            raise
         METRICS.absorb(metrics)
         for record in records:
             logging.getLogger(record.name).handle(record)
@@ -184,6 +191,9 @@ class ExtractProcess:
         return finish_batch(batch, frames, self.mapper)
 
     def close(self) -> None:
+        if self._abandoned:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)  # a batch left half read: nothing of the child's is wanted
         self._pool.shutdown(wait=True, cancel_futures=True)
         self._pages.close()
 

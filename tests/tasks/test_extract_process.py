@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import base64
 import logging
 import os
 from collections.abc import Iterator
@@ -238,3 +239,31 @@ def test_only_a_mapped_read_over_the_network_with_the_setting_on_gets_a_process(
     finally:
         for connector in (over_network, in_process, overridden):
             connector.close()
+
+
+def test_a_batch_the_run_stops_taking_midway_leaves_no_process_behind(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The run's side fails while the child is blocked sending a page nobody reads (pages larger than the pipe):
+    closing the process kills it instead of waiting for it."""
+    from tasks.extract import ExtractedBatch
+
+    class Big(_Pages):
+        def fetch_page(self, stream: Stream, position: PagePosition) -> Page:
+            page = super().fetch_page(stream, position)
+            for record in page.records:
+                record["padding"] = base64.b64encode(os.urandom(200_000)).decode()  # packed, it stays ~270 KB
+            return page
+
+    add_page = ExtractedBatch.add_page
+
+    def fails_on_the_second(self: ExtractedBatch, page: Any, record_column: str | None) -> pd.DataFrame:
+        if self.pages == 1:
+            raise RuntimeError("the run's side failed")
+        return add_page(self, page, record_column)
+
+    monkeypatch.setattr(ExtractedBatch, "add_page", fails_on_the_second)
+    process = ExtractProcess(Big(), STREAM, _frame, None)  # type: ignore[arg-type]
+    with pytest.raises(RuntimeError, match="the run's side failed"):
+        process.read(PagePosition(url="1"), 3)
+    process.close()  # would wait for ever for a child blocked in send
+    with pytest.raises(ProcessLookupError):
+        os.kill(process.pid, 0)
