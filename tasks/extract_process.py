@@ -21,7 +21,9 @@ batch is still an `extract_batch` task run, with its retries; its body asks the 
 
 Used only where it can be (`wanted`): `extract_process = true` in the integration's configuration, a
 platform that forks (Linux), a connector that reads over the network (an in-process sandbox's transport, and
-the source's state with it, would be a copy in the child), a mapped dataset. A partitioned read does not use
+the source's state with it, would be a copy in the child), a mapped dataset, and no rate limit shared by the
+workers in effect for the integration (hub/runtime/rate_limits.py: its slots are taken through the Prefect
+client's threads, which a forked child does not have). A partitioned read does not use
 it: its partitions are processes already. Everywhere else the thread reads, as before.
 
 Fork safety: the child runs only the read. It never touches the parent's threads (Prefect's API client, the
@@ -43,6 +45,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from connectors.core.client import shared_rate_limit_applies
 from connectors.core.errors import SyncFailed, classify_exception
 from connectors.core.memory import release_free_memory
 from connectors.core.metrics import METRICS, MetricsShare
@@ -65,6 +68,9 @@ def wanted(enabled: bool, connector: Connector, mapper: Mapper | None) -> bool:
         and mapper is not None
         and bool(getattr(client, "over_network", False))
         and sys.platform.startswith("linux")  # fork with threads is unsafe on macOS, absent on Windows
+        # Each call of a budget shared by the workers takes a slot of a Prefect global rate limit, through the
+        # Prefect client's event-loop thread: a forked child has no such thread (its calls would wait for ever).
+        and not shared_rate_limit_applies(str(getattr(client, "name", "")))
     )
 
 

@@ -48,6 +48,16 @@ def set_shared_rate_limiter(acquire: SharedAcquire | None) -> SharedAcquire | No
     return previous
 
 
+def shared_rate_limit_applies(integration: str) -> bool:
+    """Whether calls of `integration` take from a budget shared across processes (an installed limiter that says
+    so through `applies(integration)`; one that cannot say is taken to apply)."""
+    acquire = _SHARED_ACQUIRE
+    if acquire is None:
+        return False
+    applies = getattr(acquire, "applies", None)
+    return bool(applies(integration)) if callable(applies) else True
+
+
 class RateBudget:
     """Token bucket: at most `rate_per_s` requests per second from this process.
 
@@ -254,4 +264,5 @@ def retries_of(client: IntegrationClient) -> int:
     return client.metrics.total(client.name, "retries")
 
 
-__all__ = ["DebugLog", "IntegrationClient", "IntegrationError", "RateBudget", "SharedAcquire", "retries_of", "set_shared_rate_limiter"]
+__all__ = ["DebugLog", "IntegrationClient", "IntegrationError", "RateBudget", "SharedAcquire", "retries_of", "set_shared_rate_limiter",
+           "shared_rate_limit_applies"]

@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from connectors.core.base import Stream
-from connectors.core.client import use_transport
+from connectors.core.client import set_shared_rate_limiter, use_transport
 from connectors.core.config import IntegrationConfig
 from connectors.core.errors import SyncFailed
 from connectors.core.metrics import METRICS
@@ -224,19 +224,33 @@ def test_a_process_that_ends_mid_read_fails_the_batch_with_a_clear_error() -> No
     assert failed.value.code == "EXTRACT_PROCESS_LOST"
 
 
-def test_only_a_mapped_read_over_the_network_with_the_setting_on_gets_a_process(db: str) -> None:
+def test_only_a_mapped_read_over_the_network_with_the_setting_on_and_no_shared_budget_gets_a_process(db: str) -> None:
     config = IntegrationConfig(name="sap", base_url="http://127.0.0.1:1/sap/")
     over_network = build_sap_connector(config=config)
     in_process = build_sap_connector(config=config, transport=as_transport(SapSandbox(partners=1)))
     with use_transport("sap", httpx.MockTransport(lambda request: httpx.Response(200))):
         overridden = build_sap_connector(config=config)
+    shared: list[str] = []
+
+    class Shared:
+        def applies(self, integration: str) -> bool:
+            return integration in shared
+
+        def __call__(self, integration: str) -> None:
+            return None
+
+    previous = set_shared_rate_limiter(Shared())
     try:
         assert extract_process.wanted(True, over_network, _frame)
+        shared.append("sap")  # the workers' shared budget (a Prefect global rate limit) is in effect for SAP
+        assert not extract_process.wanted(True, over_network, _frame)
+        shared.clear()
         assert not extract_process.wanted(False, over_network, _frame)
         assert not extract_process.wanted(True, over_network, None)
         assert not extract_process.wanted(True, in_process, _frame)
         assert not extract_process.wanted(True, overridden, _frame)
     finally:
+        set_shared_rate_limiter(previous)
         for connector in (over_network, in_process, overridden):
             connector.close()
 
