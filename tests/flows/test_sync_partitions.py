@@ -8,15 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from hub.core.db import get_engine
-from hub.core.models import Customer, IntegrationErrorRow, QuarantinedRecord
-from hub.core.settings import reset_settings_cache
-from hub.ledger.loading import read_cursor
-from sandbox.core import running_server
+from hub.core.models import IntegrationErrorRow
 from sandbox.sap import SapSandbox
+from tests.sap_http import cursor, run, served_sap, table_counts
 
 PARTNERS = 3000
 
@@ -25,30 +23,8 @@ pytestmark = pytest.mark.usefixtures("prefect_harness")
 
 @pytest.fixture
 def sap_http(db: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[SapSandbox]:
-    sandbox = SapSandbox(partners=PARTNERS, seed=7, max_page_size=500)
-    with running_server(sandbox) as base_url:
-        monkeypatch.setenv("SAP_BASE_URL", base_url.rstrip("/") + "/sap/opu/odata/sap/API_BUSINESS_PARTNER/")
-        reset_settings_cache()
+    with served_sap(monkeypatch, partners=PARTNERS, seed=7, max_page_size=500) as sandbox:
         yield sandbox
-    monkeypatch.undo()
-    reset_settings_cache()
-
-
-def run(**params: Any) -> dict[str, Any]:
-    from flows.sync_sap_customers import sync_sap_customers
-
-    return sync_sap_customers(**params)
-
-
-def table_counts() -> tuple[int, int]:
-    with get_engine().connect() as conn:
-        return (conn.execute(select(func.count()).select_from(Customer)).scalar_one(),
-                conn.execute(select(func.count()).select_from(QuarantinedRecord)).scalar_one())
-
-
-def cursor() -> dict[str, Any] | None:
-    with get_engine().connect() as conn:
-        return read_cursor(conn, "sap", "customers")
 
 
 def test_partitioned_full_sync_loads_what_one_process_loads(sap_http: SapSandbox) -> None:

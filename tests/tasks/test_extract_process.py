@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pandas as pd
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from connectors.core.base import Stream
@@ -22,9 +22,8 @@ from connectors.core.errors import SyncFailed
 from connectors.core.metrics import METRICS
 from connectors.core.paging import Page, PagePosition
 from hub.core.db import get_engine
-from hub.core.models import Customer, IntegrationErrorRow, QuarantinedRecord
+from hub.core.models import IntegrationErrorRow
 from hub.core.settings import integration_config, reset_settings_cache
-from hub.ledger.loading import read_cursor
 from hub.ledger.retry_units import SAP_CUSTOMERS_BATCH
 from hub.runtime.connections import build_sap_connector
 from sandbox.core import as_transport, running_server
@@ -33,19 +32,15 @@ from sandbox.sap import SapSandbox
 from tasks import extract_process
 from tasks.extract import read_batch
 from tasks.extract_process import ExtractProcess
+from tests.sap_http import cursor, run, served_sap, table_counts
 
 PARTNERS = 1200
 
 
 @pytest.fixture
 def sap_http(db: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[SapSandbox]:
-    sandbox = SapSandbox(partners=PARTNERS, seed=5, max_page_size=200)
-    with running_server(sandbox) as base_url:
-        monkeypatch.setenv("SAP_BASE_URL", base_url.rstrip("/") + "/sap/opu/odata/sap/API_BUSINESS_PARTNER/")
-        reset_settings_cache()
+    with served_sap(monkeypatch, partners=PARTNERS, seed=5, max_page_size=200) as sandbox:
         yield sandbox
-    monkeypatch.undo()
-    reset_settings_cache()
 
 
 @pytest.fixture
@@ -68,23 +63,6 @@ def extract_process_off(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(tasks.engine, "integration_config",
                         lambda name: integration_config(name).model_copy(update={"extract_process": False}))
-
-
-def run(**params: Any) -> dict[str, Any]:
-    from flows.sync_sap_customers import sync_sap_customers
-
-    return sync_sap_customers(**params)
-
-
-def table_counts() -> tuple[int, int]:
-    with get_engine().connect() as conn:
-        return (conn.execute(select(func.count()).select_from(Customer)).scalar_one(),
-                conn.execute(select(func.count()).select_from(QuarantinedRecord)).scalar_one())
-
-
-def cursor() -> dict[str, Any] | None:
-    with get_engine().connect() as conn:
-        return read_cursor(conn, "sap", "customers")
 
 
 @pytest.mark.usefixtures("prefect_harness")
