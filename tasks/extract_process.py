@@ -21,14 +21,19 @@ batch is still an `extract_batch` task run, with its retries; its body asks the 
 
 Used only where it can be (`wanted`): `extract_process = true` in the integration's configuration, a
 platform that forks (Linux), a connector that reads over the network (an in-process sandbox's transport, and
-the source's state with it, would be a copy in the child), a mapped dataset, and no rate limit shared by the
-workers in effect for the integration (hub/runtime/rate_limits.py: its slots are taken through the Prefect
-client's threads, which a forked child does not have). A partitioned read does not use
-it: its partitions are processes already. Everywhere else the thread reads, as before.
+the source's state with it, would be a copy in the child) and a mapped dataset. A partitioned read does not
+use it: its partitions are processes already. Everywhere else the thread reads, as before.
+
+The budget shared by the workers (hub/runtime/rate_limits.py, a Prefect global rate limit under a deployed
+stack) is taken by the run's process on the child's behalf: each of the child's calls asks the run's process
+for a slot down a second pipe and waits for the grant (`_SlotsFromParent`, `_grant_slots`). The slots go through
+the Prefect client's event-loop thread, which exists only in the run's process (a forked child has the client's
+objects but not its threads: a call taking a slot there waits for ever).
 
 Fork safety: the child runs only the read. It never touches the parent's threads (Prefect's API client, the
 metrics flusher), its database connections or its HTTP connections; the locks it takes (call metrics,
-logging) are new in the child, and the fork happens before the suite's preload thread starts importing.
+logging, the slot pipe's) are new in the child, and the fork happens before the suite's preload thread starts
+importing.
 """
 
 from __future__ import annotations
@@ -40,12 +45,13 @@ import os
 import pickle
 import signal
 import sys
+import threading
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from connectors.core.client import shared_rate_limit_applies
+from connectors.core import client as client_core
 from connectors.core.errors import SyncFailed, classify_exception
 from connectors.core.memory import release_free_memory
 from connectors.core.metrics import METRICS, MetricsShare
@@ -68,9 +74,6 @@ def wanted(enabled: bool, connector: Connector, mapper: Mapper | None) -> bool:
         and mapper is not None
         and bool(getattr(client, "over_network", False))
         and sys.platform.startswith("linux")  # fork with threads is unsafe on macOS, absent on Windows
-        # Each call of a budget shared by the workers takes a slot of a Prefect global rate limit, through the
-        # Prefect client's event-loop thread: a forked child has no such thread (its calls would wait for ever).
-        and not shared_rate_limit_applies(str(getattr(client, "name", "")))
     )
 
 
@@ -82,6 +85,8 @@ class _Reader:
     record_column: str | None
     pages: Connection  # the child's end of the page pipe
     parents_end: Connection  # closed in the child: a parent that dies then ends the child's `send` (EPIPE)
+    slots: Connection | None  # the child's end of the slot pipe, when a shared budget is installed
+    parents_slots: Connection | None  # closed in the child
 
 
 # Set in the parent around the fork: the child finds its reader here, in the memory the fork copied.
@@ -113,6 +118,42 @@ class _Records(logging.Handler):
 _RECORDS = _Records()
 
 
+class _SlotsFromParent:
+    """The child's shared budget: each slot is asked of the run's process, which takes it from the installed
+    limiter (a Prefect global rate limit), and waited for. One request at a time (the prefetch thread and the
+    mapping thread may both call): the pipe carries one question and its answer."""
+
+    def __init__(self, slots: Connection) -> None:
+        self.slots = slots
+        self.lock = threading.Lock()
+
+    def __call__(self, integration: str) -> None:
+        with self.lock:
+            self.slots.send(integration)
+            refused = self.slots.recv()
+        if refused is not None:
+            raise refused
+
+
+def _grant_slots(slots: Connection, acquire: client_core.SharedAcquire) -> None:
+    """In the run's process, a thread of the extract process: takes each slot the child asks for, then answers
+    (None, or the classified error taking it raised). Ends when the child's end closes (it exited or died)."""
+    while True:
+        try:
+            integration = slots.recv()
+        except (EOFError, OSError):
+            return
+        answer: BaseException | None = None
+        try:
+            acquire(integration)
+        except Exception as exc:  # noqa: BLE001 - the child's call fails with it, classified
+            answer = classify_exception(exc)
+        try:
+            slots.send(answer)
+        except OSError:
+            return
+
+
 def _child_started() -> None:
     """First thing in the forked child: its own metrics, log handling and connections."""
     global _READER
@@ -125,6 +166,10 @@ def _child_started() -> None:
         if isinstance(logger, logging.Logger) and logger.handlers:
             logger.handlers = [_RECORDS]
     if _READER is not None:
+        if _READER.parents_slots is not None:
+            _READER.parents_slots.close()
+        # The shared budget the parent installed needs the parent's threads: its slots are asked of the parent.
+        client_core.set_shared_rate_limiter(_SlotsFromParent(_READER.slots) if _READER.slots is not None else None)
         _READER.connector.after_fork()
     from hub.core.db import get_engine
 
@@ -161,7 +206,12 @@ class ExtractProcess:
         self._pages, pages_out = context.Pipe(duplex=False)
         self.mapper, self.record_column = mapper, record_column
         self._abandoned = False
-        _FORKING = _Reader(connector, stream, mapper, record_column, pages_out, self._pages)
+        acquire = client_core.shared_rate_limiter()
+        self._slots: Connection | None = None
+        slots_out: Connection | None = None
+        if acquire is not None:
+            self._slots, slots_out = context.Pipe()
+        _FORKING = _Reader(connector, stream, mapper, record_column, pages_out, self._pages, slots_out, self._slots)
         try:
             self._pool = ProcessPoolExecutor(1, mp_context=context, initializer=_child_started)
             self.pid = self._pool.submit(os.getpid).result()  # the fork happens here, from this thread
@@ -169,6 +219,13 @@ class ExtractProcess:
             _FORKING = None
             # Only the child writes pages: once its end is closed here, a child that dies ends `recv` (EOFError).
             pages_out.close()
+            if slots_out is not None:
+                slots_out.close()  # likewise, the slot thread ends when the child does
+        self._granter: threading.Thread | None = None
+        if self._slots is not None and acquire is not None:
+            self._granter = threading.Thread(target=_grant_slots, args=(self._slots, acquire),
+                                             name=f"extract-slots-{self.pid}", daemon=True)
+            self._granter.start()
 
     def read(self, start: PagePosition, max_pages: int) -> ExtractedBatch:
         """The batch from `start`, assembled here page by page as the child sends them (`ExtractedBatch.add_page`)."""
@@ -202,6 +259,10 @@ class ExtractProcess:
                 os.kill(self.pid, signal.SIGKILL)  # a batch left half read: nothing of the child's is wanted
         self._pool.shutdown(wait=True, cancel_futures=True)
         self._pages.close()
+        if self._granter is not None:
+            self._granter.join(timeout=30)  # the child has exited: its end of the slot pipe is closed
+        if self._slots is not None:
+            self._slots.close()
 
     def __enter__(self) -> ExtractProcess:
         return self

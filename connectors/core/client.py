@@ -48,14 +48,9 @@ def set_shared_rate_limiter(acquire: SharedAcquire | None) -> SharedAcquire | No
     return previous
 
 
-def shared_rate_limit_applies(integration: str) -> bool:
-    """Whether calls of `integration` take from a budget shared across processes (an installed limiter that says
-    so through `applies(integration)`; one that cannot say is taken to apply)."""
-    acquire = _SHARED_ACQUIRE
-    if acquire is None:
-        return False
-    applies = getattr(acquire, "applies", None)
-    return bool(applies(integration)) if callable(applies) else True
+def shared_rate_limiter() -> SharedAcquire | None:
+    """The installed shared budget, if any (a run's extract process takes its child's slots through it)."""
+    return _SHARED_ACQUIRE
 
 
 class RateBudget:
@@ -265,4 +260,4 @@ def retries_of(client: IntegrationClient) -> int:
 
 
 __all__ = ["DebugLog", "IntegrationClient", "IntegrationError", "RateBudget", "SharedAcquire", "retries_of", "set_shared_rate_limiter",
-           "shared_rate_limit_applies"]
+           "shared_rate_limiter"]

@@ -85,10 +85,6 @@ class PrefectRateLimiter:
         self._known: dict[str, tuple[bool, float]] = {}
         self._lock = threading.Lock()
 
-    def applies(self, integration: str) -> bool:
-        """Whether calls of `integration` take slots of a Prefect global rate limit (a server and the limit exist)."""
-        return self._exists(limit_name(integration))
-
     def __call__(self, integration: str) -> None:
         name = limit_name(integration)
         if not self._exists(name):

@@ -18,11 +18,11 @@ from sqlalchemy.orm import Session
 from connectors.core.base import Stream
 from connectors.core.client import set_shared_rate_limiter, use_transport
 from connectors.core.config import IntegrationConfig
-from connectors.core.errors import SyncFailed
+from connectors.core.errors import IntegrationError, SyncFailed
 from connectors.core.metrics import METRICS
 from connectors.core.paging import Page, PagePosition
 from hub.core.db import get_engine
-from hub.core.models import IntegrationErrorRow
+from hub.core.models import Customer, IntegrationErrorRow, QuarantinedRecord
 from hub.core.settings import integration_config, reset_settings_cache
 from hub.ledger.retry_units import SAP_CUSTOMERS_BATCH
 from hub.runtime.connections import build_sap_connector
@@ -153,6 +153,38 @@ def test_sales_orders_several_rows_a_record_come_back_from_the_process_as_the_th
     assert (again["valid"], again["quarantined"], again["unchanged"]) == (summary["valid"], summary["quarantined"], summary["valid"])
 
 
+@pytest.mark.usefixtures("prefect_harness")
+def test_partners_changed_while_the_extract_process_reads_are_all_loaded_exactly_once(
+    sap_http: SapSandbox, reads: list[int]
+) -> None:
+    """The "data changes while it reads" drill (tests/flows/test_sap_sync_drills.py, in-process, so the thread)
+    over real HTTP, read by the extract process: SAP changes 150 partners before answering pages 2 and 4."""
+    changed: list[str] = []
+    pages = 0
+    dispatch = sap_http.dispatch
+
+    def changing(req: Any) -> Any:
+        nonlocal pages
+        if "A_BusinessPartner" in req.path and "/$count" not in req.path:
+            pages += 1
+            if pages in (2, 4):
+                changed.extend(sap_http.mutate(150, rng_seed=pages))
+        return dispatch(req)
+
+    sap_http.dispatch = changing  # type: ignore[method-assign]
+    summary = run(page_size=200, batch_pages=2, full_refresh=True)
+    assert reads and set(reads) != {os.getpid()}
+    assert len(changed) == 300
+    assert summary["source_count"] == PARTNERS == summary["distinct_read"] == summary["extracted"]
+    with get_engine().connect() as conn:
+        loaded = set(conn.execute(select(Customer.customer_id)).scalars())
+        quarantined = list(conn.execute(select(QuarantinedRecord.record_key)
+                                        .where(QuarantinedRecord.status == "quarantined")).scalars())
+    assert len(quarantined) == len(set(quarantined)) and not loaded & set(quarantined)
+    assert loaded | set(quarantined) == set(sap_http.partner_ids())  # lost: 0, duplicated: 0
+    assert cursor() is not None and summary["watermark"] == cursor()["last_change_date"]  # type: ignore[index]
+
+
 # --- the process itself, without a flow ---------------------------------------------------------------------
 
 
@@ -202,35 +234,82 @@ def test_a_process_that_ends_mid_read_fails_the_batch_with_a_clear_error() -> No
     assert failed.value.code == "EXTRACT_PROCESS_LOST"
 
 
-def test_only_a_mapped_read_over_the_network_with_the_setting_on_and_no_shared_budget_gets_a_process(db: str) -> None:
+def test_only_a_mapped_read_over_the_network_with_the_setting_on_gets_a_process(db: str) -> None:
     config = IntegrationConfig(name="sap", base_url="http://127.0.0.1:1/sap/")
     over_network = build_sap_connector(config=config)
     in_process = build_sap_connector(config=config, transport=as_transport(SapSandbox(partners=1)))
     with use_transport("sap", httpx.MockTransport(lambda request: httpx.Response(200))):
         overridden = build_sap_connector(config=config)
-    shared: list[str] = []
-
-    class Shared:
-        def applies(self, integration: str) -> bool:
-            return integration in shared
-
-        def __call__(self, integration: str) -> None:
-            return None
-
-    previous = set_shared_rate_limiter(Shared())
     try:
         assert extract_process.wanted(True, over_network, _frame)
-        shared.append("sap")  # the workers' shared budget (a Prefect global rate limit) is in effect for SAP
-        assert not extract_process.wanted(True, over_network, _frame)
-        shared.clear()
         assert not extract_process.wanted(False, over_network, _frame)
         assert not extract_process.wanted(True, over_network, None)
         assert not extract_process.wanted(True, in_process, _frame)
         assert not extract_process.wanted(True, overridden, _frame)
     finally:
-        set_shared_rate_limiter(previous)
         for connector in (over_network, in_process, overridden):
             connector.close()
+
+
+class _Slots:
+    """A shared budget installed in the run's process, as hub/runtime/rate_limits.py installs Prefect's: it records
+    each slot taken, from which process and thread, and may refuse."""
+
+    def __init__(self, refuse: Exception | None = None) -> None:
+        self.taken: list[tuple[str, int, str]] = []
+        self.refuse = refuse
+
+    def __call__(self, integration: str) -> None:
+        import threading
+
+        if self.refuse is not None:
+            raise self.refuse
+        self.taken.append((integration, os.getpid(), threading.current_thread().name))
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_the_childs_calls_take_the_workers_shared_budget_through_the_runs_process(
+    sap_http: SapSandbox, reads: list[int]
+) -> None:
+    """Under a deployed stack every SAP call takes a slot of the Prefect global rate limit `rate:sap`, which needs
+    the Prefect client's threads of the run's process: the child's calls are granted there, one slot each."""
+    slots = _Slots()
+    previous = set_shared_rate_limiter(slots)
+    try:
+        summary = run(page_size=200, batch_pages=2, full_refresh=True)
+    finally:
+        set_shared_rate_limiter(previous)
+    assert reads and set(reads) != {os.getpid()}, "read in the extract process, not the thread"
+    assert summary["extracted"] == PARTNERS and sum(table_counts()) == PARTNERS
+    assert {integration for integration, _, _ in slots.taken} == {"sap"}
+    assert {pid for _, pid, _ in slots.taken} == {os.getpid()}
+    granted_for_the_child = [name for _, _, name in slots.taken if name.startswith("extract-slots-")]
+    assert len(granted_for_the_child) >= summary["pages"], "every page the child fetched took a slot"
+
+
+def test_a_slot_the_runs_process_cannot_take_fails_the_childs_call_classified() -> None:
+    from connectors.core.client import RateBudget
+
+    class Budgeted(_Pages):
+        budget = RateBudget(1000.0, name="things")
+
+        def fetch_page(self, stream: Stream, position: PagePosition) -> Page:
+            self.budget.acquire()
+            return super().fetch_page(stream, position)
+
+    granted = _Slots()
+    previous = set_shared_rate_limiter(granted)
+    try:
+        with ExtractProcess(Budgeted(), STREAM, _frame, None) as process:  # type: ignore[arg-type]
+            batch = process.read(PagePosition(url="1"), 3)
+        assert batch.read == 6 and [name for name, _, _ in granted.taken] == ["things"] * 3
+        set_shared_rate_limiter(_Slots(refuse=httpx.ConnectError("the Prefect API is unreachable")))
+        with ExtractProcess(Budgeted(), STREAM, _frame, None) as process:  # type: ignore[arg-type]
+            with pytest.raises(Exception, match="unreachable") as refused:
+                process.read(PagePosition(url="1"), 3)
+    finally:
+        set_shared_rate_limiter(previous)
+    assert isinstance(refused.value, IntegrationError), "the error comes back classified"
 
 
 def test_a_batch_the_run_stops_taking_midway_leaves_no_process_behind(monkeypatch: pytest.MonkeyPatch) -> None:

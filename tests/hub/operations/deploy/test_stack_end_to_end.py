@@ -239,6 +239,8 @@ def test_deployment_runs_through_the_api_load_rows_and_two_workers_share_one_rat
     logs = {p.name: p.read_text(errors="replace") for p in stack.directory.glob("worker-*.log")}
     executed_by = {str(run.id): [name for name, log in logs.items() if _executed(log, str(run.id))] for run in finished}
     assert sorted(sum(executed_by.values(), [])) == ["worker-1.log", "worker-2.log"], f"{executed_by}\n{_logs(stack.directory)}"
+    # Each read its pages in its extract process, whose calls took their slots through the run's process.
+    assert all("pages are read and mapped in process" in log for log in logs.values()), _logs(stack.directory)
     (a_start, a_end), (b_start, b_end) = ((r.start_time, r.end_time) for r in finished)
     assert a_start < b_end and b_start < a_end, "the two runs must overlap for the limit to be shared"
 
