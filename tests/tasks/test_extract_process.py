@@ -234,6 +234,27 @@ def test_a_process_that_ends_mid_read_fails_the_batch_with_a_clear_error() -> No
     assert failed.value.code == "EXTRACT_PROCESS_LOST"
 
 
+def test_the_child_hands_the_gil_over_often_and_the_runs_process_keeps_its_own_switch_interval() -> None:
+    """The child's fetching thread waits for the GIL after every read while its other thread maps: the child switches
+    threads every CHILD_SWITCH_INTERVAL_S instead of CPython's 5 ms; the run's process is left as it was."""
+    import sys
+
+    class Switching(_Pages):
+        def fetch_page(self, stream: Stream, position: PagePosition) -> Page:
+            page = super().fetch_page(stream, position)
+            for record in page.records:
+                record["forked"] = sys.getswitchinterval()
+            return page
+
+    before = sys.getswitchinterval()
+    with ExtractProcess(Switching(), STREAM, _frame, None) as process:  # type: ignore[arg-type]
+        batch = process.read(PagePosition(url="1"), 3)
+    assert batch.frame is not None and len(batch.frame) == 6
+    assert batch.frame["forked"].tolist() == pytest.approx([extract_process.CHILD_SWITCH_INTERVAL_S] * 6, rel=1e-3)
+    assert extract_process.CHILD_SWITCH_INTERVAL_S < before
+    assert sys.getswitchinterval() == before
+
+
 def test_only_a_mapped_read_over_the_network_with_the_setting_on_gets_a_process(db: str) -> None:
     config = IntegrationConfig(name="sap", base_url="http://127.0.0.1:1/sap/")
     over_network = build_sap_connector(config=config)
