@@ -80,6 +80,18 @@ def test_read_keys_count_distinct_keys_across_batches() -> None:
     assert keys.array().tolist() == sorted(k.encode() for k in ("a", "b", "c", "é"))
 
 
+def test_read_keys_met_in_key_order_are_counted_without_merging_and_a_part_out_of_order_is_merged() -> None:
+    keys = ReadKeys()
+    for batch in range(3):  # a read paged by key: each batch's keys after the last batch's
+        keys.add(f"{n:06d}" for n in range(batch * 100 + 99, batch * 100 - 1, -1))
+    parts = list(keys._parts)
+    assert len(keys) == 300 and keys._parts == parts, "counted by the parts' sizes, nothing merged"
+    assert keys.as_frozenset() == {f"{n:06d}" for n in range(300)}
+    keys.add(["000150", "000400"])  # served again (a record changed and moved), and one new
+    assert len(keys) == 301 and len(keys._parts) == 1
+    assert keys.array().tolist() == [f"{n:06d}".encode() for n in [*range(300), 400]]
+
+
 def test_the_next_page_is_fetched_while_this_one_is_mapped_one_request_at_a_time_in_order() -> None:
     import threading
 
