@@ -33,7 +33,7 @@ objects but not its threads: a call taking a slot there waits for ever).
 Fork safety: the child runs only the read. It never touches the parent's threads (Prefect's API client, the
 metrics flusher), its database connections or its HTTP connections; the locks it takes (call metrics,
 logging, the slot pipe's) are new in the child, and the fork happens before the suite's preload thread starts
-importing.
+importing. The child dies with the run's process (`_die_with_parent`): a run killed or cancelled leaves no reader.
 """
 
 from __future__ import annotations
@@ -87,6 +87,7 @@ class _Reader:
     parents_end: Connection  # closed in the child: a parent that dies then ends the child's `send` (EPIPE)
     slots: Connection | None  # the child's end of the slot pipe, when a shared budget is installed
     parents_slots: Connection | None  # closed in the child
+    parent: int  # the run's process id
 
 
 # The child's switch interval (CPython's default: 5 ms). The child has two busy threads: one fetches and parses the
@@ -161,10 +162,24 @@ def _grant_slots(slots: Connection, acquire: client_core.SharedAcquire) -> None:
             return
 
 
+def _die_with_parent(parent: int) -> None:
+    """The kernel kills the child when the run's thread that forked it ends: the run's process killed (a cancelled
+    flow run, `kill -9`, out of memory) would otherwise leave the child waiting for its next batch for ever (the
+    executor's call queue never reports the parent gone: the fork gave the child that queue's writing end too)."""
+    import ctypes
+
+    pr_set_pdeathsig = 1  # linux/prctl.h; `wanted` keeps the process to Linux
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:
+        os._exit(0)  # the run's process died before the line above
+
+
 def _child_started() -> None:
     """First thing in the forked child: its own metrics, log handling and connections."""
     global _READER
     _READER = _FORKING
+    if _READER is not None:
+        _die_with_parent(_READER.parent)
     if _READER is not None:
         _READER.parents_end.close()
     sys.setswitchinterval(CHILD_SWITCH_INTERVAL_S)  # the fetching thread gets the GIL back soon after each read
@@ -219,7 +234,8 @@ class ExtractProcess:
         slots_out: Connection | None = None
         if acquire is not None:
             self._slots, slots_out = context.Pipe()
-        _FORKING = _Reader(connector, stream, mapper, record_column, pages_out, self._pages, slots_out, self._slots)
+        _FORKING = _Reader(connector, stream, mapper, record_column, pages_out, self._pages, slots_out, self._slots,
+                           os.getpid())
         try:
             self._pool = ProcessPoolExecutor(1, mp_context=context, initializer=_child_started)
             self.pid = self._pool.submit(os.getpid).result()  # the fork happens here, from this thread

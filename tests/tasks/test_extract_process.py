@@ -255,6 +255,50 @@ def test_the_child_hands_the_gil_over_often_and_the_runs_process_keeps_its_own_s
     assert sys.getswitchinterval() == before
 
 
+_KILLED_RUN = """
+import os, signal, sys, time
+sys.path.insert(0, sys.argv[1])
+import pandas as pd
+from connectors.core.base import Stream
+from connectors.core.paging import Page, PagePosition
+from tasks.extract_process import ExtractProcess
+
+class Pages:
+    def after_fork(self): pass
+    def fetch_page(self, stream, position):
+        return Page(position=position, records=[{"id": position.url}], next=PagePosition(url=position.url + "1"))
+
+process = ExtractProcess(Pages(), Stream(name="things", path="things", primary_key="id"),
+                         lambda records: pd.DataFrame({"id": [r["id"] for r in records]}), None)
+process.read(PagePosition(url="1"), 2)
+print(process.pid, flush=True)
+os.kill(os.getpid(), signal.SIGKILL)  # as a cancelled flow run's process, or the OOM killer
+"""
+
+
+def test_a_run_killed_mid_read_leaves_no_extract_process_behind() -> None:
+    """The run's process dies without closing its extract process (SIGKILL): the child goes with it, instead of
+    waiting for its next batch for ever with a copy of the run's memory and connections."""
+    import subprocess
+    import sys
+    import time
+
+    from hub.core.settings import ROOT
+
+    killed = subprocess.run([sys.executable, "-c", _KILLED_RUN, str(ROOT)], capture_output=True, text=True, timeout=120, check=False)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    child = int(killed.stdout.split()[0])
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    os.kill(child, 9)
+    raise AssertionError(f"the extract process {child} outlived the run's process")
+
+
 def test_only_a_mapped_read_over_the_network_with_the_setting_on_gets_a_process(db: str) -> None:
     config = IntegrationConfig(name="sap", base_url="http://127.0.0.1:1/sap/")
     over_network = build_sap_connector(config=config)
