@@ -94,7 +94,7 @@ class _Reader:
 # next page while the other maps this one. A thread that reads a response gives up the GIL at every `recv` (a 3 MB
 # page is ~50 of them) and then waits for a thread computing to drop it, which that thread does only every switch
 # interval (the convoy effect). Measured here, one page fetched and parsed beside a computing thread: 42 ms alone,
-# 143-157 ms at 5 ms, 51 ms at 0.2 ms; a 100k-partner sync took 3-24 % less time (docs/performance.md, ninth round).
+# 143-157 ms at 5 ms, 51 ms at 0.2 ms; a 100k-partner sync took 1-24 % less time (docs/performance.md, ninth round).
 CHILD_SWITCH_INTERVAL_S = 0.0002
 
 # Set in the parent around the fork: the child finds its reader here, in the memory the fork copied.
@@ -180,7 +180,6 @@ def _child_started() -> None:
     _READER = _FORKING
     if _READER is not None:
         _die_with_parent(_READER.parent)
-    if _READER is not None:
         _READER.parents_end.close()
     sys.setswitchinterval(CHILD_SWITCH_INTERVAL_S)  # the fetching thread gets the GIL back soon after each read
     METRICS.reset()  # what the parent counted is the parent's to flush; its lock may have been held at the fork
